@@ -1,0 +1,413 @@
+//! The TOML configuration: its shape, its defaults, and errors that name the
+//! file, the line and the key so an operator can fix a typo without guessing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::paths::SessionId;
+
+/// WhatsApp's production endpoint; tests and the simulator override it.
+pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where sessions, the outbox and logs live. `None` = the XDG data dir.
+    pub data_dir: Option<PathBuf>,
+    pub backoff: BackoffConfig,
+    pub whatsapp: WhatsappConfig,
+    pub api: ApiConfig,
+    pub log: LogConfig,
+    pub sessions: Vec<DeclaredSession>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConfig {
+    /// Attempt n waits `base * 2^(n-1)` ...
+    #[serde(deserialize_with = "duration")]
+    pub base: Duration,
+    /// ... capped here.
+    #[serde(deserialize_with = "duration")]
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WhatsappConfig {
+    pub ws_url: String,
+    /// Pinned WhatsApp Web version ("2.3000.1015901307"); unset = fetch it.
+    #[serde(deserialize_with = "wa_version")]
+    pub version: Option<(u32, u32, u32)>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Empty = no auth (only sensible on loopback).
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    /// Default: `<data_dir>/logs`.
+    pub dir: Option<PathBuf>,
+    /// Daily files kept before the oldest is removed.
+    pub max_files: usize,
+}
+
+/// A session named in the config file: created at start if it does not exist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredSession {
+    pub id: String,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub webhook_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            backoff: BackoffConfig::default(),
+            whatsapp: WhatsappConfig::default(),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+            sessions: Vec::new(),
+        }
+    }
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for WhatsappConfig {
+    fn default() -> Self {
+        WhatsappConfig {
+            ws_url: DEFAULT_WS_URL.to_string(),
+            version: None,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            token: String::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            dir: None,
+            max_files: 14,
+        }
+    }
+}
+
+/// A config problem, located as precisely as the source allows.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", located(path, *line, key.as_deref(), message))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    },
+}
+
+fn located(path: &Path, line: Option<usize>, key: Option<&str>, message: &str) -> String {
+    let mut out = format!("config error in {}", path.display());
+    if let Some(line) = line {
+        out.push_str(&format!(", line {line}"));
+    }
+    if let Some(key) = key {
+        out.push_str(&format!(", key `{key}`"));
+    }
+    out.push_str(": ");
+    out.push_str(message);
+    out
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used to label errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => {
+                    let line = line_of(text, span.start);
+                    (Some(line), key_at_line(text, line))
+                }
+                None => (None, None),
+            };
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                key,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: find_key_line(text, &key),
+                key: Some(key),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: relations between keys and value ranges.
+    /// Returns the dotted key at fault and what is wrong with it.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.backoff.base.is_zero() {
+            return Err(("backoff.base".into(), "must be greater than 0s".into()));
+        }
+        if self.backoff.max < self.backoff.base {
+            return Err((
+                "backoff.max".into(),
+                format!(
+                    "must be at least backoff.base ({})",
+                    humantime::format_duration(self.backoff.base)
+                ),
+            ));
+        }
+        if !(self.whatsapp.ws_url.starts_with("ws://")
+            || self.whatsapp.ws_url.starts_with("wss://"))
+        {
+            return Err((
+                "whatsapp.ws_url".into(),
+                "must start with ws:// or wss://".into(),
+            ));
+        }
+        if self.log.level.parse::<tracing::Level>().is_err() {
+            return Err((
+                "log.level".into(),
+                "must be one of trace, debug, info, warn, error".into(),
+            ));
+        }
+        if self.log.max_files == 0 {
+            return Err(("log.max_files".into(), "must be at least 1".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for session in &self.sessions {
+            if let Err(e) = SessionId::parse(&session.id) {
+                return Err(("sessions.id".into(), e.to_string()));
+            }
+            if !seen.insert(session.id.as_str()) {
+                return Err((
+                    "sessions.id".into(),
+                    format!("session `{}` is declared twice", session.id),
+                ));
+            }
+            if let Some(url) = &session.webhook_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err((
+                    "sessions.webhook_url".into(),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted key defined on a line: the table header above it plus the
+/// text left of `=`. Good enough for the flat tables this config uses.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let (key, _) = here.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let table = lines[..line - 1].iter().rev().find_map(|l| table_header(l));
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+fn table_header(line: &str) -> Option<String> {
+    let line = line.trim();
+    if !line.starts_with('[') {
+        return None;
+    }
+    Some(
+        line.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string(),
+    )
+}
+
+/// Line where a dotted key (as returned by `validate`) is written, if any.
+fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
+    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        if let Some(header) = table_header(line) {
+            current = header;
+            continue;
+        }
+        let Some((left, _)) = line.split_once('=') else {
+            continue;
+        };
+        if current == table && left.trim() == key {
+            return Some(index + 1);
+        }
+    }
+    None
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); write it like \"5s\", \"500ms\" or \"1m\""
+        ))
+    })
+}
+
+fn wa_version<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u32, u32, u32)>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_wa_version(&text).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a WhatsApp Web version; write three numbers like \"2.3000.1015901307\""
+        ))
+    })
+}
+
+fn parse_wa_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+    let version = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/wabridge.toml"))
+    }
+
+    #[test]
+    fn empty_config_gives_the_documented_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.backoff.base, Duration::from_secs(5));
+        assert_eq!(config.backoff.max, Duration::from_secs(60));
+        assert_eq!(config.whatsapp.ws_url, DEFAULT_WS_URL);
+        assert_eq!(config.whatsapp.version, None);
+        assert_eq!(config.api.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.log.level, "info");
+        assert!(config.sessions.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[backoff]\nbase = \"5s\"\nmaximum = \"60s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/wabridge.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("key `backoff.maximum`"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[api]\nlisten = 3000\n").unwrap_err().to_string();
+        assert!(err.contains("line 2, key `api.listen`"), "{err}");
+    }
+
+    #[test]
+    fn negative_duration_is_rejected_with_a_hint() {
+        let err = parse("[backoff]\nbase = \"-5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key `backoff.base`"), "{err}");
+        assert!(err.contains("write it like"), "{err}");
+    }
+
+    #[test]
+    fn max_below_base_is_rejected_at_the_max_line() {
+        let err = parse("[backoff]\nbase = \"10s\"\nmax = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3, key `backoff.max`"), "{err}");
+    }
+
+    #[test]
+    fn hostile_session_id_is_rejected() {
+        let err = parse("[[sessions]]\nid = \"../etc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key `sessions.id`"), "{err}");
+    }
+
+    #[test]
+    fn webhook_must_be_http() {
+        let err = parse("[[sessions]]\nid = \"a\"\nwebhook_url = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `sessions.webhook_url`"), "{err}");
+    }
+
+    #[test]
+    fn version_pin_parses_and_bad_pins_fail() {
+        let config = parse("[whatsapp]\nversion = \"2.3000.1015901307\"\n").unwrap();
+        assert_eq!(config.whatsapp.version, Some((2, 3000, 1015901307)));
+        let err = parse("[whatsapp]\nversion = \"2.x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `whatsapp.version`"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_sets_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.backoff.base, Duration::from_secs(5));
+        assert_eq!(config.sessions.len(), 1);
+        assert!(config.data_dir.is_some());
+        assert!(config.whatsapp.version.is_some());
+    }
+}

@@ -1,0 +1,81 @@
+//! The seam between the engine and WhatsApp: the real adapter
+//! (`whatsapp.rs`) implements it over whatsapp-rust; tests can put a scripted
+//! fake behind it to drive the supervisor on tokio's paused clock.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::close::CloseSignal;
+use crate::session_files::SessionFiles;
+
+/// What a client reports, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaEvent {
+    QrCode {
+        payload: String,
+        valid_for: Duration,
+    },
+    PairCode {
+        code: String,
+        valid_for: Duration,
+    },
+    PasskeyRequired,
+    PairSuccess {
+        phone: String,
+        lid: Option<String>,
+    },
+    Connected {
+        phone: Option<String>,
+        lid: Option<String>,
+    },
+    /// A stream error that did not (yet) end the connection.
+    StreamError {
+        code: String,
+    },
+    Closed(CloseSignal),
+}
+
+pub type EventSink = mpsc::UnboundedSender<WaEvent>;
+
+/// Options for building a client over a session's store.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Pair by phone-number code instead of (alongside) the QR.
+    pub pair_phone: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store exists but cannot be opened: it is moved aside.
+    #[error("session store unreadable: {0}")]
+    StoreUnreadable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub trait WaBackend: Send + Sync + 'static {
+    type Client: WaClient;
+
+    /// Builds a client over the session's store; its events go to `events`.
+    fn open(
+        &self,
+        files: &SessionFiles,
+        options: OpenOptions,
+        events: EventSink,
+    ) -> impl Future<Output = Result<Self::Client, OpenError>> + Send;
+}
+
+/// One client over one store. Cheap to clone (a shared handle), so the
+/// connection can run on its own task while the supervisor keeps a handle
+/// for operator commands.
+pub trait WaClient: Clone + Send + Sync + 'static {
+    /// One connection: connect, serve until it closes, return. Callable
+    /// again after it returned, unless the client was disconnected.
+    fn run(&self) -> impl Future<Output = ()> + Send;
+    /// Ends the connection for good, keeping the credentials.
+    fn disconnect(&self) -> impl Future<Output = ()> + Send;
+    /// Unlinks the device when connected, then disconnects.
+    fn logout(&self) -> impl Future<Output = ()> + Send;
+}

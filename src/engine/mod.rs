@@ -1,0 +1,212 @@
+//! The engine: one supervisor task per session behind one handle. Commands
+//! go in; snapshots and an event broadcast come out, so the TUI, the HTTP API
+//! and headless mode are thin views over the same state.
+
+pub mod backend;
+pub mod backoff;
+pub mod close;
+pub mod state;
+pub mod supervisor;
+pub mod whatsapp;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::paths::{DataDir, SessionId};
+use crate::session_files::{SessionFiles, SessionSettings};
+use backend::WaBackend;
+use backoff::BackoffPolicy;
+pub use state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
+pub use supervisor::Command;
+use supervisor::{Publisher, Supervisor};
+
+/// How long `shutdown` waits for sessions to disconnect cleanly.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error("Session not found")]
+    NotFound,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error("cannot save session settings: {0}")]
+    Storage(String),
+}
+
+struct SessionHandle {
+    commands: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<SessionSnapshot>,
+    task: JoinHandle<()>,
+}
+
+type Spawner = dyn Fn(SessionId) -> SessionHandle + Send + Sync;
+
+/// Cheap to clone; every clone talks to the same sessions.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data: DataDir,
+    sessions: Mutex<BTreeMap<SessionId, SessionHandle>>,
+    events: broadcast::Sender<EngineEvent>,
+    spawn: Box<Spawner>,
+}
+
+impl Engine {
+    /// Creates the engine; no session runs until `start_saved` or
+    /// `add_session`.
+    pub fn new<B: WaBackend>(backend: B, data: DataDir, policy: BackoffPolicy) -> Engine {
+        let (events, _) = broadcast::channel(1024);
+        let backend = Arc::new(backend);
+        let spawn = {
+            let data = data.clone();
+            let events = events.clone();
+            move |id: SessionId| {
+                let (command_tx, command_rx) = mpsc::channel(16);
+                let (snapshot_tx, snapshot_rx) = watch::channel(SessionSnapshot::new(id.clone()));
+                let supervisor = Supervisor::new(
+                    backend.clone(),
+                    data.clone(),
+                    SessionFiles::new(&data, &id),
+                    policy,
+                    command_rx,
+                    Publisher::new(snapshot_tx, events.clone()),
+                );
+                SessionHandle {
+                    commands: command_tx,
+                    snapshot: snapshot_rx,
+                    task: tokio::spawn(supervisor.run()),
+                }
+            }
+        };
+        Engine {
+            inner: Arc::new(Inner {
+                data,
+                sessions: Mutex::new(BTreeMap::new()),
+                events,
+                spawn: Box::new(spawn),
+            }),
+        }
+    }
+
+    /// Starts every session saved in the data dir.
+    pub fn start_saved(&self) -> std::io::Result<usize> {
+        let ids = self.inner.data.saved_sessions()?;
+        let count = ids.len();
+        for id in ids {
+            self.ensure_running(&id);
+        }
+        Ok(count)
+    }
+
+    /// Starts a session (pairing if it has no credentials), saving the given
+    /// webhook settings with it. Returns false when it was already running;
+    /// its single task keeps the socket (never a second one), and new webhook
+    /// settings are saved for it.
+    pub fn add_session(
+        &self,
+        id: &SessionId,
+        webhook_url: Option<String>,
+        webhook_token: Option<String>,
+    ) -> Result<bool, EngineError> {
+        let files = SessionFiles::new(&self.inner.data, id);
+        if webhook_url.is_some() || webhook_token.is_some() {
+            let mut settings = files.load_settings();
+            if webhook_url.is_some() {
+                settings.webhook_url = webhook_url;
+            }
+            if webhook_token.is_some() {
+                settings.webhook_token = webhook_token;
+            }
+            save(&files, &settings)?;
+        } else {
+            crate::paths::create_private_dir(&files.dir)
+                .map_err(|e| EngineError::Storage(e.to_string()))?;
+        }
+        Ok(self.ensure_running(id))
+    }
+
+    fn ensure_running(&self, id: &SessionId) -> bool {
+        let mut sessions = lock(&self.inner.sessions);
+        if sessions.get(id).is_some_and(|h| !h.task.is_finished()) {
+            return false;
+        }
+        sessions.insert(id.clone(), (self.inner.spawn)(id.clone()));
+        true
+    }
+
+    /// Sends an operator command to the task that owns the session.
+    pub async fn command(&self, id: &SessionId, command: Command) -> Result<(), EngineError> {
+        let sender = lock(&self.inner.sessions)
+            .get(id)
+            .map(|h| h.commands.clone())
+            .ok_or(EngineError::NotFound)?;
+        sender
+            .send(command)
+            .await
+            .map_err(|_| EngineError::ShuttingDown)
+    }
+
+    pub fn snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {
+        lock(&self.inner.sessions)
+            .get(id)
+            .map(|h| h.snapshot.borrow().clone())
+    }
+
+    /// Every session, ordered by id.
+    pub fn snapshots(&self) -> Vec<SessionSnapshot> {
+        lock(&self.inner.sessions)
+            .values()
+            .map(|h| h.snapshot.borrow().clone())
+            .collect()
+    }
+
+    /// A change feed for one session (resolves on every change).
+    pub fn watch(&self, id: &SessionId) -> Option<watch::Receiver<SessionSnapshot>> {
+        lock(&self.inner.sessions)
+            .get(id)
+            .map(|h| h.snapshot.clone())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Disconnects every session (never logs out) and waits for the tasks.
+    pub async fn shutdown(&self) {
+        let handles: Vec<SessionHandle> = std::mem::take(&mut *lock(&self.inner.sessions))
+            .into_values()
+            .collect();
+        for handle in &handles {
+            let _ = handle.commands.try_send(Command::Stop);
+        }
+        for handle in handles {
+            let abort = handle.task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, handle.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a session did not stop within {SHUTDOWN_GRACE:?}; aborting it");
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn save(files: &SessionFiles, settings: &SessionSettings) -> Result<(), EngineError> {
+    files
+        .save_settings(settings)
+        .map_err(|e| EngineError::Storage(e.to_string()))
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a map
+/// that stays consistent (single inserts/removes), so keep going.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,110 @@
+//! What the views (TUI, API, headless log) see of a session.
+
+use tokio::time::Instant;
+
+use super::close::HaltReason;
+use crate::paths::SessionId;
+
+/// The pairing QR currently on offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrOffer {
+    /// The payload to encode (`ref,noise,identity,adv,type`).
+    pub payload: String,
+    pub expires_at: Instant,
+    /// 1-based; WhatsApp offers six codes per pairing attempt.
+    pub index: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    Connecting,
+    QrScanRequired(QrOffer),
+    /// Pairing by phone number: the 8-character code to type on the phone.
+    PairingCode {
+        code: String,
+        expires_at: Instant,
+    },
+    /// The phone asked for a passkey before linking this device.
+    PasskeyRequired,
+    Connected,
+    /// Waiting to retry; `attempt` and `next_retry_at` say when.
+    Disconnected,
+    Halted(HaltReason),
+    LoggedOut,
+    Stopped,
+}
+
+impl SessionState {
+    /// The old Node bridge's status strings, which the ERP side compares.
+    pub fn api_status(&self) -> &'static str {
+        match self {
+            SessionState::Connecting => "Connecting",
+            SessionState::QrScanRequired(_)
+            | SessionState::PairingCode { .. }
+            | SessionState::PasskeyRequired => "QR Scan Required",
+            SessionState::Connected => "Connected",
+            SessionState::Disconnected | SessionState::Halted(_) | SessionState::Stopped => {
+                "Disconnected"
+            }
+            SessionState::LoggedOut => "Logged Out",
+        }
+    }
+
+    /// A short label for badges and logs (no colour needed to read it).
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionState::Connecting => "Connecting",
+            SessionState::QrScanRequired(_) => "QR Scan Required",
+            SessionState::PairingCode { .. } => "Pairing Code",
+            SessionState::PasskeyRequired => "Passkey Required",
+            SessionState::Connected => "Connected",
+            SessionState::Disconnected => "Disconnected",
+            SessionState::Halted(_) => "Halted",
+            SessionState::LoggedOut => "Logged Out",
+            SessionState::Stopped => "Stopped",
+        }
+    }
+}
+
+/// How the last connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastClose {
+    pub status: u16,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    pub id: SessionId,
+    pub state: SessionState,
+    /// Failed reconnect attempts since the last Connected.
+    pub attempt: u32,
+    pub next_retry_at: Option<Instant>,
+    pub last_close: Option<LastClose>,
+    /// The linked account's phone number (digits), once known.
+    pub phone: Option<String>,
+    /// The linked account's LID (digits), once known.
+    pub lid: Option<String>,
+    pub has_webhook: bool,
+}
+
+impl SessionSnapshot {
+    pub fn new(id: SessionId) -> Self {
+        SessionSnapshot {
+            id,
+            state: SessionState::Connecting,
+            attempt: 0,
+            next_retry_at: None,
+            last_close: None,
+            phone: None,
+            lid: None,
+            has_webhook: false,
+        }
+    }
+}
+
+/// Broadcast to every view.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    SessionChanged(SessionSnapshot),
+}

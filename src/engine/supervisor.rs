@@ -1,0 +1,466 @@
+//! One task per session: the only owner of its client and socket. It runs
+//! one connection at a time, turns what happened into a decision
+//! (`close::classify`), waits on the backoff schedule, and obeys the
+//! operator's commands. Everything else only observes its snapshots.
+
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
+use super::backoff::BackoffPolicy;
+use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
+use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
+use crate::paths::DataDir;
+use crate::session_files::{SessionFiles, SessionSettings};
+
+/// What the operator (TUI, API) can ask of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Skip the backoff wait, or leave Halted / Logged Out with a new
+    /// connection (a new pairing when there are no credentials).
+    ReconnectNow,
+    /// Reconnect, pairing by a code typed on the phone with this number.
+    PairWithPhone(String),
+    /// Unlink the device (if connected) and delete the credentials.
+    Logout,
+    /// Disconnect, keeping the credentials, and end the task.
+    Stop,
+}
+
+/// Where the supervisor goes next.
+enum Next {
+    Connect,
+    WaitToRetry(std::time::Duration),
+    WaitForOperator,
+    Exit,
+}
+
+/// Publishes snapshot changes to the watch channel and the broadcast.
+pub(crate) struct Publisher {
+    snapshot: watch::Sender<SessionSnapshot>,
+    events: broadcast::Sender<EngineEvent>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        snapshot: watch::Sender<SessionSnapshot>,
+        events: broadcast::Sender<EngineEvent>,
+    ) -> Self {
+        Publisher { snapshot, events }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut SessionSnapshot)) {
+        self.snapshot.send_modify(change);
+        let current = self.snapshot.borrow().clone();
+        // No subscriber is fine: views come and go.
+        let _ = self.events.send(EngineEvent::SessionChanged(current));
+    }
+
+    fn set_state(&self, state: SessionState) {
+        self.update(|s| {
+            s.state = state;
+            s.next_retry_at = None;
+        });
+    }
+}
+
+pub(crate) struct Supervisor<B: WaBackend> {
+    pub(crate) backend: Arc<B>,
+    pub(crate) data: DataDir,
+    pub(crate) files: SessionFiles,
+    pub(crate) policy: BackoffPolicy,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) publisher: Publisher,
+    /// The live client and its event stream, kept across backoff retries.
+    client: Option<(B::Client, mpsc::UnboundedReceiver<WaEvent>)>,
+    attempt: u32,
+    previous_was_restart: bool,
+    pair_phone: Option<String>,
+    qr_index: u8,
+}
+
+impl<B: WaBackend> Supervisor<B> {
+    pub(crate) fn new(
+        backend: Arc<B>,
+        data: DataDir,
+        files: SessionFiles,
+        policy: BackoffPolicy,
+        commands: mpsc::Receiver<Command>,
+        publisher: Publisher,
+    ) -> Self {
+        Supervisor {
+            backend,
+            data,
+            files,
+            policy,
+            commands,
+            publisher,
+            client: None,
+            attempt: 0,
+            previous_was_restart: false,
+            pair_phone: None,
+            qr_index: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let settings = self.files.load_settings();
+        self.publisher
+            .update(|s| s.has_webhook = settings.webhook_url.is_some());
+        let mut next = if settings.logged_out {
+            self.publisher.set_state(SessionState::LoggedOut);
+            Next::WaitForOperator
+        } else {
+            Next::Connect
+        };
+        loop {
+            next = match next {
+                Next::Connect => self.connect_once().await,
+                Next::WaitToRetry(delay) => self.wait_to_retry(delay).await,
+                Next::WaitForOperator => self.wait_for_operator().await,
+                Next::Exit => break,
+            };
+        }
+        if let Some((client, _)) = self.client.take() {
+            client.disconnect().await;
+        }
+        self.publisher.set_state(SessionState::Stopped);
+    }
+
+    fn id(&self) -> &str {
+        self.files.id.as_str()
+    }
+
+    /// Builds a client over the store, or says where to go instead.
+    async fn open_client(&mut self) -> Result<(), Next> {
+        if self.client.is_some() {
+            return Ok(());
+        }
+        if let Err(e) = self.files.prepare() {
+            tracing::error!("cannot prepare the folder of session {}: {e}", self.id());
+            return Err(self.back_off(
+                close::STATUS_CONNECTION_LOST,
+                &format!("session folder unusable: {e}"),
+            ));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let options = OpenOptions {
+            pair_phone: self.pair_phone.clone(),
+        };
+        match self.backend.open(&self.files, options, tx).await {
+            Ok(client) => {
+                self.client = Some((client, rx));
+                self.qr_index = 0;
+                Ok(())
+            }
+            Err(OpenError::StoreUnreadable(reason)) => Err(self.move_store_aside(&reason)),
+            Err(OpenError::Other(reason)) => {
+                tracing::error!("cannot start session {}: {reason}", self.id());
+                Err(self.back_off(close::STATUS_CONNECTION_LOST, &reason))
+            }
+        }
+    }
+
+    /// A store that fails to open is moved aside with its folder (never
+    /// deleted); the settings are written back so the webhook survives.
+    fn move_store_aside(&mut self, reason: &str) -> Next {
+        let settings = self.files.load_settings();
+        let moved_to = match self.data.move_aside(&self.files.id) {
+            Ok(path) => path.display().to_string(),
+            Err(e) => {
+                tracing::error!(
+                    "session {} store unreadable ({reason}) and could not be moved aside: {e}",
+                    self.id()
+                );
+                format!("(not moved: {e})")
+            }
+        };
+        if let Err(e) = self.files.save_settings(&settings) {
+            tracing::error!("cannot restore settings of session {}: {e}", self.id());
+        }
+        tracing::error!(
+            "Session store of {} could not be opened ({reason}); moved to {moved_to}",
+            self.id()
+        );
+        self.halt(HaltReason::StoreUnreadable { moved_to })
+    }
+
+    async fn connect_once(&mut self) -> Next {
+        self.publisher.set_state(SessionState::Connecting);
+        if let Err(next) = self.open_client().await {
+            return next;
+        }
+        let Some((client, mut events)) = self.client.take() else {
+            unreachable!("open_client succeeded");
+        };
+        let mut outcome = RunOutcome {
+            previous_was_restart: self.previous_was_restart,
+            ..RunOutcome::default()
+        };
+        // The connection runs on its own task so that operator commands which
+        // talk to the server (logout) can be awaited while it keeps reading.
+        let mut run = tokio::spawn({
+            let client = client.clone();
+            async move { client.run().await }
+        });
+        let mut operator = None;
+        loop {
+            tokio::select! {
+                _ = &mut run => break,
+                Some(event) = events.recv() => self.on_event(event, &mut outcome),
+                command = self.commands.recv(), if operator.is_none() => {
+                    let command = command.unwrap_or(Command::Stop);
+                    match &command {
+                        Command::Logout => client.logout().await,
+                        _ => client.disconnect().await,
+                    }
+                    operator = Some(command);
+                }
+            }
+        }
+        // The handler runs inline, so every event of this run is queued now.
+        while let Ok(event) = events.try_recv() {
+            self.on_event(event, &mut outcome);
+        }
+        match operator {
+            // A disconnected client is finished; the next connection builds a
+            // new one over the same store.
+            Some(command) => self.obey_after_disconnect(command),
+            None => {
+                self.client = Some((client, events));
+                self.decide(outcome).await
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: WaEvent, outcome: &mut RunOutcome) {
+        let now = Instant::now();
+        match event {
+            WaEvent::QrCode { payload, valid_for } => {
+                self.qr_index = self.qr_index.saturating_add(1);
+                tracing::info!("QR code {} of 6 ready for {}", self.qr_index, self.id());
+                self.publisher
+                    .set_state(SessionState::QrScanRequired(QrOffer {
+                        payload,
+                        expires_at: now + valid_for,
+                        index: self.qr_index,
+                    }));
+            }
+            WaEvent::PairCode { code, valid_for } => {
+                tracing::info!("Pairing code ready for {}", self.id());
+                self.publisher.set_state(SessionState::PairingCode {
+                    code,
+                    expires_at: now + valid_for,
+                });
+            }
+            WaEvent::PasskeyRequired => {
+                tracing::warn!("Pairing of {} needs a passkey on the phone", self.id());
+                self.publisher.set_state(SessionState::PasskeyRequired);
+            }
+            WaEvent::PairSuccess { phone, lid } => {
+                tracing::info!("Paired {} with {}", self.id(), phone);
+                outcome.paired = true;
+                self.publisher.update(|s| {
+                    s.phone = Some(phone);
+                    s.lid = lid;
+                });
+            }
+            WaEvent::Connected { phone, lid } => {
+                tracing::info!("WhatsApp Connected: {}", self.id());
+                outcome.connected = true;
+                self.attempt = 0;
+                self.pair_phone = None;
+                self.publisher.update(|s| {
+                    s.state = SessionState::Connected;
+                    s.attempt = 0;
+                    s.next_retry_at = None;
+                    if phone.is_some() {
+                        s.phone = phone;
+                    }
+                    if lid.is_some() {
+                        s.lid = lid;
+                    }
+                });
+            }
+            WaEvent::StreamError { code } => {
+                tracing::warn!("Stream error for {}: code {code}", self.id());
+                outcome.stream_error = Some(code);
+            }
+            WaEvent::Closed(signal) => {
+                // A socket close after a decisive reason (logout, ban, ...)
+                // must not hide that reason.
+                let keep_earlier = outcome
+                    .close
+                    .as_ref()
+                    .is_some_and(|c| !matches!(c, CloseSignal::SocketClosed { .. }));
+                if !keep_earlier {
+                    outcome.close = Some(signal);
+                }
+            }
+        }
+    }
+
+    async fn decide(&mut self, outcome: RunOutcome) -> Next {
+        let verdict = close::classify(&outcome, Instant::now());
+        self.previous_was_restart = verdict.decision == Decision::RestartNow;
+        let reconnects = matches!(verdict.decision, Decision::Backoff | Decision::RestartNow);
+        tracing::info!(
+            "Connection closed for {}. Status: {}. {}. Reconnecting: {reconnects}",
+            self.id(),
+            verdict.status,
+            verdict.description
+        );
+        self.publisher.update(|s| {
+            s.last_close = Some(LastClose {
+                status: verdict.status,
+                description: verdict.description.clone(),
+            })
+        });
+        match verdict.decision {
+            Decision::RestartNow => Next::Connect,
+            Decision::Backoff => self.back_off(verdict.status, &verdict.description),
+            Decision::Halt(reason) => {
+                self.drop_client().await;
+                self.halt(reason)
+            }
+            Decision::Wipe => {
+                self.drop_client().await;
+                self.wipe_credentials();
+                Next::WaitForOperator
+            }
+        }
+    }
+
+    fn back_off(&mut self, status: u16, description: &str) -> Next {
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = self.policy.delay(self.attempt);
+        tracing::info!(
+            "Attempting to reconnect {} (attempt {}) in {}s with existing credentials...",
+            self.id(),
+            self.attempt,
+            delay.as_secs_f64()
+        );
+        let attempt = self.attempt;
+        self.publisher.update(|s| {
+            s.attempt = attempt;
+            s.last_close.get_or_insert_with(|| LastClose {
+                status,
+                description: description.to_string(),
+            });
+        });
+        Next::WaitToRetry(delay)
+    }
+
+    fn halt(&mut self, reason: HaltReason) -> Next {
+        tracing::warn!(
+            "Session {} halted: {}",
+            self.id(),
+            reason.describe(Instant::now())
+        );
+        self.publisher.set_state(SessionState::Halted(reason));
+        Next::WaitForOperator
+    }
+
+    async fn wait_to_retry(&mut self, delay: std::time::Duration) -> Next {
+        let retry_at = Instant::now() + delay;
+        self.publisher.update(|s| {
+            s.state = SessionState::Disconnected;
+            s.next_retry_at = Some(retry_at);
+        });
+        tokio::select! {
+            _ = sleep_until(retry_at) => Next::Connect,
+            command = self.commands.recv() => self.obey_while_idle(command.unwrap_or(Command::Stop)).await,
+        }
+    }
+
+    async fn wait_for_operator(&mut self) -> Next {
+        let command = self.commands.recv().await.unwrap_or(Command::Stop);
+        self.obey_while_idle(command).await
+    }
+
+    /// A command that arrives while no connection is running.
+    async fn obey_while_idle(&mut self, command: Command) -> Next {
+        match command {
+            Command::ReconnectNow => {
+                tracing::info!("Reconnecting {} now (operator request)", self.id());
+                self.leave_logged_out();
+                Next::Connect
+            }
+            Command::PairWithPhone(phone) => {
+                self.drop_client().await;
+                self.pair_phone = Some(phone);
+                self.leave_logged_out();
+                Next::Connect
+            }
+            Command::Logout => {
+                tracing::warn!(
+                    "Logging out {} while not connected: the device cannot be unlinked from the phone now; remove it under Linked Devices",
+                    self.id()
+                );
+                self.drop_client().await;
+                self.wipe_credentials();
+                Next::WaitForOperator
+            }
+            Command::Stop => Next::Exit,
+        }
+    }
+
+    /// A command that interrupted a running connection (already disconnected).
+    fn obey_after_disconnect(&mut self, command: Command) -> Next {
+        match command {
+            Command::ReconnectNow => {
+                tracing::info!("Reconnecting {} now (operator request)", self.id());
+                Next::Connect
+            }
+            Command::PairWithPhone(phone) => {
+                self.pair_phone = Some(phone);
+                Next::Connect
+            }
+            Command::Logout => {
+                self.wipe_credentials();
+                Next::WaitForOperator
+            }
+            Command::Stop => Next::Exit,
+        }
+    }
+
+    async fn drop_client(&mut self) {
+        if let Some((client, _)) = self.client.take() {
+            client.disconnect().await;
+        }
+    }
+
+    /// Deletes this session's store files (only those) and marks it logged
+    /// out, so a restart does not start a pairing nobody asked for.
+    fn wipe_credentials(&mut self) {
+        match self.files.delete_credentials() {
+            Ok(()) => tracing::warn!("Session {} logged out; credentials deleted", self.id()),
+            Err(e) => tracing::error!("cannot delete credentials of {}: {e}", self.id()),
+        }
+        self.update_settings(|s| s.logged_out = true);
+        self.attempt = 0;
+        self.publisher.update(|s| {
+            s.state = SessionState::LoggedOut;
+            s.attempt = 0;
+            s.next_retry_at = None;
+            s.phone = None;
+            s.lid = None;
+        });
+    }
+
+    fn leave_logged_out(&mut self) {
+        if self.files.load_settings().logged_out {
+            self.update_settings(|s| s.logged_out = false);
+        }
+    }
+
+    fn update_settings(&self, change: impl FnOnce(&mut SessionSettings)) {
+        let mut settings = self.files.load_settings();
+        change(&mut settings);
+        if let Err(e) = self.files.save_settings(&settings) {
+            tracing::error!("cannot save settings of session {}: {e}", self.id());
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The only module that names whatsapp-rust types: builds a client over a
+//! session's SQLite store and translates the library's events into
+//! [`WaEvent`]s, in order (the handler runs inline on the dispatch path).
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use whatsapp_rust::bot::Bot;
+use whatsapp_rust::pair_code::PairCodeOptions;
+use whatsapp_rust::prelude::{Client, Event, EventHandler, SqliteStore};
+use whatsapp_rust::types::events::ConnectFailureReason;
+use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
+
+use super::backend::{EventSink, OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
+use super::close::CloseSignal;
+use crate::session_files::SessionFiles;
+
+/// Connection settings shared by every session.
+#[derive(Debug, Clone)]
+pub struct WhatsAppBackend {
+    pub ws_url: String,
+    /// Pinned WhatsApp Web version; `None` fetches the current one on connect.
+    pub version: Option<(u32, u32, u32)>,
+}
+
+#[derive(Clone)]
+pub struct WhatsAppClient {
+    client: Arc<Client>,
+    /// The bot until its first run: `Bot::run` also starts the client's
+    /// background workers, later runs call `Client::run` directly.
+    bot: Arc<Mutex<Option<Bot>>>,
+}
+
+impl WaBackend for WhatsAppBackend {
+    type Client = WhatsAppClient;
+
+    async fn open(
+        &self,
+        files: &SessionFiles,
+        options: OpenOptions,
+        events: EventSink,
+    ) -> Result<WhatsAppClient, OpenError> {
+        let path = files.store_path();
+        let path = path.to_str().ok_or_else(|| {
+            OpenError::Other(format!("store path {} is not UTF-8", path.display()))
+        })?;
+        let store = SqliteStore::new(path)
+            .await
+            .map_err(|e| OpenError::StoreUnreadable(e.to_string()))?;
+        let forwarder = Forwarder {
+            sink: events,
+            client: Arc::new(OnceLock::new()),
+        };
+        let client_slot = forwarder.client.clone();
+        let mut builder = Bot::builder()
+            .with_backend(store)
+            .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&self.ws_url))
+            .with_event_handler(forwarder);
+        if let Some(version) = self.version {
+            builder = builder.with_version(version);
+        }
+        if let Some(phone) = options.pair_phone {
+            builder = builder.with_pair_code(PairCodeOptions {
+                phone_number: phone,
+                ..PairCodeOptions::default()
+            });
+        }
+        let bot = builder.build().await.map_err(|e| match e {
+            whatsapp_rust::bot::BotBuilderError::Store(e) => {
+                OpenError::StoreUnreadable(e.to_string())
+            }
+            other => OpenError::Other(other.to_string()),
+        })?;
+        let client = bot.client();
+        // We own the reconnect loop: the library's own (Fibonacci up to
+        // 900 s, emitting nothing on a failed connect) would hide the real
+        // schedule from the operator.
+        client
+            .enable_auto_reconnect
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = client_slot.set(Arc::downgrade(&client));
+        Ok(WhatsAppClient {
+            client,
+            bot: Arc::new(Mutex::new(Some(bot))),
+        })
+    }
+}
+
+impl WaClient for WhatsAppClient {
+    async fn run(&self) {
+        let bot = self.bot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match bot {
+            Some(bot) => bot.run().await,
+            None => self.client.run().await,
+        }
+    }
+
+    async fn disconnect(&self) {
+        self.client.disconnect().await;
+    }
+
+    async fn logout(&self) {
+        self.client.logout().await;
+    }
+}
+
+struct Forwarder {
+    sink: EventSink,
+    /// Set right after the client is built; weak, because the client owns
+    /// this handler.
+    client: Arc<OnceLock<Weak<Client>>>,
+}
+
+impl Forwarder {
+    fn own_ids(&self) -> (Option<String>, Option<String>) {
+        let Some(client) = self.client.get().and_then(Weak::upgrade) else {
+            return (None, None);
+        };
+        (
+            client.pn().map(|j| j.user.to_string()),
+            client.lid().map(|j| j.user.to_string()),
+        )
+    }
+}
+
+impl EventHandler for Forwarder {
+    fn handle_event(&self, event: Arc<Event>) {
+        if let Some(event) = self.translate(&event) {
+            // The supervisor gone means the session is stopping: nothing to do.
+            let _ = self.sink.send(event);
+        }
+    }
+}
+
+impl Forwarder {
+    fn translate(&self, event: &Event) -> Option<WaEvent> {
+        Some(match event {
+            Event::PairingQrCode(qr) => WaEvent::QrCode {
+                payload: qr.code.clone(),
+                valid_for: qr.timeout,
+            },
+            Event::PairingCode(code) => WaEvent::PairCode {
+                code: code.code.clone(),
+                valid_for: code.timeout,
+            },
+            Event::PairPasskeyRequest(_) => WaEvent::PasskeyRequired,
+            Event::PairSuccess(pair) => WaEvent::PairSuccess {
+                phone: pair.id.user.to_string(),
+                lid: Some(pair.lid.user.to_string()).filter(|l| !l.is_empty()),
+            },
+            Event::PairError(error) => {
+                tracing::error!("pairing failed: {}", error.error);
+                return None;
+            }
+            Event::Connected(_) => {
+                let (phone, lid) = self.own_ids();
+                WaEvent::Connected { phone, lid }
+            }
+            Event::LoggedOut(out) => WaEvent::Closed(CloseSignal::LoggedOut {
+                code: logout_code(out),
+            }),
+            Event::TemporaryBan(ban) => WaEvent::Closed(CloseSignal::TemporaryBan {
+                code: ban.code.code(),
+                lifts_in: ban.expire.to_std().unwrap_or_default(),
+            }),
+            Event::ClientOutdated(_) => WaEvent::Closed(CloseSignal::ClientOutdated),
+            Event::StreamReplaced(_) => WaEvent::Closed(CloseSignal::Replaced),
+            Event::ConnectFailure(failure) => WaEvent::Closed(CloseSignal::ConnectFailure {
+                code: u16::try_from(failure.reason.code()).unwrap_or(0),
+            }),
+            Event::StreamError(error) => WaEvent::StreamError {
+                code: error.code.clone(),
+            },
+            Event::Disconnected(closed) => WaEvent::Closed(CloseSignal::SocketClosed {
+                detail: closed.reason.to_string(),
+            }),
+            Event::PairingQrCodesExhausted(exhausted) if exhausted.disconnected => {
+                WaEvent::Closed(CloseSignal::QrCodesExhausted)
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// 401 for "logged out"/"device removed" (stream 516 keeps its own code so
+/// the log says which), 403 locked, 406 unknown.
+fn logout_code(out: &whatsapp_rust::types::events::LoggedOut) -> u16 {
+    let stream_code = out
+        .raw
+        .as_ref()
+        .filter(|raw| raw.tag == "stream:error")
+        .and_then(|raw| raw.attrs.get("code").map(|c| c.to_string()))
+        .and_then(|c| c.parse().ok());
+    match (&out.reason, stream_code) {
+        (ConnectFailureReason::LoggedOut, Some(516)) => 516,
+        (reason, _) => u16::try_from(reason.code()).unwrap_or(401),
+    }
+}

@@ -1,0 +1,10 @@
+//! wabridge: keeps WhatsApp linked-device sessions alive and forwards their
+//! messages to business systems. The binary in `main.rs` wires these parts.
+
+pub mod config;
+pub mod engine;
+pub mod headless;
+pub mod logging;
+pub mod paths;
+pub mod qr;
+pub mod session_files;

@@ -1,0 +1,74 @@
+//! Tracing setup: a daily-rotated log file with a bounded number of files,
+//! plus stderr in headless mode. The library's `log` records are bridged in.
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogConfig;
+
+/// Keep it alive for the life of the process: dropping it flushes the file.
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+}
+
+/// Our own lines at the configured level; the WhatsApp stack only at warn
+/// unless debugging was asked for (it is chatty at info).
+pub fn filter_for(level: &str) -> EnvFilter {
+    let directives = match level {
+        "debug" | "trace" => level.to_string(),
+        _ => format!("warn,wabridge={level}"),
+    };
+    EnvFilter::new(directives)
+}
+
+/// Installs the global subscriber. A log dir that cannot be used is reported
+/// on stderr and the program carries on without a file.
+pub fn init(config: &LogConfig, dir: &Path, to_stderr: bool) -> LogGuard {
+    let file = match open_appender(dir, config.max_files) {
+        Ok(appender) => Some(tracing_appender::non_blocking(appender)),
+        Err(e) => {
+            eprintln!(
+                "wabridge: cannot write logs to {}: {e}; logging to stderr only",
+                dir.display()
+            );
+            None
+        }
+    };
+    let (file_writer, guard) = match file {
+        Some((writer, guard)) => (Some(writer), Some(guard)),
+        None => (None, None),
+    };
+    let file_layer = file_writer.map(|w| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_target(false)
+            .with_writer(w)
+    });
+    let stderr_layer = (to_stderr || guard.is_none()).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter_for(&config.level))
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init();
+    LogGuard { _file: guard }
+}
+
+fn open_appender(dir: &Path, max_files: usize) -> Result<RollingFileAppender, String> {
+    crate::paths::create_private_dir(dir).map_err(|e| e.to_string())?;
+    RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix("wabridge")
+        .filename_suffix("log")
+        .max_log_files(max_files)
+        .build(dir)
+        .map_err(|e| e.to_string())
+}

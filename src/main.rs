@@ -1,0 +1,122 @@
+//! The `wabridge` binary: reads the config, takes the data dir, starts the
+//! engine and shows it (headless for now; the dashboard is issue 3).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use wabridge::config::Config;
+use wabridge::engine::Engine;
+use wabridge::engine::whatsapp::WhatsAppBackend;
+use wabridge::paths::{DataDir, SessionId};
+use wabridge::{headless, logging};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Keeps WhatsApp linked-device sessions alive and forwards their messages"
+)]
+struct Cli {
+    /// Config file (default: the XDG config dir's wabridge/config.toml, if present).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data dir for sessions and logs (overrides the config's data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Run without the dashboard (for systemd): logs and pairing QR codes go to stderr.
+    #[arg(long)]
+    headless: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("wabridge: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    if let Some(path) = &cli.config {
+        return Config::load(path).map_err(|e| e.to_string());
+    }
+    let default = directories::ProjectDirs::from("", "", "wabridge")
+        .map(|dirs| dirs.config_dir().join("config.toml"));
+    match default {
+        Some(path) if path.exists() => Config::load(&path).map_err(|e| e.to_string()),
+        _ => Ok(Config::default()),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    // whatsapp-rust uses rustls with ring; install it once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = load_config(&cli)?;
+    let root = cli
+        .data_dir
+        .clone()
+        .or_else(|| config.data_dir.clone())
+        .or_else(DataDir::default_root)
+        .ok_or("no data dir: pass --data-dir or set data_dir in the config")?;
+    let data = DataDir::new(root);
+    let _lock = data.open_exclusive().map_err(|e| e.to_string())?;
+    let log_dir = config.log.dir.clone().unwrap_or_else(|| data.logs_dir());
+    // Until the dashboard lands every mode shows the log on stderr.
+    let _log = logging::init(&config.log, &log_dir, true);
+    if !cli.headless {
+        tracing::info!("the dashboard is not built yet; running headless");
+    }
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let backend = WhatsAppBackend {
+            ws_url: config.whatsapp.ws_url.clone(),
+            version: config.whatsapp.version,
+        };
+        let engine = Engine::new(backend, data.clone(), config.backoff.into());
+        for declared in &config.sessions {
+            let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
+            engine
+                .add_session(
+                    &id,
+                    declared.webhook_url.clone(),
+                    declared.webhook_token.clone(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        let saved = engine
+            .start_saved()
+            .map_err(|e| format!("cannot list sessions: {e}"))?;
+        tracing::info!(
+            "wabridge {} started with {} session(s); data dir {}",
+            env!("CARGO_PKG_VERSION"),
+            engine.snapshots().len().max(saved),
+            data.root().display()
+        );
+        headless::run(engine.clone(), data.clone(), shutdown_signal()).await;
+        tracing::info!("shutting down: disconnecting sessions (credentials kept)");
+        engine.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM (systemd stop).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,355 @@
+//! Where things live on disk, who may touch them, and which names are safe.
+//!
+//! Every path under the data dir is built here from a validated [`SessionId`],
+//! so no request, config entry or folder name can escape the data dir.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Marker in the names of session folders moved aside after a failed open.
+const CORRUPT_MARKER: &str = ".corrupt-";
+const LOCK_FILE: &str = "wabridge.lock";
+
+/// A session id that is safe to use as a folder name: 1–64 characters of
+/// `A-Za-z0-9_.-`, not starting with a dot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session id {shown}: {reason}")]
+pub struct InvalidSessionId {
+    shown: String,
+    reason: &'static str,
+}
+
+impl SessionId {
+    pub fn parse(raw: &str) -> Result<SessionId, InvalidSessionId> {
+        let reject = |reason| {
+            // Never echo a hostile id verbatim: it may hold control characters.
+            let shown: String = raw
+                .chars()
+                .take(40)
+                .flat_map(char::escape_default)
+                .collect();
+            Err(InvalidSessionId {
+                shown: format!("\"{shown}\""),
+                reason,
+            })
+        };
+        if raw.is_empty() {
+            return reject("it is empty");
+        }
+        if raw.len() > 64 {
+            return reject("it is longer than 64 characters");
+        }
+        if raw.starts_with('.') {
+            return reject("it starts with a dot");
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return reject("only letters, digits, '_', '.' and '-' are allowed");
+        }
+        if raw.contains(CORRUPT_MARKER) {
+            return reject("'.corrupt-' is reserved for folders moved aside");
+        }
+        Ok(SessionId(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The data dir: `sessions/<id>/`, `logs/`, and the lock that makes one
+/// process its only owner.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// Held for the life of the process; the OS releases the lock when it exits,
+/// also on SIGKILL, so a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("data dir {path} is not usable: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another wabridge ({holder}) is already using data dir {path}; stop it first or pass another --data-dir"
+    )]
+    InUse { path: PathBuf, holder: String },
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// The platform default (`~/.local/share/wabridge` on Linux).
+    pub fn default_root() -> Option<PathBuf> {
+        directories::ProjectDirs::from("", "", "wabridge").map(|d| d.data_dir().to_path_buf())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.root.join("sessions")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn session_dir(&self, id: &SessionId) -> PathBuf {
+        self.sessions_dir().join(id.as_str())
+    }
+
+    /// Creates the tree (owner-only) and takes the single-process lock.
+    pub fn open_exclusive(&self) -> Result<DataDirLock, DataDirError> {
+        let io = |source| DataDirError::Io {
+            path: self.root.clone(),
+            source,
+        };
+        create_private_dir(&self.root).map_err(io)?;
+        create_private_dir(&self.sessions_dir()).map_err(io)?;
+        let lock_path = self.root.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "pid unknown".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(DataDirError::InUse {
+                    path: self.root.clone(),
+                    holder,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
+
+    /// Session folders found on disk, in a stable order. Folders whose names
+    /// are not valid ids (or were moved aside) are reported and skipped.
+    pub fn saved_sessions(&self) -> std::io::Result<Vec<SessionId>> {
+        let mut ids = Vec::new();
+        let entries = match fs::read_dir(self.sessions_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                tracing::warn!("skipping session folder with a non-UTF-8 name");
+                continue;
+            };
+            if name.contains(CORRUPT_MARKER) {
+                continue;
+            }
+            match SessionId::parse(name) {
+                Ok(id) => ids.push(id),
+                Err(e) => tracing::warn!("skipping session folder: {e}"),
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Moves a session folder to `sessions/<id>.corrupt-<unix time>` and
+    /// returns the new path. Nothing is ever deleted on this path.
+    pub fn move_aside(&self, id: &SessionId) -> std::io::Result<PathBuf> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut target = self
+            .sessions_dir()
+            .join(format!("{id}{CORRUPT_MARKER}{stamp}"));
+        let mut n = 1;
+        while target.exists() {
+            target = self
+                .sessions_dir()
+                .join(format!("{id}{CORRUPT_MARKER}{stamp}-{n}"));
+            n += 1;
+        }
+        fs::rename(self.session_dir(id), &target)?;
+        Ok(target)
+    }
+}
+
+/// `mkdir -p` with mode 0700 on what it creates, and 0700 enforced on `path`.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// Writes a file readable by the owner only, atomically (temp file + rename),
+/// so a crash mid-write never leaves a truncated file behind.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Creates an empty owner-only file if it does not exist yet, so files that
+/// another library creates later (SQLite copies the database's mode to its
+/// `-wal`/`-shm` files) start out private.
+pub fn ensure_private_file(path: &Path) -> std::io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_old_bridge_style_ids() {
+        for id in [
+            "WA-Dexciss_Technology_Pvt_Ltd",
+            "a",
+            "x.y-z_1",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(SessionId::parse(id).unwrap().as_str(), id);
+        }
+    }
+
+    #[test]
+    fn rejects_hostile_ids() {
+        let long = "a".repeat(200);
+        for id in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "/etc",
+            ".hidden",
+            "a\0b",
+            "a b",
+            "é",
+            long.as_str(),
+            "x.corrupt-1",
+        ] {
+            assert!(SessionId::parse(id).is_err(), "{id:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn error_escapes_control_characters() {
+        let err = SessionId::parse("a\0\n").unwrap_err().to_string();
+        assert!(!err.contains('\0') && !err.contains('\n'), "{err:?}");
+    }
+
+    #[test]
+    fn second_lock_on_the_same_dir_names_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"));
+        let _held = dir.open_exclusive().unwrap();
+        let err = DataDir::new(tmp.path().join("data"))
+            .open_exclusive()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn data_dir_and_sessions_are_owner_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"));
+        let _held = dir.open_exclusive().unwrap();
+        for path in [dir.root().to_path_buf(), dir.sessions_dir()] {
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
+        let file = tmp.path().join("f");
+        write_private_file(&file, b"secret").unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn listing_skips_invalid_and_moved_aside_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        for name in ["good", "bad name", "good.corrupt-123", ".hidden"] {
+            fs::create_dir_all(dir.sessions_dir().join(name)).unwrap();
+        }
+        let ids = dir.saved_sessions().unwrap();
+        assert_eq!(ids, vec![SessionId::parse("good").unwrap()]);
+    }
+
+    #[test]
+    fn move_aside_keeps_the_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let id = SessionId::parse("s1").unwrap();
+        fs::create_dir_all(dir.session_dir(&id)).unwrap();
+        fs::write(dir.session_dir(&id).join("store.db"), b"junk").unwrap();
+        let moved = dir.move_aside(&id).unwrap();
+        assert!(!dir.session_dir(&id).exists());
+        assert_eq!(fs::read(moved.join("store.db")).unwrap(), b"junk");
+        assert!(dir.saved_sessions().unwrap().is_empty());
+    }
+}

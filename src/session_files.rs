@@ -1,0 +1,165 @@
+//! One session's folder: the WhatsApp store (SQLite, with its `-wal` and
+//! `-shm` companions) and the settings saved beside it.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::{self, DataDir, SessionId};
+
+const STORE_FILE: &str = "whatsapp.db";
+const SETTINGS_FILE: &str = "session.json";
+/// Everything SQLite may create for one database.
+const STORE_SUFFIXES: [&str; 4] = ["", "-wal", "-shm", "-journal"];
+
+/// Saved with the session and reloaded at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionSettings {
+    pub webhook_url: Option<String>,
+    pub webhook_token: Option<String>,
+    /// Set when the device was unlinked: the session stays listed, waiting
+    /// for the operator to ask for a new pairing, instead of showing a QR.
+    pub logged_out: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionFiles {
+    pub id: SessionId,
+    pub dir: PathBuf,
+}
+
+impl SessionFiles {
+    pub fn new(data: &DataDir, id: &SessionId) -> Self {
+        SessionFiles {
+            id: id.clone(),
+            dir: data.session_dir(id),
+        }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.join(STORE_FILE)
+    }
+
+    fn settings_path(&self) -> PathBuf {
+        self.dir.join(SETTINGS_FILE)
+    }
+
+    /// Creates the folder (0700) and an empty store file (0600) so that the
+    /// files SQLite adds later inherit owner-only permissions.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        paths::create_private_dir(&self.dir)?;
+        paths::ensure_private_file(&self.store_path())
+    }
+
+    /// True when a store with content exists: the session has (or had) a
+    /// linked device.
+    pub fn has_store(&self) -> bool {
+        fs::metadata(self.store_path()).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// Deletes the credentials (every store file) and nothing else.
+    pub fn delete_credentials(&self) -> std::io::Result<()> {
+        for suffix in STORE_SUFFIXES {
+            let path = self.dir.join(format!("{STORE_FILE}{suffix}"));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Missing settings are the defaults; unreadable ones are kept aside
+    /// (renamed, never deleted) and replaced by the defaults.
+    pub fn load_settings(&self) -> SessionSettings {
+        let path = self.settings_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return SessionSettings::default();
+            }
+            Err(e) => {
+                tracing::error!("cannot read {}: {e}; using defaults", path.display());
+                return SessionSettings::default();
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(settings) => settings,
+            Err(e) => {
+                let aside = path.with_extension("json.unreadable");
+                let _ = fs::rename(&path, &aside);
+                tracing::error!(
+                    "settings of session {} are unreadable ({e}); kept as {} and reset",
+                    self.id,
+                    aside.display()
+                );
+                SessionSettings::default()
+            }
+        }
+    }
+
+    pub fn save_settings(&self, settings: &SessionSettings) -> std::io::Result<()> {
+        paths::create_private_dir(&self.dir)?;
+        let json = serde_json::to_vec_pretty(settings).map_err(std::io::Error::other)?;
+        paths::write_private_file(&self.settings_path(), &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn files(tmp: &tempfile::TempDir) -> SessionFiles {
+        SessionFiles::new(&DataDir::new(tmp.path()), &SessionId::parse("s").unwrap())
+    }
+
+    #[test]
+    fn settings_round_trip_owner_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = files(&tmp);
+        let settings = SessionSettings {
+            webhook_url: Some("http://127.0.0.1:9/hook".into()),
+            webhook_token: Some("t".into()),
+            logged_out: false,
+        };
+        files.save_settings(&settings).unwrap();
+        assert_eq!(files.load_settings(), settings);
+        let mode = fs::metadata(files.settings_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unreadable_settings_are_kept_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = files(&tmp);
+        fs::create_dir_all(&files.dir).unwrap();
+        fs::write(files.settings_path(), "{not json").unwrap();
+        assert_eq!(files.load_settings(), SessionSettings::default());
+        let aside = fs::read_to_string(files.dir.join("session.json.unreadable")).unwrap();
+        assert_eq!(aside, "{not json");
+    }
+
+    #[test]
+    fn deleting_credentials_keeps_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = files(&tmp);
+        files.prepare().unwrap();
+        files.save_settings(&SessionSettings::default()).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            fs::write(files.dir.join(format!("whatsapp.db{suffix}")), "x").unwrap();
+        }
+        files.delete_credentials().unwrap();
+        let left: Vec<_> = fs::read_dir(&files.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["session.json".to_string()]);
+    }
+}
