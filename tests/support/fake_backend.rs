@@ -1,0 +1,184 @@
+//! A scripted stand-in for WhatsApp behind the engine's backend seam, so the
+//! supervisor's schedule can be driven on tokio's paused clock. Each call to
+//! `run` plays the next scripted connection; what the engine did is recorded
+//! for the test to assert on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use wabridge::engine::backend::{EventSink, OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
+use wabridge::engine::close::CloseSignal;
+use wabridge::session_files::SessionFiles;
+
+/// One scripted connection.
+#[derive(Debug, Clone)]
+pub enum Conn {
+    /// Emit these events, then the connection ends.
+    Ends(Vec<WaEvent>),
+    /// Emit these events, then stay up until the engine disconnects.
+    Stays(Vec<WaEvent>),
+}
+
+impl Conn {
+    /// A connect that fails before anything happens (network error).
+    pub fn unreachable() -> Conn {
+        Conn::Ends(vec![])
+    }
+
+    /// Connects, then the socket closes.
+    pub fn connects_then_drops() -> Conn {
+        Conn::Ends(vec![
+            connected(),
+            WaEvent::Closed(CloseSignal::SocketClosed {
+                detail: "stream ended (EOF)".into(),
+            }),
+        ])
+    }
+
+    pub fn closes_with(signal: CloseSignal) -> Conn {
+        Conn::Ends(vec![WaEvent::Closed(signal)])
+    }
+}
+
+pub fn connected() -> WaEvent {
+    WaEvent::Connected {
+        phone: Some("15551234567".into()),
+        lid: Some("100000000000001".into()),
+    }
+}
+
+/// What the engine asked of the fake, with the (paused) time of each run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Open(String),
+    Run(String, Instant),
+    Disconnect(String),
+    Logout(String),
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Scripts per session id; a session with no script left stays up.
+    scripts: Mutex<std::collections::HashMap<String, VecDeque<Conn>>>,
+    calls: Mutex<Vec<Call>>,
+    /// Session ids whose store "fails to open".
+    unreadable: Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeBackend {
+    shared: Arc<Shared>,
+}
+
+impl FakeBackend {
+    pub fn script(&self, id: &str, conns: impl IntoIterator<Item = Conn>) {
+        self.shared
+            .scripts
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .extend(conns);
+    }
+
+    pub fn store_unreadable(&self, id: &str) {
+        self.shared.unreadable.lock().unwrap().push(id.to_string());
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.calls.lock().unwrap().clone()
+    }
+
+    /// Times at which session `id` started a connection.
+    pub fn run_times(&self, id: &str) -> Vec<Instant> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Run(who, at) if who == id => Some(at),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count(&self, wanted: impl Fn(&Call) -> bool) -> usize {
+        self.calls().iter().filter(|c| wanted(c)).count()
+    }
+
+    fn record(&self, call: Call) {
+        self.shared.calls.lock().unwrap().push(call);
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeClient {
+    id: String,
+    backend: FakeBackend,
+    sink: EventSink,
+    /// Wakes a connection that stays up when the engine disconnects.
+    hang_up: Arc<Notify>,
+}
+
+impl WaBackend for FakeBackend {
+    type Client = FakeClient;
+
+    async fn open(
+        &self,
+        files: &SessionFiles,
+        _options: OpenOptions,
+        events: EventSink,
+    ) -> Result<FakeClient, OpenError> {
+        let id = files.id.to_string();
+        self.record(Call::Open(id.clone()));
+        if self.shared.unreadable.lock().unwrap().contains(&id) {
+            return Err(OpenError::StoreUnreadable("file is not a database".into()));
+        }
+        Ok(FakeClient {
+            id,
+            backend: self.clone(),
+            sink: events,
+            hang_up: Arc::new(Notify::new()),
+        })
+    }
+}
+
+impl WaClient for FakeClient {
+    async fn run(&self) {
+        self.backend
+            .record(Call::Run(self.id.clone(), Instant::now()));
+        let next = self
+            .backend
+            .shared
+            .scripts
+            .lock()
+            .unwrap()
+            .get_mut(&self.id)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Conn::Stays(vec![connected()]));
+        let (events, stays) = match next {
+            Conn::Ends(events) => (events, false),
+            Conn::Stays(events) => (events, true),
+        };
+        for event in events {
+            let _ = self.sink.send(event);
+        }
+        if stays {
+            self.hang_up.notified().await;
+        }
+    }
+
+    async fn disconnect(&self) {
+        self.backend.record(Call::Disconnect(self.id.clone()));
+        self.hang_up.notify_one();
+    }
+
+    async fn logout(&self) {
+        self.backend.record(Call::Logout(self.id.clone()));
+        let _ = self
+            .sink
+            .send(WaEvent::Closed(CloseSignal::LoggedOut { code: 401 }));
+        self.hang_up.notify_one();
+    }
+}
