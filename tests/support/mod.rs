@@ -1,0 +1,5 @@
+//! Test support shared by the integration tests; each test crate uses a part.
+#![allow(dead_code)]
+
+pub mod fake_backend;
+pub mod log_capture;
