@@ -15,6 +15,9 @@ use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionStat
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
 
+/// How long a connection may take to wind down after a disconnect.
+const RUN_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the operator (TUI, API) can ask of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -206,9 +209,17 @@ impl<B: WaBackend> Supervisor<B> {
             async move { client.run().await }
         });
         let mut operator = None;
+        // Set once the operator interrupted: a connection stuck mid-handshake
+        // may not notice the disconnect, so it gets a grace period, no more.
+        let mut give_up_at = None;
         loop {
             tokio::select! {
                 _ = &mut run => break,
+                _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
+                    tracing::debug!("connection of {} ignored the disconnect; aborting it", self.id());
+                    run.abort();
+                    break;
+                }
                 Some(event) = events.recv() => self.on_event(event, &mut outcome),
                 command = self.commands.recv(), if operator.is_none() => {
                     let command = command.unwrap_or(Command::Stop);
@@ -217,6 +228,7 @@ impl<B: WaBackend> Supervisor<B> {
                         _ => client.disconnect().await,
                     }
                     operator = Some(command);
+                    give_up_at = Some(Instant::now() + RUN_EXIT_GRACE);
                 }
             }
         }

@@ -3,3 +3,4 @@
 
 pub mod fake_backend;
 pub mod log_capture;
+pub mod process;
