@@ -12,7 +12,7 @@ use crate::paths::SessionId;
 /// WhatsApp's production endpoint; tests and the simulator override it.
 pub const DEFAULT_WS_URL: &str = "wss://web.whatsapp.com/ws/chat";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where sessions, the outbox and logs live. `None` = the XDG data dir.
@@ -71,19 +71,6 @@ pub struct DeclaredSession {
     pub webhook_url: Option<String>,
     #[serde(default)]
     pub webhook_token: Option<String>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            data_dir: None,
-            backoff: BackoffConfig::default(),
-            whatsapp: WhatsappConfig::default(),
-            api: ApiConfig::default(),
-            log: LogConfig::default(),
-            sessions: Vec::new(),
-        }
-    }
 }
 
 impl Default for BackoffConfig {

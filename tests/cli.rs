@@ -111,7 +111,7 @@ fn a_second_instance_on_the_same_data_dir_names_the_first() {
     let out = wabridge(&args).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("already using data dir")), "{err}");
+    assert!(err.contains("already using data dir"), "{err}");
     assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
 
     assert!(first.terminate(SOON).success());
