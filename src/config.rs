@@ -21,7 +21,23 @@ pub struct Config {
     pub whatsapp: WhatsappConfig,
     pub api: ApiConfig,
     pub log: LogConfig,
+    pub tui: TuiConfig,
     pub sessions: Vec<DeclaredSession>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// Incoming messages kept on screen (oldest dropped first).
+    pub message_buffer: usize,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        TuiConfig {
+            message_buffer: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -206,6 +222,9 @@ impl Config {
                 "log.level".into(),
                 "must be one of trace, debug, info, warn, error".into(),
             ));
+        }
+        if self.tui.message_buffer == 0 {
+            return Err(("tui.message_buffer".into(), "must be at least 1".into()));
         }
         if self.log.max_files == 0 {
             return Err(("log.max_files".into(), "must be at least 1".into()));

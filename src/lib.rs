@@ -8,3 +8,4 @@ pub mod logging;
 pub mod paths;
 pub mod qr;
 pub mod session_files;
+pub mod tui;

@@ -10,6 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogConfig;
+use tokio::sync::mpsc;
 
 /// Keep it alive for the life of the process: dropping it flushes the file.
 pub struct LogGuard {
@@ -26,9 +27,17 @@ pub fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::new(directives)
 }
 
+/// Where log lines go besides the file.
+pub enum Echo {
+    /// Headless: stderr, as systemd's journal expects.
+    Stderr,
+    /// Dashboard: the log tail pane (stderr would tear the screen).
+    Tail(mpsc::Sender<String>),
+}
+
 /// Installs the global subscriber. A log dir that cannot be used is reported
 /// on stderr and the program carries on without a file.
-pub fn init(config: &LogConfig, dir: &Path, to_stderr: bool) -> LogGuard {
+pub fn init(config: &LogConfig, dir: &Path, echo: Echo) -> LogGuard {
     let file = match open_appender(dir, config.max_files) {
         Ok(appender) => Some(tracing_appender::non_blocking(appender)),
         Err(e) => {
@@ -49,15 +58,31 @@ pub fn init(config: &LogConfig, dir: &Path, to_stderr: bool) -> LogGuard {
             .with_target(false)
             .with_writer(w)
     });
-    let stderr_layer = (to_stderr || guard.is_none()).then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_writer(std::io::stderr)
-    });
+    let (stderr_layer, tail_layer) = match echo {
+        Echo::Stderr => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_writer(std::io::stderr),
+            ),
+            None,
+        ),
+        Echo::Tail(sender) => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_target(false)
+                    .without_time()
+                    .with_writer(TailWriter { sender }),
+            ),
+        ),
+    };
     let _ = tracing_subscriber::registry()
         .with(filter_for(&config.level))
         .with(file_layer)
         .with(stderr_layer)
+        .with(tail_layer)
         .try_init();
     LogGuard { _file: guard }
 }
@@ -71,4 +96,34 @@ fn open_appender(dir: &Path, max_files: usize) -> Result<RollingFileAppender, St
         .max_log_files(max_files)
         .build(dir)
         .map_err(|e| e.to_string())
+}
+
+/// Sends each formatted line to the dashboard; drops lines when the pane is
+/// behind rather than ever blocking the code that logs.
+#[derive(Clone)]
+struct TailWriter {
+    sender: mpsc::Sender<String>,
+}
+
+impl std::io::Write for TailWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            if !line.trim().is_empty() {
+                let _ = self.sender.try_send(line.to_string());
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TailWriter {
+    type Writer = TailWriter;
+
+    fn make_writer(&'a self) -> TailWriter {
+        self.clone()
+    }
 }

@@ -1,5 +1,5 @@
 //! The `wabridge` binary: reads the config, takes the data dir, starts the
-//! engine and shows it (headless for now; the dashboard is issue 3).
+//! engine and shows it: the dashboard by default, or headless for systemd.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ use wabridge::config::Config;
 use wabridge::engine::Engine;
 use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::paths::{DataDir, SessionId};
-use wabridge::{headless, logging};
+use wabridge::{headless, logging, tui};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,11 +65,13 @@ fn run(cli: Cli) -> Result<(), String> {
     let data = DataDir::new(root);
     let _lock = data.open_exclusive().map_err(|e| e.to_string())?;
     let log_dir = config.log.dir.clone().unwrap_or_else(|| data.logs_dir());
-    // Until the dashboard lands every mode shows the log on stderr.
-    let _log = logging::init(&config.log, &log_dir, true);
-    if !cli.headless {
-        tracing::info!("the dashboard is not built yet; running headless");
-    }
+    let (tail_tx, tail_rx) = tokio::sync::mpsc::channel(1024);
+    let echo = if cli.headless {
+        logging::Echo::Stderr
+    } else {
+        logging::Echo::Tail(tail_tx)
+    };
+    let _log = logging::init(&config.log, &log_dir, echo);
 
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
@@ -97,7 +99,18 @@ fn run(cli: Cli) -> Result<(), String> {
             engine.snapshots().len().max(saved),
             data.root().display()
         );
-        headless::run(engine.clone(), data.clone(), shutdown_signal()).await;
+        if cli.headless {
+            headless::run(engine.clone(), data.clone(), shutdown_signal()).await;
+        } else {
+            tui::runner::run(
+                engine.clone(),
+                tail_rx,
+                config.tui.message_buffer,
+                shutdown_signal(),
+            )
+            .await
+            .map_err(|e| format!("terminal error: {e}"))?;
+        }
         tracing::info!("shutting down: disconnecting sessions (credentials kept)");
         engine.shutdown().await;
         Ok(())

@@ -20,7 +20,9 @@ use crate::paths::{DataDir, SessionId};
 use crate::session_files::{SessionFiles, SessionSettings};
 use backend::WaBackend;
 use backoff::BackoffPolicy;
-pub use state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
+pub use state::{
+    EngineEvent, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot, SessionState,
+};
 pub use supervisor::Command;
 use supervisor::{Publisher, Supervisor};
 

@@ -103,8 +103,34 @@ impl SessionSnapshot {
     }
 }
 
+/// Who sent a message, as honestly as it can be known: a LID is never
+/// passed off as a phone number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// Phone number digits.
+    Phone(String),
+    /// Only the LID is known (digits): the number is hidden.
+    HiddenLid(String),
+}
+
+/// An incoming message as the views show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub session: SessionId,
+    pub id: String,
+    /// Unix seconds, as WhatsApp stamped it.
+    pub timestamp: i64,
+    pub sender: Sender,
+    pub push_name: Option<String>,
+    /// Group name (or id when the name is unknown) for group messages.
+    pub group: Option<String>,
+    /// Text, or a marker such as `[image]` for media.
+    pub text: String,
+}
+
 /// Broadcast to every view.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
     SessionChanged(SessionSnapshot),
+    Message(std::sync::Arc<InboundMessage>),
 }

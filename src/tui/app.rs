@@ -1,0 +1,489 @@
+//! The dashboard's state and its `update`: every key press and engine event
+//! becomes a new state plus effects for the runner to carry out. No I/O
+//! here, so every behaviour is a plain unit test.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::keymap::{self, Action};
+use crate::engine::{Command, InboundMessage, Sender, SessionSnapshot, SessionState};
+use crate::paths::SessionId;
+use crate::qr::QrMatrix;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// Log lines kept for the log tail.
+const LOG_TAIL: usize = 500;
+/// Lines a PgUp/PgDn moves.
+const PAGE: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Sessions,
+    Messages,
+    Logs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptKind {
+    AddSession,
+    PairPhone(SessionId),
+    Filter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    Help,
+    ConfirmLogout(SessionId),
+    ConfirmQuit,
+    Prompt {
+        kind: PromptKind,
+        input: String,
+        error: Option<String>,
+    },
+}
+
+/// What the runner must do after an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Command(SessionId, Command),
+    AddSession(SessionId),
+    Quit,
+}
+
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    /// A left click at a cell, with the terminal size it was made in.
+    Click {
+        column: u16,
+        row: u16,
+        width: u16,
+        height: u16,
+    },
+    Session(SessionSnapshot),
+    Sessions(Vec<SessionSnapshot>),
+    Message(Arc<InboundMessage>),
+    /// The engine's broadcast overran this view: that many were dropped.
+    MessagesSkipped(u64),
+    Log(String),
+}
+
+/// A bounded buffer of lines with a scroll position counted from the newest.
+#[derive(Debug, Clone)]
+pub struct Scrollback<T> {
+    items: VecDeque<T>,
+    capacity: usize,
+    /// 0 = following the newest; otherwise lines above the bottom.
+    pub offset: usize,
+}
+
+impl<T> Scrollback<T> {
+    pub fn new(capacity: usize) -> Self {
+        Scrollback {
+            items: VecDeque::new(),
+            capacity: capacity.max(1),
+            offset: 0,
+        }
+    }
+
+    pub fn push(&mut self, item: T) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+        // Keep a scrolled view on the same lines while new ones arrive.
+        if self.offset > 0 {
+            self.offset = (self.offset + 1).min(self.items.len().saturating_sub(1));
+        }
+    }
+
+    pub fn items(&self) -> &VecDeque<T> {
+        &self.items
+    }
+
+    pub fn following(&self) -> bool {
+        self.offset == 0
+    }
+
+    fn scroll_up(&mut self, lines: usize) {
+        self.offset = (self.offset + lines).min(self.items.len().saturating_sub(1));
+    }
+
+    fn scroll_down(&mut self, lines: usize) {
+        self.offset = self.offset.saturating_sub(lines);
+    }
+}
+
+pub struct App {
+    pub sessions: Vec<SessionSnapshot>,
+    pub selected: usize,
+    pub focus: Focus,
+    pub messages: Scrollback<Arc<InboundMessage>>,
+    pub skipped_messages: u64,
+    pub logs: Scrollback<String>,
+    pub show_logs: bool,
+    pub overlay: Option<Overlay>,
+    /// Lower-cased message filter; empty = everything.
+    pub filter: String,
+    /// False when NO_COLOR is set: badges keep their text labels.
+    pub colors: bool,
+    /// Offset of the operator's clock from UTC, for message times.
+    pub utc_offset: chrono::FixedOffset,
+    /// Encoded pairing codes by session (payload, matrix): encoded once per
+    /// code here, so rendering stays cheap.
+    pub qr_codes: HashMap<SessionId, (String, QrMatrix)>,
+}
+
+impl App {
+    pub fn new(message_capacity: usize, colors: bool, utc_offset: chrono::FixedOffset) -> App {
+        App {
+            sessions: Vec::new(),
+            selected: 0,
+            focus: Focus::Sessions,
+            messages: Scrollback::new(message_capacity),
+            skipped_messages: 0,
+            logs: Scrollback::new(LOG_TAIL),
+            show_logs: false,
+            overlay: None,
+            filter: String::new(),
+            colors,
+            utc_offset,
+            qr_codes: HashMap::new(),
+        }
+    }
+
+    pub fn selected_session(&self) -> Option<&SessionSnapshot> {
+        self.sessions.get(self.selected)
+    }
+
+    /// True while something on screen counts down (retry, QR, pairing code,
+    /// ban): only then does the runner tick once a second.
+    pub fn needs_tick(&self) -> bool {
+        self.sessions.iter().any(|s| {
+            s.next_retry_at.is_some()
+                || matches!(
+                    s.state,
+                    SessionState::QrScanRequired(_)
+                        | SessionState::PairingCode { .. }
+                        | SessionState::Halted(
+                            crate::engine::close::HaltReason::TemporaryBan { .. }
+                        )
+                )
+        })
+    }
+
+    fn pairing_in_progress(&self) -> bool {
+        self.sessions.iter().any(|s| {
+            matches!(
+                s.state,
+                SessionState::QrScanRequired(_)
+                    | SessionState::PairingCode { .. }
+                    | SessionState::PasskeyRequired
+            )
+        })
+    }
+
+    /// Messages that pass the filter, oldest first.
+    pub fn visible_messages(&self) -> impl Iterator<Item = &Arc<InboundMessage>> {
+        self.messages
+            .items()
+            .iter()
+            .filter(|m| self.filter.is_empty() || matches_filter(m, &self.filter))
+    }
+
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Key(key) => self.on_key(key),
+            Msg::Click {
+                column,
+                row,
+                width,
+                height,
+            } => {
+                let area = ratatui::layout::Rect::new(0, 0, width, height);
+                if let Some(index) = super::ui::session_at(self, area, column, row) {
+                    self.selected = index;
+                    self.focus = Focus::Sessions;
+                }
+                vec![]
+            }
+            Msg::Session(snapshot) => {
+                self.upsert(snapshot);
+                vec![]
+            }
+            Msg::Sessions(all) => {
+                let keep = self.selected_session().map(|s| s.id.clone());
+                for snapshot in &all {
+                    self.cache_qr(snapshot);
+                }
+                self.sessions = all;
+                self.sessions.sort_by(|a, b| a.id.cmp(&b.id));
+                if let Some(id) = keep {
+                    self.select_id(&id);
+                }
+                self.clamp_selection();
+                vec![]
+            }
+            Msg::Message(message) => {
+                self.messages.push(message);
+                vec![]
+            }
+            Msg::MessagesSkipped(n) => {
+                self.skipped_messages += n;
+                vec![]
+            }
+            Msg::Log(line) => {
+                self.logs.push(line);
+                vec![]
+            }
+        }
+    }
+
+    fn upsert(&mut self, snapshot: SessionSnapshot) {
+        self.cache_qr(&snapshot);
+        match self.sessions.binary_search_by(|s| s.id.cmp(&snapshot.id)) {
+            Ok(index) => self.sessions[index] = snapshot,
+            Err(index) => {
+                self.sessions.insert(index, snapshot);
+                // Keep the same session selected when one is inserted above.
+                if index <= self.selected && self.sessions.len() > 1 {
+                    self.selected += 1;
+                }
+            }
+        }
+        self.clamp_selection();
+    }
+
+    fn cache_qr(&mut self, snapshot: &SessionSnapshot) {
+        let SessionState::QrScanRequired(offer) = &snapshot.state else {
+            self.qr_codes.remove(&snapshot.id);
+            return;
+        };
+        let cached = self.qr_codes.get(&snapshot.id);
+        if cached.is_some_and(|(payload, _)| payload == &offer.payload) {
+            return;
+        }
+        match QrMatrix::encode(&offer.payload) {
+            Ok(matrix) => {
+                self.qr_codes
+                    .insert(snapshot.id.clone(), (offer.payload.clone(), matrix));
+            }
+            Err(_) => {
+                self.qr_codes.remove(&snapshot.id);
+            }
+        }
+    }
+
+    fn select_id(&mut self, id: &SessionId) {
+        if let Some(index) = self.sessions.iter().position(|s| &s.id == id) {
+            self.selected = index;
+        }
+    }
+
+    fn clamp_selection(&mut self) {
+        self.selected = self.selected.min(self.sessions.len().saturating_sub(1));
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        // Ctrl-C always quits, like in any terminal program.
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return vec![Effect::Quit];
+        }
+        match self.overlay.take() {
+            None => self.on_action_key(key.code),
+            Some(Overlay::Help) => vec![],
+            Some(Overlay::ConfirmLogout(id)) => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    vec![Effect::Command(id, Command::Logout)]
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => vec![],
+                _ => {
+                    self.overlay = Some(Overlay::ConfirmLogout(id));
+                    vec![]
+                }
+            },
+            Some(Overlay::ConfirmQuit) => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => vec![Effect::Quit],
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => vec![],
+                _ => {
+                    self.overlay = Some(Overlay::ConfirmQuit);
+                    vec![]
+                }
+            },
+            Some(Overlay::Prompt { kind, input, error }) => {
+                self.on_prompt_key(kind, input, error, key.code)
+            }
+        }
+    }
+
+    fn on_action_key(&mut self, code: KeyCode) -> Vec<Effect> {
+        let Some(action) = keymap::action_for(code) else {
+            return vec![];
+        };
+        let selected = self.selected_session().map(|s| s.id.clone());
+        match action {
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::Reconnect => {
+                return selected
+                    .map(|id| vec![Effect::Command(id, Command::ReconnectNow)])
+                    .unwrap_or_default();
+            }
+            Action::Logout => self.overlay = selected.map(Overlay::ConfirmLogout),
+            Action::AddSession => self.open_prompt(PromptKind::AddSession, String::new()),
+            Action::PairByCode => {
+                if let Some(id) = selected {
+                    self.open_prompt(PromptKind::PairPhone(id), String::new());
+                }
+            }
+            Action::Filter => self.open_prompt(PromptKind::Filter, self.filter.clone()),
+            Action::FocusNext => {
+                self.focus = match (self.focus, self.show_logs) {
+                    (Focus::Sessions, _) => Focus::Messages,
+                    (Focus::Messages, true) => Focus::Logs,
+                    _ => Focus::Sessions,
+                }
+            }
+            Action::PageUp => self.scroll(|b| b.scroll_up(PAGE), |b| b.scroll_up(PAGE)),
+            Action::PageDown => self.scroll(|b| b.scroll_down(PAGE), |b| b.scroll_down(PAGE)),
+            Action::Follow => self.scroll(|b| b.offset = 0, |b| b.offset = 0),
+            Action::ToggleLogs => {
+                self.show_logs = !self.show_logs;
+                if !self.show_logs && self.focus == Focus::Logs {
+                    self.focus = Focus::Sessions;
+                }
+            }
+            Action::Help => self.overlay = Some(Overlay::Help),
+            Action::Quit => {
+                if self.pairing_in_progress() {
+                    self.overlay = Some(Overlay::ConfirmQuit);
+                } else {
+                    return vec![Effect::Quit];
+                }
+            }
+        }
+        vec![]
+    }
+
+    fn open_prompt(&mut self, kind: PromptKind, input: String) {
+        self.overlay = Some(Overlay::Prompt {
+            kind,
+            input,
+            error: None,
+        });
+    }
+
+    fn on_prompt_key(
+        &mut self,
+        kind: PromptKind,
+        mut input: String,
+        error: Option<String>,
+        code: KeyCode,
+    ) -> Vec<Effect> {
+        match code {
+            KeyCode::Esc => return vec![],
+            KeyCode::Enter => return self.submit_prompt(kind, input),
+            KeyCode::Backspace => {
+                input.pop();
+            }
+            KeyCode::Char(c) if input.chars().count() < 80 && !c.is_control() => input.push(c),
+            _ => {
+                self.overlay = Some(Overlay::Prompt { kind, input, error });
+                return vec![];
+            }
+        }
+        self.overlay = Some(Overlay::Prompt {
+            kind,
+            input,
+            error: None,
+        });
+        vec![]
+    }
+
+    fn submit_prompt(&mut self, kind: PromptKind, input: String) -> Vec<Effect> {
+        let reject = |app: &mut App, kind, input, message: String| {
+            app.overlay = Some(Overlay::Prompt {
+                kind,
+                input,
+                error: Some(message),
+            });
+            vec![]
+        };
+        match kind {
+            PromptKind::Filter => {
+                self.filter = input.trim().to_lowercase();
+                vec![]
+            }
+            PromptKind::AddSession => match SessionId::parse(input.trim()) {
+                Ok(id) if self.sessions.iter().any(|s| s.id == id) => reject(
+                    self,
+                    PromptKind::AddSession,
+                    input,
+                    format!("session {id} already exists"),
+                ),
+                Ok(id) => {
+                    self.select_id(&id);
+                    vec![Effect::AddSession(id)]
+                }
+                Err(e) => reject(self, PromptKind::AddSession, input, e.to_string()),
+            },
+            PromptKind::PairPhone(id) => match phone_digits(&input) {
+                Some(phone) => vec![Effect::Command(id, Command::PairWithPhone(phone))],
+                None => reject(
+                    self,
+                    PromptKind::PairPhone(id),
+                    input,
+                    "enter the phone number with country code, 7 to 15 digits".to_string(),
+                ),
+            },
+        }
+    }
+
+    fn move_selection(&mut self, delta: isize) {
+        if self.sessions.is_empty() {
+            return;
+        }
+        let last = self.sessions.len() - 1;
+        self.selected = self.selected.saturating_add_signed(delta).min(last);
+        self.focus = Focus::Sessions;
+    }
+
+    /// Scrolls the logs when they have the focus, the messages otherwise.
+    fn scroll(
+        &mut self,
+        messages: impl FnOnce(&mut Scrollback<Arc<InboundMessage>>),
+        logs: impl FnOnce(&mut Scrollback<String>),
+    ) {
+        if self.focus == Focus::Logs && self.show_logs {
+            logs(&mut self.logs);
+        } else {
+            messages(&mut self.messages);
+        }
+    }
+}
+
+/// "+91 90751 67132" → "919075167132"; None unless 7–15 digits remain.
+fn phone_digits(input: &str) -> Option<String> {
+    let digits: String = input
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '+' | '-' | '(' | ')'))
+        .collect();
+    let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+    valid.then_some(digits)
+}
+
+fn matches_filter(message: &InboundMessage, filter: &str) -> bool {
+    let sender = match &message.sender {
+        Sender::Phone(p) => p.as_str(),
+        Sender::HiddenLid(l) => l.as_str(),
+    };
+    [
+        message.text.as_str(),
+        sender,
+        message.session.as_str(),
+        message.push_name.as_deref().unwrap_or(""),
+        message.group.as_deref().unwrap_or(""),
+    ]
+    .iter()
+    .any(|field| field.to_lowercase().contains(filter))
+}

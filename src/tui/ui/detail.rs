@@ -1,0 +1,182 @@
+//! The detail pane of the selected session: the pairing QR (drawn so a phone
+//! scans it from the screen), the pairing code, or what the state means and
+//! what the operator can do about it.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use tokio::time::Instant;
+
+use super::sessions::status_detail;
+use super::theme::Theme;
+use super::{seconds_until, terminal_size_for_qr};
+use crate::engine::{SessionSnapshot, SessionState};
+use crate::qr::QrMatrix;
+use crate::tui::app::App;
+
+/// Rows around the code: the pane's borders and two lines of instructions.
+pub const QR_EXTRA_ROWS: u16 = 4;
+
+/// Cells the selected session's QR needs (columns, rows), if it shows one.
+pub fn qr_size(app: &App) -> Option<(u16, u16)> {
+    let session = app.selected_session()?;
+    let (_, matrix) = app.qr_codes.get(&session.id)?;
+    matches!(session.state, SessionState::QrScanRequired(_))
+        .then(|| (matrix.width() as u16, matrix.half_block_rows() as u16))
+}
+
+pub fn render(frame: &mut Frame, app: &App, pane: Rect, screen: Rect, now: Instant, theme: Theme) {
+    let Some(session) = app.selected_session() else {
+        frame.render_widget(Block::new().borders(Borders::ALL).title(" Details "), pane);
+        return;
+    };
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .title(format!(" {} ", session.id));
+    let inner = block.inner(pane);
+    frame.render_widget(block, pane);
+    match (&session.state, app.qr_codes.get(&session.id)) {
+        (SessionState::QrScanRequired(offer), Some((_, matrix))) => {
+            let caption = vec![
+                Line::from("Scan with WhatsApp › Linked devices › Link a device"),
+                Line::styled(
+                    format!(
+                        "code {} of 6 · expires in {}s",
+                        offer.index,
+                        seconds_until(offer.expires_at, now)
+                    ),
+                    theme.dim(),
+                ),
+            ];
+            render_qr(frame, matrix, inner, screen, caption, theme);
+        }
+        (SessionState::PairingCode { code, expires_at }, _) => {
+            render_pairing_code(frame, code, seconds_until(*expires_at, now), inner, theme)
+        }
+        _ => {
+            let text = describe(session, now, theme);
+            frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+        }
+    }
+}
+
+/// Draws the code whole with two module rows per cell ('▀': foreground =
+/// top module, background = bottom module), black on white whatever the
+/// terminal theme; NO_COLOR does not apply, the colours are the code itself.
+fn render_qr(
+    frame: &mut Frame,
+    matrix: &QrMatrix,
+    area: Rect,
+    screen: Rect,
+    caption: Vec<Line>,
+    theme: Theme,
+) {
+    let (cols, rows) = (matrix.width() as u16, matrix.half_block_rows() as u16);
+    let caption_rows = caption.len() as u16;
+    if area.width < cols || area.height < rows + caption_rows {
+        let (need_w, need_h) = terminal_size_for_qr(cols, rows);
+        let text = vec![
+            Line::styled("Terminal too small for a scannable QR code.", theme.error()),
+            Line::from(format!(
+                "Enlarge it to at least {need_w}×{need_h} (now {}×{}),",
+                screen.width, screen.height
+            )),
+            Line::from("or press p to pair by phone number instead."),
+        ];
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), area);
+        return;
+    }
+    let left = area.x + (area.width - cols) / 2;
+    let buffer = frame.buffer_mut();
+    for row in 0..rows {
+        for col in 0..cols {
+            let (top, bottom) = matrix.half_block(col as usize, row as usize);
+            let shade = |dark: bool| if dark { Color::Black } else { Color::White };
+            buffer[(left + col, area.y + row)]
+                .set_symbol("▀")
+                .set_style(Style::new().fg(shade(top)).bg(shade(bottom)));
+        }
+    }
+    let caption_area = Rect::new(area.x, area.y + rows, area.width, caption_rows);
+    frame.render_widget(
+        Paragraph::new(caption).alignment(Alignment::Center),
+        caption_area,
+    );
+}
+
+fn render_pairing_code(frame: &mut Frame, code: &str, seconds: u64, area: Rect, theme: Theme) {
+    // Spaced out and bold so it reads across a room: "ABCD-EFGH" → "A B C D - E F G H".
+    let spaced: String = code
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let dash = (i == 4 && !code.contains('-')).then_some(['-', ' ']);
+            dash.into_iter().flatten().chain([c, ' '])
+        })
+        .collect();
+    let text = vec![
+        Line::from("Pair by phone number: on the phone open"),
+        Line::from("WhatsApp › Linked devices › Link with phone number instead"),
+        Line::from("and enter this code:"),
+        Line::from(""),
+        Line::styled(
+            spaced.trim_end().to_string(),
+            Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        ),
+        Line::from(""),
+        Line::styled(format!("expires in {seconds}s"), theme.dim()),
+    ];
+    frame.render_widget(
+        Paragraph::new(text)
+            .alignment(Alignment::Center)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+fn describe(session: &SessionSnapshot, now: Instant, theme: Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(vec![
+        Span::raw("State: "),
+        Span::styled(session.state.label(), theme.badge(&session.state)),
+    ])];
+    if let Some(phone) = &session.phone {
+        lines.push(Line::from(format!("Phone: +{phone}")));
+    }
+    if let Some(lid) = &session.lid {
+        lines.push(Line::styled(format!("LID: {lid}"), theme.dim()));
+    }
+    let detail = status_detail(session, now);
+    if !detail.is_empty() {
+        lines.push(Line::from(detail));
+    }
+    if let Some(close) = &session.last_close {
+        lines.push(Line::styled(
+            format!(
+                "Last close: {} (status {})",
+                close.description, close.status
+            ),
+            theme.dim(),
+        ));
+    }
+    lines.push(Line::from(""));
+    let advice = match &session.state {
+        SessionState::Connecting => "Connecting with the saved credentials…",
+        SessionState::Connected => "Connected. Messages appear below.",
+        SessionState::Disconnected => "Retrying on its own; press r to retry now.",
+        SessionState::Halted(_) => {
+            "Stopped until you decide: press r to reconnect (credentials are kept)."
+        }
+        SessionState::LoggedOut => {
+            "The device was unlinked and its credentials deleted. Press r to pair again."
+        }
+        SessionState::PasskeyRequired => {
+            "The phone asks for a passkey to link this device: confirm it on the phone."
+        }
+        SessionState::QrScanRequired(_) => "Preparing the QR code…",
+        SessionState::PairingCode { .. } | SessionState::Stopped => "",
+    };
+    lines.push(Line::from(advice));
+    lines
+}

@@ -1,0 +1,98 @@
+//! The live message stream (newest at the bottom, following unless the
+//! operator scrolled) and the log tail.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use super::theme::Theme;
+use crate::engine::{InboundMessage, Sender};
+use crate::tui::app::{App, Focus};
+
+pub fn render_messages(frame: &mut Frame, app: &App, pane: Rect, theme: Theme) {
+    let mut title = String::from(" Messages ");
+    if !app.filter.is_empty() {
+        title.push_str(&format!("· filter \"{}\" ", app.filter));
+    }
+    if !app.messages.following() {
+        title.push_str("· scrolled, End to follow ");
+    }
+    if app.skipped_messages > 0 {
+        title.push_str(&format!("· {} messages skipped ", app.skipped_messages));
+    }
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_style(theme.border(app.focus == Focus::Messages))
+        .title(title);
+    let inner = block.inner(pane);
+    frame.render_widget(block, pane);
+
+    let rows = inner.height as usize;
+    let visible: Vec<&InboundMessage> = app.visible_messages().map(|m| m.as_ref()).collect();
+    if visible.is_empty() {
+        let hint = if app.filter.is_empty() {
+            "No messages yet."
+        } else {
+            "No message matches the filter."
+        };
+        frame.render_widget(Paragraph::new(Line::styled(hint, theme.dim())), inner);
+        return;
+    }
+    let end = visible
+        .len()
+        .saturating_sub(app.messages.offset.min(visible.len().saturating_sub(1)));
+    let start = end.saturating_sub(rows);
+    let lines: Vec<Line> = visible[start..end]
+        .iter()
+        .map(|m| message_line(m, app.utc_offset, theme))
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn message_line<'a>(
+    message: &'a InboundMessage,
+    offset: chrono::FixedOffset,
+    theme: Theme,
+) -> Line<'a> {
+    let time = chrono::DateTime::from_timestamp(message.timestamp, 0)
+        .map(|t| t.with_timezone(&offset).format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "--:--:--".to_string());
+    let mut spans = vec![
+        Span::styled(format!("{time} "), theme.dim()),
+        Span::raw(format!("{} ", message.session)),
+    ];
+    match &message.sender {
+        Sender::Phone(phone) => spans.push(Span::styled(format!("+{phone}"), theme.phone())),
+        // Never dressed up as a phone number.
+        Sender::HiddenLid(lid) => spans.push(Span::styled(
+            format!("lid:{lid} (number hidden)"),
+            theme.dim(),
+        )),
+    }
+    if let Some(name) = &message.push_name {
+        spans.push(Span::raw(format!(" ({name})")));
+    }
+    if let Some(group) = &message.group {
+        spans.push(Span::styled(format!(" in {group}"), theme.dim()));
+    }
+    spans.push(Span::raw(format!(": {}", message.text)));
+    Line::from(spans)
+}
+
+pub fn render_logs(frame: &mut Frame, app: &App, pane: Rect, theme: Theme) {
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_style(theme.border(app.focus == Focus::Logs))
+        .title(" Log ");
+    let inner = block.inner(pane);
+    frame.render_widget(block, pane);
+    let items = app.logs.items();
+    let end = items.len().saturating_sub(app.logs.offset);
+    let start = end.saturating_sub(inner.height as usize);
+    let lines: Vec<Line> = items
+        .range(start..end)
+        .map(|l| Line::raw(l.as_str()))
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
