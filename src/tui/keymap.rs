@@ -78,7 +78,7 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[KeyCode::Char('p')],
         keys_label: "p",
         action: Action::PairByCode,
-        short: "pair by code",
+        short: "pair code",
         help: "pair the selected session by phone number: shows an 8-character code to type on the phone",
         in_footer: true,
     },

@@ -128,10 +128,21 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect, theme: Theme) {
 }
 
 fn render_footer(frame: &mut Frame, area: Rect, theme: Theme) {
+    let hints: Vec<_> = BINDINGS.iter().filter(|b| b.in_footer).collect();
+    let width: usize = hints
+        .iter()
+        .map(|b| b.keys_label.chars().count() + b.short.chars().count() + 3)
+        .sum();
+    // Tighter spacing on narrow terminals, so all hints fit in 80 columns.
+    let gap = if width < area.width as usize {
+        "  "
+    } else {
+        " "
+    };
     let mut spans = vec![Span::raw(" ")];
-    for binding in BINDINGS.iter().filter(|b| b.in_footer) {
+    for binding in hints {
         spans.push(Span::styled(binding.keys_label, theme.key()));
-        spans.push(Span::raw(format!(" {}  ", binding.short)));
+        spans.push(Span::raw(format!(" {}{gap}", binding.short)));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

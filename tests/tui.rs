@@ -1,0 +1,436 @@
+//! The dashboard on ratatui's TestBackend: snapshots of each state, the QR
+//! pane decoded back to its payload (proof that it scans), and the keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::{Color, Modifier};
+use tokio::time::Instant;
+
+use wabridge::engine::close::HaltReason;
+use wabridge::engine::{
+    Command, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot, SessionState,
+};
+use wabridge::paths::SessionId;
+use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
+use wabridge::tui::ui;
+
+/// A real pairing payload's shape: ref, noise key, identity key, adv secret, platform.
+const QR_PAYLOAD: &str = "2@Kd0zHcn7zVYtRg1fX4+Xr5BkEw9q3eQ0mC1vIbP2LwTn8sJ6uA4yDhGoZf5RkM1xNcQeW3pUv7tHaBsFgLj9Iy2Eo0Kr,\
+QmFzZTY0LW5vaXNlLWtleS1mb3ItdGVzdGluZy1vbmx5IQ==,aWRlbnRpdHkta2V5LWZvci10ZXN0aW5nLW9ubHktISE=,\
+YWR2LXNlY3JldC1mb3ItdGVzdGluZy1vbmx5LSEhISEh,1";
+
+fn id(s: &str) -> SessionId {
+    SessionId::parse(s).unwrap()
+}
+
+fn app() -> App {
+    App::new(10_000, true, chrono::FixedOffset::east_opt(0).unwrap())
+}
+
+fn session(name: &str, state: SessionState) -> SessionSnapshot {
+    SessionSnapshot {
+        state,
+        ..SessionSnapshot::new(id(name))
+    }
+}
+
+fn connected(name: &str, phone: &str) -> SessionSnapshot {
+    SessionSnapshot {
+        phone: Some(phone.into()),
+        lid: Some("100000000000001".into()),
+        ..session(name, SessionState::Connected)
+    }
+}
+
+fn message(n: i64, sender: Sender) -> Arc<InboundMessage> {
+    Arc::new(InboundMessage {
+        session: id("WA-Dexciss"),
+        id: format!("3EB0{n:04}"),
+        timestamp: 1_764_000_000 + n,
+        sender,
+        push_name: Some("Asha".into()),
+        group: None,
+        text: format!("order #{n} please"),
+    })
+}
+
+fn draw(app: &App, now: Instant, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| ui::render(frame, app, now)).unwrap();
+    terminal
+}
+
+fn screen(app: &App, now: Instant, width: u16, height: u16) -> String {
+    draw(app, now, width, height).backend().to_string()
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        app.update(key(KeyCode::Char(c)));
+    }
+}
+
+fn pairing(now: Instant) -> SessionSnapshot {
+    session(
+        "new-shop",
+        SessionState::QrScanRequired(QrOffer {
+            payload: QR_PAYLOAD.into(),
+            expires_at: now + Duration::from_secs(42),
+            index: 2,
+        }),
+    )
+}
+
+/// Reads the QR back from the drawn cells: each '▀' cell is two modules,
+/// foreground on top and background below. Black means dark.
+fn decode_qr(buffer: &Buffer) -> Option<String> {
+    const SCALE: usize = 6;
+    let area = buffer.area;
+    let (w, h) = (area.width as usize, area.height as usize * 2);
+    let dark = |x: usize, y: usize| {
+        let cell = &buffer[(x as u16, (y / 2) as u16)];
+        if cell.symbol() != "▀" {
+            return false;
+        }
+        let color = if y % 2 == 0 { cell.fg } else { cell.bg };
+        color == Color::Black
+    };
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w * SCALE, h * SCALE, |x, y| {
+        if dark(x / SCALE, y / SCALE) { 0 } else { 255 }
+    });
+    let grids = image.detect_grids();
+    let (_, content) = grids.first()?.decode().ok()?;
+    Some(content)
+}
+
+#[test]
+fn the_pairing_qr_scans_back_to_its_payload() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![
+        pairing(now),
+        connected("WA-Dexciss", "919075167132"),
+    ]));
+    app.update(key(KeyCode::Char('j')));
+    let terminal = draw(&app, now, 140, 50);
+    insta::assert_snapshot!("pairing_qr", terminal.backend().to_string());
+    assert_eq!(
+        decode_qr(terminal.backend().buffer()).as_deref(),
+        Some(QR_PAYLOAD)
+    );
+}
+
+#[test]
+fn a_tiny_terminal_asks_for_the_size_it_needs_instead_of_a_clipped_code() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![pairing(now)]));
+    let terminal = draw(&app, now, 80, 24);
+    assert_eq!(decode_qr(terminal.backend().buffer()), None);
+    let text = terminal.backend().to_string();
+    assert!(text.contains("Terminal too small"), "{text}");
+    insta::assert_snapshot!("tiny_terminal", text);
+}
+
+#[test]
+fn backoff_countdown_ticks_between_two_instants() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![SessionSnapshot {
+        attempt: 3,
+        next_retry_at: Some(now + Duration::from_secs(17)),
+        last_close: Some(LastClose {
+            status: 408,
+            description: "could not connect (network error or handshake timeout)".into(),
+        }),
+        phone: Some("919075167132".into()),
+        ..session("WA-Dexciss", SessionState::Disconnected)
+    }]));
+    let first = screen(&app, now, 100, 20);
+    let later = screen(&app, now + Duration::from_secs(5), 100, 20);
+    assert!(
+        first.contains("attempt 3 · retry in 17s · network error"),
+        "{first}"
+    );
+    assert!(later.contains("attempt 3 · retry in 12s"), "{later}");
+    insta::assert_snapshot!("backoff_at_17s", first);
+    insta::assert_snapshot!("backoff_at_12s", later);
+    assert!(app.needs_tick());
+}
+
+#[test]
+fn halted_reasons_read_as_plain_words() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![
+        session("a-replaced", SessionState::Halted(HaltReason::Replaced)),
+        session(
+            "b-banned",
+            SessionState::Halted(HaltReason::TemporaryBan {
+                code: 101,
+                lifts_at: now + Duration::from_secs(52 * 60),
+            }),
+        ),
+        session(
+            "c-outdated",
+            SessionState::Halted(HaltReason::ClientOutdated),
+        ),
+    ]));
+    let text = screen(&app, now, 150, 20);
+    assert!(text.contains("replaced by another client"), "{text}");
+    assert!(text.contains("temporary ban, lifts in 52m"), "{text}");
+    assert!(text.contains("client outdated"), "{text}");
+    insta::assert_snapshot!("halted", text);
+}
+
+#[test]
+fn connecting_and_logged_out() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![
+        session("a-connecting", SessionState::Connecting),
+        session("b-gone", SessionState::LoggedOut),
+    ]));
+    app.update(key(KeyCode::Down));
+    let text = screen(&app, now, 100, 20);
+    assert!(text.contains("Press r to pair again"), "{text}");
+    insta::assert_snapshot!("connecting_and_logged_out", text);
+    assert!(!app.needs_tick(), "nothing counts down: no tick");
+}
+
+#[test]
+fn a_message_flood_shows_the_newest_at_the_bottom() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
+    for n in 0..5000 {
+        app.update(Msg::Message(message(
+            n,
+            Sender::Phone("447700900123".into()),
+        )));
+    }
+    let text = screen(&app, now, 100, 24);
+    let last = text.lines().rev().find(|l| l.contains("order #")).unwrap();
+    assert!(last.contains("order #4999 please"), "{text}");
+    assert!(last.contains("+447700900123 (Asha)"), "{last}");
+    insta::assert_snapshot!("message_flood", text);
+}
+
+#[test]
+fn an_unresolved_lid_is_dimmed_and_never_shown_as_a_number() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
+    app.update(Msg::Message(message(
+        1,
+        Sender::HiddenLid("260477250707536".into()),
+    )));
+    let terminal = draw(&app, now, 100, 20);
+    let text = terminal.backend().to_string();
+    assert!(
+        text.contains("lid:260477250707536 (number hidden)"),
+        "{text}"
+    );
+    assert!(!text.contains("+260477250707536"), "{text}");
+    let buffer = terminal.backend().buffer();
+    let (x, y) = find(buffer, "lid:").unwrap();
+    assert!(buffer[(x, y)].modifier.contains(Modifier::DIM));
+    insta::assert_snapshot!("unresolved_lid", text);
+}
+
+#[test]
+fn help_overlay_lists_every_key() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
+    app.update(key(KeyCode::Char('?')));
+    let text = screen(&app, now, 120, 30);
+    for binding in wabridge::tui::keymap::BINDINGS {
+        assert!(text.contains(binding.help), "help lacks {:?}", binding.help);
+    }
+    insta::assert_snapshot!("help", text);
+    app.update(key(KeyCode::Char('x')));
+    assert_eq!(app.overlay, None, "any key closes the help");
+}
+
+fn find(buffer: &Buffer, needle: &str) -> Option<(u16, u16)> {
+    let area = buffer.area;
+    for y in 0..area.height {
+        let row: String = (0..area.width).map(|x| buffer[(x, y)].symbol()).collect();
+        if let Some(byte) = row.find(needle) {
+            let x = row[..byte].chars().count() as u16;
+            return Some((x, y));
+        }
+    }
+    None
+}
+
+// ---- keys ----------------------------------------------------------------
+
+fn two_sessions() -> App {
+    let mut app = app();
+    app.update(Msg::Sessions(vec![
+        connected("a", "15550001111"),
+        connected("b", "15550002222"),
+    ]));
+    app
+}
+
+#[test]
+fn r_reconnects_the_selected_session() {
+    let mut app = two_sessions();
+    app.update(key(KeyCode::Char('j')));
+    assert_eq!(
+        app.update(key(KeyCode::Char('r'))),
+        [Effect::Command(id("b"), Command::ReconnectNow)]
+    );
+}
+
+#[test]
+fn l_asks_before_logging_out() {
+    let mut app = two_sessions();
+    assert!(app.update(key(KeyCode::Char('l'))).is_empty());
+    assert_eq!(app.overlay, Some(Overlay::ConfirmLogout(id("a"))));
+    assert!(app.update(key(KeyCode::Char('n'))).is_empty());
+    assert_eq!(app.overlay, None);
+    app.update(key(KeyCode::Char('l')));
+    assert_eq!(
+        app.update(key(KeyCode::Char('y'))),
+        [Effect::Command(id("a"), Command::Logout)]
+    );
+}
+
+#[test]
+fn a_validates_the_new_session_id() {
+    let mut app = two_sessions();
+    app.update(key(KeyCode::Char('a')));
+    typed(&mut app, "../x");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    let Some(Overlay::Prompt {
+        error: Some(error), ..
+    }) = &app.overlay
+    else {
+        panic!("{:?}", app.overlay)
+    };
+    assert!(error.contains("invalid session id"), "{error}");
+    for _ in 0..4 {
+        app.update(key(KeyCode::Backspace));
+    }
+    typed(&mut app, "b");
+    app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&app.overlay, Some(Overlay::Prompt { error: Some(e), .. }) if e.contains("already exists"))
+    );
+    app.update(key(KeyCode::Backspace));
+    typed(&mut app, "shop-2");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::AddSession(id("shop-2"))]
+    );
+}
+
+#[test]
+fn p_pairs_by_a_phone_number() {
+    let mut app = two_sessions();
+    app.update(key(KeyCode::Char('p')));
+    typed(&mut app, "12ab");
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(
+        &app.overlay,
+        Some(Overlay::Prompt { error: Some(_), .. })
+    ));
+    app.update(key(KeyCode::Esc));
+    app.update(key(KeyCode::Char('p')));
+    typed(&mut app, "+91 90751 67132");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Command(
+            id("a"),
+            Command::PairWithPhone("919075167132".into())
+        )]
+    );
+}
+
+#[test]
+fn q_asks_only_while_a_session_is_pairing() {
+    let mut app = two_sessions();
+    assert_eq!(app.update(key(KeyCode::Char('q'))), [Effect::Quit]);
+    app.update(Msg::Session(pairing(Instant::now())));
+    assert!(app.update(key(KeyCode::Char('q'))).is_empty());
+    assert_eq!(app.overlay, Some(Overlay::ConfirmQuit));
+    assert_eq!(app.update(key(KeyCode::Char('y'))), [Effect::Quit]);
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(app.update(Msg::Key(ctrl_c)), [Effect::Quit]);
+}
+
+#[test]
+fn scrolling_stops_following_and_end_resumes() {
+    let mut app = two_sessions();
+    for n in 0..50 {
+        app.update(Msg::Message(message(n, Sender::Phone("1".into()))));
+    }
+    app.update(key(KeyCode::PageUp));
+    assert!(!app.messages.following());
+    let offset = app.messages.offset;
+    app.update(Msg::Message(message(50, Sender::Phone("1".into()))));
+    assert_eq!(
+        app.messages.offset,
+        offset + 1,
+        "the view stays on the same lines"
+    );
+    app.update(key(KeyCode::End));
+    assert!(app.messages.following());
+}
+
+#[test]
+fn slash_filters_messages() {
+    let mut app = two_sessions();
+    app.update(Msg::Message(message(1, Sender::Phone("111".into()))));
+    app.update(Msg::Message(message(2, Sender::Phone("222".into()))));
+    app.update(key(KeyCode::Char('/')));
+    typed(&mut app, "#2 ");
+    app.update(key(KeyCode::Enter));
+    let shown: Vec<_> = app.visible_messages().map(|m| m.id.clone()).collect();
+    assert_eq!(shown, ["3EB00002"]);
+}
+
+#[test]
+fn a_click_selects_the_session_row() {
+    let mut app = two_sessions();
+    // Row 0 is the title, row 1 the pane border, rows 2.. the sessions.
+    app.update(Msg::Click {
+        column: 5,
+        row: 3,
+        width: 100,
+        height: 30,
+    });
+    assert_eq!(app.selected, 1);
+    assert_eq!(app.focus, Focus::Sessions);
+}
+
+#[test]
+fn the_ring_buffer_is_bounded() {
+    let mut app = App::new(100, true, chrono::FixedOffset::east_opt(0).unwrap());
+    for n in 0..1000 {
+        app.update(Msg::Message(message(n, Sender::Phone("1".into()))));
+    }
+    assert_eq!(app.messages.items().len(), 100);
+    assert_eq!(app.messages.items()[0].id, "3EB00900");
+}
+
+#[test]
+fn skipped_messages_are_counted_on_screen() {
+    let mut app = two_sessions();
+    app.update(Msg::MessagesSkipped(42));
+    let text = screen(&app, Instant::now(), 100, 20);
+    assert!(text.contains("42 messages skipped"), "{text}");
+}
