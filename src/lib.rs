@@ -9,3 +9,4 @@ pub mod paths;
 pub mod qr;
 pub mod session_files;
 pub mod tui;
+pub mod webhook;

@@ -1,0 +1,267 @@
+//! Delivers the outbox to each session's webhook: one worker per session
+//! sends the head of its queue (so order is kept and at most one request
+//! per session is in flight), retries what may succeed later, and parks what
+//! never will. A hanging receiver only ever delays its own session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::{Notify, watch};
+
+use super::outbox::{Delivery, Outbox};
+
+/// Where a session's deliveries go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    /// Sent as `X-Webhook-Token`; never logged.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Older undelivered deliveries become dead letters.
+    pub max_age: Duration,
+    /// Signs bodies as `X-Wabridge-Signature: sha256=<hex>` when set.
+    pub signing_secret: Option<String>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            timeout: Duration::from_secs(15),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            signing_secret: None,
+        }
+    }
+}
+
+/// What one attempt's result means for the delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// 5xx, 408, 429, timeouts, connection errors: try again later.
+    Retry(String),
+    /// Any other 4xx: the receiver will never take it.
+    Dead(String),
+}
+
+/// Pure: an HTTP status (or a transport error) to a verdict.
+pub fn judge(result: Result<u16, String>) -> Verdict {
+    match result {
+        Ok(status) if (200..300).contains(&status) => Verdict::Delivered,
+        Ok(status @ (408 | 429)) => Verdict::Retry(format!("HTTP {status}")),
+        Ok(status) if (400..500).contains(&status) => Verdict::Dead(format!("HTTP {status}")),
+        Ok(status) => Verdict::Retry(format!("HTTP {status}")),
+        Err(error) => Verdict::Retry(error),
+    }
+}
+
+/// Delay before retry `attempt` (1-based): base·2^(n-1) capped, with up to
+/// 20% jitter so sessions that failed together do not retry together.
+pub fn retry_delay(settings: &DeliverySettings, attempt: u32, jitter_seed: u64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(20);
+    let delay = settings
+        .retry_base
+        .checked_mul(1 << doublings)
+        .map_or(settings.retry_max, |d| d.min(settings.retry_max));
+    let jitter = delay.mul_f64((jitter_seed % 1000) as f64 / 1000.0 * 0.2);
+    delay.saturating_sub(jitter)
+}
+
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct Deliverer {
+    outbox: Arc<Outbox>,
+    client: reqwest::Client,
+    settings: DeliverySettings,
+}
+
+impl Deliverer {
+    pub fn new(outbox: Arc<Outbox>, settings: DeliverySettings) -> Result<Deliverer, String> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            // The ERP's URL is configured; following redirects could turn a
+            // POST into a GET somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Deliverer {
+            outbox,
+            client,
+            settings,
+        })
+    }
+
+    /// Delivers one session's queue until `target` is closed. `wake` is
+    /// notified on every enqueue; `target` is `None` while the session has no
+    /// webhook (deliveries wait).
+    pub async fn run_session(
+        self: Arc<Self>,
+        session: String,
+        mut target: watch::Receiver<Option<Target>>,
+        wake: Arc<Notify>,
+    ) {
+        loop {
+            let current = target.borrow_and_update().clone();
+            let head = match self.outbox.head(&session) {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::error!("webhook outbox of {session} unreadable: {e}");
+                    None
+                }
+            };
+            let wait = match (&current, head) {
+                (Some(target), Some(delivery)) => self.attempt_if_due(target, delivery).await,
+                // Nothing to send, or nowhere to send it: sleep until told.
+                _ => None,
+            };
+            let sleep = async {
+                match wait {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = wake.notified() => {}
+                changed = target.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Sends `delivery` if it is due; returns how long to wait before the
+    /// head should be looked at again (`Some(0)` = at once).
+    async fn attempt_if_due(&self, target: &Target, delivery: Delivery) -> Option<Duration> {
+        let now = now_ms();
+        if delivery.next_attempt_ms > now {
+            return Some(Duration::from_millis(
+                (delivery.next_attempt_ms - now) as u64,
+            ));
+        }
+        if now - delivery.created_ms > self.settings.max_age.as_millis() as i64 {
+            let reason = format!(
+                "expired: undelivered for more than {}",
+                humantime::format_duration(self.settings.max_age)
+            );
+            self.record(self.outbox.bury(delivery.seq, &reason));
+            return Some(Duration::ZERO);
+        }
+        let verdict = judge(self.post(target, &delivery).await);
+        match &verdict {
+            Verdict::Delivered => self.record(self.outbox.ack(delivery.seq)),
+            Verdict::Retry(error) => {
+                let attempt = delivery.attempts + 1;
+                let delay = retry_delay(&self.settings, attempt, delivery.seq as u64 ^ now as u64);
+                tracing::warn!(
+                    "webhook delivery {} for {} failed ({error}); retry {attempt} in {}",
+                    delivery.delivery_id,
+                    delivery.session,
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                );
+                let at = now + delay.as_millis() as i64;
+                self.record(self.outbox.retry_later(delivery.seq, at, error));
+            }
+            Verdict::Dead(reason) => {
+                tracing::error!(
+                    "webhook refused delivery {} for {} ({reason}); kept as a dead letter",
+                    delivery.delivery_id,
+                    delivery.session
+                );
+                self.record(self.outbox.bury(delivery.seq, reason));
+            }
+        }
+        Some(Duration::ZERO)
+    }
+
+    async fn post(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {
+        let mut request = self
+            .client
+            .post(&target.url)
+            .header("Content-Type", "application/json")
+            .header("X-Wabridge-Delivery", &delivery.delivery_id)
+            .body(delivery.body.clone());
+        if let Some(token) = &target.token {
+            request = request.header("X-Webhook-Token", token);
+        }
+        if let Some(secret) = &self.settings.signing_secret {
+            request = request.header("X-Wabridge-Signature", signature(secret, &delivery.body));
+        }
+        // The body of the answer is never read: a huge or garbage reply
+        // cannot cost memory or time.
+        match request.send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(e) if e.is_timeout() => Err("timed out".to_string()),
+            Err(e) if e.is_connect() => Err("connection refused or unreachable".to_string()),
+            Err(e) => Err(format!("request failed: {}", e.without_url())),
+        }
+    }
+
+    fn record(&self, result: Result<(), super::outbox::OutboxError>) {
+        if let Err(e) = result {
+            tracing::error!("webhook outbox write failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_statuses_like_the_contract() {
+        assert_eq!(judge(Ok(200)), Verdict::Delivered);
+        assert_eq!(judge(Ok(204)), Verdict::Delivered);
+        for status in [408, 429, 500, 502, 503] {
+            assert!(matches!(judge(Ok(status)), Verdict::Retry(_)), "{status}");
+        }
+        for status in [400, 401, 403, 404, 410, 422] {
+            assert!(matches!(judge(Ok(status)), Verdict::Dead(_)), "{status}");
+        }
+        assert!(matches!(judge(Err("timed out".into())), Verdict::Retry(_)));
+        // A redirect is not a delivery; it may work later once fixed.
+        assert!(matches!(judge(Ok(302)), Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn retry_delay_grows_caps_and_jitters_down_only() {
+        let settings = DeliverySettings {
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            ..DeliverySettings::default()
+        };
+        assert_eq!(retry_delay(&settings, 1, 0), Duration::from_secs(2));
+        assert_eq!(retry_delay(&settings, 3, 0), Duration::from_secs(8));
+        assert_eq!(retry_delay(&settings, 30, 0), Duration::from_secs(300));
+        let jittered = retry_delay(&settings, 3, 999);
+        assert!(jittered < Duration::from_secs(8) && jittered >= Duration::from_millis(6400));
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Forwarding to the ERP: the wire format (`payload`), the durable queue
+//! (`outbox`) and the HTTP worker per session (`deliver`).
+
+pub mod deliver;
+pub mod outbox;
+pub mod payload;

@@ -1,0 +1,324 @@
+//! The durable outbox: every webhook delivery is written here (SQLite, fsync
+//! on commit) before anything else happens to it, and deleted only once the
+//! receiver answered 2xx. Rows are read one head at a time per session, so
+//! memory stays flat however long the receiver is down.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+#[error("outbox: {0}")]
+pub struct OutboxError(#[from] rusqlite::Error);
+
+/// One pending delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub seq: i64,
+    /// Sent as `X-Wabridge-Delivery`; the same on every retry.
+    pub delivery_id: String,
+    pub session: String,
+    pub body: Vec<u8>,
+    pub created_ms: i64,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+}
+
+/// A delivery the receiver refused for good (4xx) or that expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub delivery_id: String,
+    pub session: String,
+    pub created_ms: i64,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: u64,
+    pub oldest_ms: Option<i64>,
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    New {
+        delivery_id: String,
+    },
+    /// Same dedupe key seen before (a redelivered message): nothing added.
+    Duplicate,
+}
+
+pub struct Outbox {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL UNIQUE,
+    session TEXT NOT NULL,
+    dedupe_key TEXT UNIQUE,
+    body BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    dead INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries(session, dead, seq);
+";
+
+impl Outbox {
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        if let Some(parent) = path.parent() {
+            let _ = crate::paths::create_private_dir(parent);
+        }
+        if !path.exists() {
+            // Private from the start; SQLite gives its -wal/-shm the same mode.
+            let _ = crate::paths::ensure_private_file(path);
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed row survives power loss, not only a crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Persists a delivery. With a `dedupe_key` (session, chat, sender,
+    /// message id) a redelivered message is recognised and not queued twice.
+    pub fn enqueue(
+        &self,
+        session: &str,
+        dedupe_key: Option<&str>,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Enqueued, OutboxError> {
+        let conn = self.conn();
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO deliveries (delivery_id, session, dedupe_key, body, created_ms, next_attempt_ms)
+             VALUES ('wab-' || lower(hex(randomblob(12))), ?1, ?2, ?3, ?4, ?4)",
+            params![session, dedupe_key, body, now_ms],
+        )?;
+        if inserted == 0 {
+            return Ok(Enqueued::Duplicate);
+        }
+        let delivery_id = conn.query_row(
+            "SELECT delivery_id FROM deliveries WHERE seq = last_insert_rowid()",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(Enqueued::New { delivery_id })
+    }
+
+    /// The oldest live delivery of a session: order is kept by sending only
+    /// the head, whether or not it is due yet.
+    pub fn head(&self, session: &str) -> Result<Option<Delivery>, OutboxError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms
+                 FROM deliveries WHERE session = ?1 AND dead = 0 ORDER BY seq LIMIT 1",
+                [session],
+                |row| {
+                    Ok(Delivery {
+                        seq: row.get(0)?,
+                        delivery_id: row.get(1)?,
+                        session: row.get(2)?,
+                        body: row.get(3)?,
+                        created_ms: row.get(4)?,
+                        attempts: row.get(5)?,
+                        next_attempt_ms: row.get(6)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// The receiver took it: forget it, keeping the dedupe key so a
+    /// redelivery of the same message is still recognised.
+    pub fn ack(&self, seq: i64) -> Result<(), OutboxError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL",
+            [seq],
+        )?;
+        // Rows with a dedupe key become tombstones: no body, not live.
+        conn.execute(
+            "UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1",
+            [seq],
+        )?;
+        Ok(())
+    }
+
+    pub fn retry_later(&self, seq: i64, at_ms: i64, error: &str) -> Result<(), OutboxError> {
+        self.conn().execute(
+            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE seq = ?1",
+            params![seq, at_ms, error],
+        )?;
+        Ok(())
+    }
+
+    /// Parks a delivery as a dead letter (visible, replayable).
+    pub fn bury(&self, seq: i64, reason: &str) -> Result<(), OutboxError> {
+        self.conn().execute(
+            "UPDATE deliveries SET dead = 1, attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
+            params![seq, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a dead letter back in its session's queue, due now.
+    pub fn replay(&self, delivery_id: &str, now_ms: i64) -> Result<bool, OutboxError> {
+        let changed = self.conn().execute(
+            "UPDATE deliveries SET dead = 0, next_attempt_ms = ?2 WHERE delivery_id = ?1 AND dead = 1",
+            params![delivery_id, now_ms],
+        )?;
+        Ok(changed == 1)
+    }
+
+    pub fn backlog(&self, session: &str) -> Result<Backlog, OutboxError> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(SUM(dead = 0), 0), MIN(CASE WHEN dead = 0 THEN created_ms END), COALESCE(SUM(dead = 1), 0)
+             FROM deliveries WHERE session = ?1",
+            [session],
+            |row| {
+                Ok(Backlog {
+                    pending: row.get::<_, i64>(0)? as u64,
+                    oldest_ms: row.get(1)?,
+                    dead: row.get::<_, i64>(2)? as u64,
+                })
+            },
+        )?)
+    }
+
+    pub fn dead_letters(&self, session: &str, limit: u32) -> Result<Vec<DeadLetter>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT delivery_id, session, created_ms, attempts, COALESCE(last_error, '')
+             FROM deliveries WHERE session = ?1 AND dead = 1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![session, limit], |row| {
+            Ok(DeadLetter {
+                delivery_id: row.get(0)?,
+                session: row.get(1)?,
+                created_ms: row.get(2)?,
+                attempts: row.get(3)?,
+                reason: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Sessions that still have live deliveries (for the workers at start).
+    pub fn sessions_with_backlog(&self) -> Result<Vec<String>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT DISTINCT session FROM deliveries WHERE dead = 0 ORDER BY session")?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> (tempfile::TempDir, Outbox) {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&tmp.path().join("outbox/outbox.db")).unwrap();
+        (tmp, outbox)
+    }
+
+    #[test]
+    fn head_keeps_per_session_order() {
+        let (_tmp, outbox) = outbox();
+        for n in 0..3 {
+            outbox
+                .enqueue("a", None, format!("a{n}").as_bytes(), n)
+                .unwrap();
+            outbox
+                .enqueue("b", None, format!("b{n}").as_bytes(), n)
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        while let Some(head) = outbox.head("a").unwrap() {
+            seen.push(String::from_utf8(head.body.clone()).unwrap());
+            outbox.ack(head.seq).unwrap();
+        }
+        assert_eq!(seen, ["a0", "a1", "a2"]);
+        assert_eq!(outbox.backlog("b").unwrap().pending, 3);
+    }
+
+    #[test]
+    fn dedupe_key_survives_the_ack() {
+        let (_tmp, outbox) = outbox();
+        let first = outbox
+            .enqueue("a", Some("a|chat|sender|ID1"), b"x", 1)
+            .unwrap();
+        assert!(matches!(first, Enqueued::New { .. }));
+        assert_eq!(
+            outbox
+                .enqueue("a", Some("a|chat|sender|ID1"), b"x", 2)
+                .unwrap(),
+            Enqueued::Duplicate
+        );
+        let head = outbox.head("a").unwrap().unwrap();
+        outbox.ack(head.seq).unwrap();
+        assert_eq!(outbox.head("a").unwrap(), None);
+        assert_eq!(
+            outbox
+                .enqueue("a", Some("a|chat|sender|ID1"), b"x", 3)
+                .unwrap(),
+            Enqueued::Duplicate
+        );
+    }
+
+    #[test]
+    fn dead_letters_are_listed_and_replayable() {
+        let (_tmp, outbox) = outbox();
+        let Enqueued::New { delivery_id } = outbox.enqueue("a", None, b"x", 1).unwrap() else {
+            panic!()
+        };
+        let head = outbox.head("a").unwrap().unwrap();
+        outbox.bury(head.seq, "HTTP 400").unwrap();
+        assert_eq!(outbox.head("a").unwrap(), None);
+        let dead = outbox.dead_letters("a", 10).unwrap();
+        assert_eq!(dead[0].reason, "HTTP 400");
+        assert_eq!(
+            outbox.backlog("a").unwrap(),
+            Backlog {
+                pending: 0,
+                oldest_ms: None,
+                dead: 1
+            }
+        );
+        assert!(outbox.replay(&delivery_id, 5).unwrap());
+        assert_eq!(outbox.head("a").unwrap().unwrap().delivery_id, delivery_id);
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("outbox.db");
+        {
+            let outbox = Outbox::open(&path).unwrap();
+            outbox.enqueue("a", None, b"kept", 7).unwrap();
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        let head = outbox.head("a").unwrap().unwrap();
+        assert_eq!(head.body, b"kept");
+        assert_eq!(outbox.sessions_with_backlog().unwrap(), ["a"]);
+        assert_eq!(outbox.backlog("a").unwrap().oldest_ms, Some(7));
+    }
+}

@@ -1,0 +1,169 @@
+//! The old Node bridge's webhook wire format (design.md §5), byte for byte
+//! in field names, plus our additions (`fromLid`, `fromResolved`).
+
+use serde::Serialize;
+
+/// One entry of `messages.upsert`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireMessage {
+    pub id: String,
+    /// Phone digits when known; the LID digits otherwise (then
+    /// `fromResolved` is false), as the old consumers expect a string here.
+    pub from: String,
+    pub text: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    pub push_name: Option<String>,
+    pub media: Option<WireMedia>,
+    pub is_group: bool,
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+    pub reply_to: Option<WireReply>,
+    /// Ours: the sender's LID digits when it came as one.
+    pub from_lid: Option<String>,
+    /// Ours: false when `from` is a LID because the number is hidden.
+    pub from_resolved: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WireMedia {
+    /// Base64; absent when over the size cap (then `omitted` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    pub mimetype: String,
+    pub filename: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireReply {
+    pub message_id: String,
+    pub text: Option<String>,
+}
+
+/// The events the old bridge posted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookEvent {
+    ConnectionUpdate {
+        status: &'static str,
+        error: Option<String>,
+    },
+    MessagesUpsert(Vec<WireMessage>),
+    MessageStatus {
+        message_id: String,
+        status: &'static str,
+        /// Unix milliseconds.
+        timestamp: i64,
+    },
+}
+
+impl WebhookEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            WebhookEvent::ConnectionUpdate { .. } => "connection.update",
+            WebhookEvent::MessagesUpsert(_) => "messages.upsert",
+            WebhookEvent::MessageStatus { .. } => "message.status",
+        }
+    }
+
+    /// The JSON body: `{"sessionId", "event", ...event fields}`.
+    pub fn body(&self, session_id: &str) -> Vec<u8> {
+        let mut body = serde_json::json!({
+            "sessionId": session_id,
+            "event": self.name(),
+        });
+        let fields = match self {
+            WebhookEvent::ConnectionUpdate { status, error } => {
+                let mut fields = serde_json::json!({ "status": status });
+                if let Some(error) = error {
+                    fields["error"] = serde_json::Value::from(error.as_str());
+                }
+                fields
+            }
+            WebhookEvent::MessagesUpsert(messages) => serde_json::json!({ "messages": messages }),
+            WebhookEvent::MessageStatus {
+                message_id,
+                status,
+                timestamp,
+            } => serde_json::json!({
+                "messageId": message_id,
+                "status": status,
+                "timestamp": timestamp,
+            }),
+        };
+        if let (Some(body), serde_json::Value::Object(fields)) = (body.as_object_mut(), fields) {
+            body.extend(fields);
+        }
+        serde_json::to_vec(&body).expect("JSON values always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn parse(bytes: Vec<u8>) -> Value {
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn connection_update_matches_the_old_bridge() {
+        let event = WebhookEvent::ConnectionUpdate {
+            status: "Connected",
+            error: None,
+        };
+        assert_eq!(
+            parse(event.body("WA-1")),
+            json!({"sessionId": "WA-1", "event": "connection.update", "status": "Connected"})
+        );
+    }
+
+    #[test]
+    fn messages_upsert_has_every_field_of_the_old_bridge_plus_ours() {
+        let message = WireMessage {
+            id: "3EB0ABC".into(),
+            from: "919075167132".into(),
+            text: "hello".into(),
+            timestamp: 1_764_000_000,
+            push_name: Some("Asha".into()),
+            media: None,
+            is_group: false,
+            group_id: None,
+            group_name: None,
+            reply_to: None,
+            from_lid: Some("260477250707536".into()),
+            from_resolved: true,
+        };
+        let body = parse(WebhookEvent::MessagesUpsert(vec![message]).body("WA-1"));
+        assert_eq!(
+            body,
+            json!({
+                "sessionId": "WA-1",
+                "event": "messages.upsert",
+                "messages": [{
+                    "id": "3EB0ABC", "from": "919075167132", "text": "hello",
+                    "timestamp": 1_764_000_000, "pushName": "Asha", "media": null,
+                    "isGroup": false, "groupId": null, "groupName": null, "replyTo": null,
+                    "fromLid": "260477250707536", "fromResolved": true
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn message_status_uses_milliseconds() {
+        let event = WebhookEvent::MessageStatus {
+            message_id: "3EB0".into(),
+            status: "Read",
+            timestamp: 1_764_000_000_123,
+        };
+        assert_eq!(
+            parse(event.body("s")),
+            json!({"sessionId": "s", "event": "message.status", "messageId": "3EB0", "status": "Read", "timestamp": 1_764_000_000_123i64})
+        );
+    }
+}
