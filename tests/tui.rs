@@ -101,7 +101,11 @@ fn decode_qr(buffer: &Buffer) -> Option<String> {
         if cell.symbol() != "▀" {
             return false;
         }
-        let color = if y.is_multiple_of(2) { cell.fg } else { cell.bg };
+        let color = if y.is_multiple_of(2) {
+            cell.fg
+        } else {
+            cell.bg
+        };
         color == Color::Black
     };
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(w * SCALE, h * SCALE, |x, y| {

@@ -4,3 +4,4 @@
 pub mod fake_backend;
 pub mod log_capture;
 pub mod process;
+pub mod receiver;

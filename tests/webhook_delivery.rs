@@ -1,0 +1,245 @@
+//! The outbox and deliverer against a real HTTP receiver on 127.0.0.1:
+//! headers, order, retries on 500 and hangs, dead letters on 4xx, an ERP
+//! that is down and comes back, and junk replies.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use support::receiver::{Receiver, Reply};
+use wabridge::webhook::deliver::{Deliverer, DeliverySettings, Target, now_ms, signature};
+use wabridge::webhook::outbox::{Enqueued, Outbox};
+use wabridge::webhook::payload::WebhookEvent;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    _tmp: tempfile::TempDir,
+    outbox: Arc<Outbox>,
+    wake: Arc<Notify>,
+    target: watch::Sender<Option<Target>>,
+}
+
+fn settings() -> DeliverySettings {
+    DeliverySettings {
+        timeout: Duration::from_millis(500),
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        signing_secret: Some("sign-me".into()),
+        ..DeliverySettings::default()
+    }
+}
+
+fn rig(url: Option<String>, settings: DeliverySettings) -> Rig {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Outbox::open(&tmp.path().join("outbox.db")).unwrap());
+    let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings).unwrap());
+    let wake = Arc::new(Notify::new());
+    let (target, target_rx) = watch::channel(url.map(|url| Target {
+        url,
+        token: Some("erp-token".into()),
+    }));
+    tokio::spawn(deliverer.run_session("WA-1".into(), target_rx, wake.clone()));
+    Rig {
+        _tmp: tmp,
+        outbox,
+        wake,
+        target,
+    }
+}
+
+impl Rig {
+    fn send(&self, status: &'static str) -> String {
+        let body = WebhookEvent::ConnectionUpdate {
+            status,
+            error: None,
+        }
+        .body("WA-1");
+        let Enqueued::New { delivery_id } =
+            self.outbox.enqueue("WA-1", None, &body, now_ms()).unwrap()
+        else {
+            panic!("not queued")
+        };
+        self.wake.notify_one();
+        delivery_id
+    }
+}
+
+#[tokio::test]
+async fn delivers_in_order_with_the_old_and_new_headers() {
+    let receiver = Receiver::start().await;
+    let rig = rig(Some(receiver.url()), settings());
+    let ids: Vec<String> = ["Connecting", "QR Scan Required", "Connected"]
+        .into_iter()
+        .map(|s| rig.send(s))
+        .collect();
+    let got = receiver.wait_for(3, WAIT).await;
+    let statuses: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["Connecting", "QR Scan Required", "Connected"]);
+    for (request, id) in got.iter().zip(&ids) {
+        assert_eq!(
+            request.header("x-webhook-token").as_deref(),
+            Some("erp-token")
+        );
+        assert_eq!(
+            request.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(request.header("x-wabridge-delivery").as_ref(), Some(id));
+        assert_eq!(
+            request.header("x-wabridge-signature"),
+            Some(signature("sign-me", &request.body))
+        );
+        assert_eq!(request.json()["sessionId"], "WA-1");
+        assert_eq!(request.json()["event"], "connection.update");
+    }
+    wait_until_empty(&rig).await;
+}
+
+async fn wait_until_empty(rig: &Rig) {
+    tokio::time::timeout(WAIT, async {
+        while rig.outbox.backlog("WA-1").unwrap().pending > 0 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the outbox drains");
+}
+
+#[tokio::test]
+async fn a_500_is_retried_with_the_same_delivery_id_and_order_is_kept() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500), Reply::Status(503)]);
+    let rig = rig(Some(receiver.url()), settings());
+    let first = rig.send("Connecting");
+    let second = rig.send("Connected");
+    let got = receiver.wait_for(4, WAIT).await;
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| r.header("x-wabridge-delivery").unwrap())
+        .collect();
+    assert_eq!(ids, [first.clone(), first.clone(), first, second]);
+    wait_until_empty(&rig).await;
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_times_out_and_is_retried() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Hang]);
+    let rig = rig(Some(receiver.url()), settings());
+    let id = rig.send("Connected");
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got[1].header("x-wabridge-delivery"), Some(id));
+    wait_until_empty(&rig).await;
+}
+
+#[tokio::test]
+async fn a_400_becomes_a_dead_letter_and_the_queue_moves_on() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(400)]);
+    let rig = rig(Some(receiver.url()), settings());
+    let refused = rig.send("Connecting");
+    rig.send("Connected");
+    receiver.wait_for(2, WAIT).await;
+    wait_until_empty(&rig).await;
+    let dead = rig.outbox.dead_letters("WA-1", 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery_id, refused);
+    assert_eq!(dead[0].reason, "HTTP 400");
+
+    // Replay by command: it is delivered again, same id.
+    assert!(rig.outbox.replay(&refused, now_ms()).unwrap());
+    rig.wake.notify_one();
+    let got = receiver.wait_for(3, WAIT).await;
+    assert_eq!(got[2].header("x-wabridge-delivery"), Some(refused));
+}
+
+#[tokio::test]
+async fn nothing_is_lost_while_the_erp_is_down() {
+    // Reserve a port, close it: connections are refused until the ERP returns.
+    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port_holder.local_addr().unwrap();
+    drop(port_holder);
+    let rig = rig(Some(format!("http://{addr}/hook")), settings());
+    let ids: Vec<String> = (0..20).map(|_| rig.send("Connected")).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.outbox.backlog("WA-1").unwrap().pending, 20);
+
+    let receiver = Receiver::start_on(addr).await;
+    let got = receiver.wait_for(20, WAIT).await;
+    let delivered: Vec<String> = got
+        .iter()
+        .map(|r| r.header("x-wabridge-delivery").unwrap())
+        .collect();
+    assert_eq!(delivered, ids, "every delivery, once, in order");
+    wait_until_empty(&rig).await;
+}
+
+#[tokio::test]
+async fn a_huge_or_garbage_reply_is_harmless() {
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Huge(10 * 1024 * 1024)]);
+    let rig = rig(Some(receiver.url()), settings());
+    rig.send("Connected");
+    receiver.wait_for(1, WAIT).await;
+    wait_until_empty(&rig).await;
+}
+
+#[tokio::test]
+async fn deliveries_wait_while_the_session_has_no_webhook() {
+    let receiver = Receiver::start().await;
+    let rig = rig(None, settings());
+    rig.send("Connected");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.received().is_empty());
+    rig.target
+        .send(Some(Target {
+            url: receiver.url(),
+            token: None,
+        }))
+        .unwrap();
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-webhook-token"), None);
+}
+
+#[tokio::test]
+async fn expired_deliveries_become_dead_letters() {
+    let receiver = Receiver::start().await;
+    let rig = rig(
+        Some(receiver.url()),
+        DeliverySettings {
+            max_age: Duration::from_secs(60),
+            ..settings()
+        },
+    );
+    let body = WebhookEvent::ConnectionUpdate {
+        status: "Connected",
+        error: None,
+    }
+    .body("WA-1");
+    rig.outbox
+        .enqueue("WA-1", None, &body, now_ms() - 120_000)
+        .unwrap();
+    rig.wake.notify_one();
+    tokio::time::timeout(WAIT, async {
+        while rig.outbox.dead_letters("WA-1", 1).unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        rig.outbox.dead_letters("WA-1", 1).unwrap()[0]
+            .reason
+            .starts_with("expired")
+    );
+    assert!(receiver.received().is_empty());
+}
