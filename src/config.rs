@@ -22,7 +22,50 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogConfig,
     pub tui: TuiConfig,
+    pub webhook: WebhookConfig,
     pub sessions: Vec<DeclaredSession>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// A receiver slower than this counts as failed (and is retried).
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_base: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    /// Undelivered this long, a delivery becomes a dead letter.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// When set, bodies are signed: `X-Wabridge-Signature: sha256=<hex>`.
+    pub signing_secret: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let d = crate::webhook::deliver::DeliverySettings::default();
+        WebhookConfig {
+            timeout: d.timeout,
+            retry_base: d.retry_base,
+            retry_max: d.retry_max,
+            max_age: d.max_age,
+            signing_secret: String::new(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    pub fn delivery_settings(&self) -> crate::webhook::deliver::DeliverySettings {
+        crate::webhook::deliver::DeliverySettings {
+            timeout: self.timeout,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            max_age: self.max_age,
+            signing_secret: Some(self.signing_secret.clone()).filter(|s| !s.is_empty()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +264,21 @@ impl Config {
             return Err((
                 "log.level".into(),
                 "must be one of trace, debug, info, warn, error".into(),
+            ));
+        }
+        for (key, value) in [
+            ("webhook.timeout", self.webhook.timeout),
+            ("webhook.retry_base", self.webhook.retry_base),
+            ("webhook.max_age", self.webhook.max_age),
+        ] {
+            if value.is_zero() {
+                return Err((key.into(), "must be greater than 0s".into()));
+            }
+        }
+        if self.webhook.retry_max < self.webhook.retry_base {
+            return Err((
+                "webhook.retry_max".into(),
+                "must be at least webhook.retry_base".into(),
             ));
         }
         if self.tui.message_buffer == 0 {

@@ -10,6 +10,7 @@ use wabridge::config::Config;
 use wabridge::engine::Engine;
 use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::paths::{DataDir, SessionId};
+use wabridge::webhook::hub::WebhookHub;
 use wabridge::{headless, logging, tui};
 
 #[derive(Debug, Parser)]
@@ -79,7 +80,9 @@ fn run(cli: Cli) -> Result<(), String> {
             ws_url: config.whatsapp.ws_url.clone(),
             version: config.whatsapp.version,
         };
-        let engine = Engine::new(backend, data.clone(), config.backoff.into());
+        let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
+        let engine =
+            Engine::with_webhooks(backend, data.clone(), config.backoff.into(), Some(hooks));
         for declared in &config.sessions {
             let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
             engine

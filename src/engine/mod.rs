@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::paths::{DataDir, SessionId};
 use crate::session_files::{SessionFiles, SessionSettings};
+use crate::webhook::hub::{WebhookHub, target_of};
 use backend::WaBackend;
 use backoff::BackoffPolicy;
 pub use state::{
@@ -57,6 +58,7 @@ struct Inner {
     data: DataDir,
     sessions: Mutex<BTreeMap<SessionId, SessionHandle>>,
     events: broadcast::Sender<EngineEvent>,
+    hooks: Option<Arc<WebhookHub>>,
     spawn: Box<Spawner>,
 }
 
@@ -64,11 +66,23 @@ impl Engine {
     /// Creates the engine; no session runs until `start_saved` or
     /// `add_session`.
     pub fn new<B: WaBackend>(backend: B, data: DataDir, policy: BackoffPolicy) -> Engine {
+        Self::with_webhooks(backend, data, policy, None)
+    }
+
+    /// Like `new`, with status changes (and later messages) forwarded to
+    /// each session's webhook through `hooks`.
+    pub fn with_webhooks<B: WaBackend>(
+        backend: B,
+        data: DataDir,
+        policy: BackoffPolicy,
+        hooks: Option<Arc<WebhookHub>>,
+    ) -> Engine {
         let (events, _) = broadcast::channel(1024);
         let backend = Arc::new(backend);
         let spawn = {
             let data = data.clone();
             let events = events.clone();
+            let hooks = hooks.clone();
             move |id: SessionId| {
                 let (command_tx, command_rx) = mpsc::channel(16);
                 let (snapshot_tx, snapshot_rx) = watch::channel(SessionSnapshot::new(id.clone()));
@@ -78,7 +92,7 @@ impl Engine {
                     SessionFiles::new(&data, &id),
                     policy,
                     command_rx,
-                    Publisher::new(snapshot_tx, events.clone()),
+                    Publisher::new(snapshot_tx, events.clone(), hooks.clone()),
                 );
                 SessionHandle {
                     commands: command_tx,
@@ -92,6 +106,7 @@ impl Engine {
                 data,
                 sessions: Mutex::new(BTreeMap::new()),
                 events,
+                hooks,
                 spawn: Box::new(spawn),
             }),
         }
@@ -127,6 +142,9 @@ impl Engine {
                 settings.webhook_token = webhook_token;
             }
             save(&files, &settings)?;
+            if let Some(hooks) = &self.inner.hooks {
+                hooks.set_target(id, target_of(&settings));
+            }
         } else {
             crate::paths::create_private_dir(&files.dir)
                 .map_err(|e| EngineError::Storage(e.to_string()))?;
@@ -159,6 +177,11 @@ impl Engine {
         lock(&self.inner.sessions)
             .get(id)
             .map(|h| h.snapshot.borrow().clone())
+    }
+
+    /// The webhook hub, when forwarding is on.
+    pub fn webhooks(&self) -> Option<&Arc<WebhookHub>> {
+        self.inner.hooks.as_ref()
     }
 
     /// Every session, ordered by id.

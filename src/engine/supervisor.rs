@@ -14,6 +14,8 @@ use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
+use crate::webhook::hub::{WebhookHub, target_of};
+use crate::webhook::payload::WebhookEvent;
 
 /// How long a connection may take to wind down after a disconnect.
 const RUN_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -40,28 +42,67 @@ enum Next {
     Exit,
 }
 
-/// Publishes snapshot changes to the watch channel and the broadcast.
+/// The statuses the old bridge posted as `connection.update`.
+const WEBHOOK_STATUSES: [&str; 4] = [
+    "Connected",
+    "QR Scan Required",
+    "Disconnected",
+    "Logged Out",
+];
+
+/// Publishes snapshot changes to the watch channel, the broadcast and, for
+/// status changes, the session's webhook.
 pub(crate) struct Publisher {
     snapshot: watch::Sender<SessionSnapshot>,
     events: broadcast::Sender<EngineEvent>,
+    hooks: Option<Arc<WebhookHub>>,
+    /// The last status posted, so a retry loop posts "Disconnected" once.
+    posted_status: Option<&'static str>,
 }
 
 impl Publisher {
     pub(crate) fn new(
         snapshot: watch::Sender<SessionSnapshot>,
         events: broadcast::Sender<EngineEvent>,
+        hooks: Option<Arc<WebhookHub>>,
     ) -> Self {
-        Publisher { snapshot, events }
+        Publisher {
+            snapshot,
+            events,
+            hooks,
+            posted_status: None,
+        }
     }
 
-    fn update(&self, change: impl FnOnce(&mut SessionSnapshot)) {
+    fn update(&mut self, change: impl FnOnce(&mut SessionSnapshot)) {
         self.snapshot.send_modify(change);
         let current = self.snapshot.borrow().clone();
+        self.post_status(&current);
         // No subscriber is fine: views come and go.
         let _ = self.events.send(EngineEvent::SessionChanged(current));
     }
 
-    fn set_state(&self, state: SessionState) {
+    fn post_status(&mut self, current: &SessionSnapshot) {
+        let Some(hooks) = &self.hooks else { return };
+        let status = current.state.api_status();
+        if self.posted_status == Some(status) || !WEBHOOK_STATUSES.contains(&status) {
+            return;
+        }
+        let error = match &current.state {
+            SessionState::Halted(reason) => Some(reason.describe(Instant::now())),
+            SessionState::Disconnected => {
+                current.last_close.as_ref().map(|c| c.description.clone())
+            }
+            _ => None,
+        };
+        let event = WebhookEvent::ConnectionUpdate { status, error };
+        match hooks.publish(&current.id, &event, None) {
+            Ok(_) => self.posted_status = Some(status),
+            Err(e) => tracing::error!("cannot queue the status webhook of {}: {e}", current.id),
+        }
+    }
+
+    fn set_state(&mut self, state: SessionState) {
         self.update(|s| {
             s.state = state;
             s.next_retry_at = None;
@@ -110,6 +151,9 @@ impl<B: WaBackend> Supervisor<B> {
 
     pub(crate) async fn run(mut self) {
         let settings = self.files.load_settings();
+        if let Some(hooks) = &self.publisher.hooks {
+            hooks.set_target(&self.files.id, target_of(&settings));
+        }
         self.publisher
             .update(|s| s.has_webhook = settings.webhook_url.is_some());
         let mut next = if settings.logged_out {

@@ -2,5 +2,6 @@
 //! (`outbox`) and the HTTP worker per session (`deliver`).
 
 pub mod deliver;
+pub mod hub;
 pub mod outbox;
 pub mod payload;

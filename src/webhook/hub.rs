@@ -1,0 +1,121 @@
+//! One entry point for everything webhook: sessions publish events here
+//! (persisted in the outbox first), and one delivery worker per session
+//! follows that session's webhook settings.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+use super::deliver::{Deliverer, DeliverySettings, Target, now_ms};
+use super::outbox::{Backlog, DeadLetter, Enqueued, Outbox, OutboxError};
+use super::payload::WebhookEvent;
+use crate::paths::{DataDir, SessionId};
+
+struct Worker {
+    target: watch::Sender<Option<Target>>,
+    wake: Arc<Notify>,
+}
+
+/// The target a session's saved settings name, if any.
+pub fn target_of(settings: &crate::session_files::SessionSettings) -> Option<Target> {
+    settings.webhook_url.as_ref().map(|url| Target {
+        url: url.clone(),
+        token: settings.webhook_token.clone(),
+    })
+}
+
+pub struct WebhookHub {
+    outbox: Arc<Outbox>,
+    deliverer: Arc<Deliverer>,
+    workers: Mutex<HashMap<String, Worker>>,
+}
+
+impl WebhookHub {
+    /// Opens `<data>/outbox/outbox.db`. Workers start as sessions set their
+    /// targets; deliveries left from an earlier run go out then.
+    pub fn open(data: &DataDir, settings: DeliverySettings) -> Result<Arc<WebhookHub>, String> {
+        let path = data.root().join("outbox").join("outbox.db");
+        let outbox = Arc::new(
+            Outbox::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+        );
+        let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings)?);
+        let hub = Arc::new(WebhookHub {
+            outbox,
+            deliverer,
+            workers: Mutex::new(HashMap::new()),
+        });
+        Ok(hub)
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Worker>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Points a session's deliveries at `target` (None pauses them).
+    pub fn set_target(&self, session: &SessionId, target: Option<Target>) {
+        let mut workers = self.workers();
+        match workers.get(session.as_str()) {
+            Some(worker) => {
+                worker.target.send_if_modified(|current| {
+                    let changed = *current != target;
+                    *current = target;
+                    changed
+                });
+            }
+            None => {
+                let (sender, receiver) = watch::channel(target);
+                let wake = Arc::new(Notify::new());
+                tokio::spawn(self.deliverer.clone().run_session(
+                    session.to_string(),
+                    receiver,
+                    wake.clone(),
+                ));
+                workers.insert(
+                    session.to_string(),
+                    Worker {
+                        target: sender,
+                        wake,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Persists an event for a session's webhook, then wakes its worker.
+    /// Returns false for a duplicate (same `dedupe_key` seen before).
+    pub fn publish(
+        &self,
+        session: &SessionId,
+        event: &WebhookEvent,
+        dedupe_key: Option<&str>,
+    ) -> Result<bool, OutboxError> {
+        let body = event.body(session.as_str());
+        let queued = self
+            .outbox
+            .enqueue(session.as_str(), dedupe_key, &body, now_ms())?;
+        if let Some(worker) = self.workers().get(session.as_str()) {
+            worker.wake.notify_one();
+        }
+        Ok(matches!(queued, Enqueued::New { .. }))
+    }
+
+    pub fn backlog(&self, session: &SessionId) -> Backlog {
+        self.outbox.backlog(session.as_str()).unwrap_or_else(|e| {
+            tracing::error!("cannot read the webhook backlog of {session}: {e}");
+            Backlog::default()
+        })
+    }
+
+    pub fn dead_letters(&self, session: &SessionId) -> Result<Vec<DeadLetter>, OutboxError> {
+        self.outbox.dead_letters(session.as_str(), 1000)
+    }
+
+    pub fn replay(&self, session: &SessionId, delivery_id: &str) -> Result<bool, OutboxError> {
+        let replayed = self.outbox.replay(delivery_id, now_ms())?;
+        if let Some(worker) = self.workers().get(session.as_str()) {
+            worker.wake.notify_one();
+        }
+        Ok(replayed)
+    }
+}

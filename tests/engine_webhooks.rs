@@ -1,0 +1,115 @@
+//! Status changes reach each session's webhook in the old bridge's format,
+//! once per change, through the durable outbox.
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_backend::{Conn, FakeBackend};
+use support::receiver::Receiver;
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::{Command, Engine, SessionState};
+use wabridge::paths::{DataDir, SessionId};
+use wabridge::webhook::deliver::DeliverySettings;
+use wabridge::webhook::hub::WebhookHub;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn fast() -> BackoffPolicy {
+    BackoffPolicy {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+    }
+}
+
+fn engine(tmp: &tempfile::TempDir, backend: FakeBackend) -> Engine {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = DataDir::new(tmp.path().join("data"));
+    let hooks = WebhookHub::open(
+        &data,
+        DeliverySettings {
+            retry_base: Duration::from_millis(20),
+            ..DeliverySettings::default()
+        },
+    )
+    .unwrap();
+    Engine::with_webhooks(backend, data, fast(), Some(hooks))
+}
+
+fn statuses(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn connection_updates_follow_the_session_once_per_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let backend = FakeBackend::default();
+    backend.script("WA-1", (0..3).map(|_| Conn::unreachable()));
+    let engine = engine(&tmp, backend);
+    let id = SessionId::parse("WA-1").unwrap();
+    engine
+        .add_session(&id, Some(receiver.url()), Some("erp-token".into()))
+        .unwrap();
+
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(
+        statuses(&receiver),
+        ["Disconnected", "Connected"],
+        "three failed attempts post one Disconnected"
+    );
+    let first = got[0].json();
+    assert_eq!(first["sessionId"], "WA-1");
+    assert_eq!(first["event"], "connection.update");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{first}"
+    );
+    assert_eq!(
+        got[1].header("x-webhook-token").as_deref(),
+        Some("erp-token")
+    );
+
+    engine.command(&id, Command::Logout).await.unwrap();
+    receiver.wait_for(3, WAIT).await;
+    assert_eq!(statuses(&receiver)[2], "Logged Out");
+    let snapshot = engine.snapshot(&id).unwrap();
+    assert_eq!(snapshot.state, SessionState::LoggedOut);
+    let backlog = engine.webhooks().unwrap().backlog(&id);
+    assert_eq!(backlog.dead, 0);
+}
+
+#[tokio::test]
+async fn status_updates_queued_while_the_erp_is_down_arrive_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{port}/hook");
+    let id = SessionId::parse("WA-1").unwrap();
+    {
+        let engine = engine(&tmp, FakeBackend::default());
+        engine.add_session(&id, Some(url), None).unwrap();
+        let mut watch = engine.watch(&id).unwrap();
+        watch
+            .wait_for(|s| s.state == SessionState::Connected)
+            .await
+            .unwrap();
+        assert_eq!(engine.webhooks().unwrap().backlog(&id).pending, 1);
+        engine.shutdown().await;
+    }
+    // The ERP comes back on the same address; a new process delivers.
+    let receiver = Receiver::start_on(port).await;
+    let engine = engine(&tmp, FakeBackend::default());
+    engine.start_saved().unwrap();
+    receiver.wait_for(1, WAIT).await;
+    assert_eq!(statuses(&receiver)[0], "Connected");
+}
