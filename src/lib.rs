@@ -1,6 +1,7 @@
 //! wabridge: keeps WhatsApp linked-device sessions alive and forwards their
 //! messages to business systems. The binary in `main.rs` wires these parts.
 
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod headless;

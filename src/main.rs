@@ -11,7 +11,7 @@ use wabridge::engine::Engine;
 use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::hub::WebhookHub;
-use wabridge::{headless, logging, tui};
+use wabridge::{api, headless, logging, tui};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,6 +96,8 @@ fn run(cli: Cli) -> Result<(), String> {
         let saved = engine
             .start_saved()
             .map_err(|e| format!("cannot list sessions: {e}"))?;
+        let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+        let api_task = start_api(&config, engine.clone(), api_stopped).await?;
         tracing::info!(
             "wabridge {} started with {} session(s); data dir {}",
             env!("CARGO_PKG_VERSION"),
@@ -115,9 +117,40 @@ fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("terminal error: {e}"))?;
         }
         tracing::info!("shutting down: disconnecting sessions (credentials kept)");
+        let _ = stop_api.send(true);
         engine.shutdown().await;
+        let _ = api_task.await;
         Ok(())
     })
+}
+
+/// Binds the HTTP API (a clear error when the address is taken) and serves
+/// it until `stop` turns true.
+async fn start_api(
+    config: &Config,
+    engine: Engine,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listen = config.api.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen on {listen} for the HTTP API: {e}; set api.listen in the config")
+    })?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    if !bound.ip().is_loopback() && config.api.token.is_empty() {
+        tracing::warn!(
+            "the HTTP API listens on {bound}, beyond this machine, without a token: set api.token"
+        );
+    }
+    tracing::info!("HTTP API on http://{bound}");
+    let router = api::router(api::ApiState::new(engine, config.api.token.clone()));
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = api::serve(listener, router, shutdown).await {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    }))
 }
 
 /// Ctrl-C or SIGTERM (systemd stop).

@@ -66,6 +66,31 @@ impl QrMatrix {
         out
     }
 
+    /// A greyscale PNG, `scale` pixels per module (the old bridge answered
+    /// `/sessions/start` with one as a data URL).
+    pub fn to_png(&self, scale: usize) -> Vec<u8> {
+        let side = self.width * scale;
+        let mut pixels = Vec::with_capacity(side * side);
+        for y in 0..side {
+            for x in 0..side {
+                pixels.push(if self.is_dark(x / scale, y / scale) {
+                    0
+                } else {
+                    255
+                });
+            }
+        }
+        let mut out = Vec::new();
+        let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let written = encoder
+            .write_header()
+            .and_then(|mut writer| writer.write_image_data(&pixels));
+        written.expect("encoding to memory cannot fail");
+        out
+    }
+
     /// A standalone SVG, one unit per module.
     pub fn to_svg(&self) -> String {
         let w = self.width;
@@ -120,6 +145,16 @@ YWR2LXNlY3JldC1leGFtcGxlLWJhc2U2NC1lbmNvZGVkLXg=,1";
         let first = text.lines().next().unwrap();
         assert_eq!(first.matches('▀').count(), m.width());
         assert_eq!(text.lines().count(), m.half_block_rows());
+    }
+
+    #[test]
+    fn png_is_a_png_of_the_scaled_size() {
+        let m = QrMatrix::encode(PAYLOAD).unwrap();
+        let png = m.to_png(4);
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let reader = decoder.read_info().unwrap();
+        assert_eq!(reader.info().width as usize, m.width() * 4);
     }
 
     #[test]

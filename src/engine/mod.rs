@@ -173,6 +173,35 @@ impl Engine {
             .map_err(|_| EngineError::ShuttingDown)
     }
 
+    /// The old bridge's DELETE: logs out (unlinking the device when
+    /// connected), deletes the credentials, and forgets the session, so it
+    /// does not come back at the next start.
+    pub async fn delete_session(&self, id: &SessionId) -> Result<(), EngineError> {
+        let mut watch = self.watch(id).ok_or(EngineError::NotFound)?;
+        self.command(id, Command::Logout).await?;
+        let logged_out = watch.wait_for(|s| s.state == SessionState::LoggedOut);
+        if tokio::time::timeout(SHUTDOWN_GRACE, logged_out)
+            .await
+            .is_err()
+        {
+            tracing::warn!("session {id} did not confirm the logout in time; removing it anyway");
+        }
+        let handle = lock(&self.inner.sessions).remove(id);
+        if let Some(handle) = handle {
+            let _ = handle.commands.send(Command::Stop).await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, handle.task).await;
+        }
+        let dir = self.inner.data.session_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(EngineError::Storage(format!(
+                "cannot remove {}: {e}",
+                dir.display()
+            ))),
+        }
+    }
+
     pub fn snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {
         lock(&self.inner.sessions)
             .get(id)

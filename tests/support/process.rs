@@ -37,7 +37,7 @@ pub fn write_config(dir: &Path, ws_url: &str, extra: &str) -> std::path::PathBuf
     std::fs::write(
         &path,
         format!(
-            "[backoff]\nbase = \"100ms\"\nmax = \"400ms\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n\n{extra}"
+            "[api]\nlisten = \"127.0.0.1:0\"\n\n[backoff]\nbase = \"100ms\"\nmax = \"400ms\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n\n{extra}"
         ),
     )
     .unwrap();

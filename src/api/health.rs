@@ -1,0 +1,143 @@
+//! `/`, `/health` and `/metrics`: what a monitor needs, and the truth about
+//! each session (the old fields stay, so existing checks keep passing).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::ApiState;
+use super::sessions::session_json;
+use crate::engine::SessionState;
+
+/// Webhook backlog older than this makes `/health` say "degraded".
+const STALE_BACKLOG_SECONDS: i64 = 300;
+
+pub async fn root(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let active = state
+        .engine
+        .snapshots()
+        .iter()
+        .filter(|s| s.state == SessionState::Connected)
+        .count();
+    Json(json!({
+        "service": "WhatsApp Bridge (wabridge)",
+        "status": "running",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime": state.started.elapsed().as_secs_f64(),
+        "activeSessions": active,
+    }))
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
+    let now = Instant::now();
+    let sessions = state.engine.snapshots();
+    let count = |f: fn(&SessionState) -> bool| sessions.iter().filter(|s| f(&s.state)).count();
+    let connected = count(|s| *s == SessionState::Connected);
+    let qr_pending = count(|s| s.api_status() == "QR Scan Required");
+    let details: Vec<Value> = sessions
+        .iter()
+        .map(|s| session_json(&state, s, now))
+        .collect();
+    // Degraded: a session that should be up is not, or the ERP is behind.
+    let stale_backlog = details.iter().any(|d| {
+        d["webhook"]["oldestAgeSeconds"]
+            .as_i64()
+            .is_some_and(|age| age > STALE_BACKLOG_SECONDS)
+    });
+    let unhealthy_session = sessions.iter().any(|s| {
+        matches!(
+            s.state,
+            SessionState::Disconnected | SessionState::Halted(_)
+        )
+    });
+    let overall = if stale_backlog || unhealthy_session {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    Json(json!({
+        "status": overall,
+        "uptime": state.started.elapsed().as_secs_f64(),
+        "memory": { "rss": rss_bytes() },
+        "sessions": {
+            "total": sessions.len(),
+            "connected": connected,
+            "disconnected": sessions.len() - connected - qr_pending,
+            "qrPending": qr_pending,
+            "details": details,
+        },
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }))
+}
+
+/// Prometheus text format.
+pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    let sessions = state.engine.snapshots();
+    let mut out = String::new();
+    out.push_str("# HELP wabridge_sessions Sessions by state.\n# TYPE wabridge_sessions gauge\n");
+    for label in [
+        "Connecting",
+        "QR Scan Required",
+        "Pairing Code",
+        "Passkey Required",
+        "Connected",
+        "Disconnected",
+        "Halted",
+        "Logged Out",
+        "Stopped",
+    ] {
+        let n = sessions.iter().filter(|s| s.state.label() == label).count();
+        let _ = writeln!(out, "wabridge_sessions{{state=\"{label}\"}} {n}");
+    }
+    out.push_str("# HELP wabridge_reconnect_attempt Current reconnect attempt per session.\n# TYPE wabridge_reconnect_attempt gauge\n");
+    for s in &sessions {
+        let _ = writeln!(
+            out,
+            "wabridge_reconnect_attempt{{session=\"{}\"}} {}",
+            s.id, s.attempt
+        );
+    }
+    if let Some(hooks) = state.engine.webhooks() {
+        out.push_str("# HELP wabridge_webhook_backlog Deliveries waiting per session.\n# TYPE wabridge_webhook_backlog gauge\n");
+        let backlogs: Vec<_> = sessions.iter().map(|s| (s, hooks.backlog(&s.id))).collect();
+        for (s, b) in &backlogs {
+            let _ = writeln!(
+                out,
+                "wabridge_webhook_backlog{{session=\"{}\"}} {}",
+                s.id, b.pending
+            );
+        }
+        out.push_str("# HELP wabridge_webhook_oldest_age_seconds Age of the oldest waiting delivery.\n# TYPE wabridge_webhook_oldest_age_seconds gauge\n");
+        let now = crate::webhook::deliver::now_ms();
+        for (s, b) in &backlogs {
+            let age = b.oldest_ms.map_or(0, |ms| (now - ms).max(0) / 1000);
+            let _ = writeln!(
+                out,
+                "wabridge_webhook_oldest_age_seconds{{session=\"{}\"}} {age}",
+                s.id
+            );
+        }
+        out.push_str("# HELP wabridge_webhook_dead_letters Deliveries the receiver refused.\n# TYPE wabridge_webhook_dead_letters gauge\n");
+        for (s, b) in &backlogs {
+            let _ = writeln!(
+                out,
+                "wabridge_webhook_dead_letters{{session=\"{}\"}} {}",
+                s.id, b.dead
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

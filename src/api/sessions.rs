@@ -1,0 +1,269 @@
+//! `/sessions…` routes: the old bridge's start/status/info/delete, and ours
+//! (list, reconnect, QR image, dead letters).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{ApiError, ApiState};
+use crate::engine::{Command, EngineError, SessionSnapshot, SessionState};
+use crate::paths::SessionId;
+use crate::qr::QrMatrix;
+
+type Shared = State<Arc<ApiState>>;
+
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn snapshot(state: &ApiState, id: &SessionId) -> Result<SessionSnapshot, ApiError> {
+    state.engine.snapshot(id).ok_or_else(ApiError::not_found)
+}
+
+fn engine_error(error: EngineError) -> ApiError {
+    match error {
+        EngineError::NotFound => ApiError::not_found(),
+        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+/// The current QR code as the old bridge sent it: a PNG data URL.
+fn qr_data_url(session: &SessionSnapshot) -> Option<String> {
+    let SessionState::QrScanRequired(offer) = &session.state else {
+        return None;
+    };
+    let png = QrMatrix::encode(&offer.payload).ok()?.to_png(8);
+    Some(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    session_id: Option<String>,
+    webhook_url: Option<String>,
+    webhook_token: Option<String>,
+}
+
+/// `POST /sessions/start`: starts (or finds) the session and waits, like
+/// the old bridge, for a QR code or a connection.
+pub async fn start(
+    State(state): Shared,
+    body: Result<Json<StartRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(request) = body?;
+    let raw = request
+        .session_id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("sessionId is required"))?;
+    let id = session_id(&raw)?;
+    if let Some(url) = &request.webhook_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ApiError::bad_request(
+            "webhookUrl must be an http:// or https:// URL",
+        ));
+    }
+    let started = state
+        .engine
+        .add_session(&id, request.webhook_url, request.webhook_token)
+        .map_err(engine_error)?;
+    let mut watch = state.engine.watch(&id).ok_or_else(ApiError::not_found)?;
+    // An existing session that stopped (logged out, halted) starts again; a
+    // running one keeps its single socket.
+    let current = watch.borrow().state.clone();
+    if !started && matches!(current, SessionState::LoggedOut | SessionState::Halted(_)) {
+        state
+            .engine
+            .command(&id, Command::ReconnectNow)
+            .await
+            .map_err(engine_error)?;
+    }
+    let deadline = Instant::now() + state.start_wait;
+    let settled = tokio::time::timeout_at(
+        deadline,
+        watch.wait_for(|s| {
+            matches!(
+                s.state,
+                SessionState::Connected | SessionState::QrScanRequired(_)
+            )
+        }),
+    )
+    .await;
+    let session = match settled {
+        Ok(Ok(session)) => session.clone(),
+        _ => snapshot(&state, &id)?,
+    };
+    Ok(Json(match qr_data_url(&session) {
+        Some(qr) => json!({ "qr": qr, "status": session.state.api_status() }),
+        None => json!({ "status": session.state.api_status() }),
+    }))
+}
+
+/// `GET /sessions/{id}/status`
+pub async fn status(
+    State(state): Shared,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = snapshot(&state, &session_id(&raw)?)?;
+    Ok(Json(json!({ "status": session.state.api_status() })))
+}
+
+/// `GET /sessions/{id}`
+pub async fn info(State(state): Shared, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
+    let session = snapshot(&state, &session_id(&raw)?)?;
+    Ok(Json(json!({
+        "status": session.state.api_status(),
+        "qr": qr_data_url(&session),
+        "hasWebhook": session.has_webhook,
+    })))
+}
+
+/// `DELETE /sessions/{id}`: logout and delete the credentials.
+pub async fn delete(
+    State(state): Shared,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&raw)?;
+    state
+        .engine
+        .delete_session(&id)
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(json!({ "status": "logged out" })))
+}
+
+/// `POST /sessions/{id}/reconnect` (ours): skip the wait, or restart a
+/// halted / logged-out session.
+pub async fn reconnect(
+    State(state): Shared,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&raw)?;
+    state
+        .engine
+        .command(&id, Command::ReconnectNow)
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(json!({ "status": "reconnecting" })))
+}
+
+/// `GET /sessions` (ours): every session with its retry state and backlog.
+pub async fn list(State(state): Shared) -> Json<Value> {
+    let now = Instant::now();
+    let sessions: Vec<Value> = state
+        .engine
+        .snapshots()
+        .iter()
+        .map(|s| session_json(&state, s, now))
+        .collect();
+    Json(json!({ "sessions": sessions }))
+}
+
+pub(super) fn session_json(state: &ApiState, s: &SessionSnapshot, now: Instant) -> Value {
+    let backlog = state.engine.webhooks().map(|hooks| {
+        let backlog = hooks.backlog(&s.id);
+        json!({
+            "pending": backlog.pending,
+            "oldestAgeSeconds": backlog.oldest_ms.map(|ms| (crate::webhook::deliver::now_ms() - ms).max(0) / 1000),
+            "deadLetters": backlog.dead,
+        })
+    });
+    let detail = match &s.state {
+        SessionState::Halted(reason) => Some(reason.describe(now)),
+        _ => None,
+    };
+    json!({
+        "id": s.id.as_str(),
+        "status": s.state.api_status(),
+        "state": s.state.label(),
+        "detail": detail,
+        "attempt": s.attempt,
+        "nextRetryInSeconds": s.next_retry_at.map(|at| at.saturating_duration_since(now).as_secs()),
+        "lastClose": s.last_close.as_ref().map(|c| json!({ "status": c.status, "reason": c.description })),
+        "phone": s.phone,
+        "hasWebhook": s.has_webhook,
+        "webhook": backlog,
+    })
+}
+
+/// `GET /sessions/{id}/qr` (ours): the code as PNG, or SVG when asked.
+pub async fn qr(
+    State(state): Shared,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let session = snapshot(&state, &session_id(&raw)?)?;
+    let SessionState::QrScanRequired(offer) = &session.state else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "No QR code: the session is not pairing",
+        ));
+    };
+    let matrix = QrMatrix::encode(&offer.payload)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let wants_svg = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("image/svg+xml"));
+    Ok(if wants_svg {
+        ([(header::CONTENT_TYPE, "image/svg+xml")], matrix.to_svg()).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "image/png")], matrix.to_png(8)).into_response()
+    })
+}
+
+/// `GET /sessions/{id}/dead-letters` (ours)
+pub async fn dead_letters(
+    State(state): Shared,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&raw)?;
+    snapshot(&state, &id)?;
+    let hooks = state
+        .engine
+        .webhooks()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off"))?;
+    let letters = hooks
+        .dead_letters(&id)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let letters: Vec<Value> = letters
+        .iter()
+        .map(|d| json!({ "deliveryId": d.delivery_id, "createdMs": d.created_ms, "attempts": d.attempts, "reason": d.reason }))
+        .collect();
+    Ok(Json(json!({ "deadLetters": letters })))
+}
+
+/// `POST /sessions/{id}/dead-letters/{delivery}/replay` (ours)
+pub async fn replay(
+    State(state): Shared,
+    Path((raw, delivery)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let id = session_id(&raw)?;
+    snapshot(&state, &id)?;
+    let hooks = state
+        .engine
+        .webhooks()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off"))?;
+    let replayed = hooks
+        .replay(&id, &delivery)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if replayed {
+        Ok(Json(json!({ "status": "queued" })))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Dead letter not found",
+        ))
+    }
+}

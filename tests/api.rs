@@ -1,0 +1,400 @@
+//! The HTTP API through the router (no port) for every route, status code and
+//! error string, hostile requests included; and once on a real loopback port.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use support::fake_backend::{Conn, FakeBackend, connected};
+use wabridge::api::{ApiState, router};
+use wabridge::engine::backend::WaEvent;
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::{Engine, SessionState};
+use wabridge::paths::{DataDir, SessionId};
+
+struct Api {
+    tmp: tempfile::TempDir,
+    backend: FakeBackend,
+    engine: Engine,
+    router: Router,
+}
+
+fn api_with_token(token: &str) -> Api {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::default();
+    let policy = BackoffPolicy {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+    };
+    let engine = Engine::new(
+        backend.clone(),
+        DataDir::new(tmp.path().join("data")),
+        policy,
+    );
+    let mut state = ApiState::new(engine.clone(), token.to_string());
+    state.start_wait = Duration::from_millis(500);
+    Api {
+        tmp,
+        backend,
+        engine,
+        router: router(state),
+    }
+}
+
+fn api() -> Api {
+    api_with_token("")
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+        self.call_with(method, path, body, None).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Body::from(body.unwrap_or("").to_string()))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    async fn start(&self, id: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/sessions/start",
+            Some(&json!({ "sessionId": id }).to_string()),
+        )
+        .await
+    }
+
+    fn sessions_dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("data/sessions")
+    }
+}
+
+#[tokio::test]
+async fn root_and_health_keep_the_old_fields() {
+    let api = api();
+    api.start("WA-1").await;
+    let (status, root) = api.call(Method::GET, "/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(root["status"], "running");
+    assert_eq!(root["activeSessions"], 1);
+    for field in ["service", "version", "uptime"] {
+        assert!(root.get(field).is_some(), "{field} missing: {root}");
+    }
+    let (status, health) = api.call(Method::GET, "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["sessions"]["total"], 1);
+    assert_eq!(health["sessions"]["connected"], 1);
+    assert_eq!(health["sessions"]["qrPending"], 0);
+    assert!(health["memory"]["rss"].as_u64().unwrap() > 0);
+    assert!(health["timestamp"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn health_says_degraded_while_a_session_is_down() {
+    let api = api();
+    api.backend
+        .script("WA-1", (0..1000).map(|_| Conn::unreachable()));
+    api.start("WA-1").await;
+    let (status, health) = api.call(Method::GET, "/health", None).await;
+    assert_eq!(status, StatusCode::OK, "200 while the process serves");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["sessions"]["disconnected"], 1);
+    assert_eq!(health["sessions"]["details"][0]["status"], "Disconnected");
+}
+
+#[tokio::test]
+async fn start_returns_connected_or_the_qr_as_a_png_data_url() {
+    let api = api();
+    let (status, body) = api.start("WA-1").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "Connected"}))
+    );
+
+    api.backend.script(
+        "WA-2",
+        [Conn::Stays(vec![WaEvent::QrCode {
+            payload: "2@abc,def,ghi,jkl,1".into(),
+            valid_for: Duration::from_secs(60),
+        }])],
+    );
+    let (status, body) = api.start("WA-2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "QR Scan Required");
+    assert!(
+        body["qr"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,iVBOR"),
+        "{body}"
+    );
+    let (_, info) = api.call(Method::GET, "/sessions/WA-2", None).await;
+    assert_eq!(info["status"], "QR Scan Required");
+    assert_eq!(info["hasWebhook"], false);
+    assert!(
+        info["qr"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,")
+    );
+}
+
+#[tokio::test]
+async fn starting_an_existing_session_never_opens_a_second_socket() {
+    let api = api();
+    api.start("WA-1").await;
+    api.start("WA-1").await;
+    let (_, body) = api.start("WA-1").await;
+    assert_eq!(body["status"], "Connected");
+    let opens = api
+        .backend
+        .count(|c| matches!(c, support::fake_backend::Call::Open(_)));
+    assert_eq!(opens, 1);
+}
+
+#[tokio::test]
+async fn start_saves_the_webhook_with_the_session() {
+    let api = api();
+    let body = json!({"sessionId": "WA-1", "webhookUrl": "http://127.0.0.1:9/hook", "webhookToken": "t0k"});
+    api.call(Method::POST, "/sessions/start", Some(&body.to_string()))
+        .await;
+    let (_, info) = api.call(Method::GET, "/sessions/WA-1", None).await;
+    assert_eq!(
+        info,
+        json!({"status": "Connected", "qr": null, "hasWebhook": true})
+    );
+    let saved = std::fs::read_to_string(api.sessions_dir().join("WA-1/session.json")).unwrap();
+    assert!(saved.contains("http://127.0.0.1:9/hook"));
+}
+
+#[tokio::test]
+async fn bad_start_requests_get_clear_400s() {
+    let api = api();
+    let cases = [
+        ("{}", "sessionId is required"),
+        (r#"{"sessionId": ""}"#, "sessionId is required"),
+        (r#"{"sessionId": "../../etc"}"#, "invalid session id"),
+        (r#"{"sessionId": "a/b"}"#, "invalid session id"),
+        (
+            r#"{"sessionId": "ok", "webhookUrl": "file:///etc/passwd"}"#,
+            "webhookUrl must be",
+        ),
+        ("not json at all", "invalid request body"),
+        (r#"{"sessionId": 42}"#, "invalid request body"),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = api.call(Method::POST, "/sessions/start", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(expected),
+            "{body}: {answer}"
+        );
+    }
+    assert!(!api.tmp.path().join("etc").exists());
+    assert!(api.engine.snapshots().is_empty(), "nothing started");
+}
+
+#[tokio::test]
+async fn unknown_sessions_are_404_and_hostile_ids_400() {
+    let api = api();
+    for path in ["/sessions/nope/status", "/sessions/nope"] {
+        let (status, body) = api.call(Method::GET, path, None).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::NOT_FOUND, json!({"error": "Session not found"}))
+        );
+    }
+    let (status, _) = api.call(Method::DELETE, "/sessions/nope", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The old bridge's DELETE /sessions/../.. deleted directories. Here the
+    // encoded form reaches the handler and is refused; nothing on disk moves.
+    std::fs::create_dir_all(api.tmp.path().join("data/keep-me")).unwrap();
+    for path in [
+        "/sessions/..%2F..",
+        "/sessions/%2E%2E",
+        "/sessions/a%00b",
+        "/sessions/.hidden",
+    ] {
+        let (status, body) = api.call(Method::DELETE, path, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid session id")
+        );
+    }
+    assert!(api.tmp.path().join("data/keep-me").exists());
+}
+
+#[tokio::test]
+async fn delete_logs_out_and_forgets_the_session() {
+    let api = api();
+    api.start("WA-1").await;
+    let (status, body) = api.call(Method::DELETE, "/sessions/WA-1", None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "logged out"}))
+    );
+    assert_eq!(
+        api.backend
+            .count(|c| matches!(c, support::fake_backend::Call::Logout(_))),
+        1
+    );
+    assert!(!api.sessions_dir().join("WA-1").exists());
+    let (status, _) = api.call(Method::GET, "/sessions/WA-1/status", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn status_list_and_reconnect() {
+    let api = api();
+    api.backend
+        .script("WA-1", (0..1000).map(|_| Conn::unreachable()));
+    api.start("WA-1").await;
+    let (_, status) = api.call(Method::GET, "/sessions/WA-1/status", None).await;
+    assert_eq!(status, json!({"status": "Disconnected"}));
+    let (_, list) = api.call(Method::GET, "/sessions", None).await;
+    let entry = &list["sessions"][0];
+    assert_eq!(entry["id"], "WA-1");
+    assert!(entry["attempt"].as_u64().unwrap() >= 1);
+    assert_eq!(entry["lastClose"]["status"], 408);
+    let (status, body) = api
+        .call(Method::POST, "/sessions/WA-1/reconnect", None)
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "reconnecting"}))
+    );
+}
+
+#[tokio::test]
+async fn a_logged_out_session_pairs_again_on_start() {
+    let api = api();
+    api.backend.script(
+        "WA-1",
+        [
+            Conn::Ends(vec![
+                connected(),
+                WaEvent::Closed(wabridge::engine::close::CloseSignal::LoggedOut { code: 401 }),
+            ]),
+            Conn::Stays(vec![WaEvent::QrCode {
+                payload: "2@x,y,z,w,1".into(),
+                valid_for: Duration::from_secs(60),
+            }]),
+        ],
+    );
+    api.start("WA-1").await;
+    let id = SessionId::parse("WA-1").unwrap();
+    let mut watch = api.engine.watch(&id).unwrap();
+    watch
+        .wait_for(|s| s.state == SessionState::LoggedOut)
+        .await
+        .unwrap();
+    let (_, body) = api.start("WA-1").await;
+    assert_eq!(body["status"], "QR Scan Required");
+}
+
+#[tokio::test]
+async fn the_token_guards_everything_but_health() {
+    let api = api_with_token("s3cret");
+    let (status, body) = api.call(Method::GET, "/sessions", None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::UNAUTHORIZED, json!({"error": "Unauthorized"}))
+    );
+    let (status, _) = api
+        .call_with(Method::GET, "/sessions", None, Some("wrong"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = api
+        .call_with(Method::GET, "/sessions", None, Some("s3cret"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.call(Method::GET, "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_unknown_routes() {
+    let api = api();
+    let huge = format!(r#"{{"sessionId": "{}"}}"#, "a".repeat(200_000));
+    let (status, _) = api.call(Method::POST, "/sessions/start", Some(&huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, body) = api.call(Method::GET, "/nowhere", None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"error": "Not found"}))
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let api = api();
+    api.start("WA-1").await;
+    let (status, body) = api.call(Method::GET, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = body.as_str().unwrap();
+    assert!(
+        text.contains("wabridge_sessions{state=\"Connected\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("wabridge_reconnect_attempt{session=\"WA-1\"} 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn serves_on_a_real_loopback_port() {
+    let api = api();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(wabridge::api::serve(
+        listener,
+        api.router.clone(),
+        std::future::pending(),
+    ));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let answer: Value = client
+        .post(format!("http://{addr}/sessions/start"))
+        .json(&json!({"sessionId": "WA-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"status": "Connected"}));
+}
