@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::close::CloseSignal;
+use super::phone::Resolution;
 use crate::session_files::SessionFiles;
 
 /// What a client reports, in the order it happened.
@@ -39,11 +40,57 @@ pub enum WaEvent {
 
 pub type EventSink = mpsc::UnboundedSender<WaEvent>;
 
+/// A decrypted incoming message, library-neutral, sender already resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    pub id: String,
+    /// Full JID strings; with `id` they identify a message for dedupe.
+    pub chat: String,
+    pub sender: String,
+    pub is_group: bool,
+    pub group_name: Option<String>,
+    pub push_name: Option<String>,
+    /// Unix seconds.
+    pub timestamp: i64,
+    pub from: Resolution,
+    /// Text, caption, or a marker like `[image]` / `[unsupported: x]`.
+    pub text: String,
+    pub media: Option<IncomingMedia>,
+    /// The quoted message: id and its text when known.
+    pub reply_to: Option<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMedia {
+    pub mimetype: String,
+    pub filename: Option<String>,
+    /// The bytes, or why they are not included (over the size cap, failed).
+    pub content: Result<Vec<u8>, String>,
+}
+
+/// Where a client puts decrypted messages *before* they are acknowledged
+/// to WhatsApp: an error keeps them unacknowledged, so the server delivers
+/// them again on the next connect.
+pub trait InboundSink: Send + Sync + 'static {
+    fn persist(&self, batch: &[IncomingMessage]) -> Result<(), String>;
+}
+
 /// Options for building a client over a session's store.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OpenOptions {
     /// Pair by phone-number code instead of (alongside) the QR.
     pub pair_phone: Option<String>,
+    /// Receives every incoming message durably before its ack.
+    pub inbound: Option<std::sync::Arc<dyn InboundSink>>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("pair_phone", &self.pair_phone)
+            .field("inbound", &self.inbound.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

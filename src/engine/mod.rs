@@ -5,6 +5,8 @@
 pub mod backend;
 pub mod backoff;
 pub mod close;
+pub mod inbound;
+pub mod phone;
 pub mod state;
 pub mod supervisor;
 pub mod whatsapp;

@@ -11,6 +11,7 @@ use tokio::time::{Instant, sleep_until};
 use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
 use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
+use super::inbound::MessageForwarder;
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
@@ -195,6 +196,11 @@ impl<B: WaBackend> Supervisor<B> {
         let (tx, rx) = mpsc::unbounded_channel();
         let options = OpenOptions {
             pair_phone: self.pair_phone.clone(),
+            inbound: Some(Arc::new(MessageForwarder {
+                session: self.files.id.clone(),
+                hooks: self.publisher.hooks.clone(),
+                events: self.publisher.events.clone(),
+            })),
         };
         match self.backend.open(&self.files, options, tx).await {
             Ok(client) => {

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use wabridge::engine::backend::{EventSink, OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
+use wabridge::engine::backend::{
+    EventSink, InboundSink, IncomingMessage, OpenError, OpenOptions, WaBackend, WaClient, WaEvent,
+};
 use wabridge::engine::close::CloseSignal;
 use wabridge::session_files::SessionFiles;
 
@@ -66,6 +68,8 @@ struct Shared {
     calls: Mutex<Vec<Call>>,
     /// Session ids whose store "fails to open".
     unreadable: Mutex<Vec<String>>,
+    /// The inbound sink the engine gave each session's latest client.
+    sinks: Mutex<std::collections::HashMap<String, Arc<dyn InboundSink>>>,
 }
 
 #[derive(Clone, Default)]
@@ -86,6 +90,13 @@ impl FakeBackend {
 
     pub fn store_unreadable(&self, id: &str) {
         self.shared.unreadable.lock().unwrap().push(id.to_string());
+    }
+
+    /// Plays WhatsApp delivering decrypted messages to a session: returns
+    /// what the engine's durability point answered (Ok = ack).
+    pub fn deliver(&self, id: &str, batch: &[IncomingMessage]) -> Result<(), String> {
+        let sink = self.shared.sinks.lock().unwrap().get(id).cloned();
+        sink.expect("the session has a client").persist(batch)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -127,11 +138,14 @@ impl WaBackend for FakeBackend {
     async fn open(
         &self,
         files: &SessionFiles,
-        _options: OpenOptions,
+        options: OpenOptions,
         events: EventSink,
     ) -> Result<FakeClient, OpenError> {
         let id = files.id.to_string();
         self.record(Call::Open(id.clone()));
+        if let Some(sink) = options.inbound {
+            self.shared.sinks.lock().unwrap().insert(id.clone(), sink);
+        }
         if self.shared.unreadable.lock().unwrap().contains(&id) {
             return Err(OpenError::StoreUnreadable("file is not a database".into()));
         }
