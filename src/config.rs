@@ -41,6 +41,8 @@ pub struct WebhookConfig {
     pub max_age: Duration,
     /// When set, bodies are signed: `X-Wabridge-Signature: sha256=<hex>`.
     pub signing_secret: String,
+    /// Incoming media larger than this goes out as metadata only.
+    pub max_media_bytes: u64,
 }
 
 impl Default for WebhookConfig {
@@ -52,6 +54,7 @@ impl Default for WebhookConfig {
             retry_max: d.retry_max,
             max_age: d.max_age,
             signing_secret: String::new(),
+            max_media_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -79,6 +79,7 @@ fn run(cli: Cli) -> Result<(), String> {
         let backend = WhatsAppBackend {
             ws_url: config.whatsapp.ws_url.clone(),
             version: config.whatsapp.version,
+            media_cap: config.webhook.max_media_bytes,
         };
         let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
         let engine =

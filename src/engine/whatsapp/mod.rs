@@ -1,6 +1,10 @@
 //! The only module that names whatsapp-rust types: builds a client over a
 //! session's SQLite store and translates the library's events into
 //! [`WaEvent`]s, in order (the handler runs inline on the dispatch path).
+//! Incoming messages go through `inbound` (the durability hook).
+
+mod content;
+mod inbound;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -20,6 +24,8 @@ pub struct WhatsAppBackend {
     pub ws_url: String,
     /// Pinned WhatsApp Web version; `None` fetches the current one on connect.
     pub version: Option<(u32, u32, u32)>,
+    /// Incoming media above this many bytes is forwarded as metadata only.
+    pub media_cap: u64,
 }
 
 #[derive(Clone)]
@@ -57,6 +63,13 @@ impl WaBackend for WhatsAppBackend {
             .with_event_handler(forwarder);
         if let Some(version) = self.version {
             builder = builder.with_version(version);
+        }
+        if let Some(sink) = options.inbound {
+            builder = builder.with_inbound_durability_hook(inbound::DurabilityHook {
+                sink,
+                groups: Arc::new(inbound::GroupCache::default()),
+                media_cap: self.media_cap,
+            });
         }
         if let Some(phone) = options.pair_phone {
             builder = builder.with_pair_code(PairCodeOptions {

@@ -1,0 +1,215 @@
+//! The inbound durability hook: turns the library's decrypted messages into
+//! [`IncomingMessage`]s (resolving the sender's number, downloading media
+//! under the size cap) and hands them to the engine's sink before the
+//! library acknowledges them to the server.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use whatsapp_rust::prelude::{Client, InboundMessage};
+use whatsapp_rust::{InboundDurabilityHook, Jid};
+
+use super::content::{self, MediaRef};
+use crate::engine::backend::{InboundSink, IncomingMedia, IncomingMessage};
+use crate::engine::phone::{self, Lookups};
+
+/// A download slower than this is forwarded without its bytes.
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct DurabilityHook {
+    pub sink: Arc<dyn InboundSink>,
+    pub groups: Arc<GroupCache>,
+    /// Media above this many bytes is forwarded as metadata only.
+    pub media_cap: u64,
+}
+
+#[whatsapp_rust::async_trait]
+impl InboundDurabilityHook for DurabilityHook {
+    async fn on_messages(
+        &self,
+        client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> whatsapp_rust::anyhow::Result<()> {
+        let mut converted = Vec::with_capacity(batch.len());
+        for message in batch {
+            if let Some(incoming) = self.convert(&client, message).await {
+                converted.push(incoming);
+            }
+        }
+        // Err keeps the whole batch unacknowledged: WhatsApp redelivers it.
+        self.sink
+            .persist(&converted)
+            .map_err(whatsapp_rust::anyhow::Error::msg)
+    }
+}
+
+impl DurabilityHook {
+    async fn convert(
+        &self,
+        client: &Arc<Client>,
+        message: &InboundMessage,
+    ) -> Option<IncomingMessage> {
+        let info = &message.info;
+        let source = &info.source;
+        // Our own messages echoed from the phone are not customer messages.
+        if source.is_from_me {
+            return None;
+        }
+        let kind = if info.media_type.is_empty() {
+            &info.r#type
+        } else {
+            &info.media_type
+        };
+        let content = content::extract(&message.message, kind)?;
+        let sender = source.sender.to_string();
+        let sender_alt = source.sender_alt.as_ref().map(Jid::to_string);
+        let stored_pn = if source.sender.is_lid() {
+            match client.get_lid_pn_entry(&source.sender).await {
+                Ok(entry) => entry.map(|e| e.phone_number.to_string()),
+                Err(e) => {
+                    tracing::warn!("LID lookup failed for a message: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let group = if source.is_group {
+            self.groups.lookup(client, &source.chat)
+        } else {
+            None
+        };
+        let participant_pn = group
+            .as_ref()
+            .and_then(|g| g.pn_by_lid.get(phone::user_of(&sender)).cloned());
+        let from = phone::resolve(&Lookups {
+            sender: &sender,
+            sender_alt: sender_alt.as_deref(),
+            stored_pn: stored_pn.as_deref(),
+            participant_pn: participant_pn.as_deref(),
+        });
+        let media = match &content.media {
+            Some(media) => Some(self.download(client, media).await),
+            None => None,
+        };
+        Some(IncomingMessage {
+            id: info.id.to_string(),
+            chat: source.chat.to_string(),
+            sender,
+            is_group: source.is_group,
+            group_name: group.map(|g| g.subject.clone()),
+            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+            timestamp: info.timestamp.timestamp(),
+            from,
+            text: content.text,
+            media,
+            reply_to: content.reply_to,
+        })
+    }
+
+    async fn download(&self, client: &Arc<Client>, media: &MediaRef) -> IncomingMedia {
+        let mut incoming = IncomingMedia {
+            mimetype: media.mimetype(),
+            filename: media.filename(),
+            content: Err(String::new()),
+        };
+        if let Some(size) = media.size().filter(|&s| s > self.media_cap) {
+            incoming.content = Err(format!(
+                "not included: {size} bytes is over the {} byte cap",
+                self.media_cap
+            ));
+            return incoming;
+        }
+        let downloadable: &dyn whatsapp_rust::wacore::download::Downloadable = match media {
+            MediaRef::Image(m) => m.as_ref(),
+            MediaRef::Video(m) => m.as_ref(),
+            MediaRef::Audio(m) => m.as_ref(),
+            MediaRef::Document(m) => m.as_ref(),
+            MediaRef::Sticker(m) => m.as_ref(),
+        };
+        incoming.content =
+            match tokio::time::timeout(MEDIA_TIMEOUT, client.download(downloadable)).await {
+                Ok(Ok(bytes)) if bytes.len() as u64 <= self.media_cap => Ok(bytes),
+                Ok(Ok(bytes)) => Err(format!(
+                    "not included: {} bytes is over the {} byte cap",
+                    bytes.len(),
+                    self.media_cap
+                )),
+                Ok(Err(e)) => Err(format!("download failed: {e}")),
+                Err(_) => Err("download timed out".to_string()),
+            };
+        incoming
+    }
+}
+
+/// What the webhook needs of a group, fetched once per group.
+#[derive(Debug, Default)]
+pub struct GroupEntry {
+    pub subject: String,
+    /// LID user → phone digits, from the participant list.
+    pub pn_by_lid: HashMap<String, String>,
+}
+
+/// Group metadata, fetched in the background on first sight of a group: the
+/// hook runs inside the receive pipeline, so it never waits on the network.
+#[derive(Default)]
+pub struct GroupCache {
+    entries: Mutex<HashMap<String, Arc<GroupEntry>>>,
+    fetching: Mutex<HashSet<String>>,
+}
+
+impl GroupCache {
+    fn lookup(self: &Arc<Self>, client: &Arc<Client>, chat: &Jid) -> Option<Arc<GroupEntry>> {
+        let key = chat.to_string();
+        if let Some(entry) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Some(entry.clone());
+        }
+        if self
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            let (cache, client, chat) = (self.clone(), client.clone(), chat.clone());
+            tokio::spawn(async move {
+                match client.groups().get_metadata(&chat).await {
+                    Ok(metadata) => {
+                        let entry = GroupEntry {
+                            subject: metadata.subject.clone(),
+                            pn_by_lid: metadata
+                                .participants
+                                .iter()
+                                .filter_map(|p| {
+                                    let lid =
+                                        p.lid.as_ref().or(Some(&p.jid).filter(|j| j.is_lid()))?;
+                                    Some((
+                                        lid.user.to_string(),
+                                        p.phone_number.as_ref()?.user.to_string(),
+                                    ))
+                                })
+                                .collect(),
+                        };
+                        cache
+                            .entries
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(chat.to_string(), Arc::new(entry));
+                    }
+                    Err(e) => tracing::warn!("cannot fetch group info of {chat}: {e}"),
+                }
+                cache
+                    .fetching
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&chat.to_string());
+            });
+        }
+        None
+    }
+}
