@@ -8,7 +8,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{InboundMessage, LastClose, Sender, SessionSnapshot, SessionState};

@@ -6,7 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
+
+use wabridge::engine::now;
 
 use support::fake_backend::{Call, Conn, FakeBackend, connected};
 use support::log_capture::LogCapture;
@@ -134,7 +136,7 @@ async fn snapshot_shows_attempt_and_the_real_retry_instant() {
         .until("s1", |s| s.attempt == 2 && s.next_retry_at.is_some())
         .await;
     assert_eq!(s.state, SessionState::Disconnected);
-    let left = s.next_retry_at.unwrap() - Instant::now();
+    let left = s.next_retry_at.unwrap() - now();
     assert_eq!(left, Duration::from_secs(10));
     assert_eq!(s.state.api_status(), "Disconnected");
     assert_eq!(s.last_close.as_ref().unwrap().status, 408);
@@ -221,10 +223,7 @@ async fn reconnect_now_skips_the_wait_and_keeps_the_count() {
         .await;
     let times = h.backend.run_times("s1");
     assert_eq!(gaps(&times)[1], 3, "retried 3s into a 10s wait");
-    assert_eq!(
-        s.next_retry_at.unwrap() - Instant::now(),
-        Duration::from_secs(20)
-    );
+    assert_eq!(s.next_retry_at.unwrap() - now(), Duration::from_secs(20));
 }
 
 #[tokio::test(start_paused = true)]
@@ -278,15 +277,9 @@ async fn temporary_ban_halts_with_its_expiry() {
     let SessionState::Halted(reason) = s.state else {
         unreachable!()
     };
-    assert_eq!(
-        reason.describe(Instant::now()),
-        "temporary ban, lifts in 52m"
-    );
+    assert_eq!(reason.describe(now()), "temporary ban, lifts in 52m");
     tokio::time::advance(Duration::from_secs(1920)).await;
-    assert_eq!(
-        reason.describe(Instant::now()),
-        "temporary ban, lifts in 20m"
-    );
+    assert_eq!(reason.describe(now()), "temporary ban, lifts in 20m");
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,7 +9,7 @@ use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::{Color, Modifier};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{

@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::ApiState;
 use super::sessions::session_json;
@@ -42,7 +41,7 @@ fn rss_bytes() -> Option<u64> {
 }
 
 pub async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
-    let now = Instant::now();
+    let now = crate::engine::now();
     let sessions = state.engine.snapshots();
     let count = |f: fn(&SessionState) -> bool| sessions.iter().filter(|s| f(&s.state)).count();
     let connected = count(|s| *s == SessionState::Connected);

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::{ApiError, ApiState};
 use crate::engine::{Command, EngineError, SessionSnapshot, SessionState};
@@ -89,7 +88,7 @@ pub async fn start(
             .await
             .map_err(engine_error)?;
     }
-    let deadline = Instant::now() + state.start_wait;
+    let deadline = tokio::time::Instant::now() + state.start_wait;
     let settled = tokio::time::timeout_at(
         deadline,
         watch.wait_for(|s| {
@@ -160,7 +159,7 @@ pub async fn reconnect(
 
 /// `GET /sessions` (ours): every session with its retry state and backlog.
 pub async fn list(State(state): Shared) -> Json<Value> {
-    let now = Instant::now();
+    let now = crate::engine::now();
     let sessions: Vec<Value> = state
         .engine
         .snapshots()
@@ -170,7 +169,11 @@ pub async fn list(State(state): Shared) -> Json<Value> {
     Json(json!({ "sessions": sessions }))
 }
 
-pub(super) fn session_json(state: &ApiState, s: &SessionSnapshot, now: Instant) -> Value {
+pub(super) fn session_json(
+    state: &ApiState,
+    s: &SessionSnapshot,
+    now: std::time::Instant,
+) -> Value {
     let backlog = state.engine.webhooks().map(|hooks| {
         let backlog = hooks.backlog(&s.id);
         json!({

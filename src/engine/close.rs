@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// How a connection ended, in library-neutral terms. The WhatsApp adapter
 /// maps the library's events to these.

@@ -29,6 +29,12 @@ pub use state::{
 pub use supervisor::Command;
 use supervisor::{Publisher, Supervisor};
 
+/// Now on tokio's clock (paused in tests), as the std `Instant` that
+/// snapshots carry, so views need no tokio to read them.
+pub fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How long `shutdown` waits for sessions to disconnect cleanly.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

@@ -1,6 +1,6 @@
 //! What the views (TUI, API, headless log) see of a session.
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::close::HaltReason;
 use crate::paths::SessionId;

@@ -5,18 +5,23 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio::time::{Instant, sleep_until};
 
 use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
 use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::inbound::MessageForwarder;
+use super::now;
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
 use crate::webhook::hub::{WebhookHub, target_of};
 use crate::webhook::payload::WebhookEvent;
+
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
+}
 
 /// How long a connection may take to wind down after a disconnect.
 const RUN_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -90,7 +95,7 @@ impl Publisher {
             return;
         }
         let error = match &current.state {
-            SessionState::Halted(reason) => Some(reason.describe(Instant::now())),
+            SessionState::Halted(reason) => Some(reason.describe(now())),
             SessionState::Disconnected => {
                 current.last_close.as_ref().map(|c| c.description.clone())
             }
@@ -278,7 +283,7 @@ impl<B: WaBackend> Supervisor<B> {
                         _ => client.disconnect().await,
                     }
                     operator = Some(command);
-                    give_up_at = Some(Instant::now() + RUN_EXIT_GRACE);
+                    give_up_at = Some(now() + RUN_EXIT_GRACE);
                 }
             }
         }
@@ -298,7 +303,7 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     fn on_event(&mut self, event: WaEvent, outcome: &mut RunOutcome) {
-        let now = Instant::now();
+        let now = now();
         match event {
             WaEvent::QrCode { payload, valid_for } => {
                 self.qr_index = self.qr_index.saturating_add(1);
@@ -365,7 +370,7 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     async fn decide(&mut self, outcome: RunOutcome) -> Next {
-        let verdict = close::classify(&outcome, Instant::now());
+        let verdict = close::classify(&outcome, now());
         self.previous_was_restart = verdict.decision == Decision::RestartNow;
         let reconnects = matches!(verdict.decision, Decision::Backoff | Decision::RestartNow);
         tracing::info!(
@@ -416,17 +421,13 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     fn halt(&mut self, reason: HaltReason) -> Next {
-        tracing::warn!(
-            "Session {} halted: {}",
-            self.id(),
-            reason.describe(Instant::now())
-        );
+        tracing::warn!("Session {} halted: {}", self.id(), reason.describe(now()));
         self.publisher.set_state(SessionState::Halted(reason));
         Next::WaitForOperator
     }
 
     async fn wait_to_retry(&mut self, delay: std::time::Duration) -> Next {
-        let retry_at = Instant::now() + delay;
+        let retry_at = now() + delay;
         self.publisher.update(|s| {
             s.state = SessionState::Disconnected;
             s.next_retry_at = Some(retry_at);

@@ -18,7 +18,6 @@ use ratatui::crossterm::terminal::{
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::app::{App, Effect, Msg};
 use super::ui;
@@ -47,7 +46,7 @@ pub async fn run(
     // The loop only wakes for an input, an engine event, a log line or the
     // countdown tick, so drawing once per wake is drawing on change.
     loop {
-        let now = Instant::now();
+        let now = crate::engine::now();
         terminal.draw(|frame| ui::render(frame, &app, now))?;
         // Tick only while a countdown is visible: an idle screen costs nothing.
         let tick = app

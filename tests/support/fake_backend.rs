@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use wabridge::engine::backend::{
     EventSink, InboundSink, IncomingMessage, OpenError, OpenOptions, WaBackend, WaClient, WaEvent,
@@ -161,7 +161,7 @@ impl WaBackend for FakeBackend {
 impl WaClient for FakeClient {
     async fn run(&self) {
         self.backend
-            .record(Call::Run(self.id.clone(), Instant::now()));
+            .record(Call::Run(self.id.clone(), wabridge::engine::now()));
         let next = self
             .backend
             .shared

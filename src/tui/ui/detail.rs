@@ -7,7 +7,7 @@ use ratatui::layout::{Alignment, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::sessions::status_detail;
 use super::theme::Theme;

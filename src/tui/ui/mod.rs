@@ -12,7 +12,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::app::App;
 use super::keymap::BINDINGS;

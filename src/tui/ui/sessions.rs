@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::seconds_until;
 use super::theme::Theme;
