@@ -398,3 +398,107 @@ async fn serves_on_a_real_loopback_port() {
         .unwrap();
     assert_eq!(answer, json!({"status": "Connected"}));
 }
+
+#[tokio::test]
+async fn send_text_and_media_through_the_live_connection() {
+    let api = api();
+    api.start("WA-1").await;
+    let body = json!({"sessionId": "WA-1", "receiver": "+91 90751 67132", "message": "Your order shipped"});
+    let (status, answer) = api
+        .call(Method::POST, "/sessions/send", Some(&body.to_string()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "sent");
+    assert!(
+        answer["messageId"]
+            .as_str()
+            .unwrap()
+            .starts_with("3EB0FAKE")
+    );
+    assert!(answer["timestamp"].as_i64().is_some());
+
+    // A 2 MB document: far over the default body limit, fine for sends.
+    let pdf = vec![b'%'; 2 * 1024 * 1024];
+    let data = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&pdf)
+    };
+    let body = json!({"sessionId": "WA-1", "receiver": "120363999999999999", "message": "invoice",
+        "media": {"data": data, "mimetype": "application/pdf", "filename": "invoice.pdf"}});
+    let (status, answer) = api
+        .call(Method::POST, "/sessions/send", Some(&body.to_string()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let sends: Vec<_> = api
+        .backend
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            support::fake_backend::Call::Send(_, m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends[0].to, "919075167132@s.whatsapp.net");
+    assert_eq!(sends[0].text, "Your order shipped");
+    assert_eq!(sends[1].to, "120363999999999999@g.us");
+    let media = sends[1].media.as_ref().unwrap();
+    assert_eq!(media.data, pdf);
+    assert_eq!(media.kind, wabridge::engine::backend::MediaKind::Document);
+    assert_eq!(media.filename.as_deref(), Some("invoice.pdf"));
+}
+
+#[tokio::test]
+async fn send_errors_match_the_old_bridge() {
+    let api = api();
+    api.backend
+        .script("DOWN", (0..1000).map(|_| Conn::unreachable()));
+    api.start("DOWN").await;
+    let body = json!({"sessionId": "DOWN", "receiver": "15551234567", "message": "hi"});
+    let (status, answer) = api
+        .call(Method::POST, "/sessions/send", Some(&body.to_string()))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "Session not connected"})
+        )
+    );
+
+    let body = json!({"sessionId": "nope", "receiver": "15551234567", "message": "hi"});
+    let (status, answer) = api
+        .call(Method::POST, "/sessions/send", Some(&body.to_string()))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::NOT_FOUND, json!({"error": "Session not found"}))
+    );
+
+    for (body, expected) in [
+        (
+            json!({"receiver": "1"}),
+            "sessionId and receiver are required",
+        ),
+        (
+            json!({"sessionId": "DOWN", "receiver": "call me", "message": "x"}),
+            "is not a phone number",
+        ),
+        (
+            json!({"sessionId": "DOWN", "receiver": "1555"}),
+            "message or media is required",
+        ),
+        (
+            json!({"sessionId": "DOWN", "receiver": "1555", "media": {"data": "!!!"}}),
+            "not base64",
+        ),
+    ] {
+        let (status, answer) = api
+            .call(Method::POST, "/sessions/send", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(expected),
+            "{answer}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! plus our own. Handlers only talk to the engine handle.
 
 mod health;
+mod send;
 mod sessions;
 
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/sessions", get(sessions::list))
         .route("/sessions/start", post(sessions::start))
+        .route(
+            "/sessions/send",
+            post(send::send).layer(axum::extract::DefaultBodyLimit::max(send::SEND_BODY_LIMIT)),
+        )
         .route(
             "/sessions/{id}",
             get(sessions::info).delete(sessions::delete),

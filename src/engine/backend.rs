@@ -68,6 +68,59 @@ pub struct IncomingMedia {
     pub content: Result<Vec<u8>, String>,
 }
 
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Full JID: `<digits>@s.whatsapp.net` or `<id>@g.us`.
+    pub to: String,
+    /// Text, or the caption of the media.
+    pub text: String,
+    pub media: Option<OutgoingMedia>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMedia {
+    pub data: Vec<u8>,
+    pub mimetype: String,
+    pub filename: Option<String>,
+    pub kind: MediaKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    VoiceNote,
+    Document,
+}
+
+impl MediaKind {
+    /// How the old bridge chose: by mimetype, ogg audio as a voice note.
+    pub fn for_mimetype(mimetype: &str) -> MediaKind {
+        let mimetype = mimetype.to_ascii_lowercase();
+        if mimetype.starts_with("image/") {
+            MediaKind::Image
+        } else if mimetype.starts_with("video/") {
+            MediaKind::Video
+        } else if mimetype.starts_with("audio/ogg") {
+            MediaKind::VoiceNote
+        } else if mimetype.starts_with("audio/") {
+            MediaKind::Audio
+        } else {
+            MediaKind::Document
+        }
+    }
+}
+
+/// What the server accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub id: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
 /// Where a client puts decrypted messages *before* they are acknowledged
 /// to WhatsApp: an error keeps them unacknowledged, so the server delivers
 /// them again on the next connect.
@@ -125,4 +178,6 @@ pub trait WaClient: Clone + Send + Sync + 'static {
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
     /// Unlinks the device when connected, then disconnects.
     fn logout(&self) -> impl Future<Output = ()> + Send;
+    /// Sends a message on the live connection.
+    fn send(&self, message: Outgoing) -> impl Future<Output = Result<Sent, String>> + Send;
 }

@@ -21,13 +21,13 @@ use tokio::task::JoinHandle;
 use crate::paths::{DataDir, SessionId};
 use crate::session_files::{SessionFiles, SessionSettings};
 use crate::webhook::hub::{WebhookHub, target_of};
-use backend::WaBackend;
+use backend::{Outgoing, Sent, WaBackend};
 use backoff::BackoffPolicy;
 pub use state::{
     EngineEvent, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot, SessionState,
 };
-pub use supervisor::Command;
-use supervisor::{Publisher, Supervisor};
+pub use supervisor::{Command, SendError};
+use supervisor::{Publisher, SendRequest, Supervisor};
 
 /// Now on tokio's clock (paused in tests), as the std `Instant` that
 /// snapshots carry, so views need no tokio to read them.
@@ -50,6 +50,7 @@ pub enum EngineError {
 
 struct SessionHandle {
     commands: mpsc::Sender<Command>,
+    sends: mpsc::Sender<SendRequest>,
     snapshot: watch::Receiver<SessionSnapshot>,
     task: JoinHandle<()>,
 }
@@ -93,6 +94,7 @@ impl Engine {
             let hooks = hooks.clone();
             move |id: SessionId| {
                 let (command_tx, command_rx) = mpsc::channel(16);
+                let (send_tx, send_rx) = mpsc::channel(64);
                 let (snapshot_tx, snapshot_rx) = watch::channel(SessionSnapshot::new(id.clone()));
                 let supervisor = Supervisor::new(
                     backend.clone(),
@@ -100,10 +102,12 @@ impl Engine {
                     SessionFiles::new(&data, &id),
                     policy,
                     command_rx,
+                    send_rx,
                     Publisher::new(snapshot_tx, events.clone(), hooks.clone()),
                 );
                 SessionHandle {
                     commands: command_tx,
+                    sends: send_tx,
                     snapshot: snapshot_rx,
                     task: tokio::spawn(supervisor.run()),
                 }
@@ -208,6 +212,20 @@ impl Engine {
                 dir.display()
             ))),
         }
+    }
+
+    /// Sends a message through the session's live connection.
+    pub async fn send(&self, id: &SessionId, message: Outgoing) -> Result<Sent, SendError> {
+        let sender = lock(&self.inner.sessions)
+            .get(id)
+            .map(|h| h.sends.clone())
+            .ok_or(SendError::NotFound)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        sender
+            .send(SendRequest { message, reply })
+            .await
+            .map_err(|_| SendError::NotConnected)?;
+        answer.await.unwrap_or(Err(SendError::NotConnected))
     }
 
     pub fn snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {

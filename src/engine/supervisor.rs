@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
+use super::backend::{OpenError, OpenOptions, Outgoing, Sent, WaBackend, WaClient, WaEvent};
 use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::inbound::MessageForwarder;
@@ -38,6 +38,23 @@ pub enum Command {
     Logout,
     /// Disconnect, keeping the credentials, and end the task.
     Stop,
+}
+
+/// A message to send, with where to put the answer.
+pub(crate) struct SendRequest {
+    pub(crate) message: Outgoing,
+    pub(crate) reply: oneshot::Sender<Result<Sent, SendError>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("Session not found")]
+    NotFound,
+    /// The old bridge's words, which ERP code may compare.
+    #[error("Session not connected")]
+    NotConnected,
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Where the supervisor goes next.
@@ -122,6 +139,7 @@ pub(crate) struct Supervisor<B: WaBackend> {
     pub(crate) files: SessionFiles,
     pub(crate) policy: BackoffPolicy,
     pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) sends: mpsc::Receiver<SendRequest>,
     pub(crate) publisher: Publisher,
     /// The live client and its event stream, kept across backoff retries.
     client: Option<(B::Client, mpsc::UnboundedReceiver<WaEvent>)>,
@@ -138,6 +156,7 @@ impl<B: WaBackend> Supervisor<B> {
         files: SessionFiles,
         policy: BackoffPolicy,
         commands: mpsc::Receiver<Command>,
+        sends: mpsc::Receiver<SendRequest>,
         publisher: Publisher,
     ) -> Self {
         Supervisor {
@@ -146,6 +165,7 @@ impl<B: WaBackend> Supervisor<B> {
             files,
             policy,
             commands,
+            sends,
             publisher,
             client: None,
             attempt: 0,
@@ -276,6 +296,10 @@ impl<B: WaBackend> Supervisor<B> {
                     break;
                 }
                 Some(event) = events.recv() => self.on_event(event, &mut outcome),
+                Some(request) = self.sends.recv() => {
+                    let live = outcome.connected && outcome.close.is_none() && operator.is_none();
+                    send_or_refuse(live.then(|| client.clone()), request);
+                }
                 command = self.commands.recv(), if operator.is_none() => {
                     let command = command.unwrap_or(Command::Stop);
                     match &command {
@@ -432,15 +456,26 @@ impl<B: WaBackend> Supervisor<B> {
             s.state = SessionState::Disconnected;
             s.next_retry_at = Some(retry_at);
         });
-        tokio::select! {
-            _ = sleep_until(retry_at) => Next::Connect,
-            command = self.commands.recv() => self.obey_while_idle(command.unwrap_or(Command::Stop)).await,
+        loop {
+            tokio::select! {
+                _ = sleep_until(retry_at) => return Next::Connect,
+                command = self.commands.recv() => {
+                    return self.obey_while_idle(command.unwrap_or(Command::Stop)).await;
+                }
+                Some(request) = self.sends.recv() => send_or_refuse::<B::Client>(None, request),
+            }
         }
     }
 
     async fn wait_for_operator(&mut self) -> Next {
-        let command = self.commands.recv().await.unwrap_or(Command::Stop);
-        self.obey_while_idle(command).await
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    return self.obey_while_idle(command.unwrap_or(Command::Stop)).await;
+                }
+                Some(request) = self.sends.recv() => send_or_refuse::<B::Client>(None, request),
+            }
+        }
     }
 
     /// A command that arrives while no connection is running.
@@ -526,4 +561,20 @@ impl<B: WaBackend> Supervisor<B> {
             tracing::error!("cannot save settings of session {}: {e}", self.id());
         }
     }
+}
+
+/// Sends on a live connection without holding up the supervisor, or
+/// answers "Session not connected".
+fn send_or_refuse<C: WaClient>(live: Option<C>, request: SendRequest) {
+    let Some(client) = live else {
+        let _ = request.reply.send(Err(SendError::NotConnected));
+        return;
+    };
+    tokio::spawn(async move {
+        let result = client
+            .send(request.message)
+            .await
+            .map_err(SendError::Failed);
+        let _ = request.reply.send(result);
+    });
 }

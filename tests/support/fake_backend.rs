@@ -10,7 +10,8 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use wabridge::engine::backend::{
-    EventSink, InboundSink, IncomingMessage, OpenError, OpenOptions, WaBackend, WaClient, WaEvent,
+    EventSink, InboundSink, IncomingMessage, OpenError, OpenOptions, Outgoing, Sent, WaBackend,
+    WaClient, WaEvent,
 };
 use wabridge::engine::close::CloseSignal;
 use wabridge::session_files::SessionFiles;
@@ -59,6 +60,7 @@ pub enum Call {
     Run(String, Instant),
     Disconnect(String),
     Logout(String),
+    Send(String, Outgoing),
 }
 
 #[derive(Default)]
@@ -186,6 +188,15 @@ impl WaClient for FakeClient {
     async fn disconnect(&self) {
         self.backend.record(Call::Disconnect(self.id.clone()));
         self.hang_up.notify_one();
+    }
+
+    async fn send(&self, message: Outgoing) -> Result<Sent, String> {
+        self.backend.record(Call::Send(self.id.clone(), message));
+        let n = self.backend.count(|c| matches!(c, Call::Send(..)));
+        Ok(Sent {
+            id: format!("3EB0FAKE{n:04}"),
+            timestamp: 1_764_000_000,
+        })
     }
 
     async fn logout(&self) {

@@ -5,6 +5,7 @@
 
 mod content;
 mod inbound;
+mod send;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -14,7 +15,9 @@ use whatsapp_rust::prelude::{Client, Event, EventHandler, SqliteStore};
 use whatsapp_rust::types::events::ConnectFailureReason;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
-use super::backend::{EventSink, OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
+use super::backend::{
+    EventSink, OpenError, OpenOptions, Outgoing, Sent, WaBackend, WaClient, WaEvent,
+};
 use super::close::CloseSignal;
 use crate::session_files::SessionFiles;
 
@@ -113,6 +116,10 @@ impl WaClient for WhatsAppClient {
 
     async fn logout(&self) {
         self.client.logout().await;
+    }
+
+    async fn send(&self, message: Outgoing) -> Result<Sent, String> {
+        send::send(&self.client, message).await
     }
 }
 
