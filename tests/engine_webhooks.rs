@@ -113,3 +113,48 @@ async fn status_updates_queued_while_the_erp_is_down_arrive_after_a_restart() {
     receiver.wait_for(1, WAIT).await;
     assert_eq!(statuses(&receiver)[0], "Connected");
 }
+
+#[tokio::test]
+async fn receipts_of_sent_messages_post_message_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let backend = FakeBackend::default();
+    backend.script(
+        "WA-1",
+        [Conn::Stays(vec![
+            support::fake_backend::connected(),
+            wabridge::engine::backend::WaEvent::MessageStatus {
+                message_ids: vec!["3EB0A".into(), "3EB0B".into()],
+                status: "Delivered",
+                timestamp_ms: 1_764_000_000_123,
+            },
+            wabridge::engine::backend::WaEvent::MessageStatus {
+                message_ids: vec!["3EB0A".into()],
+                status: "Read",
+                timestamp_ms: 1_764_000_009_000,
+            },
+        ])],
+    );
+    let engine = engine(&tmp, backend);
+    engine
+        .add_session(
+            &SessionId::parse("WA-1").unwrap(),
+            Some(receiver.url()),
+            None,
+        )
+        .unwrap();
+    let got = receiver.wait_for(4, WAIT).await;
+    let statuses: Vec<serde_json::Value> = got
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["event"] == "message.status")
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            serde_json::json!({"sessionId": "WA-1", "event": "message.status", "messageId": "3EB0A", "status": "Delivered", "timestamp": 1_764_000_000_123i64}),
+            serde_json::json!({"sessionId": "WA-1", "event": "message.status", "messageId": "3EB0B", "status": "Delivered", "timestamp": 1_764_000_000_123i64}),
+            serde_json::json!({"sessionId": "WA-1", "event": "message.status", "messageId": "3EB0A", "status": "Read", "timestamp": 1_764_000_009_000i64}),
+        ]
+    );
+}

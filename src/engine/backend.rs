@@ -35,6 +35,13 @@ pub enum WaEvent {
     StreamError {
         code: String,
     },
+    /// Progress of messages we sent: "Sent", "Delivered" or "Read"
+    /// (the old bridge's words), at `timestamp_ms`.
+    MessageStatus {
+        message_ids: Vec<String>,
+        status: &'static str,
+        timestamp_ms: i64,
+    },
     Closed(CloseSignal),
 }
 

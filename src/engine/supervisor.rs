@@ -125,6 +125,27 @@ impl Publisher {
         }
     }
 
+    /// `message.status` for each of our sent messages the event covers.
+    fn post_message_status(
+        &self,
+        message_ids: Vec<String>,
+        status: &'static str,
+        timestamp_ms: i64,
+    ) {
+        let Some(hooks) = &self.hooks else { return };
+        let session = &self.snapshot.borrow().id;
+        for message_id in message_ids {
+            let event = WebhookEvent::MessageStatus {
+                message_id,
+                status,
+                timestamp: timestamp_ms,
+            };
+            if let Err(e) = hooks.publish(session, &event, None) {
+                tracing::error!("cannot queue a message status for {session}: {e}");
+            }
+        }
+    }
+
     fn set_state(&mut self, state: SessionState) {
         self.update(|s| {
             s.state = state;
@@ -375,6 +396,13 @@ impl<B: WaBackend> Supervisor<B> {
                     }
                 });
             }
+            WaEvent::MessageStatus {
+                message_ids,
+                status,
+                timestamp_ms,
+            } => self
+                .publisher
+                .post_message_status(message_ids, status, timestamp_ms),
             WaEvent::StreamError { code } => {
                 tracing::warn!("Stream error for {}: code {code}", self.id());
                 outcome.stream_error = Some(code);

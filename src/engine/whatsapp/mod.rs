@@ -13,6 +13,7 @@ use whatsapp_rust::bot::Bot;
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::prelude::{Client, Event, EventHandler, SqliteStore};
 use whatsapp_rust::types::events::ConnectFailureReason;
+use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
 use super::backend::{
@@ -193,6 +194,32 @@ impl Forwarder {
             Event::Disconnected(closed) => WaEvent::Closed(CloseSignal::SocketClosed {
                 detail: closed.reason.to_string(),
             }),
+            Event::Receipt(receipt) => WaEvent::MessageStatus {
+                status: match receipt.r#type {
+                    ReceiptType::Delivered => "Delivered",
+                    ReceiptType::Read | ReceiptType::Played => "Read",
+                    ReceiptType::Sent => "Sent",
+                    _ => return None,
+                },
+                message_ids: receipt
+                    .message_ids
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect(),
+                timestamp_ms: receipt.timestamp.timestamp_millis(),
+            },
+            Event::ServerAck(ack)
+                if ack.class.as_deref() == Some("message") && ack.error.is_none() =>
+            {
+                WaEvent::MessageStatus {
+                    status: "Sent",
+                    message_ids: vec![ack.id.clone()],
+                    timestamp_ms: ack.timestamp.map_or_else(
+                        || chrono::Utc::now().timestamp_millis(),
+                        |t| t.timestamp_millis(),
+                    ),
+                }
+            }
             Event::PairingQrCodesExhausted(exhausted) if exhausted.disconnected => {
                 WaEvent::Closed(CloseSignal::QrCodesExhausted)
             }
