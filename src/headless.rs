@@ -30,7 +30,7 @@ pub async fn run(engine: Engine, data: DataDir, shutdown: impl std::future::Futu
             _ = &mut shutdown => break,
             event = events.recv() => match event {
                 Ok(EngineEvent::SessionChanged(snapshot)) => printer.show(&snapshot),
-                Ok(EngineEvent::Message(_)) => {}
+                Ok(EngineEvent::Message(_) | EngineEvent::Backlog { .. }) => {}
                 Err(RecvError::Lagged(_)) => {
                     for snapshot in engine.snapshots() {
                         printer.show(&snapshot);

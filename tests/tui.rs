@@ -438,3 +438,33 @@ fn skipped_messages_are_counted_on_screen() {
     let text = screen(&app, Instant::now(), 100, 20);
     assert!(text.contains("42 messages skipped"), "{text}");
 }
+
+#[test]
+fn the_webhook_backlog_shows_beside_its_session() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
+    let text = screen(&app, now, 140, 20);
+    assert!(
+        !text.contains("webhook:"),
+        "nothing shown while all is delivered"
+    );
+    app.update(Msg::Backlog(
+        id("WA-Dexciss"),
+        wabridge::engine::BacklogInfo {
+            pending: 12,
+            dead: 1,
+            oldest_at: Some(now - Duration::from_secs(180)),
+        },
+    ));
+    let text = screen(&app, now, 200, 20);
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("webhook: 12 waiting, oldest 3m · 1 dead"))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "in the sessions row and the detail pane: {text}"
+    );
+}

@@ -46,10 +46,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let count = |f: fn(&SessionState) -> bool| sessions.iter().filter(|s| f(&s.state)).count();
     let connected = count(|s| *s == SessionState::Connected);
     let qr_pending = count(|s| s.api_status() == "QR Scan Required");
-    let details: Vec<Value> = sessions
-        .iter()
-        .map(|s| session_json(&state, s, now))
-        .collect();
+    let details: Vec<Value> = sessions.iter().map(|s| session_json(s, now)).collect();
     // Degraded: a session that should be up is not, or the ERP is behind.
     let stale_backlog = details.iter().any(|d| {
         d["webhook"]["oldestAgeSeconds"]
@@ -109,32 +106,43 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             s.id, s.attempt
         );
     }
-    if let Some(hooks) = state.engine.webhooks() {
-        out.push_str("# HELP wabridge_webhook_backlog Deliveries waiting per session.\n# TYPE wabridge_webhook_backlog gauge\n");
-        let backlogs: Vec<_> = sessions.iter().map(|s| (s, hooks.backlog(&s.id))).collect();
-        for (s, b) in &backlogs {
-            let _ = writeln!(
-                out,
-                "wabridge_webhook_backlog{{session=\"{}\"}} {}",
-                s.id, b.pending
-            );
+    let now = crate::engine::now();
+    let backlogs: Vec<_> = sessions
+        .iter()
+        .filter_map(|s| Some((s, s.backlog?)))
+        .collect();
+    let gauges: [(
+        &str,
+        &str,
+        fn(&crate::engine::BacklogInfo, std::time::Instant) -> u64,
+    ); 3] = [
+        (
+            "wabridge_webhook_backlog",
+            "Deliveries waiting per session.",
+            |b, _| b.pending,
+        ),
+        (
+            "wabridge_webhook_oldest_age_seconds",
+            "Age of the oldest waiting delivery.",
+            |b, now| b.oldest_age(now).map_or(0, |age| age.as_secs()),
+        ),
+        (
+            "wabridge_webhook_dead_letters",
+            "Deliveries the receiver refused.",
+            |b, _| b.dead,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if backlogs.is_empty() {
+            break;
         }
-        out.push_str("# HELP wabridge_webhook_oldest_age_seconds Age of the oldest waiting delivery.\n# TYPE wabridge_webhook_oldest_age_seconds gauge\n");
-        let now = crate::webhook::deliver::now_ms();
-        for (s, b) in &backlogs {
-            let age = b.oldest_ms.map_or(0, |ms| (now - ms).max(0) / 1000);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (s, backlog) in &backlogs {
             let _ = writeln!(
                 out,
-                "wabridge_webhook_oldest_age_seconds{{session=\"{}\"}} {age}",
-                s.id
-            );
-        }
-        out.push_str("# HELP wabridge_webhook_dead_letters Deliveries the receiver refused.\n# TYPE wabridge_webhook_dead_letters gauge\n");
-        for (s, b) in &backlogs {
-            let _ = writeln!(
-                out,
-                "wabridge_webhook_dead_letters{{session=\"{}\"}} {}",
-                s.id, b.dead
+                "{name}{{session=\"{}\"}} {}",
+                s.id,
+                value(backlog, now)
             );
         }
     }

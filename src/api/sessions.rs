@@ -164,21 +164,16 @@ pub async fn list(State(state): Shared) -> Json<Value> {
         .engine
         .snapshots()
         .iter()
-        .map(|s| session_json(&state, s, now))
+        .map(|s| session_json(s, now))
         .collect();
     Json(json!({ "sessions": sessions }))
 }
 
-pub(super) fn session_json(
-    state: &ApiState,
-    s: &SessionSnapshot,
-    now: std::time::Instant,
-) -> Value {
-    let backlog = state.engine.webhooks().map(|hooks| {
-        let backlog = hooks.backlog(&s.id);
+pub(super) fn session_json(s: &SessionSnapshot, now: std::time::Instant) -> Value {
+    let backlog = s.backlog.map(|backlog| {
         json!({
             "pending": backlog.pending,
-            "oldestAgeSeconds": backlog.oldest_ms.map(|ms| (crate::webhook::deliver::now_ms() - ms).max(0) / 1000),
+            "oldestAgeSeconds": backlog.oldest_age(now).map(|age| age.as_secs()),
             "deadLetters": backlog.dead,
         })
     });

@@ -24,7 +24,8 @@ use crate::webhook::hub::{WebhookHub, target_of};
 use backend::{Outgoing, Sent, WaBackend};
 use backoff::BackoffPolicy;
 pub use state::{
-    EngineEvent, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot, SessionState,
+    BacklogInfo, EngineEvent, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot,
+    SessionState,
 };
 pub use supervisor::{Command, SendError};
 use supervisor::{Publisher, SendRequest, Supervisor};
@@ -113,6 +114,9 @@ impl Engine {
                 }
             }
         };
+        if let Some(hooks) = &hooks {
+            tokio::spawn(forward_backlog_changes(hooks.clone(), events.clone()));
+        }
         Engine {
             inner: Arc::new(Inner {
                 data,
@@ -276,6 +280,31 @@ impl Engine {
                 abort.abort();
             }
         }
+    }
+}
+
+fn backlog_info(hooks: &WebhookHub, id: &SessionId) -> BacklogInfo {
+    BacklogInfo::from_outbox(hooks.backlog(id), now(), crate::webhook::deliver::now_ms())
+}
+
+/// Turns the hub's "backlog changed" signals into engine events carrying the
+/// new counts, so views show them without polling.
+async fn forward_backlog_changes(hooks: Arc<WebhookHub>, events: broadcast::Sender<EngineEvent>) {
+    let mut changes = hooks.subscribe_changes();
+    loop {
+        let session = match changes.recv().await {
+            Ok(session) => session,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Ok(id) = SessionId::parse(&session) else {
+            continue;
+        };
+        let backlog = backlog_info(&hooks, &id);
+        let _ = events.send(EngineEvent::Backlog {
+            session: id,
+            backlog,
+        });
     }
 }
 

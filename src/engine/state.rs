@@ -86,6 +86,8 @@ pub struct SessionSnapshot {
     /// The linked account's LID (digits), once known.
     pub lid: Option<String>,
     pub has_webhook: bool,
+    /// Webhook deliveries waiting, when forwarding is on.
+    pub backlog: Option<BacklogInfo>,
 }
 
 impl SessionSnapshot {
@@ -99,7 +101,40 @@ impl SessionSnapshot {
             phone: None,
             lid: None,
             has_webhook: false,
+            backlog: None,
         }
+    }
+}
+
+/// A session's webhook backlog, with the oldest delivery's age as an
+/// `Instant` so views compute "oldest 3m" from the `now` they are given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BacklogInfo {
+    pub pending: u64,
+    pub dead: u64,
+    pub oldest_at: Option<Instant>,
+}
+
+impl BacklogInfo {
+    /// From the outbox's wall-clock counts, relative to `now` (monotonic)
+    /// and `now_ms` (wall clock) read at the same moment.
+    pub fn from_outbox(
+        backlog: crate::webhook::outbox::Backlog,
+        now: Instant,
+        now_ms: i64,
+    ) -> Self {
+        BacklogInfo {
+            pending: backlog.pending,
+            dead: backlog.dead,
+            oldest_at: backlog.oldest_ms.map(|ms| {
+                let age = std::time::Duration::from_millis((now_ms - ms).max(0) as u64);
+                now.checked_sub(age).unwrap_or(now)
+            }),
+        }
+    }
+
+    pub fn oldest_age(&self, now: Instant) -> Option<std::time::Duration> {
+        self.oldest_at.map(|at| now.saturating_duration_since(at))
     }
 }
 
@@ -133,4 +168,9 @@ pub struct InboundMessage {
 pub enum EngineEvent {
     SessionChanged(SessionSnapshot),
     Message(std::sync::Arc<InboundMessage>),
+    /// The session's webhook backlog changed.
+    Backlog {
+        session: SessionId,
+        backlog: BacklogInfo,
+    },
 }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::keymap::{self, Action};
+use crate::engine::BacklogInfo;
 use crate::engine::{Command, InboundMessage, Sender, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::qr::QrMatrix;
@@ -63,6 +64,8 @@ pub enum Msg {
     Session(SessionSnapshot),
     Sessions(Vec<SessionSnapshot>),
     Message(Arc<InboundMessage>),
+    /// A session's webhook backlog changed.
+    Backlog(SessionId, BacklogInfo),
     /// The engine's broadcast overran this view: that many were dropped.
     MessagesSkipped(u64),
     Log(String),
@@ -132,6 +135,9 @@ pub struct App {
     /// Encoded pairing codes by session (payload, matrix): encoded once per
     /// code here, so rendering stays cheap.
     pub qr_codes: HashMap<SessionId, (String, QrMatrix)>,
+    /// Webhook backlog per session (kept apart: session snapshots from the
+    /// supervisor do not carry it).
+    pub backlogs: HashMap<SessionId, BacklogInfo>,
 }
 
 impl App {
@@ -149,6 +155,7 @@ impl App {
             colors,
             utc_offset,
             qr_codes: HashMap::new(),
+            backlogs: HashMap::new(),
         }
     }
 
@@ -215,6 +222,9 @@ impl App {
                 let keep = self.selected_session().map(|s| s.id.clone());
                 for snapshot in &all {
                     self.cache_qr(snapshot);
+                    if let Some(backlog) = snapshot.backlog {
+                        self.backlogs.insert(snapshot.id.clone(), backlog);
+                    }
                 }
                 self.sessions = all;
                 self.sessions.sort_by(|a, b| a.id.cmp(&b.id));
@@ -226,6 +236,10 @@ impl App {
             }
             Msg::Message(message) => {
                 self.messages.push(message);
+                vec![]
+            }
+            Msg::Backlog(id, backlog) => {
+                self.backlogs.insert(id, backlog);
                 vec![]
             }
             Msg::MessagesSkipped(n) => {
@@ -241,6 +255,9 @@ impl App {
 
     fn upsert(&mut self, snapshot: SessionSnapshot) {
         self.cache_qr(&snapshot);
+        if let Some(backlog) = snapshot.backlog {
+            self.backlogs.insert(snapshot.id.clone(), backlog);
+        }
         match self.sessions.binary_search_by(|s| s.id.cmp(&snapshot.id)) {
             Ok(index) => self.sessions[index] = snapshot,
             Err(index) => {

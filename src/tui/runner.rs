@@ -86,6 +86,7 @@ impl Msg {
         match event {
             EngineEvent::SessionChanged(snapshot) => Msg::Session(snapshot),
             EngineEvent::Message(message) => Msg::Message(message),
+            EngineEvent::Backlog { session, backlog } => Msg::Backlog(session, backlog),
         }
     }
 }

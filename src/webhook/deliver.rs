@@ -89,10 +89,14 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Told the session whose backlog just changed (views refresh their count).
+pub type ChangeSignal = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Deliverer {
     outbox: Arc<Outbox>,
     client: reqwest::Client,
     settings: DeliverySettings,
+    changed: Option<ChangeSignal>,
 }
 
 impl Deliverer {
@@ -109,7 +113,13 @@ impl Deliverer {
             outbox,
             client,
             settings,
+            changed: None,
         })
+    }
+
+    pub fn with_change_signal(mut self, changed: ChangeSignal) -> Deliverer {
+        self.changed = Some(changed);
+        self
     }
 
     /// Delivers one session's queue until `target` is closed. `wake` is
@@ -163,12 +173,12 @@ impl Deliverer {
                 "expired: undelivered for more than {}",
                 humantime::format_duration(self.settings.max_age)
             );
-            self.record(self.outbox.bury(delivery.seq, &reason));
+            self.record(&delivery.session, self.outbox.bury(delivery.seq, &reason));
             return Some(Duration::ZERO);
         }
         let verdict = judge(self.post(target, &delivery).await);
         match &verdict {
-            Verdict::Delivered => self.record(self.outbox.ack(delivery.seq)),
+            Verdict::Delivered => self.record(&delivery.session, self.outbox.ack(delivery.seq)),
             Verdict::Retry(error) => {
                 let attempt = delivery.attempts + 1;
                 let delay = retry_delay(&self.settings, attempt, delivery.seq as u64 ^ now as u64);
@@ -179,7 +189,10 @@ impl Deliverer {
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
                 let at = now + delay.as_millis() as i64;
-                self.record(self.outbox.retry_later(delivery.seq, at, error));
+                self.record(
+                    &delivery.session,
+                    self.outbox.retry_later(delivery.seq, at, error),
+                );
             }
             Verdict::Dead(reason) => {
                 tracing::error!(
@@ -187,7 +200,7 @@ impl Deliverer {
                     delivery.delivery_id,
                     delivery.session
                 );
-                self.record(self.outbox.bury(delivery.seq, reason));
+                self.record(&delivery.session, self.outbox.bury(delivery.seq, reason));
             }
         }
         Some(Duration::ZERO)
@@ -216,9 +229,14 @@ impl Deliverer {
         }
     }
 
-    fn record(&self, result: Result<(), super::outbox::OutboxError>) {
-        if let Err(e) = result {
-            tracing::error!("webhook outbox write failed: {e}");
+    fn record(&self, session: &str, result: Result<(), super::outbox::OutboxError>) {
+        match result {
+            Ok(()) => {
+                if let Some(changed) = &self.changed {
+                    changed(session);
+                }
+            }
+            Err(e) => tracing::error!("webhook outbox write failed: {e}"),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use super::deliver::{Deliverer, DeliverySettings, Target, now_ms};
 use super::outbox::{Backlog, DeadLetter, Enqueued, Outbox, OutboxError};
@@ -29,6 +29,8 @@ pub struct WebhookHub {
     outbox: Arc<Outbox>,
     deliverer: Arc<Deliverer>,
     workers: Mutex<HashMap<String, Worker>>,
+    /// Session ids whose backlog changed (queued, delivered, parked).
+    changes: broadcast::Sender<String>,
 }
 
 impl WebhookHub {
@@ -39,13 +41,21 @@ impl WebhookHub {
         let outbox = Arc::new(
             Outbox::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
         );
-        let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings)?);
-        let hub = Arc::new(WebhookHub {
+        let (changes, _) = broadcast::channel(1024);
+        let signal = {
+            let changes = changes.clone();
+            Arc::new(move |session: &str| {
+                let _ = changes.send(session.to_string());
+            })
+        };
+        let deliverer =
+            Arc::new(Deliverer::new(outbox.clone(), settings)?.with_change_signal(signal));
+        Ok(Arc::new(WebhookHub {
             outbox,
             deliverer,
             workers: Mutex::new(HashMap::new()),
-        });
-        Ok(hub)
+            changes,
+        }))
     }
 
     fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Worker>> {
@@ -97,7 +107,14 @@ impl WebhookHub {
         if let Some(worker) = self.workers().get(session.as_str()) {
             worker.wake.notify_one();
         }
+        let _ = self.changes.send(session.to_string());
         Ok(matches!(queued, Enqueued::New { .. }))
+    }
+
+    /// Session ids whose backlog changed; may lag under a flood (then
+    /// re-read every backlog).
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
     }
 
     pub fn backlog(&self, session: &SessionId) -> Backlog {

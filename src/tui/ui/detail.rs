@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use std::time::Instant;
 
-use super::sessions::status_detail;
+use super::sessions::{backlog_words, status_detail};
 use super::theme::Theme;
 use super::{seconds_until, terminal_size_for_qr};
 use crate::engine::{SessionSnapshot, SessionState};
@@ -56,7 +56,11 @@ pub fn render(frame: &mut Frame, app: &App, pane: Rect, screen: Rect, now: Insta
             render_pairing_code(frame, code, seconds_until(*expires_at, now), inner, theme)
         }
         _ => {
-            let text = describe(session, now, theme);
+            let mut text = describe(session, now, theme);
+            let backlog = app.backlogs.get(&session.id);
+            if let Some(words) = backlog.and_then(|b| backlog_words(b, now)) {
+                text.insert(1, Line::styled(words, theme.error()));
+            }
             frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
         }
     }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::seconds_until;
 use super::theme::Theme;
+use crate::engine::BacklogInfo;
 use crate::engine::close::human_duration;
 use crate::engine::{SessionSnapshot, SessionState};
 use crate::tui::app::{App, Focus};
@@ -50,7 +51,8 @@ pub fn render(frame: &mut Frame, app: &App, pane: Rect, now: Instant, theme: The
         .skip(first)
         .take(inner.height as usize)
         .map(|(index, session)| {
-            let line = row(session, id_width, now, theme);
+            let backlog = app.backlogs.get(&session.id);
+            let line = row(session, backlog, id_width, now, theme);
             if index == app.selected {
                 line.style(theme.selected())
             } else {
@@ -61,7 +63,13 @@ pub fn render(frame: &mut Frame, app: &App, pane: Rect, now: Instant, theme: The
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-fn row<'a>(session: &'a SessionSnapshot, id_width: usize, now: Instant, theme: Theme) -> Line<'a> {
+fn row<'a>(
+    session: &'a SessionSnapshot,
+    backlog: Option<&BacklogInfo>,
+    id_width: usize,
+    now: Instant,
+    theme: Theme,
+) -> Line<'a> {
     let id: String = session.id.as_str().chars().take(id_width).collect();
     let mut spans = vec![
         Span::raw(format!(" {id:<id_width$} ")),
@@ -73,11 +81,30 @@ fn row<'a>(session: &'a SessionSnapshot, id_width: usize, now: Instant, theme: T
     if let Some(phone) = &session.phone {
         spans.push(Span::styled(format!("  +{phone}"), theme.phone()));
     }
+    if let Some(text) = backlog.and_then(|b| backlog_words(b, now)) {
+        spans.push(Span::styled(format!("  {text}"), theme.error()));
+    }
     let info = status_detail(session, now);
     if !info.is_empty() {
         spans.push(Span::styled(format!("  {info}"), theme.dim()));
     }
     Line::from(spans)
+}
+
+/// "webhook: 12 waiting, oldest 3m · 1 dead"; nothing when all is delivered.
+pub(super) fn backlog_words(backlog: &BacklogInfo, now: Instant) -> Option<String> {
+    let mut parts = Vec::new();
+    if backlog.pending > 0 {
+        let age = backlog
+            .oldest_age(now)
+            .map(|age| format!(", oldest {}", human_duration(age)))
+            .unwrap_or_default();
+        parts.push(format!("{} waiting{age}", backlog.pending));
+    }
+    if backlog.dead > 0 {
+        parts.push(format!("{} dead", backlog.dead));
+    }
+    (!parts.is_empty()).then(|| format!("webhook: {}", parts.join(" · ")))
 }
 
 /// "attempt 3 · retry in 17s · network error", "code 2 of 6 · 42s", ...
