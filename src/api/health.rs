@@ -79,6 +79,9 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
     }))
 }
 
+/// Reads one figure of a session's backlog at `now`.
+type BacklogGauge = fn(&crate::engine::BacklogInfo, std::time::Instant) -> u64;
+
 /// Prometheus text format.
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let sessions = state.engine.snapshots();
@@ -111,11 +114,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
         .iter()
         .filter_map(|s| Some((s, s.backlog?)))
         .collect();
-    let gauges: [(
-        &str,
-        &str,
-        fn(&crate::engine::BacklogInfo, std::time::Instant) -> u64,
-    ); 3] = [
+    let gauges: [(&str, &str, BacklogGauge); 3] = [
         (
             "wabridge_webhook_backlog",
             "Deliveries waiting per session.",
