@@ -502,3 +502,95 @@ async fn send_errors_match_the_old_bridge() {
         );
     }
 }
+
+#[tokio::test]
+async fn lookups_like_the_old_bridge() {
+    let api = api();
+    api.start("WA-1").await;
+    let (status, one) = api
+        .call(
+            Method::POST,
+            "/sessions/check-number",
+            Some(r#"{"sessionId":"WA-1","phone":"+91 90751 67132"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["exists"], true);
+    assert_eq!(one["jid"], "919075167132@s.whatsapp.net");
+    let (_, many) = api
+        .call(
+            Method::POST,
+            "/sessions/check-number",
+            Some(r#"{"sessionId":"WA-1","phones":["15550001111","15550001110"]}"#),
+        )
+        .await;
+    assert_eq!(many["results"][0]["exists"], true);
+    assert_eq!(many["results"][1]["exists"], false);
+
+    let (status, group) = api
+        .call(
+            Method::POST,
+            "/sessions/group-metadata",
+            Some(r#"{"sessionId":"WA-1","groupId":"120363999999999999"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{group}");
+    assert_eq!(group["id"], "120363999999999999@g.us");
+    assert_eq!(
+        group["participants"][0],
+        json!({"id": "260477250707536@lid", "phone": "919075167132", "lid": "260477250707536", "admin": true})
+    );
+
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/sessions/subscribe-presence",
+            Some(r#"{"sessionId":"WA-1","phone":"15550001111"}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "subscribed"}))
+    );
+
+    // A failure of the lookup itself is a 502 with the reason, never a fake answer.
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/sessions/contact-info",
+            Some(r#"{"sessionId":"WA-1","jid":"15550001111@s.whatsapp.net"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"], "user info unavailable");
+
+    for (path, body, expected) in [
+        (
+            "/sessions/check-number",
+            r#"{"sessionId":"WA-1"}"#,
+            "phone or phones is required",
+        ),
+        (
+            "/sessions/check-number",
+            r#"{"sessionId":"WA-1","phone":"12"}"#,
+            "7 to 15 digits",
+        ),
+        (
+            "/sessions/group-metadata",
+            r#"{"sessionId":"WA-1"}"#,
+            "groupId is required",
+        ),
+        (
+            "/sessions/contact-info",
+            r#"{"phone":"1"}"#,
+            "sessionId is required",
+        ),
+    ] {
+        let (status, answer) = api.call(Method::POST, path, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(expected),
+            "{answer}"
+        );
+    }
+}

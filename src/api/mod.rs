@@ -2,6 +2,7 @@
 //! plus our own. Handlers only talk to the engine handle.
 
 mod health;
+mod lookups;
 mod send;
 mod sessions;
 
@@ -50,6 +51,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/sessions", get(sessions::list))
         .route("/sessions/start", post(sessions::start))
+        .route("/sessions/check-number", post(lookups::check_number))
+        .route("/sessions/contact-info", post(lookups::contact_info))
+        .route("/sessions/group-metadata", post(lookups::group_metadata))
+        .route(
+            "/sessions/subscribe-presence",
+            post(lookups::subscribe_presence),
+        )
         .route(
             "/sessions/send",
             post(send::send).layer(axum::extract::DefaultBodyLimit::max(send::SEND_BODY_LIMIT)),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
-use crate::engine::SendError;
+use crate::engine::RequestError;
 use crate::engine::backend::{MediaKind, Outgoing, OutgoingMedia};
 use crate::paths::SessionId;
 
@@ -94,9 +94,9 @@ pub async fn send(
         .send(&id, Outgoing { to, text, media })
         .await
         .map_err(|e| match e {
-            SendError::NotFound => ApiError::not_found(),
-            SendError::NotConnected => ApiError::bad_request("Session not connected"),
-            SendError::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
+            RequestError::NotFound => ApiError::not_found(),
+            RequestError::NotConnected => ApiError::bad_request("Session not connected"),
+            RequestError::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
         })?;
     Ok(Json(json!({
         "status": "sent",

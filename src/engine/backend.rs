@@ -128,6 +128,63 @@ pub struct Sent {
     pub timestamp: i64,
 }
 
+/// Lookups the old bridge offered, answered by the live connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// Phone digits to check.
+    CheckNumbers(Vec<String>),
+    /// A full JID.
+    ContactInfo(String),
+    /// A group JID.
+    GroupMetadata(String),
+    /// A full JID whose presence updates we want.
+    SubscribePresence(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Numbers(Vec<NumberCheck>),
+    Contact(ContactInfo),
+    Group(GroupInfo),
+    Subscribed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberCheck {
+    pub phone: String,
+    pub exists: bool,
+    pub jid: Option<String>,
+    pub lid: Option<String>,
+    pub is_business: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactInfo {
+    pub jid: String,
+    pub lid: Option<String>,
+    pub status: Option<String>,
+    pub picture_id: Option<String>,
+    pub is_business: bool,
+    pub verified_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub id: String,
+    pub subject: String,
+    pub creation: Option<u64>,
+    pub participants: Vec<GroupMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub jid: String,
+    /// Phone digits when the group tells them (LID groups do, per member).
+    pub phone: Option<String>,
+    pub lid: Option<String>,
+    pub admin: bool,
+}
+
 /// Where a client puts decrypted messages *before* they are acknowledged
 /// to WhatsApp: an error keeps them unacknowledged, so the server delivers
 /// them again on the next connect.
@@ -187,4 +244,6 @@ pub trait WaClient: Clone + Send + Sync + 'static {
     fn logout(&self) -> impl Future<Output = ()> + Send;
     /// Sends a message on the live connection.
     fn send(&self, message: Outgoing) -> impl Future<Output = Result<Sent, String>> + Send;
+    /// Answers a lookup on the live connection.
+    fn query(&self, query: Query) -> impl Future<Output = Result<Answer, String>> + Send;
 }

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod close;
 pub mod inbound;
 pub mod phone;
+pub mod requests;
 pub mod state;
 pub mod supervisor;
 pub mod whatsapp;
@@ -21,14 +22,16 @@ use tokio::task::JoinHandle;
 use crate::paths::{DataDir, SessionId};
 use crate::session_files::{SessionFiles, SessionSettings};
 use crate::webhook::hub::{WebhookHub, target_of};
-use backend::{Outgoing, Sent, WaBackend};
+use backend::{Answer, Outgoing, Query, Sent, WaBackend};
 use backoff::BackoffPolicy;
+pub use requests::RequestError;
+use requests::{Done, Op, Request};
 pub use state::{
     BacklogInfo, EngineEvent, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot,
     SessionState,
 };
-pub use supervisor::{Command, SendError};
-use supervisor::{Publisher, SendRequest, Supervisor};
+pub use supervisor::Command;
+use supervisor::{Publisher, Supervisor};
 
 /// Now on tokio's clock (paused in tests), as the std `Instant` that
 /// snapshots carry, so views need no tokio to read them.
@@ -51,7 +54,7 @@ pub enum EngineError {
 
 struct SessionHandle {
     commands: mpsc::Sender<Command>,
-    sends: mpsc::Sender<SendRequest>,
+    requests: mpsc::Sender<Request>,
     snapshot: watch::Receiver<SessionSnapshot>,
     task: JoinHandle<()>,
 }
@@ -95,7 +98,7 @@ impl Engine {
             let hooks = hooks.clone();
             move |id: SessionId| {
                 let (command_tx, command_rx) = mpsc::channel(16);
-                let (send_tx, send_rx) = mpsc::channel(64);
+                let (request_tx, request_rx) = mpsc::channel(64);
                 let (snapshot_tx, snapshot_rx) = watch::channel(SessionSnapshot::new(id.clone()));
                 let supervisor = Supervisor::new(
                     backend.clone(),
@@ -103,12 +106,12 @@ impl Engine {
                     SessionFiles::new(&data, &id),
                     policy,
                     command_rx,
-                    send_rx,
+                    request_rx,
                     Publisher::new(snapshot_tx, events.clone(), hooks.clone()),
                 );
                 SessionHandle {
                     commands: command_tx,
-                    sends: send_tx,
+                    requests: request_tx,
                     snapshot: snapshot_rx,
                     task: tokio::spawn(supervisor.run()),
                 }
@@ -219,17 +222,32 @@ impl Engine {
     }
 
     /// Sends a message through the session's live connection.
-    pub async fn send(&self, id: &SessionId, message: Outgoing) -> Result<Sent, SendError> {
-        let sender = lock(&self.inner.sessions)
+    pub async fn send(&self, id: &SessionId, message: Outgoing) -> Result<Sent, RequestError> {
+        match self.request(id, Op::Send(message)).await? {
+            Done::Sent(sent) => Ok(sent),
+            Done::Answer(_) => Err(RequestError::Failed("unexpected answer".into())),
+        }
+    }
+
+    /// Asks the session's live connection a lookup.
+    pub async fn query(&self, id: &SessionId, query: Query) -> Result<Answer, RequestError> {
+        match self.request(id, Op::Query(query)).await? {
+            Done::Answer(answer) => Ok(answer),
+            Done::Sent(_) => Err(RequestError::Failed("unexpected answer".into())),
+        }
+    }
+
+    async fn request(&self, id: &SessionId, op: Op) -> Result<Done, RequestError> {
+        let queue = lock(&self.inner.sessions)
             .get(id)
-            .map(|h| h.sends.clone())
-            .ok_or(SendError::NotFound)?;
+            .map(|h| h.requests.clone())
+            .ok_or(RequestError::NotFound)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        sender
-            .send(SendRequest { message, reply })
+        queue
+            .send(Request { op, reply })
             .await
-            .map_err(|_| SendError::NotConnected)?;
-        answer.await.unwrap_or(Err(SendError::NotConnected))
+            .map_err(|_| RequestError::NotConnected)?;
+        answer.await.unwrap_or(Err(RequestError::NotConnected))
     }
 
     pub fn snapshot(&self, id: &SessionId) -> Option<SessionSnapshot> {

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
-use super::backend::{OpenError, OpenOptions, Outgoing, Sent, WaBackend, WaClient, WaEvent};
+use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
 use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::inbound::MessageForwarder;
 use super::now;
+use super::requests::{Request, run_or_refuse};
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
@@ -38,23 +39,6 @@ pub enum Command {
     Logout,
     /// Disconnect, keeping the credentials, and end the task.
     Stop,
-}
-
-/// A message to send, with where to put the answer.
-pub(crate) struct SendRequest {
-    pub(crate) message: Outgoing,
-    pub(crate) reply: oneshot::Sender<Result<Sent, SendError>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("Session not found")]
-    NotFound,
-    /// The old bridge's words, which ERP code may compare.
-    #[error("Session not connected")]
-    NotConnected,
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// Where the supervisor goes next.
@@ -160,7 +144,7 @@ pub(crate) struct Supervisor<B: WaBackend> {
     pub(crate) files: SessionFiles,
     pub(crate) policy: BackoffPolicy,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) sends: mpsc::Receiver<SendRequest>,
+    pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) publisher: Publisher,
     /// The live client and its event stream, kept across backoff retries.
     client: Option<(B::Client, mpsc::UnboundedReceiver<WaEvent>)>,
@@ -177,7 +161,7 @@ impl<B: WaBackend> Supervisor<B> {
         files: SessionFiles,
         policy: BackoffPolicy,
         commands: mpsc::Receiver<Command>,
-        sends: mpsc::Receiver<SendRequest>,
+        requests: mpsc::Receiver<Request>,
         publisher: Publisher,
     ) -> Self {
         Supervisor {
@@ -186,7 +170,7 @@ impl<B: WaBackend> Supervisor<B> {
             files,
             policy,
             commands,
-            sends,
+            requests,
             publisher,
             client: None,
             attempt: 0,
@@ -317,9 +301,9 @@ impl<B: WaBackend> Supervisor<B> {
                     break;
                 }
                 Some(event) = events.recv() => self.on_event(event, &mut outcome),
-                Some(request) = self.sends.recv() => {
+                Some(request) = self.requests.recv() => {
                     let live = outcome.connected && outcome.close.is_none() && operator.is_none();
-                    send_or_refuse(live.then(|| client.clone()), request);
+                    run_or_refuse(live.then(|| client.clone()), request);
                 }
                 command = self.commands.recv(), if operator.is_none() => {
                     let command = command.unwrap_or(Command::Stop);
@@ -490,7 +474,7 @@ impl<B: WaBackend> Supervisor<B> {
                 command = self.commands.recv() => {
                     return self.obey_while_idle(command.unwrap_or(Command::Stop)).await;
                 }
-                Some(request) = self.sends.recv() => send_or_refuse::<B::Client>(None, request),
+                Some(request) = self.requests.recv() => run_or_refuse::<B::Client>(None, request),
             }
         }
     }
@@ -501,7 +485,7 @@ impl<B: WaBackend> Supervisor<B> {
                 command = self.commands.recv() => {
                     return self.obey_while_idle(command.unwrap_or(Command::Stop)).await;
                 }
-                Some(request) = self.sends.recv() => send_or_refuse::<B::Client>(None, request),
+                Some(request) = self.requests.recv() => run_or_refuse::<B::Client>(None, request),
             }
         }
     }
@@ -589,20 +573,4 @@ impl<B: WaBackend> Supervisor<B> {
             tracing::error!("cannot save settings of session {}: {e}", self.id());
         }
     }
-}
-
-/// Sends on a live connection without holding up the supervisor, or
-/// answers "Session not connected".
-fn send_or_refuse<C: WaClient>(live: Option<C>, request: SendRequest) {
-    let Some(client) = live else {
-        let _ = request.reply.send(Err(SendError::NotConnected));
-        return;
-    };
-    tokio::spawn(async move {
-        let result = client
-            .send(request.message)
-            .await
-            .map_err(SendError::Failed);
-        let _ = request.reply.send(result);
-    });
 }

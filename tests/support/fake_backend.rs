@@ -10,8 +10,8 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use wabridge::engine::backend::{
-    EventSink, InboundSink, IncomingMessage, OpenError, OpenOptions, Outgoing, Sent, WaBackend,
-    WaClient, WaEvent,
+    Answer, EventSink, GroupInfo, GroupMember, InboundSink, IncomingMessage, NumberCheck,
+    OpenError, OpenOptions, Outgoing, Query, Sent, WaBackend, WaClient, WaEvent,
 };
 use wabridge::engine::close::CloseSignal;
 use wabridge::session_files::SessionFiles;
@@ -61,6 +61,7 @@ pub enum Call {
     Disconnect(String),
     Logout(String),
     Send(String, Outgoing),
+    Query(String, Query),
 }
 
 #[derive(Default)]
@@ -196,6 +197,40 @@ impl WaClient for FakeClient {
         Ok(Sent {
             id: format!("3EB0FAKE{n:04}"),
             timestamp: 1_764_000_000,
+        })
+    }
+
+    /// Canned answers: numbers ending in 0 are not on WhatsApp; every group
+    /// has one LID member whose number the group reveals.
+    async fn query(&self, query: Query) -> Result<Answer, String> {
+        self.backend
+            .record(Call::Query(self.id.clone(), query.clone()));
+        Ok(match query {
+            Query::CheckNumbers(phones) => Answer::Numbers(
+                phones
+                    .into_iter()
+                    .map(|phone| NumberCheck {
+                        exists: !phone.ends_with('0'),
+                        jid: Some(format!("{phone}@s.whatsapp.net")),
+                        lid: None,
+                        is_business: false,
+                        phone,
+                    })
+                    .collect(),
+            ),
+            Query::GroupMetadata(id) => Answer::Group(GroupInfo {
+                id,
+                subject: "Orders".into(),
+                creation: Some(1_700_000_000),
+                participants: vec![GroupMember {
+                    jid: "260477250707536@lid".into(),
+                    phone: Some("919075167132".into()),
+                    lid: Some("260477250707536".into()),
+                    admin: true,
+                }],
+            }),
+            Query::SubscribePresence(_) => Answer::Subscribed,
+            Query::ContactInfo(_) => return Err("user info unavailable".into()),
         })
     }
 

@@ -5,6 +5,7 @@
 
 mod content;
 mod inbound;
+mod query;
 mod send;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -17,7 +18,7 @@ use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
 use super::backend::{
-    EventSink, OpenError, OpenOptions, Outgoing, Sent, WaBackend, WaClient, WaEvent,
+    Answer, EventSink, OpenError, OpenOptions, Outgoing, Query, Sent, WaBackend, WaClient, WaEvent,
 };
 use super::close::CloseSignal;
 use crate::session_files::SessionFiles;
@@ -121,6 +122,10 @@ impl WaClient for WhatsAppClient {
 
     async fn send(&self, message: Outgoing) -> Result<Sent, String> {
         send::send(&self.client, message).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Answer, String> {
+        query::answer(&self.client, query).await
     }
 }
 
