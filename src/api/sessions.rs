@@ -221,17 +221,25 @@ pub async fn qr(
     })
 }
 
+/// The webhook hub, for a session that exists.
+fn webhooks_of<'a>(
+    state: &'a ApiState,
+    id: &SessionId,
+) -> Result<&'a Arc<crate::webhook::hub::WebhookHub>, ApiError> {
+    snapshot(state, id)?;
+    state
+        .engine
+        .webhooks()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off"))
+}
+
 /// `GET /sessions/{id}/dead-letters` (ours)
 pub async fn dead_letters(
     State(state): Shared,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
-    snapshot(&state, &id)?;
-    let hooks = state
-        .engine
-        .webhooks()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off"))?;
+    let hooks = webhooks_of(&state, &id)?;
     let letters = hooks
         .dead_letters(&id)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -248,11 +256,7 @@ pub async fn replay(
     Path((raw, delivery)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
-    snapshot(&state, &id)?;
-    let hooks = state
-        .engine
-        .webhooks()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off"))?;
+    let hooks = webhooks_of(&state, &id)?;
     let replayed = hooks
         .replay(&id, &delivery)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

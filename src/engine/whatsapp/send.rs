@@ -50,9 +50,10 @@ async fn media_message(
         .map_err(|e| format!("media upload failed: {e}"))?;
     let caption = Some(caption).filter(|c| !c.is_empty());
     let mimetype = Some(media.mimetype);
-    Ok(match media.kind {
-        MediaKind::Image => wa::Message {
-            image_message: buffa::MessageField::some(wa::message::ImageMessage {
+    // Every media message type carries the same upload fields.
+    macro_rules! uploaded {
+        ($kind:ident { $($field:ident: $value:expr),* $(,)? }) => {
+            wa::message::$kind {
                 url: Some(up.url),
                 direct_path: Some(up.direct_path),
                 media_key: Some(up.media_key.to_vec()),
@@ -61,58 +62,35 @@ async fn media_message(
                 file_length: Some(up.file_length),
                 media_key_timestamp: Some(up.media_key_timestamp),
                 mimetype,
-                caption,
+                $($field: $value,)*
                 ..Default::default()
-            }),
-            ..Default::default()
-        },
-        MediaKind::Video => wa::Message {
-            video_message: buffa::MessageField::some(wa::message::VideoMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
+            }
+        };
+    }
+    let mut message = wa::Message::default();
+    match media.kind {
+        MediaKind::Image => {
+            message.image_message =
+                buffa::MessageField::some(uploaded!(ImageMessage { caption: caption }))
+        }
+        MediaKind::Video => {
+            message.video_message = buffa::MessageField::some(uploaded!(VideoMessage {
+                caption: caption,
                 streaming_sidecar: up.streaming_sidecar,
-                mimetype,
-                caption,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        MediaKind::Audio | MediaKind::VoiceNote => wa::Message {
-            audio_message: buffa::MessageField::some(wa::message::AudioMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
-                streaming_sidecar: up.streaming_sidecar,
+            }))
+        }
+        MediaKind::Audio | MediaKind::VoiceNote => {
+            message.audio_message = buffa::MessageField::some(uploaded!(AudioMessage {
                 ptt: Some(media.kind == MediaKind::VoiceNote),
-                mimetype,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        MediaKind::Document => wa::Message {
-            document_message: buffa::MessageField::some(wa::message::DocumentMessage {
-                url: Some(up.url),
-                direct_path: Some(up.direct_path),
-                media_key: Some(up.media_key.to_vec()),
-                file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
-                file_sha256: Some(up.file_sha256.to_vec()),
-                file_length: Some(up.file_length),
-                media_key_timestamp: Some(up.media_key_timestamp),
+                streaming_sidecar: up.streaming_sidecar,
+            }))
+        }
+        MediaKind::Document => {
+            message.document_message = buffa::MessageField::some(uploaded!(DocumentMessage {
+                caption: caption,
                 file_name: media.filename,
-                mimetype,
-                caption,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    })
+            }))
+        }
+    }
+    Ok(message)
 }
