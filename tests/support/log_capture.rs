@@ -19,7 +19,9 @@ impl LogCapture {
         let capture = LogCapture::default();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
-            .with_env_filter(wabridge::logging::filter_for("info"))
+            .with_env_filter(wabridge::logging::filter_for(
+                &std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ))
             .with_writer(capture.clone())
             .finish();
         let guard = tracing::subscriber::set_default(subscriber);

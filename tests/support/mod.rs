@@ -5,3 +5,4 @@ pub mod fake_backend;
 pub mod log_capture;
 pub mod process;
 pub mod receiver;
+pub mod sim;

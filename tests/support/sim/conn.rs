@@ -1,0 +1,290 @@
+//! One client connection: the handshake, then the plan for this connection
+//! (log in, offer pairing refs, or fail in a scripted way), an auto-responder
+//! for the client's IQs, and the actions a test asks for while it lives.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+
+use super::noise::{self, Established};
+use super::phone;
+use super::transport::{Frames, NodeChannel};
+use super::{Action, ConnPlan, Inner, Live, SimEvent};
+
+const SERVER: &str = "s.whatsapp.net";
+
+pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
+    let plan = inner.next_plan();
+    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+        return;
+    };
+    let mut frames = Frames::new(ws);
+    if plan == ConnPlan::Silent {
+        // Accept and say nothing: the client must give up on its own.
+        while frames.next_frame().await.is_ok() {}
+        inner.emit(SimEvent::Closed { conn });
+        return;
+    }
+    let established = match noise::respond(&inner.server, &mut frames).await {
+        Ok(established) => established,
+        Err(_) => {
+            inner.emit(SimEvent::Closed { conn });
+            return;
+        }
+    };
+    let Established {
+        handshake,
+        client_static,
+        payload,
+        read,
+        write,
+    } = established;
+    let registered = payload.username.is_some();
+    inner.emit(SimEvent::Handshake {
+        conn,
+        handshake,
+        username: payload.username,
+        device: payload.device,
+        client_static,
+    });
+    let mut channel = NodeChannel::new(frames, read, write);
+    let (actions_tx, actions) = mpsc::unbounded_channel();
+    inner.register(Live {
+        conn,
+        device: registered.then_some(payload.device.unwrap_or(0)),
+        actions: actions_tx,
+    });
+    let mut session = Session {
+        inner: inner.clone(),
+        conn,
+        channel: &mut channel,
+        pairing_iq: None,
+    };
+    let _ = session.run(plan, registered, actions).await;
+    channel.close().await;
+    inner.unregister(conn);
+    inner.emit(SimEvent::Closed { conn });
+}
+
+struct Session<'a> {
+    inner: Arc<Inner>,
+    conn: u64,
+    channel: &'a mut NodeChannel,
+    /// Id of the `<pair-success>` IQ we sent, answered by `<pair-device-sign>`.
+    pairing_iq: Option<String>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        plan: ConnPlan,
+        registered: bool,
+        mut actions: mpsc::UnboundedReceiver<Action>,
+    ) -> anyhow::Result<()> {
+        match plan {
+            ConnPlan::Silent => unreachable!("handled before the handshake"),
+            ConnPlan::CloseAfterHandshake => return Ok(()),
+            ConnPlan::Failure {
+                reason,
+                ban_code,
+                expire_secs,
+            } => {
+                return self.fail(reason, ban_code, expire_secs).await;
+            }
+            ConnPlan::StreamError { code } => {
+                self.login_or_offer_pairing(registered).await?;
+                return self.stream_error(&code).await;
+            }
+            ConnPlan::Replaced => {
+                self.login_or_offer_pairing(registered).await?;
+                return self.replaced().await;
+            }
+            ConnPlan::Normal => self.login_or_offer_pairing(registered).await?,
+        }
+        loop {
+            tokio::select! {
+                node = self.channel.recv() => {
+                    if self.on_node(node?).await? {
+                        return Ok(());
+                    }
+                }
+                Some(action) = actions.recv() => {
+                    if self.on_action(action).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn login_or_offer_pairing(&mut self, registered: bool) -> anyhow::Result<()> {
+        if registered {
+            let success = NodeBuilder::new("success")
+                .attr("t", chrono::Utc::now().timestamp().to_string())
+                .attr("lid", format!("{}@lid", self.inner.phone.lid))
+                .attr("location", "sim")
+                .build();
+            self.channel.send(&success).await?;
+            self.inner.emit(SimEvent::SuccessSent { conn: self.conn });
+        } else {
+            let refs: Vec<String> = (0..6)
+                .map(|n| format!("2@sim-ref-{}-{n}", self.conn))
+                .collect();
+            let iq = NodeBuilder::new("iq")
+                .attr("from", SERVER)
+                .attr("type", "set")
+                .attr("id", self.inner.next_id())
+                .attr("xmlns", "md")
+                .children([NodeBuilder::new("pair-device")
+                    .children(
+                        refs.iter()
+                            .map(|r| NodeBuilder::new("ref").bytes(r.as_bytes().to_vec()).build()),
+                    )
+                    .build()])
+                .build();
+            self.channel.send(&iq).await?;
+            self.inner.emit(SimEvent::QrRefsSent {
+                conn: self.conn,
+                refs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles one stanza from the client; true ends the connection.
+    async fn on_node(&mut self, node: Node) -> anyhow::Result<bool> {
+        if node.tag != "iq" {
+            return Ok(false);
+        }
+        let id = attr(&node, "id").unwrap_or_default();
+        let kind = attr(&node, "type").unwrap_or_default();
+        if kind == "result" {
+            let signed = node
+                .children()
+                .is_some_and(|c| c.iter().any(|c| c.tag == "pair-device-sign"));
+            if signed && self.pairing_iq.as_deref() == Some(id.as_str()) {
+                // Linked: the real server restarts the stream now.
+                self.stream_error("515").await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let xmlns = attr(&node, "xmlns").unwrap_or_default();
+        let mut reply = NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "result")
+            .attr("id", id);
+        if xmlns == "w:sync:app:state" {
+            reply = reply.children([up_to_date(&node)]);
+        }
+        self.channel.send(&reply.build()).await?;
+        if xmlns == "passive"
+            && node
+                .children()
+                .is_some_and(|c| c.iter().any(|c| c.tag == "active"))
+        {
+            // Leaving passive mode: the offline queue is empty.
+            let offline = NodeBuilder::new("ib")
+                .children([NodeBuilder::new("offline").attr("count", "0").build()])
+                .build();
+            self.channel.send(&offline).await?;
+        }
+        Ok(false)
+    }
+
+    /// Carries out a test's request; true ends the connection.
+    async fn on_action(&mut self, action: Action) -> anyhow::Result<bool> {
+        match action {
+            Action::Scan(payload) => {
+                let qr = phone::scan(&payload)?;
+                let device = self.inner.next_device();
+                let id = self.inner.next_id();
+                self.pairing_iq = Some(id.clone());
+                let node = self.inner.phone.pair_success(&qr, device, &id)?;
+                self.channel.send(&node).await?;
+                self.inner.emit(SimEvent::Paired {
+                    conn: self.conn,
+                    device,
+                    pairing_ref: qr.pairing_ref,
+                });
+                Ok(false)
+            }
+            Action::Failure {
+                reason,
+                ban_code,
+                expire_secs,
+            } => {
+                self.fail(reason, ban_code, expire_secs).await?;
+                Ok(true)
+            }
+            Action::StreamError { code } => {
+                self.stream_error(&code).await?;
+                Ok(true)
+            }
+            Action::Replaced => {
+                self.replaced().await?;
+                Ok(true)
+            }
+            Action::Close => Ok(true),
+        }
+    }
+
+    async fn fail(
+        &mut self,
+        reason: u16,
+        ban_code: Option<u16>,
+        expire_secs: Option<u64>,
+    ) -> anyhow::Result<()> {
+        let mut failure = NodeBuilder::new("failure")
+            .attr("reason", reason.to_string())
+            .attr("location", "sim");
+        if let Some(code) = ban_code {
+            failure = failure.attr("code", code.to_string());
+        }
+        if let Some(expire) = expire_secs {
+            failure = failure.attr("expire", expire.to_string());
+        }
+        self.channel.send(&failure.build()).await
+    }
+
+    async fn stream_error(&mut self, code: &str) -> anyhow::Result<()> {
+        let node = NodeBuilder::new("stream:error")
+            .attr("code", code.to_string())
+            .build();
+        self.channel.send(&node).await
+    }
+
+    async fn replaced(&mut self) -> anyhow::Result<()> {
+        let node = NodeBuilder::new("stream:error")
+            .children([NodeBuilder::new("conflict")
+                .attr("type", "replaced")
+                .build()])
+            .build();
+        self.channel.send(&node).await
+    }
+}
+
+fn attr(node: &Node, name: &str) -> Option<String> {
+    node.attrs.get(name).map(|v| v.to_string())
+}
+
+/// "Nothing new" for every collection an app-state sync asks about.
+fn up_to_date(request: &Node) -> Node {
+    let collections = request
+        .children()
+        .into_iter()
+        .flatten()
+        .filter(|c| c.tag == "sync")
+        .flat_map(|sync| sync.children().into_iter().flatten())
+        .filter(|c| c.tag == "collection")
+        .map(|c| {
+            NodeBuilder::new("collection")
+                .attr("name", attr(c, "name").unwrap_or_default())
+                .attr("version", attr(c, "version").unwrap_or_else(|| "0".into()))
+                .build()
+        });
+    NodeBuilder::new("sync").children(collections).build()
+}

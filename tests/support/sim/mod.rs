@@ -1,0 +1,277 @@
+//! A loopback WhatsApp server that the real whatsapp-rust client connects to
+//! (it accepts our certificate chain only with the dev-only feature
+//! `danger-skip-cert-chain-verify`). It speaks Noise XX and IK, logs
+//! registered devices in, offers pairing refs to new ones and completes the
+//! pairing as the primary phone would, answers the client's IQs, and fails
+//! connections in scripted ways.
+//!
+//! Plans say how each *next* connection goes; actions act on the latest
+//! live one. Events say what happened, for tests to wait on.
+
+mod conn;
+mod noise;
+mod phone;
+mod transport;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+pub use noise::Handshake;
+
+/// How the next connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnPlan {
+    /// Registered → `<success>`; new device → pairing refs.
+    Normal,
+    /// `<failure reason=…>` right after the handshake (402 with a ban code
+    /// and expiry is a temporary ban).
+    Failure {
+        reason: u16,
+        ban_code: Option<u16>,
+        expire_secs: Option<u64>,
+    },
+    /// Log in, then `<stream:error code=…>` and close.
+    StreamError { code: String },
+    /// Log in, then `<conflict type="replaced">` and close.
+    Replaced,
+    /// Handshake, then drop the socket.
+    CloseAfterHandshake,
+    /// Accept the WebSocket and never answer.
+    Silent,
+}
+
+impl ConnPlan {
+    pub fn failure(reason: u16) -> ConnPlan {
+        ConnPlan::Failure {
+            reason,
+            ban_code: None,
+            expire_secs: None,
+        }
+    }
+}
+
+/// Something to do on the latest live connection.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Act as the phone scanning this QR payload: send `<pair-success>`.
+    Scan(String),
+    Failure {
+        reason: u16,
+        ban_code: Option<u16>,
+        expire_secs: Option<u64>,
+    },
+    StreamError {
+        code: String,
+    },
+    Replaced,
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimEvent {
+    Handshake {
+        conn: u64,
+        handshake: Handshake,
+        /// Phone number of a registered device logging in.
+        username: Option<u64>,
+        device: Option<u32>,
+        client_static: [u8; 32],
+    },
+    QrRefsSent {
+        conn: u64,
+        refs: Vec<String>,
+    },
+    Paired {
+        conn: u64,
+        device: u16,
+        pairing_ref: String,
+    },
+    SuccessSent {
+        conn: u64,
+    },
+    Closed {
+        conn: u64,
+    },
+}
+
+pub struct Inner {
+    server: noise::ServerIdentity,
+    phone: phone::Phone,
+    plans: Mutex<VecDeque<ConnPlan>>,
+    events: broadcast::Sender<SimEvent>,
+    live: Mutex<Vec<Live>>,
+    next_conn: AtomicU64,
+    next_device: AtomicU16,
+    next_id: AtomicU64,
+}
+
+impl Inner {
+    fn next_plan(&self) -> ConnPlan {
+        self.plans
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(ConnPlan::Normal)
+    }
+
+    fn emit(&self, event: SimEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn register(&self, live: Live) {
+        self.live.lock().unwrap().push(live);
+    }
+
+    fn unregister(&self, conn: u64) {
+        self.live.lock().unwrap().retain(|l| l.conn != conn);
+    }
+
+    fn next_device(&self) -> u16 {
+        self.next_device.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn next_id(&self) -> String {
+        format!("sim-{}", self.next_id.fetch_add(1, Ordering::SeqCst))
+    }
+}
+
+/// A connection past its handshake, and how to reach its task.
+struct Live {
+    conn: u64,
+    /// The linked device logging in (`None` while a new device pairs).
+    device: Option<u32>,
+    actions: mpsc::UnboundedSender<Action>,
+}
+
+/// Which live connection an action goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The newest connection of any kind.
+    Latest,
+    /// The newest connection of a device that has not paired yet.
+    Pairing,
+    /// The newest connection of this linked device (see `SimEvent::Paired`).
+    Device(u32),
+}
+
+impl Target {
+    fn matches(self, live: &Live) -> bool {
+        match self {
+            Target::Latest => true,
+            Target::Pairing => live.device.is_none(),
+            Target::Device(device) => live.device == Some(device),
+        }
+    }
+}
+
+/// Cheap to clone; the server runs until the runtime ends.
+#[derive(Clone)]
+pub struct Simulator {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+/// The phone number and LID of the simulated account.
+pub const PHONE: &str = "15551234567";
+pub const LID: &str = "100000000000001";
+
+impl Simulator {
+    pub async fn start() -> std::io::Result<Simulator> {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (events, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            server: noise::ServerIdentity::generate(),
+            phone: phone::Phone::new(PHONE, LID),
+            plans: Mutex::new(VecDeque::new()),
+            events,
+            live: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(1),
+            next_device: AtomicU16::new(3),
+            next_id: AtomicU64::new(1),
+        });
+        let accept = inner.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let conn = accept.next_conn.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(conn::serve(accept.clone(), tcp, conn));
+            }
+        });
+        Ok(Simulator { addr, inner })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<SimEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Queues how a coming connection goes (first in, first used).
+    pub fn push_plan(&self, plan: ConnPlan) {
+        self.inner.plans.lock().unwrap().push_back(plan);
+    }
+
+    /// Acts on the most recent live connection; false if there is none.
+    pub fn act(&self, action: Action) -> bool {
+        self.act_on(Target::Latest, action)
+    }
+
+    /// Acts on the newest live connection `target` picks; false if none.
+    pub fn act_on(&self, target: Target, action: Action) -> bool {
+        let live = self.inner.live.lock().unwrap();
+        live.iter()
+            .rev()
+            .find(|l| target.matches(l))
+            .is_some_and(|l| l.actions.send(action).is_ok())
+    }
+
+    pub fn live_connections(&self) -> usize {
+        self.inner.live.lock().unwrap().len()
+    }
+
+    /// Live connection ids, oldest first.
+    pub fn connection_ids(&self) -> Vec<u64> {
+        self.inner
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.conn)
+            .collect()
+    }
+}
+
+/// Waits for the first event matching `wanted` (bounded).
+pub async fn wait_for(
+    events: &mut broadcast::Receiver<SimEvent>,
+    within: Duration,
+    wanted: impl Fn(&SimEvent) -> bool,
+) -> SimEvent {
+    let found = tokio::time::timeout(within, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if wanted(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("simulator gone"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no matching simulator event within {within:?}"))
+}
