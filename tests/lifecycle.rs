@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use support::log_capture::LogCapture;
 use support::sim::{self, Action, ConnPlan, Handshake, SimEvent, Simulator, Target};
+use tokio::sync::broadcast;
 use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::whatsapp::WhatsAppBackend;
-use wabridge::engine::{Engine, SessionSnapshot, SessionState};
+use wabridge::engine::{Engine, EngineEvent, SessionSnapshot, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 
-const WAIT: Duration = Duration::from_secs(40);
+/// Bounds every wait; the longest is the 60 s life of a first QR code.
+const WAIT: Duration = Duration::from_secs(90);
 
 fn backend(sim: &Simulator) -> WhatsAppBackend {
     WhatsAppBackend {
@@ -34,36 +36,42 @@ fn id(s: &str) -> SessionId {
     SessionId::parse(s).unwrap()
 }
 
+/// Every change of every session, in order: waiting on these (rather than
+/// on the latest snapshot) never misses a state that lasted only a moment,
+/// such as attempt 1 of a 50 ms backoff.
+type Changes = broadcast::Receiver<EngineEvent>;
+
+/// Consumes changes until `name` matches `wanted`.
 async fn until(
-    engine: &Engine,
+    changes: &mut Changes,
     name: &str,
     wanted: impl Fn(&SessionSnapshot) -> bool,
 ) -> SessionSnapshot {
-    let mut watch = engine.watch(&id(name)).expect("session exists");
+    let mut last = None;
     let found = tokio::time::timeout(WAIT, async {
         loop {
-            let current = watch.borrow_and_update().clone();
-            if wanted(&current) {
-                return current;
+            match changes.recv().await {
+                Ok(EngineEvent::SessionChanged(s)) if s.id.as_str() == name => {
+                    if wanted(&s) {
+                        return s;
+                    }
+                    last = Some(s);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("engine events: {e}"),
             }
-            watch.changed().await.expect("supervisor alive");
         }
     })
     .await;
-    found.unwrap_or_else(|_| {
-        panic!(
-            "{name} never matched; last {:?}",
-            engine.snapshot(&id(name))
-        )
-    })
+    found.unwrap_or_else(|_| panic!("{name} never matched; last {last:?}"))
 }
 
 /// Pairs a new session through the simulator as the phone would; returns
 /// the linked device's number.
-async fn pair(engine: &Engine, sim: &Simulator, name: &str) -> u32 {
+async fn pair(engine: &Engine, changes: &mut Changes, sim: &Simulator, name: &str) -> u32 {
     let mut events = sim.events();
     engine.add_session(&id(name), None, None).unwrap();
-    let qr = until(engine, name, |s| {
+    let qr = until(changes, name, |s| {
         matches!(s.state, SessionState::QrScanRequired(_))
     })
     .await;
@@ -75,7 +83,7 @@ async fn pair(engine: &Engine, sim: &Simulator, name: &str) -> u32 {
     let SimEvent::Paired { device, .. } = paired else {
         unreachable!()
     };
-    until(engine, name, |s| s.state == SessionState::Connected).await;
+    until(changes, name, |s| s.state == SessionState::Connected).await;
     u32::from(device)
 }
 
@@ -95,7 +103,7 @@ fn store_files(data: &DataDir, name: &str) -> Vec<String> {
 /// Ends the shop's live connection (linked as `device`) with `action` and
 /// waits for the session to land in a state matching `wanted`.
 async fn close_with(
-    engine: &Engine,
+    changes: &mut Changes,
     sim: &Simulator,
     device: u32,
     action: Action,
@@ -105,15 +113,15 @@ async fn close_with(
         sim.act_on(Target::Device(device), action),
         "no live connection"
     );
-    until(engine, "shop", wanted).await
+    until(changes, "shop", wanted).await
 }
 
-async fn reconnect_now(engine: &Engine) {
+async fn reconnect_now(engine: &Engine, changes: &mut Changes) {
     engine
         .command(&id("shop"), wabridge::engine::Command::ReconnectNow)
         .await
         .unwrap();
-    until(engine, "shop", |s| s.state == SessionState::Connected).await;
+    until(changes, "shop", |s| s.state == SessionState::Connected).await;
 }
 
 fn halted(s: &SessionSnapshot) -> bool {
@@ -134,7 +142,8 @@ async fn a_paired_session_through_every_kind_of_close() {
 
     // Pairing: QR refs from the server, the phone scans, 515, back at once.
     let engine = Engine::new(backend(&sim), data.clone(), fast());
-    let device = pair(&engine, &sim, "shop").await;
+    let mut changes = engine.subscribe();
+    let device = pair(&engine, &mut changes, &sim, "shop").await;
     let paired = engine.snapshot(&id("shop")).unwrap();
     assert_eq!(paired.phone.as_deref(), Some(sim::PHONE));
     assert_eq!(paired.attempt, 0);
@@ -151,8 +160,9 @@ async fn a_paired_session_through_every_kind_of_close() {
 
     // Restart: saved credentials, IK handshake, no QR.
     let engine = Engine::new(backend(&sim), data.clone(), fast());
+    let mut changes = engine.subscribe();
     assert_eq!(engine.start_saved().unwrap(), 1);
-    until(&engine, "shop", |s| s.state == SessionState::Connected).await;
+    until(&mut changes, "shop", |s| s.state == SessionState::Connected).await;
     let handshake = sim::wait_for(&mut events, WAIT, |e| {
         matches!(
             e,
@@ -173,15 +183,18 @@ async fn a_paired_session_through_every_kind_of_close() {
         "only the first pairing showed a QR"
     );
     engine.add_session(&id("newcomer"), None, None).unwrap();
-    until(&engine, "newcomer", |s| {
+    until(&mut changes, "newcomer", |s| {
         matches!(s.state, SessionState::QrScanRequired(_))
     })
     .await;
 
     // Socket dropped: back off, reconnect, attempt reset.
-    let s = close_with(&engine, &sim, device, Action::Close, |s| s.attempt == 1).await;
+    let s = close_with(&mut changes, &sim, device, Action::Close, |s| {
+        s.attempt == 1
+    })
+    .await;
     assert_eq!(s.last_close.unwrap().status, 428);
-    until(&engine, "shop", |s| {
+    until(&mut changes, "shop", |s| {
         s.state == SessionState::Connected && s.attempt == 0
     })
     .await;
@@ -190,8 +203,11 @@ async fn a_paired_session_through_every_kind_of_close() {
     for _ in 0..3 {
         sim.push_plan(ConnPlan::failure(503));
     }
-    close_with(&engine, &sim, device, Action::Close, |s| s.attempt == 4).await;
-    until(&engine, "shop", |s| {
+    close_with(&mut changes, &sim, device, Action::Close, |s| {
+        s.attempt == 4
+    })
+    .await;
+    until(&mut changes, "shop", |s| {
         s.state == SessionState::Connected && s.attempt == 0
     })
     .await;
@@ -215,7 +231,7 @@ async fn a_paired_session_through_every_kind_of_close() {
     // the stream error's code. (The library reports no event for stream
     // 429/503, whose close shows as a plain socket close.)
     let s = close_with(
-        &engine,
+        &mut changes,
         &sim,
         device,
         Action::StreamError { code: "500".into() },
@@ -223,12 +239,12 @@ async fn a_paired_session_through_every_kind_of_close() {
     )
     .await;
     assert_eq!(s.last_close.unwrap().status, 500);
-    until(&engine, "shop", |s| s.state == SessionState::Connected).await;
+    until(&mut changes, "shop", |s| s.state == SessionState::Connected).await;
 
     // A 515 restart on a live session: back at once, not counted; a second
     // one right after that restart backs off instead of spinning.
     let s = close_with(
-        &engine,
+        &mut changes,
         &sim,
         device,
         Action::StreamError { code: "515".into() },
@@ -240,14 +256,14 @@ async fn a_paired_session_through_every_kind_of_close() {
     .await;
     assert_eq!(s.attempt, 0);
     close_with(
-        &engine,
+        &mut changes,
         &sim,
         device,
         Action::StreamError { code: "515".into() },
         |s| s.attempt == 1,
     )
     .await;
-    until(&engine, "shop", |s| s.state == SessionState::Connected).await;
+    until(&mut changes, "shop", |s| s.state == SessionState::Connected).await;
     assert!(
         !logs
             .lines_with("Status: 515. restart required again; backing off")
@@ -257,7 +273,7 @@ async fn a_paired_session_through_every_kind_of_close() {
     );
 
     // Replaced by another client: halted, credentials kept, no loop.
-    let s = close_with(&engine, &sim, device, Action::Replaced, halted).await;
+    let s = close_with(&mut changes, &sim, device, Action::Replaced, halted).await;
     assert_eq!(
         s.state,
         SessionState::Halted(wabridge::engine::close::HaltReason::Replaced)
@@ -271,7 +287,7 @@ async fn a_paired_session_through_every_kind_of_close() {
         "no automatic reconnect after replaced"
     );
     let connects = logs.lines_with("WhatsApp Connected: shop").len();
-    reconnect_now(&engine).await;
+    reconnect_now(&engine, &mut changes).await;
     assert_eq!(
         logs.lines_with("WhatsApp Connected: shop").len(),
         connects + 1
@@ -283,7 +299,7 @@ async fn a_paired_session_through_every_kind_of_close() {
         ban_code: Some(101),
         expire_secs: Some(3120),
     });
-    let s = close_with(&engine, &sim, device, Action::Close, halted).await;
+    let s = close_with(&mut changes, &sim, device, Action::Close, halted).await;
     let SessionState::Halted(reason) = &s.state else {
         unreachable!()
     };
@@ -293,16 +309,16 @@ async fn a_paired_session_through_every_kind_of_close() {
             .starts_with("temporary ban, lifts in 5"),
         "{reason:?}"
     );
-    reconnect_now(&engine).await;
+    reconnect_now(&engine, &mut changes).await;
     sim.push_plan(ConnPlan::failure(405));
-    let s = close_with(&engine, &sim, device, Action::Close, halted).await;
+    let s = close_with(&mut changes, &sim, device, Action::Close, halted).await;
     assert_eq!(
         s.state,
         SessionState::Halted(wabridge::engine::close::HaltReason::ClientOutdated)
     );
-    reconnect_now(&engine).await;
+    reconnect_now(&engine, &mut changes).await;
     sim.push_plan(ConnPlan::failure(403));
-    let s = close_with(&engine, &sim, device, Action::Close, halted).await;
+    let s = close_with(&mut changes, &sim, device, Action::Close, halted).await;
     assert_eq!(
         s.state,
         SessionState::Halted(wabridge::engine::close::HaltReason::AccountLocked)
@@ -311,11 +327,11 @@ async fn a_paired_session_through_every_kind_of_close() {
         !store_files(&data, "shop").is_empty(),
         "403 keeps the credentials"
     );
-    reconnect_now(&engine).await;
+    reconnect_now(&engine, &mut changes).await;
 
     // The phone unlinks the device: 401 deletes this session's credentials only.
     let s = close_with(
-        &engine,
+        &mut changes,
         &sim,
         device,
         Action::Failure {
@@ -351,9 +367,109 @@ async fn a_paired_session_through_every_kind_of_close() {
         .command(&id("shop"), wabridge::engine::Command::ReconnectNow)
         .await
         .unwrap();
-    until(&engine, "shop", |s| {
+    until(&mut changes, "shop", |s| {
         matches!(s.state, SessionState::QrScanRequired(_))
     })
     .await;
+    engine.shutdown().await;
+}
+
+/// Nobody scans: the codes run out, the session waits for the operator, and
+/// "reconnect" offers fresh codes. (One ref of 60 s instead of six.)
+#[tokio::test]
+async fn unscanned_qr_codes_run_out_and_pairing_restarts_on_request() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start().await.unwrap();
+    sim.push_plan(ConnPlan::QrRefs(1));
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::new(backend(&sim), DataDir::new(tmp.path().join("data")), fast());
+    let mut changes = engine.subscribe();
+    engine.add_session(&id("shop"), None, None).unwrap();
+    let first = until(&mut changes, "shop", |s| {
+        matches!(s.state, SessionState::QrScanRequired(_))
+    })
+    .await;
+    let s = until(&mut changes, "shop", halted).await;
+    assert_eq!(
+        s.state,
+        SessionState::Halted(wabridge::engine::close::HaltReason::PairingTimedOut)
+    );
+    assert_eq!(s.next_retry_at, None, "no automatic loop of fresh codes");
+    engine
+        .command(&id("shop"), wabridge::engine::Command::ReconnectNow)
+        .await
+        .unwrap();
+    let again = until(&mut changes, "shop", |s| {
+        matches!(s.state, SessionState::QrScanRequired(_))
+    })
+    .await;
+    let (SessionState::QrScanRequired(old), SessionState::QrScanRequired(new)) =
+        (first.state, again.state)
+    else {
+        unreachable!()
+    };
+    assert_ne!(old.payload, new.payload, "a fresh code");
+    assert_eq!(new.index, 1, "counting starts over");
+    engine.shutdown().await;
+}
+
+/// A server that accepts the socket and never answers: the client's
+/// handshake timeout ends the attempt, and the session backs off rather
+/// than hanging.
+#[tokio::test]
+async fn a_server_that_never_answers_leads_to_backoff_not_a_hang() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (logs, _guard) = LogCapture::install();
+    let sim = Simulator::start().await.unwrap();
+    sim.push_plan(ConnPlan::Silent);
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::new(backend(&sim), DataDir::new(tmp.path().join("data")), fast());
+    let mut changes = engine.subscribe();
+    engine.add_session(&id("shop"), None, None).unwrap();
+    let s = until(&mut changes, "shop", |s| s.attempt == 1).await;
+    assert_eq!(s.state, SessionState::Disconnected);
+    assert!(
+        !logs
+            .lines_with("Attempting to reconnect shop (attempt 1)")
+            .is_empty()
+    );
+    // The next connection is answered: the session gets on with pairing.
+    until(&mut changes, "shop", |s| {
+        matches!(s.state, SessionState::QrScanRequired(_))
+    })
+    .await;
+    engine.shutdown().await;
+}
+
+/// A store the real client cannot open is moved aside, never deleted.
+#[tokio::test]
+async fn a_corrupt_store_is_moved_aside_with_its_bytes() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let dir = data.session_dir(&id("shop"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = b"SQLite format 3\0 truncated halfway through the header".to_vec();
+    std::fs::write(dir.join("whatsapp.db"), &junk).unwrap();
+    let engine = Engine::new(backend(&sim), data.clone(), fast());
+    let mut changes = engine.subscribe();
+    assert_eq!(engine.start_saved().unwrap(), 1);
+    let s = until(&mut changes, "shop", halted).await;
+    let SessionState::Halted(wabridge::engine::close::HaltReason::StoreUnreadable { moved_to }) =
+        s.state
+    else {
+        panic!("{s:?}")
+    };
+    assert_eq!(
+        std::fs::read(std::path::Path::new(&moved_to).join("whatsapp.db")).unwrap(),
+        junk
+    );
+    assert!(moved_to.contains("shop.corrupt-"), "{moved_to}");
+    assert_eq!(
+        sim.live_connections(),
+        0,
+        "nothing dialled with a broken store"
+    );
     engine.shutdown().await;
 }

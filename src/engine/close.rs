@@ -167,6 +167,13 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
             status: stream_error_status(outcome).unwrap_or(STATUS_CONNECTION_CLOSED),
             description: format!("connection closed: {detail}"),
         },
+        // No close event after a stream error: the server ended the stream
+        // because of that error.
+        None if stream_error_status(outcome).is_some() => Verdict {
+            decision: Decision::Backoff,
+            status: stream_error_status(outcome).unwrap_or(STATUS_CONNECTION_LOST),
+            description: "the server ended the stream after a stream error".to_string(),
+        },
         // No close event: the library ended the run on purpose. After pairing
         // (or once the session was up) that is the server's 515 restart.
         None if outcome.paired || (outcome.connected && !outcome.previous_was_restart) => verdict(
@@ -300,6 +307,16 @@ mod tests {
             detail: "eof".into(),
         });
         outcome.stream_error = Some("500".into());
+        assert_eq!(decide(outcome), (Decision::Backoff, 500));
+    }
+
+    #[test]
+    fn a_stream_ended_by_the_server_after_a_stream_error_backs_off() {
+        let outcome = RunOutcome {
+            connected: true,
+            stream_error: Some("500".into()),
+            ..RunOutcome::default()
+        };
         assert_eq!(decide(outcome), (Decision::Backoff, 500));
     }
 

@@ -44,7 +44,8 @@ pub enum Command {
 /// Where the supervisor goes next.
 enum Next {
     Connect,
-    WaitToRetry(std::time::Duration),
+    /// Back off until this instant (already published as the next retry).
+    WaitToRetry(Instant),
     WaitForOperator,
     Exit,
 }
@@ -65,6 +66,9 @@ pub(crate) struct Publisher {
     hooks: Option<Arc<WebhookHub>>,
     /// The last status posted, so a retry loop posts "Disconnected" once.
     posted_status: Option<&'static str>,
+    /// A close recorded but not yet published: it goes out with the state
+    /// it leads to, so no view ever sees a close next to the old state.
+    pending_close: Option<LastClose>,
 }
 
 impl Publisher {
@@ -78,11 +82,19 @@ impl Publisher {
             events,
             hooks,
             posted_status: None,
+            pending_close: None,
         }
     }
 
+    /// Publishes `change` (with any pending close) as one new snapshot.
     fn update(&mut self, change: impl FnOnce(&mut SessionSnapshot)) {
-        self.snapshot.send_modify(change);
+        let pending_close = self.pending_close.take();
+        self.snapshot.send_modify(|s| {
+            if pending_close.is_some() {
+                s.last_close = pending_close;
+            }
+            change(s);
+        });
         let current = self.snapshot.borrow().clone();
         self.post_status(&current);
         // No subscriber is fine: views come and go.
@@ -196,7 +208,7 @@ impl<B: WaBackend> Supervisor<B> {
         loop {
             next = match next {
                 Next::Connect => self.connect_once().await,
-                Next::WaitToRetry(delay) => self.wait_to_retry(delay).await,
+                Next::WaitToRetry(retry_at) => self.wait_to_retry(retry_at).await,
                 Next::WaitForOperator => self.wait_for_operator().await,
                 Next::Exit => break,
             };
@@ -415,11 +427,9 @@ impl<B: WaBackend> Supervisor<B> {
             verdict.status,
             verdict.description
         );
-        self.publisher.update(|s| {
-            s.last_close = Some(LastClose {
-                status: verdict.status,
-                description: verdict.description.clone(),
-            })
+        self.publisher.pending_close = Some(LastClose {
+            status: verdict.status,
+            description: verdict.description.clone(),
         });
         match verdict.decision {
             Decision::RestartNow => Next::Connect,
@@ -446,14 +456,19 @@ impl<B: WaBackend> Supervisor<B> {
             delay.as_secs_f64()
         );
         let attempt = self.attempt;
-        self.publisher.update(|s| {
-            s.attempt = attempt;
-            s.last_close.get_or_insert_with(|| LastClose {
+        let retry_at = now() + delay;
+        self.publisher
+            .pending_close
+            .get_or_insert_with(|| LastClose {
                 status,
                 description: description.to_string(),
             });
+        self.publisher.update(|s| {
+            s.state = SessionState::Disconnected;
+            s.attempt = attempt;
+            s.next_retry_at = Some(retry_at);
         });
-        Next::WaitToRetry(delay)
+        Next::WaitToRetry(retry_at)
     }
 
     fn halt(&mut self, reason: HaltReason) -> Next {
@@ -462,12 +477,7 @@ impl<B: WaBackend> Supervisor<B> {
         Next::WaitForOperator
     }
 
-    async fn wait_to_retry(&mut self, delay: std::time::Duration) -> Next {
-        let retry_at = now() + delay;
-        self.publisher.update(|s| {
-            s.state = SessionState::Disconnected;
-            s.next_retry_at = Some(retry_at);
-        });
+    async fn wait_to_retry(&mut self, retry_at: Instant) -> Next {
         loop {
             tokio::select! {
                 _ = sleep_until(retry_at) => return Next::Connect,

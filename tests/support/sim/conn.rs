@@ -15,6 +15,10 @@ use super::transport::{Frames, NodeChannel};
 use super::{Action, ConnPlan, Inner, Live, SimEvent};
 
 const SERVER: &str = "s.whatsapp.net";
+/// How long the server waits for a client to close after the stream ended.
+const CLIENT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Pairing refs the real server offers a new device per connection.
+const QR_REFS: usize = 6;
 
 pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
     let plan = inner.next_plan();
@@ -95,14 +99,15 @@ impl Session<'_> {
                 return self.fail(reason, ban_code, expire_secs).await;
             }
             ConnPlan::StreamError { code } => {
-                self.login_or_offer_pairing(registered).await?;
+                self.login_or_offer_pairing(registered, QR_REFS).await?;
                 return self.stream_error(&code).await;
             }
             ConnPlan::Replaced => {
-                self.login_or_offer_pairing(registered).await?;
+                self.login_or_offer_pairing(registered, QR_REFS).await?;
                 return self.replaced().await;
             }
-            ConnPlan::Normal => self.login_or_offer_pairing(registered).await?,
+            ConnPlan::Normal => self.login_or_offer_pairing(registered, QR_REFS).await?,
+            ConnPlan::QrRefs(refs) => self.login_or_offer_pairing(registered, refs).await?,
         }
         loop {
             tokio::select! {
@@ -120,7 +125,11 @@ impl Session<'_> {
         }
     }
 
-    async fn login_or_offer_pairing(&mut self, registered: bool) -> anyhow::Result<()> {
+    async fn login_or_offer_pairing(
+        &mut self,
+        registered: bool,
+        qr_refs: usize,
+    ) -> anyhow::Result<()> {
         if registered {
             let success = NodeBuilder::new("success")
                 .attr("t", chrono::Utc::now().timestamp().to_string())
@@ -130,7 +139,7 @@ impl Session<'_> {
             self.channel.send(&success).await?;
             self.inner.emit(SimEvent::SuccessSent { conn: self.conn });
         } else {
-            let refs: Vec<String> = (0..6)
+            let refs: Vec<String> = (0..qr_refs)
                 .map(|n| format!("2@sim-ref-{}-{n}", self.conn))
                 .collect();
             let iq = NodeBuilder::new("iq")
@@ -254,7 +263,7 @@ impl Session<'_> {
         let node = NodeBuilder::new("stream:error")
             .attr("code", code.to_string())
             .build();
-        self.channel.send(&node).await
+        self.end_stream_with(node).await
     }
 
     async fn replaced(&mut self) -> anyhow::Result<()> {
@@ -263,7 +272,21 @@ impl Session<'_> {
                 .attr("type", "replaced")
                 .build()])
             .build();
-        self.channel.send(&node).await
+        self.end_stream_with(node).await
+    }
+
+    /// Sends `error`, then ends the stream as the real server does, and lets
+    /// the client close the socket: it reads the error before the end, so
+    /// its report of the error never races the close.
+    async fn end_stream_with(&mut self, error: Node) -> anyhow::Result<()> {
+        self.channel.send(&error).await?;
+        self.channel
+            .send(&NodeBuilder::new("xmlstreamend").build())
+            .await?;
+        let client_closed = async { while self.channel.recv().await.is_ok() {} };
+        // A client that ignores the end gets its socket closed by the caller.
+        let _ = tokio::time::timeout(CLIENT_CLOSE_GRACE, client_closed).await;
+        Ok(())
     }
 }
 

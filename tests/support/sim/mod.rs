@@ -27,8 +27,12 @@ pub use noise::Handshake;
 /// How the next connection goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnPlan {
-    /// Registered → `<success>`; new device → pairing refs.
+    /// Registered → `<success>`; new device → six pairing refs, as the
+    /// real server offers.
     Normal,
+    /// Like `Normal`, but a new device gets only this many refs (the first
+    /// lives 60 s, each further one 20 s), so codes run out sooner.
+    QrRefs(usize),
     /// `<failure reason=…>` right after the handshake (402 with a ban code
     /// and expiry is a temporary ban).
     Failure {
