@@ -158,3 +158,22 @@ async fn receipts_of_sent_messages_post_message_status() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_session_without_a_webhook_queues_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::default();
+    backend.script("quiet", (0..2).map(|_| Conn::unreachable()));
+    let engine = engine(&tmp, backend);
+    let id = SessionId::parse("quiet").unwrap();
+    let mut watch = {
+        engine.add_session(&id, None, None).unwrap();
+        engine.watch(&id).unwrap()
+    };
+    watch
+        .wait_for(|s| s.state == SessionState::Connected)
+        .await
+        .unwrap();
+    let backlog = engine.webhooks().unwrap().backlog(&id);
+    assert_eq!(backlog.pending, 0, "{backlog:?}");
+}

@@ -93,13 +93,23 @@ impl WebhookHub {
     }
 
     /// Persists an event for a session's webhook, then wakes its worker.
-    /// Returns false for a duplicate (same `dedupe_key` seen before).
+    /// A session with no webhook queues nothing, as the old bridge sent
+    /// nothing: a backlog would only grow, unseen, until it expired.
+    /// Returns false when nothing was queued (no webhook, or a duplicate of
+    /// the same `dedupe_key`).
     pub fn publish(
         &self,
         session: &SessionId,
         event: &WebhookEvent,
         dedupe_key: Option<&str>,
     ) -> Result<bool, OutboxError> {
+        let has_target = self
+            .workers()
+            .get(session.as_str())
+            .is_some_and(|w| w.target.borrow().is_some());
+        if !has_target {
+            return Ok(false);
+        }
         let body = event.body(session.as_str());
         let queued = self
             .outbox
