@@ -2,6 +2,7 @@
 //! messages to business systems. The binary in `main.rs` wires these parts.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod engine;
 pub mod headless;

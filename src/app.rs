@@ -1,0 +1,165 @@
+//! The application as the binary runs it: reads the config, takes the data
+//! dir, starts the engine and the HTTP API, and shows them: the dashboard by
+//! default, or headless for systemd. In the library so that the simulator
+//! example can run the very same application against itself.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::whatsapp::WhatsAppBackend;
+use crate::paths::{DataDir, SessionId};
+use crate::webhook::hub::WebhookHub;
+use crate::{api, headless, logging, tui};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wabridge",
+    version,
+    about = "Keeps WhatsApp linked-device sessions alive and forwards their messages"
+)]
+pub struct Cli {
+    /// Config file (default: the XDG config dir's wabridge/config.toml, if present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data dir for sessions and logs (overrides the config's data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Run without the dashboard (for systemd): logs and pairing QR codes go to stderr.
+    #[arg(long)]
+    pub headless: bool,
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    if let Some(path) = &cli.config {
+        return Config::load(path).map_err(|e| e.to_string());
+    }
+    let default = directories::ProjectDirs::from("", "", "wabridge")
+        .map(|dirs| dirs.config_dir().join("config.toml"));
+    match default {
+        Some(path) if path.exists() => Config::load(&path).map_err(|e| e.to_string()),
+        _ => Ok(Config::default()),
+    }
+}
+
+/// Runs until Ctrl-C / SIGTERM (or `q` on the dashboard); the error is a
+/// sentence for the operator.
+pub fn run(cli: Cli) -> Result<(), String> {
+    // whatsapp-rust uses rustls with ring; install it once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = load_config(&cli)?;
+    let root = cli
+        .data_dir
+        .clone()
+        .or_else(|| config.data_dir.clone())
+        .or_else(DataDir::default_root)
+        .ok_or("no data dir: pass --data-dir or set data_dir in the config")?;
+    let data = DataDir::new(root);
+    let _lock = data.open_exclusive().map_err(|e| e.to_string())?;
+    let log_dir = config.log.dir.clone().unwrap_or_else(|| data.logs_dir());
+    let (tail_tx, tail_rx) = tokio::sync::mpsc::channel(1024);
+    let echo = if cli.headless {
+        logging::Echo::Stderr
+    } else {
+        logging::Echo::Tail(tail_tx)
+    };
+    let _log = logging::init(&config.log, &log_dir, echo);
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let backend = WhatsAppBackend {
+            ws_url: config.whatsapp.ws_url.clone(),
+            version: config.whatsapp.version,
+            media_cap: config.webhook.max_media_bytes,
+        };
+        let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
+        let engine =
+            Engine::with_webhooks(backend, data.clone(), config.backoff.into(), Some(hooks));
+        for declared in &config.sessions {
+            let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
+            engine
+                .add_session(
+                    &id,
+                    declared.webhook_url.clone(),
+                    declared.webhook_token.clone(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        let saved = engine
+            .start_saved()
+            .map_err(|e| format!("cannot list sessions: {e}"))?;
+        let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+        let api_task = start_api(&config, engine.clone(), api_stopped).await?;
+        tracing::info!(
+            "wabridge {} started with {} session(s); data dir {}",
+            env!("CARGO_PKG_VERSION"),
+            engine.snapshots().len().max(saved),
+            data.root().display()
+        );
+        if cli.headless {
+            headless::run(engine.clone(), data.clone(), shutdown_signal()).await;
+        } else {
+            tui::runner::run(
+                engine.clone(),
+                tail_rx,
+                config.tui.message_buffer,
+                shutdown_signal(),
+            )
+            .await
+            .map_err(|e| format!("terminal error: {e}"))?;
+        }
+        tracing::info!("shutting down: disconnecting sessions (credentials kept)");
+        let _ = stop_api.send(true);
+        engine.shutdown().await;
+        let _ = api_task.await;
+        Ok(())
+    })
+}
+
+/// Binds the HTTP API (a clear error when the address is taken) and serves
+/// it until `stop` turns true.
+async fn start_api(
+    config: &Config,
+    engine: Engine,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listen = config.api.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen on {listen} for the HTTP API: {e}; set api.listen in the config")
+    })?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    if !bound.ip().is_loopback() && config.api.token.is_empty() {
+        tracing::warn!(
+            "the HTTP API listens on {bound}, beyond this machine, without a token: set api.token"
+        );
+    }
+    tracing::info!("HTTP API on http://{bound}");
+    let router = api::router(api::ApiState::new(engine, config.api.token.clone()));
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(e) = api::serve(listener, router, shutdown).await {
+            tracing::error!("HTTP API stopped: {e}");
+        }
+    }))
+}
+
+/// Ctrl-C or SIGTERM (systemd stop).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
