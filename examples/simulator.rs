@@ -201,10 +201,7 @@ struct ScanBody {
 
 async fn scan_payload(State(control): State<Control>, Json(body): Json<ScanBody>) -> Reply {
     match qr_payload(&body.qr) {
-        Ok(payload) => reply(
-            control.sim.act_on(Target::Pairing, Action::Scan(payload)),
-            "scanned",
-        ),
+        Ok(payload) => reply(control.sim.scan(&payload), "scanned"),
         Err(e) => bad(e),
     }
 }

@@ -78,7 +78,7 @@ async fn pair(engine: &Engine, changes: &mut Changes, sim: &Simulator, name: &st
     let SessionState::QrScanRequired(offer) = qr.state else {
         unreachable!()
     };
-    assert!(sim.act_on(Target::Pairing, Action::Scan(offer.payload.clone())));
+    assert!(sim.scan(&offer.payload));
     let paired = sim::wait_for(&mut events, WAIT, |e| matches!(e, SimEvent::Paired { .. })).await;
     let SimEvent::Paired { device, .. } = paired else {
         unreachable!()

@@ -17,6 +17,9 @@ use super::{Action, ConnPlan, Inner, Live, SimEvent};
 const SERVER: &str = "s.whatsapp.net";
 /// How long the server waits for a client to close after the stream ended.
 const CLIENT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Our pairing refs are `<prefix><connection>-<n>`, so a scanned code finds
+/// its connection.
+pub const REF_PREFIX: &str = "2@sim-ref-";
 /// Pairing refs the real server offers a new device per connection.
 const QR_REFS: usize = 6;
 
@@ -140,7 +143,7 @@ impl Session<'_> {
             self.inner.emit(SimEvent::SuccessSent { conn: self.conn });
         } else {
             let refs: Vec<String> = (0..qr_refs)
-                .map(|n| format!("2@sim-ref-{}-{n}", self.conn))
+                .map(|n| format!("{REF_PREFIX}{}-{n}", self.conn))
                 .collect();
             let iq = NodeBuilder::new("iq")
                 .attr("from", SERVER)

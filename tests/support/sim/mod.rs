@@ -158,8 +158,6 @@ struct Live {
 pub enum Target {
     /// The newest connection of any kind.
     Latest,
-    /// The newest connection of a device that has not paired yet.
-    Pairing,
     /// The newest connection of this linked device (see `SimEvent::Paired`).
     Device(u32),
 }
@@ -168,7 +166,6 @@ impl Target {
     fn matches(self, live: &Live) -> bool {
         match self {
             Target::Latest => true,
-            Target::Pairing => live.device.is_none(),
             Target::Device(device) => live.device == Some(device),
         }
     }
@@ -243,6 +240,19 @@ impl Simulator {
             .rev()
             .find(|l| target.matches(l))
             .is_some_and(|l| l.actions.send(action).is_ok())
+    }
+
+    /// The phone scans a QR payload: like the real server, route it to the
+    /// connection that was offered that ref. False if it is gone.
+    pub fn scan(&self, qr_payload: &str) -> bool {
+        let conn = qr_payload
+            .strip_prefix(conn::REF_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        let live = self.inner.live.lock().unwrap();
+        live.iter()
+            .find(|l| Some(l.conn) == conn)
+            .is_some_and(|l| l.actions.send(Action::Scan(qr_payload.to_string())).is_ok())
     }
 
     pub fn live_connections(&self) -> usize {

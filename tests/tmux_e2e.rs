@@ -1,0 +1,280 @@
+//! The real binary's dashboard in a real terminal (tmux) against the
+//! loopback simulator, driven by keys as an operator would: the QR is read
+//! back from the screen and scanned, the session connects, a dropped
+//! connection shows its attempt and a ticking countdown, `r` reconnects at
+//! once, `l` + `y` unlinks the device, `q` quits and gives the terminal back.
+//!
+//! Needs tmux (`.ci/run` installs it). Run alone:
+//! `cargo test --locked --test tmux_e2e`
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::sim::{Action, Simulator, Target};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// One tmux server of our own (its own socket), so nothing of the
+/// developer's tmux is touched and every window dies with the test.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let socket = format!("wabridge-e2e-{}", std::process::id());
+        let tmux = Tmux { socket };
+        let status = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "e2e", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg(command)
+            .status()
+            .expect("tmux is installed (.ci/run installs it)");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn cmd(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]);
+        command
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .cmd()
+            .args(["send-keys", "-t", "e2e"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The screen as text; with `escapes`, with its colours as SGR codes.
+    fn capture(&self, escapes: bool) -> String {
+        let mut command = self.cmd();
+        command.args(["capture-pane", "-p", "-t", "e2e"]);
+        if escapes {
+            command.arg("-e");
+        }
+        let out = command.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn alive(&self) -> bool {
+        self.cmd()
+            .args(["has-session", "-t", "e2e"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Polls the screen until `wanted` holds; panics with the screen.
+    fn until(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.capture(false);
+            if wanted(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn until_shows(&self, text: &str) -> String {
+        self.until(text, |screen| screen.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+/// Reads a QR code off a captured screen the way a phone camera would: each
+/// `▀` cell is two modules, its foreground the top one and its background
+/// the bottom one; black is dark, everything else light.
+fn qr_from_screen(capture: &str) -> Option<String> {
+    let rows: Vec<Vec<(bool, bool)>> = capture.lines().map(cells_of_line).collect();
+    let width = rows.iter().map(Vec::len).max()?;
+    const SCALE: usize = 4;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(
+        width * SCALE,
+        rows.len() * 2 * SCALE,
+        |x, y| {
+            let (cx, cy) = (x / SCALE, y / SCALE);
+            let (top, bottom) = rows[cy / 2].get(cx).copied().unwrap_or((false, false));
+            let dark = if cy % 2 == 0 { top } else { bottom };
+            if dark { 0 } else { 255 }
+        },
+    );
+    let grids = image.detect_grids();
+    grids.first()?.decode().ok().map(|(_, content)| content)
+}
+
+/// (top dark, bottom dark) for each cell of one captured line.
+fn cells_of_line(line: &str) -> Vec<(bool, bool)> {
+    let mut cells = Vec::new();
+    let (mut fg, mut bg) = (None::<u16>, None::<u16>);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            let mut params = String::new();
+            for p in chars.by_ref() {
+                if p.is_ascii_alphabetic() {
+                    if p == 'm' {
+                        apply_sgr(&params, &mut fg, &mut bg);
+                    }
+                    break;
+                }
+                params.push(p);
+            }
+            continue;
+        }
+        let is_black = |color: Option<u16>| matches!(color, Some(0) | Some(16));
+        cells.push(match c {
+            '▀' => (is_black(fg), is_black(bg)),
+            '▄' => (is_black(bg), is_black(fg)),
+            '█' => (is_black(fg), is_black(fg)),
+            _ => (is_black(bg), is_black(bg)),
+        });
+    }
+    cells
+}
+
+/// Follows SGR colour changes: 30–37/40–47, 90–97/100–107, 38;5;n/48;5;n,
+/// 39/49 and 0 as defaults.
+fn apply_sgr(params: &str, fg: &mut Option<u16>, bg: &mut Option<u16>) {
+    let codes: Vec<u16> = params.split(';').map(|p| p.parse().unwrap_or(0)).collect();
+    let mut i = 0;
+    while i < codes.len() {
+        match codes[i] {
+            0 => (*fg, *bg) = (None, None),
+            c @ 30..=37 => *fg = Some(c - 30),
+            c @ 90..=97 => *fg = Some(c - 90 + 8),
+            39 => *fg = None,
+            c @ 40..=47 => *bg = Some(c - 40),
+            c @ 100..=107 => *bg = Some(c - 100 + 8),
+            49 => *bg = None,
+            38 | 48 if codes.get(i + 1) == Some(&5) => {
+                let color = codes.get(i + 2).copied();
+                if codes[i] == 38 {
+                    *fg = color
+                } else {
+                    *bg = color
+                }
+                i += 2;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &Path, ws_url: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\n\n[backoff]\nbase = \"30s\"\nmax = \"60s\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pairs_watches_a_retry_reconnects_logs_out_and_quits() {
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &sim.ws_url());
+    let data = tmp.path().join("data");
+    let command = format!(
+        "env HOME={home} TERM=xterm-256color {bin} --config {config} --data-dir {data}",
+        home = tmp.path().display(),
+        bin = env!("CARGO_BIN_EXE_wabridge"),
+        config = config.display(),
+        data = data.display(),
+    );
+    // Blocking waits run off the runtime that serves the simulator.
+    let sim_for_operator = sim.clone();
+    let data_for_operator = data.clone();
+    tokio::task::spawn_blocking(move || operate(&command, &sim_for_operator, &data_for_operator))
+        .await
+        .unwrap();
+}
+
+fn operate(command: &str, sim: &Simulator, data: &Path) {
+    let tmux = Tmux::start(command, 150, 50);
+    tmux.until_shows("No sessions yet");
+
+    // Add a session: it asks for an id, then shows a QR to scan.
+    tmux.keys(&["a"]);
+    tmux.until_shows("Session id");
+    tmux.keys(&["shop", "Enter"]);
+    tmux.until_shows("code 1 of 6");
+    let payload = qr_from_screen(&tmux.capture(true))
+        .unwrap_or_else(|| panic!("the QR on screen does not scan:\n{}", tmux.capture(false)));
+    assert!(payload.starts_with("2@sim-ref-"), "{payload}");
+
+    // The phone scans it: paired, then Connected with the account's number.
+    assert!(sim.scan(&payload), "the QR names a live connection");
+    tmux.until("Connected with the phone number", |s| {
+        s.contains("● Connected") && s.contains("+15551234567")
+    });
+
+    // The server drops the connection: attempt 1 and a countdown that ticks.
+    assert!(sim.act_on(Target::Latest, Action::Close));
+    let first = tmux.until_shows("attempt 1 · retry in");
+    let seconds = |screen: &str| -> u64 {
+        let at = screen.find("retry in ").unwrap() + "retry in ".len();
+        screen[at..].split('s').next().unwrap().parse().unwrap()
+    };
+    let before = seconds(&first);
+    let later = tmux.until("the countdown ticking", |s| {
+        s.contains("retry in ") && seconds(s) < before
+    });
+    assert!(seconds(&later) >= 25, "a 30 s backoff: {later}");
+
+    // `r` skips the wait.
+    tmux.keys(&["r"]);
+    tmux.until("Connected again", |s| {
+        s.contains("● Connected") && !s.contains("retry in")
+    });
+
+    // `l` asks first; `y` unlinks the device and deletes its credentials.
+    tmux.keys(&["l"]);
+    tmux.until_shows("y log out");
+    tmux.keys(&["y"]);
+    tmux.until_shows("Logged Out");
+    let store = data.join("sessions/shop/whatsapp.db");
+    assert!(!store.exists(), "credentials deleted");
+
+    // `q` quits (nothing is mid-pairing, so no question) and the window closes.
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + WAIT;
+    while tmux.alive() {
+        assert!(Instant::now() < deadline, "wabridge did not quit on q");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
