@@ -177,6 +177,33 @@ async fn restart_after_pairing_is_immediate_and_not_counted() {
     assert!(logs.lines_with("Attempting to reconnect").is_empty());
 }
 
+/// The library stores the device and the server's 515 ends the run before
+/// `PairSuccess` is reported: still a restart at once, not a failed attempt.
+#[tokio::test(start_paused = true)]
+async fn a_pairing_reported_late_still_restarts_at_once() {
+    let (logs, _guard) = LogCapture::install();
+    let h = Harness::new();
+    h.backend.script(
+        "s1",
+        [
+            Conn::PairsLate {
+                phone: "15551234567".into(),
+            },
+            Conn::Stays(vec![connected()]),
+        ],
+    );
+    h.start("s1");
+    let s = h.until("s1", |s| s.state == SessionState::Connected).await;
+    assert_eq!(s.attempt, 0);
+    let times = h.backend.run_times("s1");
+    assert_eq!(times, [times[0], times[0]], "the 515 restart must not wait");
+    assert!(
+        logs.lines_with("Attempting to reconnect").is_empty(),
+        "{}",
+        logs.text()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_repeating_restart_does_not_spin() {
     let h = Harness::new();

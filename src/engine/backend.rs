@@ -238,6 +238,9 @@ pub trait WaClient: Clone + Send + Sync + 'static {
     /// One connection: connect, serve until it closes, return. Callable
     /// again after it returned, unless the client was disconnected.
     fn run(&self) -> impl Future<Output = ()> + Send;
+    /// True once the store holds a linked device (set during pairing,
+    /// before the library reports `PairSuccess`).
+    fn is_registered(&self) -> bool;
     /// Ends the connection for good, keeping the credentials.
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
     /// Unlinks the device when connected, then disconnects.

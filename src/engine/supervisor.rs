@@ -294,6 +294,7 @@ impl<B: WaBackend> Supervisor<B> {
             previous_was_restart: self.previous_was_restart,
             ..RunOutcome::default()
         };
+        let registered_before = client.is_registered();
         // The connection runs on its own task so that operator commands which
         // talk to the server (logout) can be awaited while it keeps reading.
         let mut run = tokio::spawn({
@@ -331,6 +332,13 @@ impl<B: WaBackend> Supervisor<B> {
         // The handler runs inline, so every event of this run is queued now.
         while let Ok(event) = events.try_recv() {
             self.on_event(event, &mut outcome);
+        }
+        // Pairing completes on a task of the library's own, which stores the
+        // device, answers the server and only then reports PairSuccess: the
+        // server's 515 can end the run in between. The stored device says
+        // what the missing event would have.
+        if !registered_before && client.is_registered() {
+            outcome.paired = true;
         }
         match operator {
             // A disconnected client is finished; the next connection builds a

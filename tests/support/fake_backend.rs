@@ -23,6 +23,10 @@ pub enum Conn {
     Ends(Vec<WaEvent>),
     /// Emit these events, then stay up until the engine disconnects.
     Stays(Vec<WaEvent>),
+    /// Pairing as the library can race it: the device is stored and the
+    /// connection ends (the server's 515) before `PairSuccess` is reported,
+    /// which then comes at the start of the next connection.
+    PairsLate { phone: String },
 }
 
 impl Conn {
@@ -73,6 +77,10 @@ struct Shared {
     unreadable: Mutex<Vec<String>>,
     /// The inbound sink the engine gave each session's latest client.
     sinks: Mutex<std::collections::HashMap<String, Arc<dyn InboundSink>>>,
+    /// Session ids whose store holds a linked device.
+    registered: Mutex<std::collections::HashSet<String>>,
+    /// Events the library reports late, at the start of the next run.
+    late: Mutex<std::collections::HashMap<String, Vec<WaEvent>>>,
 }
 
 #[derive(Clone, Default)]
@@ -119,6 +127,14 @@ impl FakeBackend {
 
     pub fn count(&self, wanted: impl Fn(&Call) -> bool) -> usize {
         self.calls().iter().filter(|c| wanted(c)).count()
+    }
+
+    fn set_registered(&self, id: &str) {
+        self.shared
+            .registered
+            .lock()
+            .unwrap()
+            .insert(id.to_string());
     }
 
     fn record(&self, call: Call) {
@@ -174,16 +190,40 @@ impl WaClient for FakeClient {
             .get_mut(&self.id)
             .and_then(VecDeque::pop_front)
             .unwrap_or(Conn::Stays(vec![connected()]));
+        let late = self.backend.shared.late.lock().unwrap().remove(&self.id);
+        for event in late.into_iter().flatten() {
+            let _ = self.sink.send(event);
+        }
         let (events, stays) = match next {
             Conn::Ends(events) => (events, false),
             Conn::Stays(events) => (events, true),
+            Conn::PairsLate { phone } => {
+                self.backend.set_registered(&self.id);
+                self.backend.shared.late.lock().unwrap().insert(
+                    self.id.clone(),
+                    vec![WaEvent::PairSuccess { phone, lid: None }],
+                );
+                (vec![], false)
+            }
         };
         for event in events {
+            if matches!(event, WaEvent::PairSuccess { .. }) {
+                self.backend.set_registered(&self.id);
+            }
             let _ = self.sink.send(event);
         }
         if stays {
             self.hang_up.notified().await;
         }
+    }
+
+    fn is_registered(&self) -> bool {
+        self.backend
+            .shared
+            .registered
+            .lock()
+            .unwrap()
+            .contains(&self.id)
     }
 
     async fn disconnect(&self) {

@@ -112,6 +112,10 @@ impl WaClient for WhatsAppClient {
         }
     }
 
+    fn is_registered(&self) -> bool {
+        self.client.pn().is_some()
+    }
+
     async fn disconnect(&self) {
         self.client.disconnect().await;
     }
