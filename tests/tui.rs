@@ -468,3 +468,13 @@ fn the_webhook_backlog_shows_beside_its_session() {
         "in the sessions row and the detail pane: {text}"
     );
 }
+
+#[test]
+fn the_readme_key_table_is_the_keymap() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for binding in wabridge::tui::keymap::BINDINGS {
+        let row = format!("| {} | {} |", binding.keys_label, binding.help);
+        assert!(readme.contains(&row), "README.md lacks the key row {row:?}");
+    }
+}
