@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 
+use super::contact::{Addressing, Person, UploadedKeys};
 use super::noise::{self, Established};
 use super::phone;
 use super::transport::{Frames, NodeChannel};
@@ -67,6 +68,7 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
     let mut session = Session {
         inner: inner.clone(),
         conn,
+        device: registered.then_some(payload.device.unwrap_or(0)),
         channel: &mut channel,
         pairing_iq: None,
     };
@@ -79,6 +81,8 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
 struct Session<'a> {
     inner: Arc<Inner>,
     conn: u64,
+    /// The linked device logged in on this connection, if any.
+    device: Option<u32>,
     channel: &'a mut NodeChannel,
     /// Id of the `<pair-success>` IQ we sent, answered by `<pair-device-sign>`.
     pairing_iq: Option<String>,
@@ -168,8 +172,30 @@ impl Session<'_> {
 
     /// Handles one stanza from the client; true ends the connection.
     async fn on_node(&mut self, node: Node) -> anyhow::Result<bool> {
+        if node.tag == "receipt" {
+            if let Some(id) = attr(&node, "id") {
+                self.inner.emit(SimEvent::Receipt {
+                    conn: self.conn,
+                    id,
+                });
+            }
+            return Ok(false);
+        }
         if node.tag != "iq" {
             return Ok(false);
+        }
+        if let (Some(device), Some(keys)) = (self.device, UploadedKeys::from_upload(&node)) {
+            let one_time = keys.one_time.len();
+            self.inner
+                .keys
+                .lock()
+                .unwrap()
+                .insert(device, Arc::new(std::sync::Mutex::new(keys)));
+            self.inner.emit(SimEvent::PreKeysUploaded {
+                conn: self.conn,
+                device,
+                one_time,
+            });
         }
         let id = attr(&node, "id").unwrap_or_default();
         let kind = attr(&node, "type").unwrap_or_default();
@@ -241,6 +267,10 @@ impl Session<'_> {
                 Ok(true)
             }
             Action::Close => Ok(true),
+            Action::Deliver(stanza) => {
+                self.channel.send(&stanza).await?;
+                Ok(false)
+            }
         }
     }
 
@@ -313,4 +343,34 @@ fn up_to_date(request: &Node) -> Node {
                 .build()
         });
     NodeBuilder::new("sync").children(collections).build()
+}
+
+/// A 1:1 message as the server delivers it, naming the sender per
+/// `addressing`.
+pub fn message_stanza(
+    id: &str,
+    from: &Person,
+    addressing: Addressing,
+    kind: &str,
+    ciphertext: Vec<u8>,
+) -> Node {
+    let mut message = NodeBuilder::new("message")
+        .attr("id", id.to_string())
+        .attr("type", "text")
+        .attr("t", chrono::Utc::now().timestamp().to_string())
+        .attr("notify", from.name.clone());
+    message = match addressing {
+        Addressing::Pn => message.attr("from", format!("{}@s.whatsapp.net", from.pn)),
+        Addressing::LidWithPn => message
+            .attr("from", format!("{}@lid", from.lid))
+            .attr("sender_pn", format!("{}@s.whatsapp.net", from.pn)),
+        Addressing::LidHidden => message.attr("from", format!("{}@lid", from.lid)),
+    };
+    message
+        .children([NodeBuilder::new("enc")
+            .attr("v", "2")
+            .attr("type", kind.to_string())
+            .bytes(ciphertext)
+            .build()])
+        .build()
 }

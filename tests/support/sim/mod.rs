@@ -9,6 +9,7 @@
 //! live one. Events say what happened, for tests to wait on.
 
 mod conn;
+mod contact;
 mod noise;
 mod phone;
 mod transport;
@@ -22,7 +23,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
+pub use contact::{Addressing, Person};
 pub use noise::Handshake;
+
+use contact::{Contact, UploadedKeys};
 
 /// How the next connection goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +79,8 @@ pub enum Action {
     },
     Replaced,
     Close,
+    /// Send this stanza (an encrypted message built by the simulator).
+    Deliver(wacore_binary::Node),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +105,17 @@ pub enum SimEvent {
     SuccessSent {
         conn: u64,
     },
+    /// A linked device uploaded its pre-keys: people can now write to it.
+    PreKeysUploaded {
+        conn: u64,
+        device: u32,
+        one_time: usize,
+    },
+    /// The client acknowledged a message we delivered.
+    Receipt {
+        conn: u64,
+        id: String,
+    },
     Closed {
         conn: u64,
     },
@@ -113,6 +130,10 @@ pub struct Inner {
     next_conn: AtomicU64,
     next_device: AtomicU16,
     next_id: AtomicU64,
+    /// Pre-keys per linked device, as uploaded.
+    keys: Mutex<std::collections::HashMap<u32, Arc<Mutex<UploadedKeys>>>>,
+    /// People who wrote, by LID, with their Signal state.
+    contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
 }
 
 impl Inner {
@@ -200,6 +221,8 @@ impl Simulator {
             next_conn: AtomicU64::new(1),
             next_device: AtomicU16::new(3),
             next_id: AtomicU64::new(1),
+            keys: Mutex::default(),
+            contacts: tokio::sync::Mutex::default(),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -253,6 +276,61 @@ impl Simulator {
         live.iter()
             .find(|l| Some(l.conn) == conn)
             .is_some_and(|l| l.actions.send(Action::Scan(qr_payload.to_string())).is_ok())
+    }
+
+    /// `from` writes `text` to linked `device`, Signal-encrypted against the
+    /// pre-keys it uploaded; returns the message id.
+    pub async fn send_text(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
+        text: &str,
+    ) -> anyhow::Result<String> {
+        let message = waproto::whatsapp::Message {
+            conversation: Some(text.to_string()),
+            ..Default::default()
+        };
+        self.send_message(device, from, addressing, &message).await
+    }
+
+    /// Like `send_text`, for any message content.
+    pub async fn send_message(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
+        message: &waproto::whatsapp::Message,
+    ) -> anyhow::Result<String> {
+        let keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap()
+            .get(&device)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("device {device} has not uploaded pre-keys"))?;
+        let address = wacore::libsignal::protocol::ProtocolAddress::new(
+            &format!("{}:{device}", self.inner.phone.lid),
+            device.into(),
+        );
+        let (ciphertext, kind) = {
+            let mut contacts = self.inner.contacts.lock().await;
+            let contact = contacts
+                .entry(from.lid.clone())
+                .or_insert_with(Contact::new);
+            contact.encrypt(&address, &keys, message).await?
+        };
+        let id = format!(
+            "3EB0SIM{:012}",
+            self.inner.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
+        anyhow::ensure!(
+            self.act_on(Target::Device(device), Action::Deliver(stanza)),
+            "device {device} has no live connection"
+        );
+        Ok(id)
     }
 
     pub fn live_connections(&self) -> usize {

@@ -1,0 +1,166 @@
+//! Messages end to end on the real client: simulated people write to a
+//! paired session with real Signal encryption (pkmsg, then msg), named the
+//! three ways the server names senders; the client decrypts them, the
+//! engine persists them before the ack, and a real HTTP receiver on
+//! 127.0.0.1 gets each in the old bridge's format with the right `from`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::receiver::Receiver;
+use support::sim::{self, Addressing, Person, SimEvent, Simulator};
+use tokio::sync::broadcast;
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::whatsapp::WhatsAppBackend;
+use wabridge::engine::{Engine, EngineEvent, SessionState};
+use wabridge::paths::{DataDir, SessionId};
+use wabridge::webhook::deliver::DeliverySettings;
+use wabridge::webhook::hub::WebhookHub;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn id(s: &str) -> SessionId {
+    SessionId::parse(s).unwrap()
+}
+
+/// A session paired through the simulator, with `receiver` as its webhook;
+/// returns the linked device once it has uploaded its pre-keys.
+async fn paired_session(sim: &Simulator, data: &DataDir, receiver: &Receiver) -> (Engine, u32) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let backend = WhatsAppBackend {
+        ws_url: sim.ws_url(),
+        version: Some((2, 3000, 1015901307)),
+        media_cap: 1 << 20,
+    };
+    let hooks = WebhookHub::open(data, DeliverySettings::default()).unwrap();
+    let policy = BackoffPolicy {
+        base: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    let engine = Engine::with_webhooks(backend, data.clone(), policy, Some(hooks));
+    let mut changes = engine.subscribe();
+    let mut sim_events = sim.events();
+    engine
+        .add_session(&id("shop"), Some(receiver.url()), Some("erp".into()))
+        .unwrap();
+    let offer = loop {
+        if let EngineEvent::SessionChanged(s) = changes.recv().await.unwrap()
+            && let SessionState::QrScanRequired(offer) = s.state
+        {
+            break offer;
+        }
+    };
+    assert!(sim.scan(&offer.payload));
+    let uploaded = sim::wait_for(&mut sim_events, WAIT, |e| {
+        matches!(e, SimEvent::PreKeysUploaded { .. })
+    })
+    .await;
+    let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
+        unreachable!()
+    };
+    wait_connected(&mut changes).await;
+    (engine, device)
+}
+
+async fn wait_connected(changes: &mut broadcast::Receiver<EngineEvent>) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
+                && s.state == SessionState::Connected
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("Connected");
+}
+
+fn upserts(receiver: &Receiver) -> Vec<serde_json::Value> {
+    receiver
+        .received()
+        .iter()
+        .map(|r| r.json())
+        .filter(|b| b["event"] == "messages.upsert")
+        .map(|b| b["messages"][0].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let receiver = Receiver::start().await;
+    let (engine, device) = paired_session(&sim, &data, &receiver).await;
+
+    let asha = Person {
+        lid: "260477250707536".into(),
+        pn: "919075167132".into(),
+        name: "Asha".into(),
+    };
+    let ben = Person {
+        lid: "100000000000009".into(),
+        pn: "447700900123".into(),
+        name: "Ben".into(),
+    };
+    let carla = Person {
+        lid: "200000000000077".into(),
+        pn: "15550001111".into(),
+        name: "Carla".into(),
+    };
+    let first = sim
+        .send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
+        .await
+        .unwrap();
+    let second = sim
+        .send_text(device, &asha, Addressing::LidWithPn, "and a receipt")
+        .await
+        .unwrap();
+    let by_number = sim
+        .send_text(device, &ben, Addressing::Pn, "hello from a number")
+        .await
+        .unwrap();
+    let hidden = sim
+        .send_text(device, &carla, Addressing::LidHidden, "who am I")
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while upserts(&receiver).len() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhook got {:?}",
+            upserts(&receiver)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = upserts(&receiver);
+    let by_id = |wanted: &str| {
+        got.iter()
+            .find(|m| m["id"] == wanted)
+            .unwrap_or_else(|| panic!("{wanted} not delivered: {got:?}"))
+            .clone()
+    };
+
+    let m = by_id(&first);
+    assert_eq!(m["text"], "order 42 please");
+    assert_eq!(m["from"], "919075167132", "the LID sender's real number");
+    assert_eq!(m["fromLid"], "260477250707536");
+    assert_eq!(m["fromResolved"], true);
+    assert_eq!(m["pushName"], "Asha");
+    assert_eq!(m["isGroup"], false);
+    assert_eq!(by_id(&second)["text"], "and a receipt");
+
+    let m = by_id(&by_number);
+    assert_eq!(m["from"], "447700900123");
+    assert_eq!(m["fromResolved"], true);
+    assert_eq!(m["text"], "hello from a number");
+
+    let m = by_id(&hidden);
+    assert_eq!(m["from"], "200000000000077", "the LID digits, flagged");
+    assert_eq!(m["fromResolved"], false);
+    assert_eq!(m["fromLid"], "200000000000077");
+    engine.shutdown().await;
+}

@@ -1,0 +1,221 @@
+//! Simulated people who write to the linked device: each has a Signal
+//! identity and builds sessions from the pre-keys the client uploaded, the
+//! way a real phone does after fetching them from the server, so what the
+//! real client receives is a genuine `pkmsg` / `msg` it has to decrypt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use wacore::libsignal::protocol::{
+    CiphertextMessage, Direction, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
+    PreKeyBundle, ProtocolAddress, PublicKey, SessionRecord, SessionStore, UsePQRatchet,
+    message_encrypt, process_prekey_bundle,
+};
+use wacore::messages::MessageUtils;
+use wacore_binary::Node;
+use wacore_binary::node::NodeContent;
+use waproto::buffa::Message as _;
+use waproto::whatsapp as wa;
+
+type SignalResult<T> = wacore::libsignal::protocol::error::Result<T>;
+
+/// The public half of a device's keys, as its pre-key upload told them.
+#[derive(Debug, Clone)]
+pub struct UploadedKeys {
+    pub registration_id: u32,
+    pub identity: [u8; 32],
+    pub signed_pre_key: (u32, [u8; 32], Vec<u8>),
+    /// One-time pre-keys not handed out yet (each serves one new session).
+    pub one_time: Vec<(u32, [u8; 32])>,
+}
+
+impl UploadedKeys {
+    /// Reads `<iq xmlns="encrypt" type="set">`'s children; None if this IQ
+    /// is not a pre-key upload.
+    pub fn from_upload(iq: &Node) -> Option<UploadedKeys> {
+        let bytes = |node: &Node| match &node.content {
+            Some(NodeContent::Bytes(b)) => Some(b.clone()),
+            _ => None,
+        };
+        let child_bytes = |node: &Node, tag: &str| node.get_optional_child(tag).and_then(bytes);
+        let id24 = |b: Vec<u8>| -> Option<u32> {
+            (b.len() == 3).then(|| u32::from_be_bytes([0, b[0], b[1], b[2]]))
+        };
+        let key32 = |b: Vec<u8>| -> Option<[u8; 32]> { b.try_into().ok() };
+        let registration = child_bytes(iq, "registration")?;
+        let registration_id = u32::from_be_bytes(registration.try_into().ok()?);
+        let identity = key32(child_bytes(iq, "identity")?)?;
+        let skey = iq.get_optional_child("skey")?;
+        let signed_pre_key = (
+            id24(child_bytes(skey, "id")?)?,
+            key32(child_bytes(skey, "value")?)?,
+            child_bytes(skey, "signature")?,
+        );
+        let one_time = iq
+            .get_optional_child("list")?
+            .children()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|key| {
+                Some((
+                    id24(child_bytes(key, "id")?)?,
+                    key32(child_bytes(key, "value")?)?,
+                ))
+            })
+            .collect();
+        Some(UploadedKeys {
+            registration_id,
+            identity,
+            signed_pre_key,
+            one_time,
+        })
+    }
+}
+
+/// Who writes, as the server addresses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// LID digits: how the server names the sender when it hides numbers.
+    pub lid: String,
+    /// Phone digits.
+    pub pn: String,
+    pub name: String,
+}
+
+/// How the stanza names the sender (design.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// `from="<pn>@s.whatsapp.net"`.
+    Pn,
+    /// `from="<lid>@lid"` with `sender_pn` carrying the number.
+    LidWithPn,
+    /// `from="<lid>@lid"` and nothing else: the number is hidden.
+    LidHidden,
+}
+
+/// One person's Signal state toward the devices they wrote to.
+pub struct Contact {
+    identity: MemIdentity,
+    sessions: MemSessions,
+}
+
+impl Contact {
+    pub fn new() -> Contact {
+        let mut rng = rand::rng();
+        Contact {
+            identity: MemIdentity {
+                pair: IdentityKeyPair::generate(&mut rng),
+                registration_id: rand::random::<u32>() & 0x3fff,
+                known: Arc::default(),
+            },
+            sessions: MemSessions::default(),
+        }
+    }
+
+    /// Encrypts `message` for `device` (named `address`), building the
+    /// session from its uploaded keys on first use: `(bytes, "pkmsg"|"msg")`.
+    pub async fn encrypt(
+        &mut self,
+        address: &ProtocolAddress,
+        keys: &Mutex<UploadedKeys>,
+        message: &wa::Message,
+    ) -> anyhow::Result<(Vec<u8>, &'static str)> {
+        if !self.sessions.has_session(address).await? {
+            let bundle = {
+                let mut keys = keys.lock().unwrap();
+                let one_time = keys.one_time.pop();
+                let (spk_id, spk_pub, spk_sig) = keys.signed_pre_key.clone();
+                PreKeyBundle::new(
+                    keys.registration_id,
+                    0.into(),
+                    one_time
+                        .map(|(id, key)| -> anyhow::Result<_> {
+                            Ok((id.into(), PublicKey::from_djb_public_key_bytes(&key)?))
+                        })
+                        .transpose()?,
+                    spk_id.into(),
+                    PublicKey::from_djb_public_key_bytes(&spk_pub)?,
+                    spk_sig,
+                    IdentityKey::new(PublicKey::from_djb_public_key_bytes(&keys.identity)?),
+                )?
+            };
+            process_prekey_bundle(
+                address,
+                &mut self.sessions,
+                &mut self.identity,
+                &bundle,
+                &mut rand::rng(),
+                UsePQRatchet::No,
+            )
+            .await?;
+        }
+        let padded = MessageUtils::pad_message_v2(message.encode_to_vec());
+        let sealed =
+            message_encrypt(&padded, address, &mut self.sessions, &mut self.identity).await?;
+        Ok(match sealed {
+            CiphertextMessage::PreKeySignalMessage(m) => (m.serialized().to_vec(), "pkmsg"),
+            CiphertextMessage::SignalMessage(m) => (m.serialized().to_vec(), "msg"),
+            other => anyhow::bail!("unexpected ciphertext {:?}", other.message_type()),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct MemIdentity {
+    pair: IdentityKeyPair,
+    registration_id: u32,
+    known: Arc<Mutex<HashMap<ProtocolAddress, IdentityKey>>>,
+}
+
+#[async_trait]
+impl IdentityKeyStore for MemIdentity {
+    async fn get_identity_key_pair(&self) -> SignalResult<IdentityKeyPair> {
+        Ok(self.pair.clone())
+    }
+    async fn get_local_registration_id(&self) -> SignalResult<u32> {
+        Ok(self.registration_id)
+    }
+    async fn save_identity(
+        &mut self,
+        address: &ProtocolAddress,
+        identity: &IdentityKey,
+    ) -> SignalResult<IdentityChange> {
+        let mut known = self.known.lock().unwrap();
+        let changed = known.get(address).is_some_and(|k| k != identity);
+        known.insert(address.clone(), *identity);
+        Ok(IdentityChange::from_changed(changed))
+    }
+    async fn is_trusted_identity(
+        &self,
+        _: &ProtocolAddress,
+        _: &IdentityKey,
+        _: Direction,
+    ) -> SignalResult<bool> {
+        Ok(true)
+    }
+    async fn get_identity(&self, address: &ProtocolAddress) -> SignalResult<Option<IdentityKey>> {
+        Ok(self.known.lock().unwrap().get(address).cloned())
+    }
+}
+
+#[derive(Clone, Default)]
+struct MemSessions(Arc<Mutex<HashMap<ProtocolAddress, SessionRecord>>>);
+
+#[async_trait]
+impl SessionStore for MemSessions {
+    async fn load_session(&self, address: &ProtocolAddress) -> SignalResult<Option<SessionRecord>> {
+        Ok(self.0.lock().unwrap().get(address).cloned())
+    }
+    async fn has_session(&self, address: &ProtocolAddress) -> SignalResult<bool> {
+        Ok(self.0.lock().unwrap().contains_key(address))
+    }
+    async fn store_session(
+        &mut self,
+        address: &ProtocolAddress,
+        record: SessionRecord,
+    ) -> SignalResult<()> {
+        self.0.lock().unwrap().insert(address.clone(), record);
+        Ok(())
+    }
+}
