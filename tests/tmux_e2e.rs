@@ -1,6 +1,7 @@
 //! The real binary's dashboard in a real terminal (tmux) against the
 //! loopback simulator, driven by keys as an operator would: the QR is read
-//! back from the screen and scanned, the session connects, a dropped
+//! back from the screen and scanned, the session connects, messages show
+//! their sender's number (or say it is hidden), a dropped
 //! connection shows its attempt and a ticking countdown, `r` reconnects at
 //! once, `l` + `y` unlinks the device, `q` quits and gives the terminal back.
 //!
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::sim::{Action, Simulator, Target};
+use support::sim::{Action, Addressing, Person, SimEvent, Simulator, Target};
 
 const WAIT: Duration = Duration::from_secs(40);
 
@@ -219,12 +220,16 @@ async fn an_operator_pairs_watches_a_retry_reconnects_logs_out_and_quits() {
     // Blocking waits run off the runtime that serves the simulator.
     let sim_for_operator = sim.clone();
     let data_for_operator = data.clone();
-    tokio::task::spawn_blocking(move || operate(&command, &sim_for_operator, &data_for_operator))
-        .await
-        .unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        operate(&command, &sim_for_operator, &data_for_operator, runtime)
+    })
+    .await
+    .unwrap();
 }
 
-fn operate(command: &str, sim: &Simulator, data: &Path) {
+fn operate(command: &str, sim: &Simulator, data: &Path, runtime: tokio::runtime::Handle) {
+    let mut sim_events = sim.events();
     let tmux = Tmux::start(command, 150, 50);
     tmux.until_shows("No sessions yet");
 
@@ -242,6 +247,56 @@ fn operate(command: &str, sim: &Simulator, data: &Path) {
     tmux.until("Connected with the phone number", |s| {
         s.contains("● Connected") && s.contains("+15551234567")
     });
+
+    // People write: the stream shows the sender's number, or says plainly
+    // that it is hidden.
+    let device = runtime.block_on(async {
+        let uploaded = support::sim::wait_for(&mut sim_events, WAIT, |e| {
+            matches!(e, SimEvent::PreKeysUploaded { .. })
+        })
+        .await;
+        let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
+            unreachable!()
+        };
+        device
+    });
+    let asha = Person {
+        lid: "260477250707536".into(),
+        pn: "919075167132".into(),
+        name: "Asha".into(),
+    };
+    let carla = Person {
+        lid: "200000000000077".into(),
+        pn: "15550001111".into(),
+        name: "Carla".into(),
+    };
+    runtime.block_on(async {
+        sim.send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
+            .await
+            .unwrap();
+        sim.send_text(device, &carla, Addressing::LidHidden, "who am I")
+            .await
+            .unwrap();
+    });
+    let stream = tmux.until("both messages in the stream", |s| {
+        s.contains("order 42 please") && s.contains("who am I")
+    });
+    let line_with = |needle: &str| {
+        stream
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        line_with("order 42 please").contains("+919075167132"),
+        "{stream}"
+    );
+    assert!(line_with("order 42 please").contains("Asha"), "{stream}");
+    assert!(
+        line_with("who am I").contains("lid:200000000000077 (number hidden)"),
+        "{stream}"
+    );
 
     // The server drops the connection: attempt 1 and a countdown that ticks.
     assert!(sim.act_on(Target::Latest, Action::Close));
