@@ -11,96 +11,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::sim::{Action, Addressing, Person, SimEvent, Simulator, Target};
+use support::tmux::Tmux;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-/// One tmux server of our own (its own socket), so nothing of the
-/// developer's tmux is touched and every window dies with the test.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str, width: u16, height: u16) -> Tmux {
-        let socket = format!("wabridge-e2e-{}", std::process::id());
-        let tmux = Tmux { socket };
-        let status = tmux
-            .cmd()
-            .args(["new-session", "-d", "-s", "e2e", "-x"])
-            .arg(width.to_string())
-            .arg("-y")
-            .arg(height.to_string())
-            .arg(command)
-            .status()
-            .expect("tmux is installed (.ci/run installs it)");
-        assert!(status.success(), "tmux new-session failed");
-        tmux
-    }
-
-    fn cmd(&self) -> Command {
-        let mut command = Command::new("tmux");
-        command.args(["-L", &self.socket]);
-        command
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let status = self
-            .cmd()
-            .args(["send-keys", "-t", "e2e"])
-            .args(keys)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// The screen as text; with `escapes`, with its colours as SGR codes.
-    fn capture(&self, escapes: bool) -> String {
-        let mut command = self.cmd();
-        command.args(["capture-pane", "-p", "-t", "e2e"]);
-        if escapes {
-            command.arg("-e");
-        }
-        let out = command.output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn alive(&self) -> bool {
-        self.cmd()
-            .args(["has-session", "-t", "e2e"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    /// Polls the screen until `wanted` holds; panics with the screen.
-    fn until(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.capture(false);
-            if wanted(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "screen never showed {what}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn until_shows(&self, text: &str) -> String {
-        self.until(text, |screen| screen.contains(text))
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
-    }
-}
 
 /// Reads a QR code off a captured screen the way a phone camera would: each
 /// `▀` cell is two modules, its foreground the top one and its background
@@ -230,7 +146,7 @@ async fn an_operator_pairs_watches_a_retry_reconnects_logs_out_and_quits() {
 
 fn operate(command: &str, sim: &Simulator, data: &Path, runtime: tokio::runtime::Handle) {
     let mut sim_events = sim.events();
-    let tmux = Tmux::start(command, 150, 50);
+    let tmux = Tmux::start("e2e", command, 150, 50);
     tmux.until_shows("No sessions yet");
 
     // Add a session: it asks for an id, then shows a QR to scan.

@@ -6,3 +6,4 @@ pub mod log_capture;
 pub mod process;
 pub mod receiver;
 pub mod sim;
+pub mod tmux;
