@@ -173,7 +173,14 @@ impl Session<'_> {
     /// Handles one stanza from the client; true ends the connection.
     async fn on_node(&mut self, node: Node) -> anyhow::Result<bool> {
         if node.tag == "receipt" {
-            if let Some(id) = attr(&node, "id") {
+            // A retry receipt asks for the message again: it stays queued.
+            let retry = attr(&node, "type").is_some_and(|t| t == "retry");
+            if let (Some(id), false) = (attr(&node, "id"), retry) {
+                if let Some(device) = self.device
+                    && let Some(queue) = self.inner.unreceipted.lock().unwrap().get_mut(&device)
+                {
+                    queue.retain(|(queued, _)| *queued != id);
+                }
                 self.inner.emit(SimEvent::Receipt {
                     conn: self.conn,
                     id,
@@ -224,9 +231,18 @@ impl Session<'_> {
                 .children()
                 .is_some_and(|c| c.iter().any(|c| c.tag == "active"))
         {
-            // Leaving passive mode: the offline queue is empty.
+            // Leaving passive mode: what the device missed, then the count.
+            let missed = self
+                .device
+                .and_then(|d| self.inner.unreceipted.lock().unwrap().get(&d).cloned())
+                .unwrap_or_default();
+            for (_, stanza) in &missed {
+                self.channel.send(stanza).await?;
+            }
             let offline = NodeBuilder::new("ib")
-                .children([NodeBuilder::new("offline").attr("count", "0").build()])
+                .children([NodeBuilder::new("offline")
+                    .attr("count", missed.len().to_string())
+                    .build()])
                 .build();
             self.channel.send(&offline).await?;
         }

@@ -140,12 +140,14 @@ impl Contact {
                     IdentityKey::new(PublicKey::from_djb_public_key_bytes(&keys.identity)?),
                 )?
             };
+            // A Send generator: the future may move between threads.
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
             process_prekey_bundle(
                 address,
                 &mut self.sessions,
                 &mut self.identity,
                 &bundle,
-                &mut rand::rng(),
+                &mut rng,
                 UsePQRatchet::No,
             )
             .await?;

@@ -132,6 +132,9 @@ pub struct Inner {
     next_id: AtomicU64,
     /// Pre-keys per linked device, as uploaded.
     keys: Mutex<std::collections::HashMap<u32, Arc<Mutex<UploadedKeys>>>>,
+    /// Messages delivered to a device and not yet receipted, oldest first:
+    /// like the real server, they go out again when the device logs in.
+    unreceipted: Mutex<std::collections::HashMap<u32, Vec<(String, wacore_binary::Node)>>>,
     /// People who wrote, by LID, with their Signal state.
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
 }
@@ -222,6 +225,7 @@ impl Simulator {
             next_device: AtomicU16::new(3),
             next_id: AtomicU64::new(1),
             keys: Mutex::default(),
+            unreceipted: Mutex::default(),
             contacts: tokio::sync::Mutex::default(),
         });
         let accept = inner.clone();
@@ -326,11 +330,26 @@ impl Simulator {
             self.inner.next_id.fetch_add(1, Ordering::SeqCst)
         );
         let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
-        anyhow::ensure!(
-            self.act_on(Target::Device(device), Action::Deliver(stanza)),
-            "device {device} has no live connection"
-        );
+        self.inner
+            .unreceipted
+            .lock()
+            .unwrap()
+            .entry(device)
+            .or_default()
+            .push((id.clone(), stanza.clone()));
+        // A device that is offline gets it at its next login.
+        self.act_on(Target::Device(device), Action::Deliver(stanza));
         Ok(id)
+    }
+
+    /// Messages to `device` that it has not receipted yet.
+    pub fn unreceipted(&self, device: u32) -> usize {
+        self.inner
+            .unreceipted
+            .lock()
+            .unwrap()
+            .get(&device)
+            .map_or(0, Vec::len)
     }
 
     pub fn live_connections(&self) -> usize {

@@ -1,0 +1,190 @@
+//! Nothing is lost when the process dies: the real binary receives a flood
+//! of encrypted messages from the simulator, is killed with SIGKILL in the
+//! middle of it, and started again. The simulated server redelivers what
+//! was never receipted (as WhatsApp's offline queue does), the outbox on
+//! disk delivers what was persisted, and the receiver ends with every
+//! message, each under one delivery id (duplicates only as retries of the
+//! same delivery).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use support::process::{Running, wabridge, write_config};
+use support::receiver::Receiver;
+use support::sim::{self, Addressing, Person, SimEvent, Simulator};
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::whatsapp::WhatsAppBackend;
+use wabridge::engine::{Engine, EngineEvent, SessionState};
+use wabridge::paths::{DataDir, SessionId};
+
+const FLOOD: usize = 300;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Pairs "shop" in-process with `webhook` saved in its settings; returns
+/// the linked device once its pre-keys are uploaded.
+async fn pair(sim: &Simulator, data: &DataDir, webhook: &str) -> u32 {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let backend = WhatsAppBackend {
+        ws_url: sim.ws_url(),
+        version: Some((2, 3000, 1015901307)),
+        media_cap: 1 << 20,
+    };
+    let policy = BackoffPolicy {
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(400),
+    };
+    let engine = Engine::new(backend, data.clone(), policy);
+    let mut changes = engine.subscribe();
+    let mut events = sim.events();
+    engine
+        .add_session(
+            &SessionId::parse("shop").unwrap(),
+            Some(webhook.to_string()),
+            Some("erp".into()),
+        )
+        .unwrap();
+    loop {
+        if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
+            && let SessionState::QrScanRequired(offer) = &s.state
+        {
+            assert!(sim.scan(&offer.payload));
+            break;
+        }
+    }
+    let uploaded = sim::wait_for(&mut events, WAIT, |e| {
+        matches!(e, SimEvent::PreKeysUploaded { .. })
+    })
+    .await;
+    engine.shutdown().await;
+    match uploaded {
+        SimEvent::PreKeysUploaded { device, .. } => device,
+        _ => unreachable!(),
+    }
+}
+
+/// Message id → the delivery ids it arrived under.
+fn deliveries(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_message: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for request in receiver.received() {
+        let body = request.json();
+        if body["event"] != "messages.upsert" {
+            continue;
+        }
+        let delivery = request
+            .header("x-wabridge-delivery")
+            .expect("every delivery carries its id");
+        for message in body["messages"].as_array().unwrap() {
+            by_message
+                .entry(message["id"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(delivery.clone());
+        }
+    }
+    by_message
+}
+
+fn start(config: &std::path::Path, data: &DataDir) -> Running {
+    let mut running = Running::spawn(wabridge(&[
+        "--headless",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.root().to_str().unwrap(),
+    ]));
+    running.expect_line("WhatsApp Connected: shop", WAIT);
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_flood_loses_nothing_and_duplicates_nothing() {
+    let sim = Simulator::start().await.unwrap();
+    let receiver = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let device = pair(&sim, &data, &receiver.url()).await;
+    let config = write_config(tmp.path(), &sim.ws_url(), "");
+
+    let first = {
+        let (config, data) = (config.clone(), data.clone());
+        tokio::task::spawn_blocking(move || start(&config, &data))
+            .await
+            .unwrap()
+    };
+    let person = Person {
+        lid: "260477250707536".into(),
+        pn: "919075167132".into(),
+        name: "Asha".into(),
+    };
+    let send = |n: usize| {
+        let (sim, person) = (sim.clone(), person.clone());
+        async move {
+            sim.send_text(
+                device,
+                &person,
+                Addressing::LidWithPn,
+                &format!("message {n}"),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mut sent = Vec::new();
+    for n in 0..FLOOD / 2 {
+        sent.push(send(n).await);
+    }
+    // Mid-flood, once the webhook has seen some: SIGKILL, no goodbye.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while deliveries(&receiver).len() < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no messages at the webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let in_flight = sim.unreceipted(device);
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(
+        in_flight > 0,
+        "the kill came after the client had caught up"
+    );
+    // The rest of the flood arrives while it is down.
+    for n in FLOOD / 2..FLOOD {
+        sent.push(send(n).await);
+    }
+
+    let _second = {
+        let (config, data) = (config.clone(), data.clone());
+        tokio::task::spawn_blocking(move || start(&config, &data))
+            .await
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = deliveries(&receiver);
+        if got.len() >= FLOOD && sim.unreceipted(device) == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after the restart: {} of {FLOOD} messages at the webhook, {} unreceipted at the server",
+            got.len(),
+            sim.unreceipted(device)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = deliveries(&receiver);
+    let expected: BTreeSet<String> = sent.into_iter().collect();
+    let arrived: BTreeSet<String> = got.keys().cloned().collect();
+    assert_eq!(arrived, expected, "every message, and only those");
+    for (message, delivery_ids) in &got {
+        assert_eq!(
+            delivery_ids.len(),
+            1,
+            "{message} arrived under several delivery ids: {delivery_ids:?}"
+        );
+    }
+}
