@@ -59,6 +59,7 @@ fn message(id: &str, lookups: Lookups, text: &str) -> IncomingMessage {
         text: text.into(),
         media: None,
         reply_to: None,
+        unreadable: false,
     }
 }
 

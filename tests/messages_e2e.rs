@@ -126,9 +126,10 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
         .send_text(device, &carla, Addressing::LidHidden, "who am I")
         .await
         .unwrap();
+    let broken = sim.send_garbage(device, &ben, Addressing::Pn);
 
     let deadline = tokio::time::Instant::now() + WAIT;
-    while upserts(&receiver).len() < 4 {
+    while upserts(&receiver).len() < 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "webhook got {:?}",
@@ -162,5 +163,12 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
     assert_eq!(m["from"], "200000000000077", "the LID digits, flagged");
     assert_eq!(m["fromResolved"], false);
     assert_eq!(m["fromLid"], "200000000000077");
+    // Undecryptable: forwarded as a notice with the reason, never dropped.
+    let m = by_id(&broken);
+    assert_eq!(m["from"], "447700900123");
+    assert!(
+        m["text"].as_str().unwrap().starts_with("[unreadable: "),
+        "{m}"
+    );
     engine.shutdown().await;
 }

@@ -65,6 +65,9 @@ pub struct IncomingMessage {
     pub media: Option<IncomingMedia>,
     /// The quoted message: id and its text when known.
     pub reply_to: Option<(String, Option<String>)>,
+    /// The library could not decrypt it (`text` says why); the real content
+    /// may still follow under the same id once the sender resends it.
+    pub unreadable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

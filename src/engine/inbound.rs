@@ -49,8 +49,11 @@ impl InboundSink for MessageForwarder {
 }
 
 /// Stanza ids are unique only within a (chat, sender): the key has all three.
+/// An unreadable notice has a key of its own, so that the real message,
+/// resent under the same id, is still delivered after it.
 pub fn dedupe_key(session: &SessionId, m: &IncomingMessage) -> String {
-    format!("{session}|{}|{}|{}", m.chat, m.sender, m.id)
+    let notice = if m.unreadable { "|unreadable" } else { "" };
+    format!("{session}|{}|{}|{}{notice}", m.chat, m.sender, m.id)
 }
 
 pub fn wire_message(m: &IncomingMessage) -> WireMessage {

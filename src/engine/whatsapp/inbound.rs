@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use whatsapp_rust::prelude::{Client, InboundMessage};
+use whatsapp_rust::prelude::{Client, InboundMessage, MessageInfo};
+use whatsapp_rust::types::message::MessageSource;
 use whatsapp_rust::{InboundDurabilityHook, Jid};
 
 use super::content::{self, MediaRef};
@@ -17,6 +18,7 @@ use crate::engine::phone::{self, Lookups};
 /// A download slower than this is forwarded without its bytes.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[derive(Clone)]
 pub struct DurabilityHook {
     pub sink: Arc<dyn InboundSink>,
     pub groups: Arc<GroupCache>,
@@ -62,6 +64,60 @@ impl DurabilityHook {
             &info.media_type
         };
         let content = content::extract(&message.message, kind)?;
+        let (from, group_name) = self.resolve_sender(client, source).await;
+        let media = match &content.media {
+            Some(media) => Some(self.download(client, media).await),
+            None => None,
+        };
+        Some(IncomingMessage {
+            id: info.id.to_string(),
+            chat: source.chat.to_string(),
+            sender: source.sender.to_string(),
+            is_group: source.is_group,
+            group_name,
+            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+            timestamp: info.timestamp.timestamp(),
+            from,
+            text: content.text,
+            media,
+            reply_to: content.reply_to,
+            unreadable: false,
+        })
+    }
+
+    /// A message the library could not decrypt: forwarded as a notice with
+    /// the reason, never dropped in silence.
+    pub async fn forward_unreadable(&self, client: &Arc<Client>, info: &MessageInfo, reason: &str) {
+        let source = &info.source;
+        let (from, group_name) = self.resolve_sender(client, source).await;
+        let notice = IncomingMessage {
+            id: info.id.to_string(),
+            chat: source.chat.to_string(),
+            sender: source.sender.to_string(),
+            is_group: source.is_group,
+            group_name,
+            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+            timestamp: info.timestamp.timestamp(),
+            from,
+            text: format!("[unreadable: {reason}]"),
+            media: None,
+            reply_to: None,
+            unreadable: true,
+        };
+        if let Err(e) = self.sink.persist(&[notice]) {
+            tracing::error!(
+                "cannot queue the unreadable notice of message {}: {e}",
+                info.id
+            );
+        }
+    }
+
+    /// The sender's number (design.md §7 order) and the group's name.
+    async fn resolve_sender(
+        &self,
+        client: &Arc<Client>,
+        source: &MessageSource,
+    ) -> (phone::Resolution, Option<String>) {
         let sender = source.sender.to_string();
         let sender_alt = source.sender_alt.as_ref().map(Jid::to_string);
         let stored_pn = if source.sender.is_lid() {
@@ -89,23 +145,7 @@ impl DurabilityHook {
             stored_pn: stored_pn.as_deref(),
             participant_pn: participant_pn.as_deref(),
         });
-        let media = match &content.media {
-            Some(media) => Some(self.download(client, media).await),
-            None => None,
-        };
-        Some(IncomingMessage {
-            id: info.id.to_string(),
-            chat: source.chat.to_string(),
-            sender,
-            is_group: source.is_group,
-            group_name: group.map(|g| g.subject.clone()),
-            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
-            timestamp: info.timestamp.timestamp(),
-            from,
-            text: content.text,
-            media,
-            reply_to: content.reply_to,
-        })
+        (from, group.map(|g| g.subject.clone()))
     }
 
     async fn download(&self, client: &Arc<Client>, media: &MediaRef) -> IncomingMedia {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use whatsapp_rust::bot::Bot;
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::prelude::{Client, Event, EventHandler, SqliteStore};
-use whatsapp_rust::types::events::ConnectFailureReason;
+use whatsapp_rust::types::events::{ConnectFailureReason, UndecryptableMessage};
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
 
@@ -57,9 +57,15 @@ impl WaBackend for WhatsAppBackend {
         let store = SqliteStore::new(path)
             .await
             .map_err(|e| OpenError::StoreUnreadable(e.to_string()))?;
+        let hook = options.inbound.map(|sink| inbound::DurabilityHook {
+            sink,
+            groups: Arc::new(inbound::GroupCache::default()),
+            media_cap: self.media_cap,
+        });
         let forwarder = Forwarder {
             sink: events,
             client: Arc::new(OnceLock::new()),
+            unreadable: hook.clone(),
         };
         let client_slot = forwarder.client.clone();
         let mut builder = Bot::builder()
@@ -69,12 +75,8 @@ impl WaBackend for WhatsAppBackend {
         if let Some(version) = self.version {
             builder = builder.with_version(version);
         }
-        if let Some(sink) = options.inbound {
-            builder = builder.with_inbound_durability_hook(inbound::DurabilityHook {
-                sink,
-                groups: Arc::new(inbound::GroupCache::default()),
-                media_cap: self.media_cap,
-            });
+        if let Some(hook) = hook {
+            builder = builder.with_inbound_durability_hook(hook);
         }
         if let Some(phone) = options.pair_phone {
             builder = builder.with_pair_code(PairCodeOptions {
@@ -138,9 +140,38 @@ struct Forwarder {
     /// Set right after the client is built; weak, because the client owns
     /// this handler.
     client: Arc<OnceLock<Weak<Client>>>,
+    /// Forwards messages the library could not decrypt, as notices.
+    unreadable: Option<inbound::DurabilityHook>,
 }
 
 impl Forwarder {
+    /// Logs it and queues a notice for the webhook (off the event path: the
+    /// sender's number may need a store lookup). The library has already
+    /// asked the sender to resend; a readable resend follows as a message.
+    fn forward_unreadable(&self, undecryptable: &UndecryptableMessage) {
+        let info = undecryptable.info.clone();
+        let reason = if undecryptable.is_unavailable {
+            format!(
+                "unavailable on this device ({:?})",
+                undecryptable.unavailable_type
+            )
+        } else {
+            "could not be decrypted; the sender's phone was asked to resend it".to_string()
+        };
+        tracing::warn!(
+            "Undecryptable message {} from {}: {reason}",
+            info.id,
+            info.source.sender
+        );
+        let (Some(hook), Some(client)) = (
+            self.unreadable.clone(),
+            self.client.get().and_then(Weak::upgrade),
+        ) else {
+            return;
+        };
+        tokio::spawn(async move { hook.forward_unreadable(&client, &info, &reason).await });
+    }
+
     fn own_ids(&self) -> (Option<String>, Option<String>) {
         let Some(client) = self.client.get().and_then(Weak::upgrade) else {
             return (None, None);
@@ -154,6 +185,10 @@ impl Forwarder {
 
 impl EventHandler for Forwarder {
     fn handle_event(&self, event: Arc<Event>) {
+        if let Event::UndecryptableMessage(undecryptable) = &*event {
+            self.forward_unreadable(undecryptable);
+            return;
+        }
         if let Some(event) = self.translate(&event) {
             // The supervisor gone means the session is stopping: nothing to do.
             let _ = self.sink.send(event);

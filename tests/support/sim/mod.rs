@@ -342,6 +342,19 @@ impl Simulator {
         Ok(id)
     }
 
+    /// `from` sends `device` a message nobody can decrypt (corrupted on
+    /// the way, or from a session the device no longer has).
+    pub fn send_garbage(&self, device: u32, from: &Person, addressing: Addressing) -> String {
+        let id = format!(
+            "3EB0BAD{:012}",
+            self.inner.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        let garbage: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
+        let stanza = conn::message_stanza(&id, from, addressing, "msg", garbage);
+        self.act_on(Target::Device(device), Action::Deliver(stanza));
+        id
+    }
+
     /// Messages to `device` that it has not receipted yet.
     pub fn unreceipted(&self, device: u32) -> usize {
         self.inner
