@@ -5,5 +5,6 @@ pub mod fake_backend;
 pub mod log_capture;
 pub mod process;
 pub mod receiver;
+pub mod screen;
 pub mod sim;
 pub mod tmux;

@@ -69,6 +69,13 @@ impl Running {
         }
     }
 
+    /// The next stderr line (also kept in `seen`), if one comes in `within`.
+    pub fn next_line(&mut self, within: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(within).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
     /// Waits for a stderr line containing `needle`; panics with everything
     /// seen so far after `within`.
     pub fn expect_line(&mut self, needle: &str, within: Duration) -> String {
