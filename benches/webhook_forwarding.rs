@@ -1,0 +1,216 @@
+//! Webhook forwarding with durability on, against a loopback receiver in
+//! the same process:
+//! - rate: messages persisted to the outbox and delivered one after the
+//!   other (per-session order), next to a raw reqwest keep-alive loop posting
+//!   the same bodies to the same receiver in the same run;
+//! - latency: enqueue → 2xx at a steady 1,000 msg/s, p50/p99;
+//! - drain: a 1,000,000-message backlog left on disk (receiver down), then
+//!   drained by a fresh process-worth of hub: rate and peak RSS.
+//!
+//! Prints figures; asserts none. Run: `cargo bench --bench webhook_forwarding`
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use wabridge::paths::{DataDir, SessionId};
+use wabridge::webhook::deliver::{DeliverySettings, Target, now_ms};
+use wabridge::webhook::hub::WebhookHub;
+use wabridge::webhook::outbox::Outbox;
+use wabridge::webhook::payload::{WebhookEvent, WireMessage};
+
+const RATE_MESSAGES: usize = 5_000;
+const STEADY_RATE: u64 = 1_000;
+const STEADY_SECONDS: u64 = 5;
+const BACKLOG: usize = 1_000_000;
+
+/// Arrival instants by message id.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn receive(State(arrivals): State<Arrivals>, body: Bytes) -> &'static str {
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(id) = value["messages"][0]["id"].as_str() {
+        arrivals
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), Instant::now());
+    }
+    "ok"
+}
+
+async fn start_receiver() -> (String, Arrivals) {
+    let arrivals = Arrivals::default();
+    let router = Router::new()
+        .route("/hook", post(receive))
+        .with_state(arrivals.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, arrivals)
+}
+
+fn message(id: &str) -> WebhookEvent {
+    WebhookEvent::MessagesUpsert(vec![WireMessage {
+        id: id.to_string(),
+        from: "919075167132".into(),
+        text: "Order 4711: 3 × blue widgets, deliver Friday".into(),
+        timestamp: 1_764_000_000,
+        push_name: Some("Asha".into()),
+        media: None,
+        is_group: false,
+        group_id: None,
+        group_name: None,
+        reply_to: None,
+        from_lid: Some("260477250707536".into()),
+        from_resolved: true,
+    }])
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+async fn wait_for(arrivals: &Arrivals, count: usize) {
+    while arrivals.lock().unwrap().len() < count {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, arrivals) = start_receiver().await;
+    let session = SessionId::parse("shop").unwrap();
+
+    // Raw: the same bodies, one after the other, on one keep-alive client.
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    for n in 0..RATE_MESSAGES {
+        let body = message(&format!("raw-{n}")).body("shop");
+        client.post(&url).body(body).send().await.unwrap();
+    }
+    let raw_rate = RATE_MESSAGES as f64 / started.elapsed().as_secs_f64();
+
+    // Ours: persisted first, then delivered by the session's worker.
+    let hub = WebhookHub::open(
+        &DataDir::new(tmp.path().join("rate")),
+        DeliverySettings::default(),
+    )
+    .unwrap();
+    hub.set_target(
+        &session,
+        Some(Target {
+            url: url.clone(),
+            token: Some("erp".into()),
+        }),
+    );
+    arrivals.lock().unwrap().clear();
+    let started = Instant::now();
+    for n in 0..RATE_MESSAGES {
+        hub.publish(
+            &session,
+            &message(&format!("ours-{n}")),
+            Some(&format!("k{n}")),
+        )
+        .unwrap();
+    }
+    wait_for(&arrivals, RATE_MESSAGES).await;
+    let ours_rate = RATE_MESSAGES as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "forwarding: {ours_rate:.0} msg/s durable vs {raw_rate:.0} msg/s raw reqwest ({:.2}×)",
+        ours_rate / raw_rate
+    );
+
+    // Steady 1,000 msg/s: enqueue → 2xx.
+    arrivals.lock().unwrap().clear();
+    let mut enqueued = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / STEADY_RATE));
+    let total = (STEADY_RATE * STEADY_SECONDS) as usize;
+    for n in 0..total {
+        tick.tick().await;
+        let id = format!("steady-{n}");
+        enqueued.insert(id.clone(), Instant::now());
+        hub.publish(&session, &message(&id), Some(&id)).unwrap();
+    }
+    wait_for(&arrivals, total).await;
+    let mut latencies: Vec<f64> = {
+        let arrivals = arrivals.lock().unwrap();
+        enqueued
+            .iter()
+            .map(|(id, at)| arrivals[id].duration_since(*at).as_secs_f64() * 1000.0)
+            .collect()
+    };
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "at {STEADY_RATE} msg/s for {STEADY_SECONDS}s: enqueue→2xx p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+        latencies[latencies.len() - 1]
+    );
+
+    // A million messages left on disk while the ERP was down, then drained.
+    let data = DataDir::new(tmp.path().join("backlog"));
+    let started = Instant::now();
+    {
+        std::fs::create_dir_all(data.root().join("outbox")).unwrap();
+        let outbox = Outbox::open(&data.root().join("outbox").join("outbox.db")).unwrap();
+        let body = message("backlog").body("shop");
+        for n in 0..BACKLOG {
+            outbox
+                .enqueue("shop", Some(&format!("b{n}")), &body, now_ms())
+                .unwrap();
+        }
+    }
+    println!(
+        "backlog: {BACKLOG} messages queued in {:.1}s; peak RSS so far {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mib()
+    );
+    let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (drain_url, _) = {
+        let counted = counted.clone();
+        let router = Router::new().route(
+            "/hook",
+            post(move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (url, ())
+    };
+    let hub = WebhookHub::open(&data, DeliverySettings::default()).unwrap();
+    let started = Instant::now();
+    hub.set_target(
+        &session,
+        Some(Target {
+            url: drain_url,
+            token: None,
+        }),
+    );
+    while counted.load(std::sync::atomic::Ordering::Relaxed) < BACKLOG {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drain_rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "drain: {BACKLOG} messages at {drain_rate:.0} msg/s; peak RSS of the whole bench {:.1} MiB",
+        peak_rss_mib()
+    );
+}
