@@ -30,13 +30,24 @@ impl InboundSink for MessageForwarder {
                     message.from.from
                 );
             }
-            if let Some(hooks) = &self.hooks {
-                let event = WebhookEvent::MessagesUpsert(vec![wire_message(message)]);
-                let key = dedupe_key(&self.session, message);
-                hooks
-                    .publish(&self.session, &event, Some(&key))
-                    .map_err(|e| format!("cannot queue message {}: {e}", message.id))?;
-            }
+        }
+        if let Some(hooks) = &self.hooks {
+            let events: Vec<(WebhookEvent, String)> = batch
+                .iter()
+                .map(|m| {
+                    (
+                        WebhookEvent::MessagesUpsert(vec![wire_message(m)]),
+                        dedupe_key(&self.session, m),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&WebhookEvent, Option<&str>)> = events
+                .iter()
+                .map(|(event, key)| (event, Some(key.as_str())))
+                .collect();
+            hooks
+                .publish_batch(&self.session, &refs)
+                .map_err(|e| format!("cannot queue {} message(s): {e}", batch.len()))?;
         }
         // Only after everything is on disk do the views hear about it.
         for message in batch {

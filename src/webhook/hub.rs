@@ -103,22 +103,43 @@ impl WebhookHub {
         event: &WebhookEvent,
         dedupe_key: Option<&str>,
     ) -> Result<bool, OutboxError> {
+        Ok(self.publish_batch(session, &[(event, dedupe_key)])? > 0)
+    }
+
+    /// Like `publish` for several events, persisted in one transaction.
+    /// Returns how many were queued.
+    pub fn publish_batch(
+        &self,
+        session: &SessionId,
+        events: &[(&WebhookEvent, Option<&str>)],
+    ) -> Result<usize, OutboxError> {
         let has_target = self
             .workers()
             .get(session.as_str())
             .is_some_and(|w| w.target.borrow().is_some());
-        if !has_target {
-            return Ok(false);
+        if !has_target || events.is_empty() {
+            return Ok(0);
         }
-        let body = event.body(session.as_str());
+        let bodies: Vec<Vec<u8>> = events
+            .iter()
+            .map(|(event, _)| event.body(session.as_str()))
+            .collect();
+        let items: Vec<(Option<&str>, &[u8])> = events
+            .iter()
+            .zip(&bodies)
+            .map(|((_, key), body)| (*key, body.as_slice()))
+            .collect();
         let queued = self
             .outbox
-            .enqueue(session.as_str(), dedupe_key, &body, now_ms())?;
+            .enqueue_batch(session.as_str(), &items, now_ms())?;
         if let Some(worker) = self.workers().get(session.as_str()) {
             worker.wake.notify_one();
         }
         let _ = self.changes.send(session.to_string());
-        Ok(matches!(queued, Enqueued::New { .. }))
+        Ok(queued
+            .iter()
+            .filter(|q| matches!(q, Enqueued::New { .. }))
+            .count())
     }
 
     /// Session ids whose backlog changed; may lag under a flood (then

@@ -104,21 +104,39 @@ impl Outbox {
         body: &[u8],
         now_ms: i64,
     ) -> Result<Enqueued, OutboxError> {
-        let conn = self.conn();
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO deliveries (delivery_id, session, dedupe_key, body, created_ms, next_attempt_ms)
-             VALUES ('wab-' || lower(hex(randomblob(12))), ?1, ?2, ?3, ?4, ?4)",
-            params![session, dedupe_key, body, now_ms],
-        )?;
-        if inserted == 0 {
-            return Ok(Enqueued::Duplicate);
+        let mut queued = self.enqueue_batch(session, &[(dedupe_key, body)], now_ms)?;
+        Ok(queued.pop().unwrap_or(Enqueued::Duplicate))
+    }
+
+    /// Persists several deliveries in one transaction: one wait for the
+    /// disk however many there are (a flood arrives in batches).
+    pub fn enqueue_batch(
+        &self,
+        session: &str,
+        items: &[(Option<&str>, &[u8])],
+        now_ms: i64,
+    ) -> Result<Vec<Enqueued>, OutboxError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut queued = Vec::with_capacity(items.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (delivery_id, session, dedupe_key, body, created_ms, next_attempt_ms)
+                 VALUES ('wab-' || lower(hex(randomblob(12))), ?1, ?2, ?3, ?4, ?4)
+                 RETURNING delivery_id",
+            )?;
+            for (dedupe_key, body) in items {
+                let delivery_id: Option<String> = insert
+                    .query_row(params![session, dedupe_key, body, now_ms], |row| row.get(0))
+                    .optional()?;
+                queued.push(match delivery_id {
+                    Some(delivery_id) => Enqueued::New { delivery_id },
+                    None => Enqueued::Duplicate,
+                });
+            }
         }
-        let delivery_id = conn.query_row(
-            "SELECT delivery_id FROM deliveries WHERE seq = last_insert_rowid()",
-            [],
-            |row| row.get(0),
-        )?;
-        Ok(Enqueued::New { delivery_id })
+        tx.commit()?;
+        Ok(queued)
     }
 
     /// The oldest live delivery of a session: order is kept by sending only
@@ -126,39 +144,43 @@ impl Outbox {
     pub fn head(&self, session: &str) -> Result<Option<Delivery>, OutboxError> {
         Ok(self
             .conn()
-            .query_row(
+            .prepare_cached(
                 "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms
                  FROM deliveries WHERE session = ?1 AND dead = 0 ORDER BY seq LIMIT 1",
-                [session],
-                |row| {
-                    Ok(Delivery {
-                        seq: row.get(0)?,
-                        delivery_id: row.get(1)?,
-                        session: row.get(2)?,
-                        body: row.get(3)?,
-                        created_ms: row.get(4)?,
-                        attempts: row.get(5)?,
-                        next_attempt_ms: row.get(6)?,
-                    })
-                },
-            )
+            )?
+            .query_row([session], |row| {
+                Ok(Delivery {
+                    seq: row.get(0)?,
+                    delivery_id: row.get(1)?,
+                    session: row.get(2)?,
+                    body: row.get(3)?,
+                    created_ms: row.get(4)?,
+                    attempts: row.get(5)?,
+                    next_attempt_ms: row.get(6)?,
+                })
+            })
             .optional()?)
     }
 
     /// The receiver took it: forget it, keeping the dedupe key so a
     /// redelivery of the same message is still recognised.
     pub fn ack(&self, seq: i64) -> Result<(), OutboxError> {
-        let conn = self.conn();
-        conn.execute(
-            "DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL",
-            [seq],
-        )?;
-        // Rows with a dedupe key become tombstones: no body, not live.
-        conn.execute(
-            "UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1",
-            [seq],
-        )?;
-        Ok(())
+        let mut conn = self.conn();
+        // An ack lost to a power cut only sends the same delivery (same id)
+        // again, which receivers dedupe: its commit need not wait for the
+        // disk. The next enqueue's full sync carries it to disk anyway.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let acked = (|| {
+            let tx = conn.transaction()?;
+            tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL")?
+                .execute([seq])?;
+            // Rows with a dedupe key become tombstones: no body, not live.
+            tx.prepare_cached("UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1")?
+                .execute([seq])?;
+            tx.commit()
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(acked?)
     }
 
     pub fn retry_later(&self, seq: i64, at_ms: i64, error: &str) -> Result<(), OutboxError> {

@@ -64,51 +64,54 @@ impl DurabilityHook {
             &info.media_type
         };
         let content = content::extract(&message.message, kind)?;
-        let (from, group_name) = self.resolve_sender(client, source).await;
-        let media = match &content.media {
-            Some(media) => Some(self.download(client, media).await),
-            None => None,
-        };
-        Some(IncomingMessage {
-            id: info.id.to_string(),
-            chat: source.chat.to_string(),
-            sender: source.sender.to_string(),
-            is_group: source.is_group,
-            group_name,
-            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
-            timestamp: info.timestamp.timestamp(),
-            from,
-            text: content.text,
-            media,
-            reply_to: content.reply_to,
-            unreadable: false,
-        })
+        let mut incoming = self.about(client, info, content.text).await;
+        if let Some(media) = &content.media {
+            incoming.media = Some(self.download(client, media).await);
+        }
+        incoming.reply_to = content.reply_to;
+        Some(incoming)
     }
 
     /// A message the library could not decrypt: forwarded as a notice with
     /// the reason, never dropped in silence.
     pub async fn forward_unreadable(&self, client: &Arc<Client>, info: &MessageInfo, reason: &str) {
-        let source = &info.source;
-        let (from, group_name) = self.resolve_sender(client, source).await;
         let notice = IncomingMessage {
-            id: info.id.to_string(),
-            chat: source.chat.to_string(),
-            sender: source.sender.to_string(),
-            is_group: source.is_group,
-            group_name,
-            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
-            timestamp: info.timestamp.timestamp(),
-            from,
-            text: format!("[unreadable: {reason}]"),
-            media: None,
-            reply_to: None,
             unreadable: true,
+            ..self
+                .about(client, info, format!("[unreadable: {reason}]"))
+                .await
         };
         if let Err(e) = self.sink.persist(&[notice]) {
             tracing::error!(
                 "cannot queue the unreadable notice of message {}: {e}",
                 info.id
             );
+        }
+    }
+
+    /// A message with `text` and what its envelope tells: ids, the sender's
+    /// number, names, time.
+    async fn about(
+        &self,
+        client: &Arc<Client>,
+        info: &MessageInfo,
+        text: String,
+    ) -> IncomingMessage {
+        let source = &info.source;
+        let (from, group_name) = self.resolve_sender(client, source).await;
+        IncomingMessage {
+            id: info.id.to_string(),
+            chat: source.chat.to_string(),
+            sender: source.sender.to_string(),
+            is_group: source.is_group,
+            group_name,
+            push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+            timestamp: info.timestamp.timestamp(),
+            from,
+            text,
+            media: None,
+            reply_to: None,
+            unreadable: false,
         }
     }
 
