@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo bench --bench sessions_rss`
 
+#[path = "../tests/support/pairing.rs"]
+#[allow(dead_code)]
+mod pairing;
 #[path = "../tests/support/sim/mod.rs"]
 #[allow(dead_code)]
 mod sim;
@@ -18,7 +21,6 @@ use std::time::{Duration, Instant};
 use sim::Simulator;
 use tokio::sync::broadcast;
 use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::engine::{Engine, EngineEvent, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 
@@ -66,16 +68,11 @@ async fn main() {
 
 /// Pairs every session at once, as 100 phones scanning 100 screens.
 async fn pair_all(sim: &Simulator, data: &DataDir) {
-    let backend = WhatsAppBackend {
-        ws_url: sim.ws_url(),
-        version: Some((2, 3000, 1015901307)),
-        media_cap: 1 << 20,
-    };
     let policy = BackoffPolicy {
         base: Duration::from_millis(200),
         max: Duration::from_secs(2),
     };
-    let engine = Engine::new(backend, data.clone(), policy);
+    let engine = Engine::new(pairing::backend(sim), data.clone(), policy);
     let mut changes: broadcast::Receiver<EngineEvent> = engine.subscribe();
     for n in 0..SESSIONS {
         engine

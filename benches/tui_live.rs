@@ -7,6 +7,9 @@
 //! Prints figures; asserts none. Needs tmux.
 //! Run: `cargo bench --bench tui_live`
 
+#[path = "../tests/support/pairing.rs"]
+#[allow(dead_code)]
+mod pairing;
 #[path = "../tests/support/sim/mod.rs"]
 #[allow(dead_code)]
 mod sim;
@@ -19,12 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sim::{Addressing, Person, SimEvent, Simulator};
+use sim::{Addressing, Person, Simulator};
 use tmux::Tmux;
-use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::whatsapp::WhatsAppBackend;
-use wabridge::engine::{Engine, EngineEvent, SessionState};
-use wabridge::paths::{DataDir, SessionId};
+use wabridge::paths::DataDir;
 
 const IDLE_WINDOW: Duration = Duration::from_secs(30);
 const FLOOD_PER_SECOND: u64 = 2000;
@@ -127,7 +127,7 @@ fn start_and_idle(tmp: &Path) {
 async fn key_latency_under_flood(tmp: &Path) {
     let sim = Simulator::start().await.unwrap();
     let data = DataDir::new(tmp.join("flood"));
-    let device = pair_one(&sim, &data).await;
+    let device = pairing::pair_and_stop(&sim, &data, "shop", None).await;
     let config = write_config(tmp, &sim.ws_url(), "5s");
     let tmux = Tmux::start("bench-keys", &command(&config, data.root(), tmp), 160, 50);
     let tmux = Arc::new(tmux);
@@ -208,41 +208,4 @@ fn key_to_screen(tmux: &Tmux, key: &str, shown: impl Fn(&str) -> bool) -> Durati
         );
     }
     pressed.elapsed()
-}
-
-/// Pairs one session in-process and returns its linked device, with its
-/// pre-keys uploaded to the simulator.
-async fn pair_one(sim: &Simulator, data: &DataDir) -> u32 {
-    let backend = WhatsAppBackend {
-        ws_url: sim.ws_url(),
-        version: Some((2, 3000, 1015901307)),
-        media_cap: 1 << 20,
-    };
-    let policy = BackoffPolicy {
-        base: Duration::from_millis(200),
-        max: Duration::from_secs(2),
-    };
-    let engine = Engine::new(backend, data.clone(), policy);
-    let mut changes = engine.subscribe();
-    let mut events = sim.events();
-    engine
-        .add_session(&SessionId::parse("shop").unwrap(), None, None)
-        .unwrap();
-    loop {
-        if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
-            && let SessionState::QrScanRequired(offer) = &s.state
-        {
-            sim.scan(&offer.payload);
-            break;
-        }
-    }
-    let uploaded = sim::wait_for(&mut events, Duration::from_secs(60), |e| {
-        matches!(e, SimEvent::PreKeysUploaded { .. })
-    })
-    .await;
-    engine.shutdown().await;
-    match uploaded {
-        SimEvent::PreKeysUploaded { device, .. } => device,
-        _ => unreachable!(),
-    }
 }

@@ -116,22 +116,32 @@ async fn main() {
             token: Some("erp".into()),
         }),
     );
-    arrivals.lock().unwrap().clear();
-    let started = Instant::now();
-    for n in 0..RATE_MESSAGES {
-        hub.publish(
-            &session,
-            &message(&format!("ours-{n}")),
-            Some(&format!("k{n}")),
-        )
-        .unwrap();
+    // One message per publish (a live trickle), then batches of 50 (how an
+    // offline queue drains after a reconnect).
+    for batch in [1, 50] {
+        arrivals.lock().unwrap().clear();
+        let started = Instant::now();
+        for chunk in (0..RATE_MESSAGES).collect::<Vec<_>>().chunks(batch) {
+            let events: Vec<(WebhookEvent, String)> = chunk
+                .iter()
+                .map(|n| {
+                    (
+                        message(&format!("ours-{batch}-{n}")),
+                        format!("k{batch}-{n}"),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&WebhookEvent, Option<&str>)> =
+                events.iter().map(|(e, k)| (e, Some(k.as_str()))).collect();
+            hub.publish_batch(&session, &refs).unwrap();
+        }
+        wait_for(&arrivals, RATE_MESSAGES).await;
+        let ours_rate = RATE_MESSAGES as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "forwarding, {batch} per batch: {ours_rate:.0} msg/s durable vs {raw_rate:.0} msg/s raw reqwest ({:.2}×)",
+            ours_rate / raw_rate
+        );
     }
-    wait_for(&arrivals, RATE_MESSAGES).await;
-    let ours_rate = RATE_MESSAGES as f64 / started.elapsed().as_secs_f64();
-    println!(
-        "forwarding: {ours_rate:.0} msg/s durable vs {raw_rate:.0} msg/s raw reqwest ({:.2}×)",
-        ours_rate / raw_rate
-    );
 
     // Steady 1,000 msg/s: enqueue → 2xx.
     arrivals.lock().unwrap().clear();
@@ -167,10 +177,13 @@ async fn main() {
         std::fs::create_dir_all(data.root().join("outbox")).unwrap();
         let outbox = Outbox::open(&data.root().join("outbox").join("outbox.db")).unwrap();
         let body = message("backlog").body("shop");
-        for n in 0..BACKLOG {
-            outbox
-                .enqueue("shop", Some(&format!("b{n}")), &body, now_ms())
-                .unwrap();
+        let keys: Vec<String> = (0..BACKLOG).map(|n| format!("b{n}")).collect();
+        for chunk in keys.chunks(1000) {
+            let items: Vec<(Option<&str>, &[u8])> = chunk
+                .iter()
+                .map(|k| (Some(k.as_str()), body.as_slice()))
+                .collect();
+            outbox.enqueue_batch("shop", &items, now_ms()).unwrap();
         }
     }
     println!(

@@ -11,58 +11,14 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use support::pairing::pair_and_stop;
 use support::process::{Running, wabridge, write_config};
 use support::receiver::Receiver;
-use support::sim::{self, Addressing, Person, SimEvent, Simulator};
-use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::whatsapp::WhatsAppBackend;
-use wabridge::engine::{Engine, EngineEvent, SessionState};
-use wabridge::paths::{DataDir, SessionId};
+use support::sim::{Addressing, Person, Simulator};
+use wabridge::paths::DataDir;
 
 const FLOOD: usize = 300;
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Pairs "shop" in-process with `webhook` saved in its settings; returns
-/// the linked device once its pre-keys are uploaded.
-async fn pair(sim: &Simulator, data: &DataDir, webhook: &str) -> u32 {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let backend = WhatsAppBackend {
-        ws_url: sim.ws_url(),
-        version: Some((2, 3000, 1015901307)),
-        media_cap: 1 << 20,
-    };
-    let policy = BackoffPolicy {
-        base: Duration::from_millis(100),
-        max: Duration::from_millis(400),
-    };
-    let engine = Engine::new(backend, data.clone(), policy);
-    let mut changes = engine.subscribe();
-    let mut events = sim.events();
-    engine
-        .add_session(
-            &SessionId::parse("shop").unwrap(),
-            Some(webhook.to_string()),
-            Some("erp".into()),
-        )
-        .unwrap();
-    loop {
-        if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
-            && let SessionState::QrScanRequired(offer) = &s.state
-        {
-            assert!(sim.scan(&offer.payload));
-            break;
-        }
-    }
-    let uploaded = sim::wait_for(&mut events, WAIT, |e| {
-        matches!(e, SimEvent::PreKeysUploaded { .. })
-    })
-    .await;
-    engine.shutdown().await;
-    match uploaded {
-        SimEvent::PreKeysUploaded { device, .. } => device,
-        _ => unreachable!(),
-    }
-}
 
 /// Message id → the delivery ids it arrived under.
 fn deliveries(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
@@ -99,11 +55,12 @@ fn start(config: &std::path::Path, data: &DataDir) -> Running {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_flood_loses_nothing_and_duplicates_nothing() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = Simulator::start().await.unwrap();
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path().join("data"));
-    let device = pair(&sim, &data, &receiver.url()).await;
+    let device = pair_and_stop(&sim, &data, "shop", Some(&receiver.url())).await;
     let config = write_config(tmp.path(), &sim.ws_url(), "");
 
     let first = {

@@ -63,16 +63,6 @@ fn message(id: &str, lookups: Lookups, text: &str) -> IncomingMessage {
     }
 }
 
-fn upserts(receiver: &Receiver) -> Vec<serde_json::Value> {
-    receiver
-        .received()
-        .iter()
-        .map(|r| r.json())
-        .filter(|b| b["event"] == "messages.upsert")
-        .map(|b| b["messages"][0].clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn pn_lid_and_hidden_senders_reach_the_webhook_in_the_old_format() {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,7 +98,7 @@ async fn pn_lid_and_hidden_senders_reach_the_webhook_in_the_old_format() {
     backend.deliver("WA-1", &[pn, lid, hidden]).unwrap();
 
     receiver.wait_for(4, WAIT).await;
-    let got = upserts(&receiver);
+    let got = receiver.upserts();
     assert_eq!(
         got[0],
         json!({
@@ -165,7 +155,7 @@ async fn a_redelivered_message_is_forwarded_once() {
     backend.deliver("WA-1", &[other]).unwrap();
     receiver.wait_for(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let ids: Vec<_> = upserts(&receiver).iter().map(|m| m["id"].clone()).collect();
+    let ids: Vec<_> = receiver.upserts().iter().map(|m| m["id"].clone()).collect();
     assert_eq!(ids, [json!("SAME"), json!("NEXT")]);
 }
 
@@ -195,7 +185,7 @@ async fn groups_media_and_replies_fill_their_fields() {
     m.reply_to = Some(("Q1".into(), Some("send the invoice".into())));
     backend.deliver("WA-1", &[m]).unwrap();
     receiver.wait_for(2, WAIT).await;
-    let got = &upserts(&receiver)[0];
+    let got = &receiver.upserts()[0];
     assert_eq!(
         got["from"], "919075167132",
         "the participant, not the group"

@@ -61,7 +61,10 @@ async fn headless_prints_a_scannable_qr_saves_it_and_connects() {
         // The printer hears of the connection just after the log line.
         let deadline = Instant::now() + WAIT;
         while svg.exists() {
-            assert!(Instant::now() < deadline, "the QR file is removed once connected");
+            assert!(
+                Instant::now() < deadline,
+                "the QR file is removed once connected"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let status = running.terminate(WAIT);

@@ -7,23 +7,15 @@ mod support;
 use std::time::Duration;
 
 use support::log_capture::LogCapture;
+use support::pairing::backend;
 use support::sim::{self, Action, ConnPlan, Handshake, SimEvent, Simulator, Target};
 use tokio::sync::broadcast;
 use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::engine::{Engine, EngineEvent, SessionSnapshot, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 
 /// Bounds every wait; the longest is the 60 s life of a first QR code.
 const WAIT: Duration = Duration::from_secs(90);
-
-fn backend(sim: &Simulator) -> WhatsAppBackend {
-    WhatsAppBackend {
-        ws_url: sim.ws_url(),
-        version: Some((2, 3000, 1015901307)),
-        media_cap: 1 << 20,
-    }
-}
 
 fn fast() -> BackoffPolicy {
     BackoffPolicy {

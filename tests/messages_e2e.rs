@@ -8,11 +8,11 @@ mod support;
 
 use std::time::Duration;
 
+use support::pairing::{backend, scan_first_qr};
 use support::receiver::Receiver;
 use support::sim::{self, Addressing, Person, SimEvent, Simulator};
 use tokio::sync::broadcast;
 use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::engine::{Engine, EngineEvent, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::deliver::DeliverySettings;
@@ -28,30 +28,18 @@ fn id(s: &str) -> SessionId {
 /// returns the linked device once it has uploaded its pre-keys.
 async fn paired_session(sim: &Simulator, data: &DataDir, receiver: &Receiver) -> (Engine, u32) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let backend = WhatsAppBackend {
-        ws_url: sim.ws_url(),
-        version: Some((2, 3000, 1015901307)),
-        media_cap: 1 << 20,
-    };
     let hooks = WebhookHub::open(data, DeliverySettings::default()).unwrap();
     let policy = BackoffPolicy {
         base: Duration::from_millis(50),
         max: Duration::from_millis(200),
     };
-    let engine = Engine::with_webhooks(backend, data.clone(), policy, Some(hooks));
+    let engine = Engine::with_webhooks(backend(sim), data.clone(), policy, Some(hooks));
     let mut changes = engine.subscribe();
     let mut sim_events = sim.events();
     engine
         .add_session(&id("shop"), Some(receiver.url()), Some("erp".into()))
         .unwrap();
-    let offer = loop {
-        if let EngineEvent::SessionChanged(s) = changes.recv().await.unwrap()
-            && let SessionState::QrScanRequired(offer) = s.state
-        {
-            break offer;
-        }
-    };
-    assert!(sim.scan(&offer.payload));
+    scan_first_qr(sim, &mut changes, "shop").await;
     let uploaded = sim::wait_for(&mut sim_events, WAIT, |e| {
         matches!(e, SimEvent::PreKeysUploaded { .. })
     })
@@ -75,16 +63,6 @@ async fn wait_connected(changes: &mut broadcast::Receiver<EngineEvent>) {
     })
     .await
     .expect("Connected");
-}
-
-fn upserts(receiver: &Receiver) -> Vec<serde_json::Value> {
-    receiver
-        .received()
-        .iter()
-        .map(|r| r.json())
-        .filter(|b| b["event"] == "messages.upsert")
-        .map(|b| b["messages"][0].clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -129,15 +107,15 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
     let broken = sim.send_garbage(device, &ben, Addressing::Pn);
 
     let deadline = tokio::time::Instant::now() + WAIT;
-    while upserts(&receiver).len() < 5 {
+    while receiver.upserts().len() < 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "webhook got {:?}",
-            upserts(&receiver)
+            receiver.upserts()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let got = upserts(&receiver);
+    let got = receiver.upserts();
     let by_id = |wanted: &str| {
         got.iter()
             .find(|m| m["id"] == wanted)

@@ -3,6 +3,7 @@
 
 pub mod fake_backend;
 pub mod log_capture;
+pub mod pairing;
 pub mod process;
 pub mod receiver;
 pub mod screen;

@@ -90,6 +90,16 @@ impl Receiver {
     }
 
     /// Waits until at least `n` requests arrived (bounded wait).
+    /// The first message of each `messages.upsert` received, in order.
+    pub fn upserts(&self) -> Vec<serde_json::Value> {
+        self.received()
+            .iter()
+            .map(Received::json)
+            .filter(|b| b["event"] == "messages.upsert")
+            .map(|b| b["messages"][0].clone())
+            .collect()
+    }
+
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + within;
         loop {

@@ -1,0 +1,77 @@
+//! Sessions paired through the simulator, in-process, as the phone would
+//! pair them: the setup of every test and benchmark that needs a linked
+//! device rather than the pairing itself.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::whatsapp::WhatsAppBackend;
+use wabridge::engine::{Engine, EngineEvent, SessionState};
+use wabridge::paths::{DataDir, SessionId};
+
+use super::sim::{self, SimEvent, Simulator};
+
+/// The WhatsApp Web version every test pins (no version fetch offline).
+pub const VERSION: (u32, u32, u32) = (2, 3000, 1015901307);
+
+/// The real client's backend, pointed at the simulator.
+pub fn backend(sim: &Simulator) -> WhatsAppBackend {
+    WhatsAppBackend {
+        ws_url: sim.ws_url(),
+        version: Some(VERSION),
+        media_cap: 1 << 20,
+    }
+}
+
+/// Waits for `name`'s first QR code among `changes` and has the phone scan it.
+pub async fn scan_first_qr(
+    sim: &Simulator,
+    changes: &mut broadcast::Receiver<EngineEvent>,
+    name: &str,
+) {
+    loop {
+        if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
+            && s.id.as_str() == name
+            && let SessionState::QrScanRequired(offer) = &s.state
+        {
+            assert!(sim.scan(&offer.payload), "the QR names a live connection");
+            return;
+        }
+    }
+}
+
+/// Pairs `name` over `data` (with `webhook` saved in its settings), waits
+/// until the device has uploaded its pre-keys, and stops the engine, so a
+/// process started later finds a linked session. Returns the device.
+pub async fn pair_and_stop(
+    sim: &Simulator,
+    data: &DataDir,
+    name: &str,
+    webhook: Option<&str>,
+) -> u32 {
+    let policy = BackoffPolicy {
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(400),
+    };
+    let engine = Engine::new(backend(sim), data.clone(), policy);
+    let mut changes = engine.subscribe();
+    let mut events = sim.events();
+    engine
+        .add_session(
+            &SessionId::parse(name).unwrap(),
+            webhook.map(str::to_string),
+            webhook.map(|_| "erp".to_string()),
+        )
+        .unwrap();
+    scan_first_qr(sim, &mut changes, name).await;
+    let uploaded = sim::wait_for(&mut events, Duration::from_secs(60), |e| {
+        matches!(e, SimEvent::PreKeysUploaded { .. })
+    })
+    .await;
+    engine.shutdown().await;
+    match uploaded {
+        SimEvent::PreKeysUploaded { device, .. } => device,
+        _ => unreachable!(),
+    }
+}
