@@ -48,6 +48,7 @@ impl WebhookHub {
                 let _ = changes.send(session.to_string());
             })
         };
+        tokio::spawn(prune_delivered_daily(outbox.clone(), settings.max_age));
         let deliverer =
             Arc::new(Deliverer::new(outbox.clone(), settings)?.with_change_signal(signal));
         Ok(Arc::new(WebhookHub {
@@ -165,5 +166,20 @@ impl WebhookHub {
             worker.wake.notify_one();
         }
         Ok(replayed)
+    }
+}
+
+/// Once at start and then daily, forgets what was delivered longer ago than
+/// a delivery may live.
+async fn prune_delivered_daily(outbox: Arc<Outbox>, retention: std::time::Duration) {
+    let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        daily.tick().await;
+        let before = now_ms() - retention.as_millis() as i64;
+        match outbox.prune_delivered(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("webhook outbox: forgot {n} delivered message key(s)"),
+            Err(e) => tracing::warn!("webhook outbox: cannot prune delivered keys: {e}"),
+        }
     }
 }

@@ -242,6 +242,16 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Forgets the dedupe keys of messages delivered before `before_ms`:
+    /// WhatsApp does not redeliver that late, and without this the keys
+    /// would pile up for ever. Returns how many were dropped.
+    pub fn prune_delivered(&self, before_ms: i64) -> Result<usize, OutboxError> {
+        Ok(self.conn().execute(
+            "DELETE FROM deliveries WHERE dead = 2 AND created_ms < ?1",
+            [before_ms],
+        )?)
+    }
+
     /// Sessions that still have live deliveries (for the workers at start).
     pub fn sessions_with_backlog(&self) -> Result<Vec<String>, OutboxError> {
         let conn = self.conn();
@@ -255,6 +265,37 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivered_keys_are_forgotten_after_the_retention_only() {
+        let (_tmp, outbox) = outbox();
+        let old = outbox.enqueue("s", Some("old"), b"{}", 1_000).unwrap();
+        let recent = outbox.enqueue("s", Some("recent"), b"{}", 5_000).unwrap();
+        let pending = outbox.enqueue("s", Some("pending"), b"{}", 1_000).unwrap();
+        assert!(matches!(old, Enqueued::New { .. }));
+        assert!(matches!(recent, Enqueued::New { .. }));
+        assert!(matches!(pending, Enqueued::New { .. }));
+        let head = outbox.head("s").unwrap().unwrap();
+        outbox.ack(head.seq).unwrap();
+        let head = outbox.head("s").unwrap().unwrap();
+        outbox.ack(head.seq).unwrap();
+        assert_eq!(
+            outbox.prune_delivered(2_000).unwrap(),
+            1,
+            "only the old delivered one"
+        );
+        // Its key is forgotten; the recent one is still recognised; the
+        // undelivered one is untouched.
+        assert!(matches!(
+            outbox.enqueue("s", Some("old"), b"{}", 6_000).unwrap(),
+            Enqueued::New { .. }
+        ));
+        assert_eq!(
+            outbox.enqueue("s", Some("recent"), b"{}", 6_000).unwrap(),
+            Enqueued::Duplicate
+        );
+        assert_eq!(outbox.backlog("s").unwrap().pending, 2);
+    }
 
     fn outbox() -> (tempfile::TempDir, Outbox) {
         let tmp = tempfile::tempdir().unwrap();
