@@ -150,3 +150,57 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn group_messages_carry_the_participants_number_not_the_groups() {
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let receiver = Receiver::start().await;
+    let (engine, device) = paired_session(&sim, &data, &receiver).await;
+    let group = "120363000000000001@g.us";
+    let asha = Person {
+        lid: "260477250707536".into(),
+        pn: "919075167132".into(),
+        name: "Asha".into(),
+    };
+    let carla = Person {
+        lid: "200000000000077".into(),
+        pn: "15550001111".into(),
+        name: "Carla".into(),
+    };
+    let known = sim
+        .send_group_text(device, group, &asha, Addressing::LidWithPn, "stock check")
+        .await
+        .unwrap();
+    let hidden = sim
+        .send_group_text(device, group, &carla, Addressing::LidHidden, "me too")
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.upserts().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "webhook got {:?}",
+            receiver.upserts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = receiver.upserts();
+    let by_id = |wanted: &str| got.iter().find(|m| m["id"] == wanted).unwrap().clone();
+
+    let m = by_id(&known);
+    assert_eq!(m["text"], "stock check");
+    assert_eq!(m["isGroup"], true);
+    assert_eq!(m["groupId"], group);
+    assert_eq!(m["from"], "919075167132", "the participant, not the group");
+    assert_eq!(m["fromLid"], "260477250707536");
+    assert_eq!(m["fromResolved"], true);
+
+    let m = by_id(&hidden);
+    assert_eq!(m["text"], "me too");
+    assert_eq!(m["from"], "200000000000077");
+    assert_eq!(m["fromResolved"], false);
+    engine.shutdown().await;
+}

@@ -390,3 +390,44 @@ pub fn message_stanza(
             .build()])
         .build()
 }
+
+/// A group message as the server delivers it: `participant` names the
+/// sender per `addressing`, with the sender key in a 1:1 `enc` beside the
+/// group's `skmsg`.
+pub fn group_message_stanza(
+    id: &str,
+    group: &str,
+    from: &Person,
+    addressing: Addressing,
+    (pairwise, pairwise_kind): (Vec<u8>, &str),
+    group_ciphertext: Vec<u8>,
+) -> Node {
+    let mut message = NodeBuilder::new("message")
+        .attr("id", id.to_string())
+        .attr("from", group.to_string())
+        .attr("type", "text")
+        .attr("t", chrono::Utc::now().timestamp().to_string())
+        .attr("notify", from.name.clone());
+    message = match addressing {
+        Addressing::Pn => message
+            .attr("participant", format!("{}@s.whatsapp.net", from.pn))
+            .attr("addressing_mode", "pn"),
+        Addressing::LidWithPn => message
+            .attr("participant", format!("{}@lid", from.lid))
+            .attr("participant_pn", format!("{}@s.whatsapp.net", from.pn))
+            .attr("addressing_mode", "lid"),
+        Addressing::LidHidden => message
+            .attr("participant", format!("{}@lid", from.lid))
+            .attr("addressing_mode", "lid"),
+    };
+    let enc = |kind: &str, bytes: Vec<u8>| {
+        NodeBuilder::new("enc")
+            .attr("v", "2")
+            .attr("type", kind.to_string())
+            .bytes(bytes)
+            .build()
+    };
+    message
+        .children([enc(pairwise_kind, pairwise), enc("skmsg", group_ciphertext)])
+        .build()
+}

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use wacore::libsignal::protocol::{
     CiphertextMessage, Direction, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
-    PreKeyBundle, ProtocolAddress, PublicKey, SessionRecord, SessionStore, UsePQRatchet,
-    message_encrypt, process_prekey_bundle,
+    PreKeyBundle, ProtocolAddress, PublicKey, SenderKeyName, SenderKeyRecord, SenderKeyStore,
+    SessionRecord, SessionStore, UsePQRatchet, create_sender_key_distribution_message,
+    group_encrypt, message_encrypt, process_prekey_bundle,
 };
 use wacore::messages::MessageUtils;
 use wacore_binary::Node;
@@ -98,6 +99,7 @@ pub enum Addressing {
 pub struct Contact {
     identity: MemIdentity,
     sessions: MemSessions,
+    sender_keys: MemSenderKeys,
 }
 
 impl Contact {
@@ -110,7 +112,40 @@ impl Contact {
                 known: Arc::default(),
             },
             sessions: MemSessions::default(),
+            sender_keys: MemSenderKeys::default(),
         }
+    }
+
+    /// A group message as a phone sends it: the group's sender key handed
+    /// to `device` inside a 1:1 message, and the text encrypted with that
+    /// key: `((1:1 bytes, kind), skmsg bytes)`.
+    pub async fn encrypt_group(
+        &mut self,
+        group: &str,
+        address: &ProtocolAddress,
+        keys: &Mutex<UploadedKeys>,
+        message: &wa::Message,
+    ) -> anyhow::Result<((Vec<u8>, &'static str), Vec<u8>)> {
+        let name = SenderKeyName::new(group.to_string(), "me".to_string());
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+        let distribution =
+            create_sender_key_distribution_message(&name, &mut self.sender_keys, &mut rng).await?;
+        let carrier = wa::Message {
+            sender_key_distribution_message: waproto::buffa::MessageField::some(
+                wa::message::SenderKeyDistributionMessage {
+                    group_id: Some(group.to_string()),
+                    axolotl_sender_key_distribution_message: Some(
+                        distribution.serialized().to_vec(),
+                    ),
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        };
+        let pairwise = self.encrypt(address, keys, &carrier).await?;
+        let padded = MessageUtils::pad_message_v2(message.encode_to_vec());
+        let sealed = group_encrypt(&mut self.sender_keys, &name, &padded, &mut rng).await?;
+        Ok((pairwise, sealed.serialized().to_vec()))
     }
 
     /// Encrypts `message` for `device` (named `address`), building the
@@ -219,5 +254,23 @@ impl SessionStore for MemSessions {
     ) -> SignalResult<()> {
         self.0.lock().unwrap().insert(address.clone(), record);
         Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct MemSenderKeys(Arc<Mutex<HashMap<SenderKeyName, SenderKeyRecord>>>);
+
+#[async_trait]
+impl SenderKeyStore for MemSenderKeys {
+    async fn store_sender_key(
+        &mut self,
+        name: &SenderKeyName,
+        record: SenderKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.lock().unwrap().insert(name.clone(), record);
+        Ok(())
+    }
+    async fn load_sender_key(&self, name: &SenderKeyName) -> SignalResult<Option<SenderKeyRecord>> {
+        Ok(self.0.lock().unwrap().get(name).cloned())
     }
 }

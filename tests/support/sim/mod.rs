@@ -298,14 +298,48 @@ impl Simulator {
         self.send_message(device, from, addressing, &message).await
     }
 
-    /// Like `send_text`, for any message content.
-    pub async fn send_message(
+    /// `from` writes `text` in `group` (`<id>@g.us`) to linked `device`:
+    /// the sender key travels in a 1:1 message beside the group ciphertext.
+    pub async fn send_group_text(
         &self,
         device: u32,
+        group: &str,
         from: &Person,
         addressing: Addressing,
-        message: &waproto::whatsapp::Message,
+        text: &str,
     ) -> anyhow::Result<String> {
+        let message = waproto::whatsapp::Message {
+            conversation: Some(text.to_string()),
+            ..Default::default()
+        };
+        let (keys, address) = self.device_keys(device)?;
+        let (pairwise, group_ciphertext) = {
+            let mut contacts = self.inner.contacts.lock().await;
+            let contact = contacts
+                .entry(from.lid.clone())
+                .or_insert_with(Contact::new);
+            contact
+                .encrypt_group(group, &address, &keys, &message)
+                .await?
+        };
+        let id = format!(
+            "3EB0GRP{:012}",
+            self.inner.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        let stanza =
+            conn::group_message_stanza(&id, group, from, addressing, pairwise, group_ciphertext);
+        self.queue_and_deliver(device, &id, stanza);
+        Ok(id)
+    }
+
+    /// A device's uploaded keys and the address a sender encrypts to.
+    fn device_keys(
+        &self,
+        device: u32,
+    ) -> anyhow::Result<(
+        Arc<Mutex<UploadedKeys>>,
+        wacore::libsignal::protocol::ProtocolAddress,
+    )> {
         let keys = self
             .inner
             .keys
@@ -318,6 +352,31 @@ impl Simulator {
             &format!("{}:{device}", self.inner.phone.lid),
             device.into(),
         );
+        Ok((keys, address))
+    }
+
+    /// Keeps `stanza` until the device receipts it, and sends it now if the
+    /// device is online (else at its next login).
+    fn queue_and_deliver(&self, device: u32, id: &str, stanza: wacore_binary::Node) {
+        self.inner
+            .unreceipted
+            .lock()
+            .unwrap()
+            .entry(device)
+            .or_default()
+            .push((id.to_string(), stanza.clone()));
+        self.act_on(Target::Device(device), Action::Deliver(stanza));
+    }
+
+    /// Like `send_text`, for any message content.
+    pub async fn send_message(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
+        message: &waproto::whatsapp::Message,
+    ) -> anyhow::Result<String> {
+        let (keys, address) = self.device_keys(device)?;
         let (ciphertext, kind) = {
             let mut contacts = self.inner.contacts.lock().await;
             let contact = contacts
@@ -330,15 +389,7 @@ impl Simulator {
             self.inner.next_id.fetch_add(1, Ordering::SeqCst)
         );
         let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
-        self.inner
-            .unreceipted
-            .lock()
-            .unwrap()
-            .entry(device)
-            .or_default()
-            .push((id.clone(), stanza.clone()));
-        // A device that is offline gets it at its next login.
-        self.act_on(Target::Device(device), Action::Deliver(stanza));
+        self.queue_and_deliver(device, &id, stanza);
         Ok(id)
     }
 
