@@ -137,7 +137,6 @@ impl Contact {
                     axolotl_sender_key_distribution_message: Some(
                         distribution.serialized().to_vec(),
                     ),
-                    ..Default::default()
                 },
             ),
             ..Default::default()
