@@ -177,9 +177,9 @@ async fn main() {
         std::fs::create_dir_all(data.root().join("outbox")).unwrap();
         let outbox = Outbox::open(&data.root().join("outbox").join("outbox.db")).unwrap();
         let body = message("backlog").body("shop");
-        let keys: Vec<String> = (0..BACKLOG).map(|n| format!("b{n}")).collect();
-        for chunk in keys.chunks(1000) {
-            let items: Vec<(Option<&str>, &[u8])> = chunk
+        for chunk in 0..BACKLOG / 1000 {
+            let keys: Vec<String> = (0..1000).map(|n| format!("b{chunk}-{n}")).collect();
+            let items: Vec<(Option<&str>, &[u8])> = keys
                 .iter()
                 .map(|k| (Some(k.as_str()), body.as_slice()))
                 .collect();
