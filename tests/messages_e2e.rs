@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::log_capture::LogCapture;
 use support::pairing::{backend, scan_first_qr};
 use support::receiver::Receiver;
 use support::sim::{self, Addressing, Person, SimEvent, Simulator};
@@ -153,6 +154,7 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
 
 #[tokio::test]
 async fn group_messages_carry_the_participants_number_not_the_groups() {
+    let (logs, _guard) = LogCapture::install();
     let sim = Simulator::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path().join("data"));
@@ -169,6 +171,14 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
         pn: "15550001111".into(),
         name: "Carla".into(),
     };
+    let dev = Person {
+        lid: "300000000000005".into(),
+        pn: "4915112345678".into(),
+        name: "Dev".into(),
+    };
+    // The server knows the group and its members' numbers (Dev's included);
+    // Carla is not listed, so her number stays hidden.
+    sim.add_group(group, "Shop floor", &[asha.clone(), dev.clone()]);
     let known = sim
         .send_group_text(device, group, &asha, Addressing::LidWithPn, "stock check")
         .await
@@ -177,9 +187,13 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
         .send_group_text(device, group, &carla, Addressing::LidHidden, "me too")
         .await
         .unwrap();
+    let by_members = sim
+        .send_group_text(device, group, &dev, Addressing::LidHidden, "on my way")
+        .await
+        .unwrap();
 
     let deadline = tokio::time::Instant::now() + WAIT;
-    while receiver.upserts().len() < 2 {
+    while receiver.upserts().len() < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "webhook got {:?}",
@@ -197,10 +211,28 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
     assert_eq!(m["from"], "919075167132", "the participant, not the group");
     assert_eq!(m["fromLid"], "260477250707536");
     assert_eq!(m["fromResolved"], true);
+    assert_eq!(
+        m["groupName"], "Shop floor",
+        "already on the group's first message"
+    );
 
     let m = by_id(&hidden);
     assert_eq!(m["text"], "me too");
     assert_eq!(m["from"], "200000000000077");
     assert_eq!(m["fromResolved"], false);
+
+    // No number on the stanza, but the group's member list has it.
+    let m = by_id(&by_members);
+    assert_eq!(m["from"], "4915112345678");
+    assert_eq!(m["fromLid"], "300000000000005");
+    assert_eq!(m["fromResolved"], true);
+    assert!(
+        !logs
+            .lines_with(
+                "LID message - using participant: 4915112345678 instead of LID: 300000000000005"
+            )
+            .is_empty(),
+        "the old bridge's log line"
+    );
     engine.shutdown().await;
 }

@@ -3,7 +3,7 @@
 //! under the size cap) and hands them to the engine's sink before the
 //! library acknowledges them to the server.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ impl DurabilityHook {
             None
         };
         let group = if source.is_group {
-            self.groups.lookup(client, &source.chat)
+            self.groups.lookup(client, &source.chat).await
         } else {
             None
         };
@@ -194,65 +194,66 @@ pub struct GroupEntry {
     pub pn_by_lid: HashMap<String, String>,
 }
 
-/// Group metadata, fetched in the background on first sight of a group: the
-/// hook runs inside the receive pipeline, so it never waits on the network.
+/// How long a message waits for its group's first metadata fetch.
+const GROUP_FETCH_WAIT: Duration = Duration::from_secs(5);
+/// After a failed fetch, messages of that group stop waiting for this long.
+const GROUP_FETCH_PAUSE: Duration = Duration::from_secs(300);
+
+/// Group metadata, fetched once per group. The first message of a group
+/// waits for it (bounded), as the old bridge did: its name and the members'
+/// numbers belong on that message too.
 #[derive(Default)]
 pub struct GroupCache {
     entries: Mutex<HashMap<String, Arc<GroupEntry>>>,
-    fetching: Mutex<HashSet<String>>,
+    /// When a group's fetch last failed.
+    failed: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl GroupCache {
-    fn lookup(self: &Arc<Self>, client: &Arc<Client>, chat: &Jid) -> Option<Arc<GroupEntry>> {
+    async fn lookup(&self, client: &Arc<Client>, chat: &Jid) -> Option<Arc<GroupEntry>> {
         let key = chat.to_string();
-        if let Some(entry) = self
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(entry) = lock(&self.entries).get(&key) {
             return Some(entry.clone());
         }
-        if self
-            .fetching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
+        if lock(&self.failed)
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < GROUP_FETCH_PAUSE)
         {
-            let (cache, client, chat) = (self.clone(), client.clone(), chat.clone());
-            tokio::spawn(async move {
-                match client.groups().get_metadata(&chat).await {
-                    Ok(metadata) => {
-                        let entry = GroupEntry {
-                            subject: metadata.subject.clone(),
-                            pn_by_lid: metadata
-                                .participants
-                                .iter()
-                                .filter_map(|p| {
-                                    let lid =
-                                        p.lid.as_ref().or(Some(&p.jid).filter(|j| j.is_lid()))?;
-                                    Some((
-                                        lid.user.to_string(),
-                                        p.phone_number.as_ref()?.user.to_string(),
-                                    ))
-                                })
-                                .collect(),
-                        };
-                        cache
-                            .entries
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(chat.to_string(), Arc::new(entry));
-                    }
-                    Err(e) => tracing::warn!("cannot fetch group info of {chat}: {e}"),
-                }
-                cache
-                    .fetching
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&chat.to_string());
-            });
+            return None;
         }
-        None
+        let fetched = tokio::time::timeout(GROUP_FETCH_WAIT, client.groups().get_metadata(chat))
+            .await
+            .map_err(|_| format!("no answer within {GROUP_FETCH_WAIT:?}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match fetched {
+            Ok(metadata) => {
+                let entry = Arc::new(GroupEntry {
+                    subject: metadata.subject.clone(),
+                    pn_by_lid: metadata
+                        .participants
+                        .iter()
+                        .filter_map(|p| {
+                            let lid = p.lid.as_ref().or(Some(&p.jid).filter(|j| j.is_lid()))?;
+                            Some((
+                                lid.user.to_string(),
+                                p.phone_number.as_ref()?.user.to_string(),
+                            ))
+                        })
+                        .collect(),
+                });
+                lock(&self.entries).insert(key, entry.clone());
+                Some(entry)
+            }
+            Err(e) => {
+                tracing::warn!("cannot fetch group info of {chat}: {e}");
+                lock(&self.failed).insert(key, std::time::Instant::now());
+                None
+            }
+        }
     }
+}
+
+/// A poisoned cache only means a panic elsewhere mid-insert; the map is fine.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

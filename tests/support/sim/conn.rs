@@ -225,6 +225,12 @@ impl Session<'_> {
         if xmlns == "w:sync:app:state" {
             reply = reply.children([up_to_date(&node)]);
         }
+        if xmlns == "w:g2"
+            && let Some(group) = attr(&node, "to")
+            && let Some(info) = self.inner.groups.lock().unwrap().get(&group).cloned()
+        {
+            reply = reply.children([group_info(&group, &info.0, &info.1)]);
+        }
         self.channel.send(&reply.build()).await?;
         if xmlns == "passive"
             && node
@@ -429,5 +435,23 @@ pub fn group_message_stanza(
     };
     message
         .children([enc(pairwise_kind, pairwise), enc("skmsg", group_ciphertext)])
+        .build()
+}
+
+/// `<group>` as the server describes a LID-addressed group, each member's
+/// number included.
+fn group_info(group: &str, subject: &str, members: &[Person]) -> Node {
+    NodeBuilder::new("group")
+        .attr("id", group.trim_end_matches("@g.us").to_string())
+        .attr("subject", subject.to_string())
+        .attr("addressing_mode", "lid")
+        .attr("creation", "1764000000")
+        .attr("s_t", "1764000000")
+        .children(members.iter().map(|m| {
+            NodeBuilder::new("participant")
+                .attr("jid", format!("{}@lid", m.lid))
+                .attr("phone_number", format!("{}@s.whatsapp.net", m.pn))
+                .build()
+        }))
         .build()
 }

@@ -135,6 +135,8 @@ pub struct Inner {
     /// Messages delivered to a device and not yet receipted, oldest first:
     /// like the real server, they go out again when the device logs in.
     unreceipted: Mutex<std::collections::HashMap<u32, Vec<(String, wacore_binary::Node)>>>,
+    /// Groups the server knows: JID → (subject, members).
+    groups: Mutex<std::collections::HashMap<String, (String, Vec<Person>)>>,
     /// People who wrote, by LID, with their Signal state.
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
 }
@@ -226,6 +228,7 @@ impl Simulator {
             next_id: AtomicU64::new(1),
             keys: Mutex::default(),
             unreceipted: Mutex::default(),
+            groups: Mutex::default(),
             contacts: tokio::sync::Mutex::default(),
         });
         let accept = inner.clone();
@@ -296,6 +299,16 @@ impl Simulator {
             ..Default::default()
         };
         self.send_message(device, from, addressing, &message).await
+    }
+
+    /// Makes the server know `group` (`<id>@g.us`): its subject and members,
+    /// as it answers a client's group query (numbers included).
+    pub fn add_group(&self, group: &str, subject: &str, members: &[Person]) {
+        self.inner
+            .groups
+            .lock()
+            .unwrap()
+            .insert(group.to_string(), (subject.to_string(), members.to_vec()));
     }
 
     /// `from` writes `text` in `group` (`<id>@g.us`) to linked `device`:
