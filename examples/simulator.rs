@@ -29,6 +29,9 @@
 //! shipped binary never does.
 
 #[allow(dead_code)]
+#[path = "../tests/support/screen.rs"]
+mod screen;
+#[allow(dead_code)]
 #[path = "../tests/support/sim/mod.rs"]
 mod sim;
 
@@ -39,7 +42,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use clap::Parser;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -200,7 +202,7 @@ struct ScanBody {
 }
 
 async fn scan_payload(State(control): State<Control>, Json(body): Json<ScanBody>) -> Reply {
-    match qr_payload(&body.qr) {
+    match screen::qr_payload(&body.qr) {
         Ok(payload) => reply(control.sim.scan(&payload), "scanned"),
         Err(e) => bad(e),
     }
@@ -220,34 +222,6 @@ async fn scan_session(State(control): State<Control>, Path(session): Path<String
         return bad(format!("{session} shows no QR code now: {answer}"));
     };
     scan_payload(State(control), Json(ScanBody { qr: qr.to_string() })).await
-}
-
-/// A QR payload as given, or read back from a PNG data URL the way a phone's
-/// camera reads the screen.
-fn qr_payload(qr: &str) -> Result<String, String> {
-    let Some(png) = qr.strip_prefix("data:image/png;base64,") else {
-        return Ok(qr.to_string());
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(png)
-        .map_err(|e| format!("QR data URL: {e}"))?;
-    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
-        .read_info()
-        .map_err(|e| format!("QR image: {e}"))?;
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap_or(0)];
-    let info = reader
-        .next_frame(&mut pixels)
-        .map_err(|e| format!("QR image: {e}"))?;
-    let channels = info.color_type.samples();
-    let (width, height) = (info.width as usize, info.height as usize);
-    let row = info.line_size;
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
-        pixels[y * row + x * channels]
-    });
-    let grids = image.detect_grids();
-    let grid = grids.first().ok_or("no QR code found in the image")?;
-    let (_, content) = grid.decode().map_err(|e| format!("QR decode: {e}"))?;
-    Ok(content)
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,8 @@
-//! Reading what a terminal shows: text with ANSI colours (a tmux capture
-//! with `-e`, or our own stderr), down to a QR code a phone could scan.
+//! Reading QR codes the way a phone's camera would: off what a terminal
+//! shows (text with ANSI colours: a tmux capture with `-e`, or our own
+//! stderr), or off a PNG image.
+
+use base64::Engine as _;
 
 /// Reads a QR code off a captured screen the way a phone camera would: each
 /// `▀` cell is two modules, its foreground the top one and its background
@@ -80,4 +83,32 @@ fn apply_sgr(params: &str, fg: &mut Option<u16>, bg: &mut Option<u16>) {
         }
         i += 1;
     }
+}
+
+/// A QR payload as given, or read back from a PNG data URL the way a phone's
+/// camera reads the screen.
+pub fn qr_payload(qr: &str) -> Result<String, String> {
+    let Some(png) = qr.strip_prefix("data:image/png;base64,") else {
+        return Ok(qr.to_string());
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(png)
+        .map_err(|e| format!("QR data URL: {e}"))?;
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .map_err(|e| format!("QR image: {e}"))?;
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    let info = reader
+        .next_frame(&mut pixels)
+        .map_err(|e| format!("QR image: {e}"))?;
+    let channels = info.color_type.samples();
+    let (width, height) = (info.width as usize, info.height as usize);
+    let row = info.line_size;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
+        pixels[y * row + x * channels]
+    });
+    let grids = image.detect_grids();
+    let grid = grids.first().ok_or("no QR code found in the image")?;
+    let (_, content) = grid.decode().map_err(|e| format!("QR decode: {e}"))?;
+    Ok(content)
 }
