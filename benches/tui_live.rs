@@ -143,11 +143,7 @@ async fn key_latency_under_flood(tmp: &Path) {
     let flood = tokio::spawn({
         let (sim, flooding, sent) = (sim.clone(), flooding.clone(), sent.clone());
         async move {
-            let person = Person {
-                lid: "260477250707536".into(),
-                pn: "919075167132".into(),
-                name: "Asha".into(),
-            };
+            let person = Person::asha();
             // Two messages every millisecond.
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             while flooding.load(Ordering::Relaxed) {

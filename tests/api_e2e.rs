@@ -10,20 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::pairing::VERSION;
-use support::process::{Running, wabridge};
+use support::process::{Running, free_port, headless};
 use support::receiver::Receiver;
 use support::screen::qr_payload;
 use support::sim::{Addressing, Person, SimEvent, Simulator};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn call(
     client: &reqwest::Client,
@@ -61,13 +53,7 @@ async fn an_erp_starts_pairs_hears_and_deletes_a_session_as_with_the_old_bridge(
     let mut running = {
         let (config, data) = (config.clone(), data.clone());
         tokio::task::spawn_blocking(move || {
-            let mut running = Running::spawn(wabridge(&[
-                "--headless",
-                "--config",
-                config.to_str().unwrap(),
-                "--data-dir",
-                data.to_str().unwrap(),
-            ]));
+            let mut running = Running::spawn(headless(&config, &data));
             running.expect_line("HTTP API on", WAIT);
             running
         })
@@ -140,11 +126,7 @@ async fn an_erp_starts_pairs_hears_and_deletes_a_session_as_with_the_old_bridge(
     let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
         unreachable!()
     };
-    let asha = Person {
-        lid: "260477250707536".into(),
-        pn: "919075167132".into(),
-        name: "Asha".into(),
-    };
+    let asha = Person::asha();
     let id = sim
         .send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
         .await

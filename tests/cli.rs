@@ -7,18 +7,9 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::process::{Running, wabridge, write_config};
+use support::process::{Running, free_port, wabridge, write_config};
 
 const SOON: Duration = Duration::from_secs(20);
-
-/// A loopback port with nothing listening on it.
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -94,7 +85,7 @@ fn a_second_instance_on_the_same_data_dir_names_the_first() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(
         tmp.path(),
-        &format!("ws://127.0.0.1:{}/ws/chat", closed_port()),
+        &format!("ws://127.0.0.1:{}/ws/chat", free_port()),
         "",
     );
     let data = tmp.path().join("data");
@@ -122,7 +113,7 @@ fn an_unreachable_server_backs_off_on_schedule_and_keeps_the_session() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(
         tmp.path(),
-        &format!("ws://127.0.0.1:{}/ws/chat", closed_port()),
+        &format!("ws://127.0.0.1:{}/ws/chat", free_port()),
         "[[sessions]]\nid = \"WA-Test_1\"\nwebhook_url = \"http://127.0.0.1:9/hook\"\nwebhook_token = \"s3cret-token\"\n",
     );
     let data = tmp.path().join("data");

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::pairing::pair_and_stop;
-use support::process::{Running, wabridge, write_config};
+use support::process::{Running, headless, write_config};
 use support::receiver::Receiver;
 use support::sim::{Addressing, Person, Simulator};
 use wabridge::paths::DataDir;
@@ -42,13 +42,7 @@ fn deliveries(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn start(config: &std::path::Path, data: &DataDir) -> Running {
-    let mut running = Running::spawn(wabridge(&[
-        "--headless",
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.root().to_str().unwrap(),
-    ]));
+    let mut running = Running::spawn(headless(config, data.root()));
     running.expect_line("WhatsApp Connected: shop", WAIT);
     running
 }
@@ -69,11 +63,7 @@ async fn sigkill_mid_flood_loses_nothing_and_duplicates_nothing() {
             .await
             .unwrap()
     };
-    let person = Person {
-        lid: "260477250707536".into(),
-        pn: "919075167132".into(),
-        name: "Asha".into(),
-    };
+    let person = Person::asha();
     let send = |n: usize| {
         let (sim, person) = (sim.clone(), person.clone());
         async move {

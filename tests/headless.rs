@@ -8,7 +8,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::process::{Running, wabridge, write_config};
+use support::process::{Running, headless, write_config};
 use support::screen::qr_from_screen;
 use support::sim::Simulator;
 
@@ -22,13 +22,7 @@ async fn headless_prints_a_scannable_qr_saves_it_and_connects() {
     let data = tmp.path().join("data");
     let sim_for_test = sim.clone();
     tokio::task::spawn_blocking(move || {
-        let mut running = Running::spawn(wabridge(&[
-            "--headless",
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ]));
+        let mut running = Running::spawn(headless(&config, &data));
         running.expect_line("code 1 of 6", WAIT);
         // The code follows its caption on the next lines; read them back.
         let deadline = Instant::now() + WAIT;

@@ -74,21 +74,9 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
     let receiver = Receiver::start().await;
     let (engine, device) = paired_session(&sim, &data, &receiver).await;
 
-    let asha = Person {
-        lid: "260477250707536".into(),
-        pn: "919075167132".into(),
-        name: "Asha".into(),
-    };
-    let ben = Person {
-        lid: "100000000000009".into(),
-        pn: "447700900123".into(),
-        name: "Ben".into(),
-    };
-    let carla = Person {
-        lid: "200000000000077".into(),
-        pn: "15550001111".into(),
-        name: "Carla".into(),
-    };
+    let asha = Person::asha();
+    let ben = Person::ben();
+    let carla = Person::carla();
     let first = sim
         .send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
         .await
@@ -161,21 +149,9 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
     let receiver = Receiver::start().await;
     let (engine, device) = paired_session(&sim, &data, &receiver).await;
     let group = "120363000000000001@g.us";
-    let asha = Person {
-        lid: "260477250707536".into(),
-        pn: "919075167132".into(),
-        name: "Asha".into(),
-    };
-    let carla = Person {
-        lid: "200000000000077".into(),
-        pn: "15550001111".into(),
-        name: "Carla".into(),
-    };
-    let dev = Person {
-        lid: "300000000000005".into(),
-        pn: "4915112345678".into(),
-        name: "Dev".into(),
-    };
+    let asha = Person::asha();
+    let carla = Person::carla();
+    let dev = Person::dev();
     // The server knows the group and its members' numbers (Dev's included);
     // Carla is not listed, so her number stays hidden.
     sim.add_group(group, "Shop floor", &[asha.clone(), dev.clone()]);

@@ -13,19 +13,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::process::free_port;
 use support::screen::qr_from_screen;
 use support::sim::{Action, Addressing, Person, SimEvent, Simulator, Target};
 use support::tmux::Tmux;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_config(dir: &Path, ws_url: &str) -> std::path::PathBuf {
     let path = dir.join("config.toml");
@@ -96,16 +89,8 @@ fn operate(command: &str, sim: &Simulator, data: &Path, runtime: tokio::runtime:
         };
         device
     });
-    let asha = Person {
-        lid: "260477250707536".into(),
-        pn: "919075167132".into(),
-        name: "Asha".into(),
-    };
-    let carla = Person {
-        lid: "200000000000077".into(),
-        pn: "15550001111".into(),
-        name: "Carla".into(),
-    };
+    let asha = Person::asha();
+    let carla = Person::carla();
     runtime.block_on(async {
         sim.send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
             .await

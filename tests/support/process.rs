@@ -30,6 +30,26 @@ pub fn wabridge(args: &[&str]) -> Command {
     command
 }
 
+/// `wabridge --headless` on `config` and `data`, as systemd runs it.
+pub fn headless(config: &Path, data: &Path) -> Command {
+    wabridge(&[
+        "--headless",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+}
+
+/// A loopback port nothing listens on now (free to bind, or to find closed).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Writes a config that points at `ws_url` with a pinned version and fast
 /// backoff; `extra` is appended verbatim.
 pub fn write_config(dir: &Path, ws_url: &str, extra: &str) -> std::path::PathBuf {

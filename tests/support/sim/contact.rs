@@ -84,6 +84,32 @@ pub struct Person {
     pub name: String,
 }
 
+impl Person {
+    fn new(lid: &str, pn: &str, name: &str) -> Person {
+        Person {
+            lid: lid.into(),
+            pn: pn.into(),
+            name: name.into(),
+        }
+    }
+
+    pub fn asha() -> Person {
+        Person::new("260477250707536", "919075167132", "Asha")
+    }
+
+    pub fn ben() -> Person {
+        Person::new("100000000000009", "447700900123", "Ben")
+    }
+
+    pub fn carla() -> Person {
+        Person::new("200000000000077", "15550001111", "Carla")
+    }
+
+    pub fn dev() -> Person {
+        Person::new("300000000000005", "4915112345678", "Dev")
+    }
+}
+
 /// How the stanza names the sender (design.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Addressing {
