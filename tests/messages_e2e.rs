@@ -95,16 +95,7 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
         .unwrap();
     let broken = sim.send_garbage(device, &ben, Addressing::Pn);
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while receiver.upserts().len() < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "webhook got {:?}",
-            receiver.upserts()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = receiver.upserts();
+    let got = receiver.wait_for_upserts(5, WAIT).await;
     let by_id = |wanted: &str| {
         got.iter()
             .find(|m| m["id"] == wanted)
@@ -168,16 +159,7 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
         .await
         .unwrap();
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while receiver.upserts().len() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "webhook got {:?}",
-            receiver.upserts()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let got = receiver.upserts();
+    let got = receiver.wait_for_upserts(3, WAIT).await;
     let by_id = |wanted: &str| got.iter().find(|m| m["id"] == wanted).unwrap().clone();
 
     let m = by_id(&known);

@@ -100,6 +100,24 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits until `n` messages have arrived (any order); panics with what
+    /// did after `within`.
+    pub async fn wait_for_upserts(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.upserts();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} messages arrived: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
