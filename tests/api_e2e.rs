@@ -1,7 +1,8 @@
 //! The old bridge's HTTP flow on the real binary against the simulator, as
 //! the ERP drives it: start (a QR as a PNG data URL), the phone scans that
 //! image, status turns Connected, the webhook hears of it and of a message,
-//! a second start keeps the one socket, and DELETE logs out and forgets the
+//! a reply sent through `/sessions/send` is decrypted by the customer's
+//! phone, a second start keeps the one socket, and DELETE logs out and forgets the
 //! session.
 
 mod support;
@@ -142,6 +143,38 @@ async fn an_erp_starts_pairs_hears_and_deletes_a_session_as_with_the_old_bridge(
         .find(|m| m["id"] == id.as_str())
         .unwrap();
     assert_eq!(upsert["from"], "919075167132");
+
+    // The ERP answers a customer: the customer's phone decrypts it.
+    let ben = Person::ben();
+    sim.add_person(&ben).await;
+    let mut sim_events = sim.events();
+    let (status, sent) = call(
+        &client,
+        reqwest::Method::POST,
+        format!("{api}/sessions/send"),
+        Some(json!({
+            "sessionId": "WA-1",
+            "receiver": "+44 7700 900123",
+            "message": "Your order ships today"
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["status"], "sent");
+    let message_id = sent["messageId"].as_str().unwrap().to_string();
+    let received = support::sim::wait_for(
+        &mut sim_events,
+        WAIT,
+        |e| matches!(e, SimEvent::MessageToPerson { id, .. } if *id == message_id),
+    )
+    .await;
+    let SimEvent::MessageToPerson { to, text, .. } = received else {
+        unreachable!()
+    };
+    assert_eq!(
+        (to.as_str(), text.as_str()),
+        ("447700900123", "Your order ships today")
+    );
 
     // Starting again answers Connected and keeps the one socket.
     let live_before = sim.live_connections();

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
+use wacore_binary::node::NodeContent;
 
 use super::contact::{Addressing, Person, UploadedKeys};
 use super::noise::{self, Established};
@@ -188,6 +189,10 @@ impl Session<'_> {
             }
             return Ok(false);
         }
+        if node.tag == "message" && attr(&node, "to").is_some() {
+            self.take_outgoing(&node).await?;
+            return Ok(false);
+        }
         if node.tag != "iq" {
             return Ok(false);
         }
@@ -225,6 +230,12 @@ impl Session<'_> {
         if xmlns == "w:sync:app:state" {
             reply = reply.children([up_to_date(&node)]);
         }
+        if xmlns == "encrypt"
+            && kind == "get"
+            && let Some(wanted) = node.get_optional_child("key")
+        {
+            reply = reply.children([self.bundles(wanted).await]);
+        }
         if xmlns == "w:g2"
             && let Some(group) = attr(&node, "to")
             && let Some(info) = self.inner.groups.lock().unwrap().get(&group).cloned()
@@ -253,6 +264,85 @@ impl Session<'_> {
             self.channel.send(&offline).await?;
         }
         Ok(false)
+    }
+
+    /// The `<list>` answering a pre-key fetch: a bundle for each person the
+    /// server knows, a 406 for anyone else.
+    async fn bundles(&self, wanted: &Node) -> Node {
+        let mut contacts = self.inner.contacts.lock().await;
+        let users = wanted
+            .children()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|user| attr(user, "jid"))
+            .map(|jid| {
+                let digits = jid.split(['@', ':']).next().unwrap_or_default().to_string();
+                let lid = self.inner.people.lock().unwrap().get(&digits).cloned();
+                match lid.and_then(|lid| contacts.get_mut(&lid)) {
+                    Some(contact) => contact.bundle(&jid),
+                    None => NodeBuilder::new("user")
+                        .attr("jid", jid)
+                        .children([NodeBuilder::new("error").attr("code", "406").build()])
+                        .build(),
+                }
+            })
+            .collect::<Vec<_>>();
+        NodeBuilder::new("list").children(users).build()
+    }
+
+    /// A message the client sends: each person it is for decrypts their
+    /// copy; the server acknowledges it.
+    async fn take_outgoing(&mut self, message: &Node) -> anyhow::Result<()> {
+        let id = attr(message, "id").unwrap_or_default();
+        let sender = wacore::libsignal::protocol::ProtocolAddress::new(
+            &format!("{}:{}", self.inner.phone.pn, self.device.unwrap_or(0)),
+            0.into(),
+        );
+        let copies = message
+            .get_optional_child("participants")
+            .and_then(Node::children)
+            .unwrap_or_default()
+            .to_vec();
+        for to in copies.iter().filter(|c| c.tag == "to") {
+            let Some(jid) = attr(to, "jid") else { continue };
+            let digits = jid.split(['@', ':']).next().unwrap_or_default().to_string();
+            let Some(lid) = self.inner.people.lock().unwrap().get(&digits).cloned() else {
+                continue;
+            };
+            let Some(enc) = to.get_optional_child("enc") else {
+                continue;
+            };
+            let (Some(NodeContent::Bytes(ciphertext)), Some(kind)) =
+                (&enc.content, attr(enc, "type"))
+            else {
+                continue;
+            };
+            let decrypted = {
+                let mut contacts = self.inner.contacts.lock().await;
+                let contact = contacts.get_mut(&lid).expect("known people have a contact");
+                contact.decrypt(&sender, &kind, ciphertext).await?
+            };
+            self.inner.emit(SimEvent::MessageToPerson {
+                conn: self.conn,
+                id: id.clone(),
+                to: self
+                    .inner
+                    .people
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, v)| **v == lid && **k != lid)
+                    .map_or(digits.clone(), |(pn, _)| pn.clone()),
+                text: decrypted.conversation.clone().unwrap_or_default(),
+            });
+        }
+        let ack = NodeBuilder::new("ack")
+            .attr("class", "message")
+            .attr("id", id)
+            .attr("from", attr(message, "to").unwrap_or_default())
+            .attr("t", chrono::Utc::now().timestamp().to_string())
+            .build();
+        self.channel.send(&ack).await
     }
 
     /// Carries out a test's request; true ends the connection.

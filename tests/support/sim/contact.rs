@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use wacore::libsignal::protocol::{
-    CiphertextMessage, Direction, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
-    PreKeyBundle, ProtocolAddress, PublicKey, SenderKeyName, SenderKeyRecord, SenderKeyStore,
-    SessionRecord, SessionStore, UsePQRatchet, create_sender_key_distribution_message,
-    group_encrypt, message_encrypt, process_prekey_bundle,
+    CiphertextMessage, Direction, GenericSignedPreKey, IdentityChange, IdentityKey,
+    IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord,
+    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SenderKeyName, SenderKeyRecord,
+    SenderKeyStore, SessionRecord, SessionStore, SignalMessage, SignedPreKeyId, SignedPreKeyRecord,
+    SignedPreKeyStore, Timestamp, UsePQRatchet, create_sender_key_distribution_message,
+    group_encrypt, message_decrypt, message_encrypt, process_prekey_bundle,
 };
 use wacore::messages::MessageUtils;
 use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
 use wacore_binary::node::NodeContent;
 use waproto::buffa::Message as _;
 use waproto::whatsapp as wa;
@@ -121,25 +124,122 @@ pub enum Addressing {
     LidHidden,
 }
 
-/// One person's Signal state toward the devices they wrote to.
+/// One person's Signal state toward the devices they wrote to, and the
+/// keys their phone offers to those who write to them.
 pub struct Contact {
     identity: MemIdentity,
     sessions: MemSessions,
     sender_keys: MemSenderKeys,
+    pre_keys: MemPreKeys,
+    signed_pre_key: (u32, KeyPair, Vec<u8>),
 }
+
+/// The id of every contact's signed pre-key (one each is enough here).
+const SIGNED_PRE_KEY_ID: u32 = 1;
 
 impl Contact {
     pub fn new() -> Contact {
         let mut rng = rand::rng();
+        let pair = IdentityKeyPair::generate(&mut rng);
+        let signed = KeyPair::generate(&mut rng);
+        let signature = pair
+            .private_key()
+            .calculate_signature(&signed.public_key.serialize(), &mut rng)
+            .expect("signing a fresh key")
+            .to_vec();
         Contact {
             identity: MemIdentity {
-                pair: IdentityKeyPair::generate(&mut rng),
+                pair,
                 registration_id: rand::random::<u32>() & 0x3fff,
                 known: Arc::default(),
             },
             sessions: MemSessions::default(),
             sender_keys: MemSenderKeys::default(),
+            pre_keys: MemPreKeys::default(),
+            signed_pre_key: (SIGNED_PRE_KEY_ID, signed, signature),
         }
+    }
+
+    /// The `<user>` of a pre-key fetch answer for `jid`: this person's
+    /// registration, identity, a fresh one-time pre-key and the signed one.
+    pub fn bundle(&mut self, jid: &str) -> Node {
+        let one_time = KeyPair::generate(&mut rand::rng());
+        let id = self.pre_keys.0.lock().unwrap().len() as u32 + 1;
+        self.pre_keys
+            .0
+            .lock()
+            .unwrap()
+            .insert(id.into(), PreKeyRecord::new(id.into(), &one_time));
+        let key = |id: u32, public: &PublicKey| {
+            vec![
+                NodeBuilder::new("id")
+                    .bytes(id.to_be_bytes()[1..].to_vec())
+                    .build(),
+                NodeBuilder::new("value")
+                    .bytes(public.public_key_bytes().to_vec())
+                    .build(),
+            ]
+        };
+        let (spk_id, spk, signature) = &self.signed_pre_key;
+        let mut skey = key(*spk_id, &spk.public_key);
+        skey.push(
+            NodeBuilder::new("signature")
+                .bytes(signature.clone())
+                .build(),
+        );
+        NodeBuilder::new("user")
+            .attr("jid", jid.to_string())
+            .children([
+                NodeBuilder::new("registration")
+                    .bytes(self.identity.registration_id.to_be_bytes().to_vec())
+                    .build(),
+                NodeBuilder::new("identity")
+                    .bytes(self.identity.pair.public_key().public_key_bytes().to_vec())
+                    .build(),
+                NodeBuilder::new("key")
+                    .children(key(id, &one_time.public_key))
+                    .build(),
+                NodeBuilder::new("skey").children(skey).build(),
+            ])
+            .build()
+    }
+
+    /// Decrypts what `sender` encrypted to this person (`kind` "pkmsg" or
+    /// "msg") and returns the message.
+    pub async fn decrypt(
+        &mut self,
+        sender: &ProtocolAddress,
+        kind: &str,
+        ciphertext: &[u8],
+    ) -> anyhow::Result<wa::Message> {
+        let parsed = match kind {
+            "pkmsg" => {
+                CiphertextMessage::PreKeySignalMessage(PreKeySignalMessage::try_from(ciphertext)?)
+            }
+            "msg" => CiphertextMessage::SignalMessage(SignalMessage::try_from(ciphertext)?),
+            other => anyhow::bail!("cannot decrypt an enc of type {other}"),
+        };
+        let (spk_id, spk, signature) = &self.signed_pre_key;
+        let signed = MemSignedPreKey(SignedPreKeyRecord::new(
+            (*spk_id).into(),
+            Timestamp::from_epoch_millis(0),
+            spk,
+            signature,
+        ));
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+        let decrypted = message_decrypt(
+            &parsed,
+            sender,
+            &mut self.sessions,
+            &mut self.identity,
+            &mut self.pre_keys,
+            &signed,
+            &mut rng,
+            UsePQRatchet::No,
+        )
+        .await?;
+        let unpadded = MessageUtils::unpad_message_ref(&decrypted.plaintext, 2)?;
+        Ok(wa::Message::decode_from_slice(unpadded)?)
     }
 
     /// A group message as a phone sends it: the group's sender key handed
@@ -297,5 +397,46 @@ impl SenderKeyStore for MemSenderKeys {
     }
     async fn load_sender_key(&self, name: &SenderKeyName) -> SignalResult<Option<SenderKeyRecord>> {
         Ok(self.0.lock().unwrap().get(name).cloned())
+    }
+}
+
+#[derive(Clone, Default)]
+struct MemPreKeys(Arc<Mutex<HashMap<PreKeyId, PreKeyRecord>>>);
+
+#[async_trait]
+impl PreKeyStore for MemPreKeys {
+    async fn get_pre_key(&self, id: PreKeyId) -> SignalResult<PreKeyRecord> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or(wacore::libsignal::protocol::SignalProtocolError::InvalidPreKeyId)
+    }
+    async fn save_pre_key(&mut self, id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
+        self.0.lock().unwrap().insert(id, record.clone());
+        Ok(())
+    }
+    async fn remove_pre_key(&mut self, id: PreKeyId) -> SignalResult<()> {
+        self.0.lock().unwrap().remove(&id);
+        Ok(())
+    }
+}
+
+/// The one signed pre-key a contact has.
+struct MemSignedPreKey(SignedPreKeyRecord);
+
+#[async_trait]
+impl SignedPreKeyStore for MemSignedPreKey {
+    async fn get_signed_pre_key(&self, _: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        Ok(self.0.clone())
+    }
+    async fn save_signed_pre_key(
+        &mut self,
+        _: SignedPreKeyId,
+        record: &SignedPreKeyRecord,
+    ) -> SignalResult<()> {
+        self.0 = record.clone();
+        Ok(())
     }
 }

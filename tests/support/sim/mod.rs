@@ -105,6 +105,14 @@ pub enum SimEvent {
     SuccessSent {
         conn: u64,
     },
+    /// A person received (and decrypted) a message the client sent.
+    MessageToPerson {
+        conn: u64,
+        id: String,
+        /// The person's phone digits.
+        to: String,
+        text: String,
+    },
     /// A linked device uploaded its pre-keys: people can now write to it.
     PreKeysUploaded {
         conn: u64,
@@ -137,6 +145,9 @@ pub struct Inner {
     unreceipted: Mutex<std::collections::HashMap<u32, Vec<(String, wacore_binary::Node)>>>,
     /// Groups the server knows: JID → (subject, members).
     groups: Mutex<std::collections::HashMap<String, (String, Vec<Person>)>>,
+    /// Phone or LID digits → LID of people the server knows (who can be
+    /// written to).
+    people: Mutex<std::collections::HashMap<String, String>>,
     /// People who wrote, by LID, with their Signal state.
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
 }
@@ -229,6 +240,7 @@ impl Simulator {
             keys: Mutex::default(),
             unreceipted: Mutex::default(),
             groups: Mutex::default(),
+            people: Mutex::default(),
             contacts: tokio::sync::Mutex::default(),
         });
         let accept = inner.clone();
@@ -299,6 +311,22 @@ impl Simulator {
             ..Default::default()
         };
         self.send_message(device, from, addressing, &message).await
+    }
+
+    /// Makes `person` reachable: the server hands out their pre-keys, and
+    /// what the client sends them is decrypted on their behalf.
+    pub async fn add_person(&self, person: &Person) {
+        {
+            let mut people = self.inner.people.lock().unwrap();
+            people.insert(person.pn.clone(), person.lid.clone());
+            people.insert(person.lid.clone(), person.lid.clone());
+        }
+        self.inner
+            .contacts
+            .lock()
+            .await
+            .entry(person.lid.clone())
+            .or_insert_with(Contact::new);
     }
 
     /// Makes the server know `group` (`<id>@g.us`): its subject and members,
