@@ -175,6 +175,31 @@ async fn an_erp_starts_pairs_hears_and_deletes_a_session_as_with_the_old_bridge(
         (to.as_str(), text.as_str()),
         ("447700900123", "Your order ships today")
     );
+    // Its progress reaches the ERP as the old bridge reported it, and never
+    // goes backwards (the server's ack may come after the delivery receipt,
+    // and then "Sent" is news to nobody).
+    let deadline = Instant::now() + WAIT;
+    let statuses = loop {
+        let statuses: Vec<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.json())
+            .filter(|b| b["event"] == "message.status" && b["messageId"] == message_id.as_str())
+            .map(|b| b["status"].as_str().unwrap().to_string())
+            .collect();
+        if statuses.last().map(String::as_str) == Some("Read") {
+            break statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "message.status so far: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        statuses == ["Sent", "Delivered", "Read"] || statuses == ["Delivered", "Read"],
+        "{statuses:?}"
+    );
 
     // Starting again answers Connected and keeps the one socket.
     let live_before = sim.live_connections();

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod close;
 pub mod inbound;
 pub mod phone;
+pub mod progress;
 pub mod requests;
 pub mod state;
 pub mod supervisor;

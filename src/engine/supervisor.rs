@@ -13,6 +13,7 @@ use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::inbound::MessageForwarder;
 use super::now;
+use super::progress::MessageProgress;
 use super::requests::{Request, run_or_refuse};
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
 use crate::paths::DataDir;
@@ -69,6 +70,8 @@ pub(crate) struct Publisher {
     /// A close recorded but not yet published: it goes out with the state
     /// it leads to, so no view ever sees a close next to the old state.
     pending_close: Option<LastClose>,
+    /// How far each recent sent message got, so its status never regresses.
+    progress: MessageProgress,
 }
 
 impl Publisher {
@@ -83,6 +86,7 @@ impl Publisher {
             hooks,
             posted_status: None,
             pending_close: None,
+            progress: MessageProgress::default(),
         }
     }
 
@@ -121,9 +125,10 @@ impl Publisher {
         }
     }
 
-    /// `message.status` for each of our sent messages the event covers.
+    /// `message.status` for each of our sent messages the event takes
+    /// further (never backwards).
     fn post_message_status(
-        &self,
+        &mut self,
         message_ids: Vec<String>,
         status: &'static str,
         timestamp_ms: i64,
@@ -131,6 +136,9 @@ impl Publisher {
         let Some(hooks) = &self.hooks else { return };
         let session = &self.snapshot.borrow().id;
         for message_id in message_ids {
+            if !self.progress.advance(&message_id, status) {
+                continue;
+            }
             let event = WebhookEvent::MessageStatus {
                 message_id,
                 status,

@@ -336,13 +336,27 @@ impl Session<'_> {
                 text: decrypted.conversation.clone().unwrap_or_default(),
             });
         }
+        let to = attr(message, "to").unwrap_or_default();
+        let now = chrono::Utc::now().timestamp().to_string();
         let ack = NodeBuilder::new("ack")
             .attr("class", "message")
-            .attr("id", id)
-            .attr("from", attr(message, "to").unwrap_or_default())
-            .attr("t", chrono::Utc::now().timestamp().to_string())
+            .attr("id", id.clone())
+            .attr("from", to.clone())
+            .attr("t", now.clone())
             .build();
-        self.channel.send(&ack).await
+        self.channel.send(&ack).await?;
+        // The person's phone got it, then they read it.
+        for kind in [None, Some("read")] {
+            let mut receipt = NodeBuilder::new("receipt")
+                .attr("id", id.clone())
+                .attr("from", to.clone())
+                .attr("t", now.clone());
+            if let Some(kind) = kind {
+                receipt = receipt.attr("type", kind);
+            }
+            self.channel.send(&receipt.build()).await?;
+        }
+        Ok(())
     }
 
     /// Carries out a test's request; true ends the connection.
