@@ -73,6 +73,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             ws_url: config.whatsapp.ws_url.clone(),
             version: config.whatsapp.version,
             media_cap: config.webhook.max_media_bytes,
+            http: None,
         };
         let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
         let engine =

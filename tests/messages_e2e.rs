@@ -194,3 +194,76 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
     );
     engine.shutdown().await;
 }
+
+/// `/sessions/send` with a document, as the ERP sends invoices: uploaded
+/// encrypted to the media host, and the customer's phone opens the file.
+#[tokio::test]
+async fn the_api_sends_a_document_the_customer_can_open() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use base64::Engine as _;
+    use tower::ServiceExt;
+
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let receiver = Receiver::start().await;
+    let (engine, _device) = paired_session(&sim, &data, &receiver).await;
+    sim.add_person(&Person::ben()).await;
+    let mut sim_events = sim.events();
+
+    let invoice = b"%PDF-1.4 invoice 4711: 3 x blue widgets, EUR 42.00".to_vec();
+    let body = serde_json::json!({
+        "sessionId": "shop",
+        "receiver": "447700900123",
+        "message": "Invoice 4711",
+        "media": {
+            "data": base64::engine::general_purpose::STANDARD.encode(&invoice),
+            "mimetype": "application/pdf",
+            "filename": "invoice-4711.pdf"
+        }
+    });
+    let router = wabridge::api::router(wabridge::api::ApiState::new(engine.clone(), String::new()));
+    let response = router
+        .oneshot(
+            Request::post("/sessions/send")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["status"], "sent");
+    let message_id = sent["messageId"].as_str().unwrap().to_string();
+
+    let received = sim::wait_for(
+        &mut sim_events,
+        WAIT,
+        |e| matches!(e, SimEvent::MessageToPerson { id, .. } if *id == message_id),
+    )
+    .await;
+    let SimEvent::MessageToPerson {
+        to, text, document, ..
+    } = received
+    else {
+        unreachable!()
+    };
+    assert_eq!(to, "447700900123");
+    assert_eq!(text, "Invoice 4711", "the caption");
+    assert_eq!(
+        document,
+        Some((
+            "application/pdf".to_string(),
+            "invoice-4711.pdf".to_string(),
+            invoice
+        )),
+        "the customer opens the very file"
+    );
+    engine.shutdown().await;
+}

@@ -21,6 +21,7 @@ pub fn backend(sim: &Simulator) -> WhatsAppBackend {
         ws_url: sim.ws_url(),
         version: Some(VERSION),
         media_cap: 1 << 20,
+        http: Some(sim.media_http()),
     }
 }
 

@@ -11,6 +11,7 @@ mod send;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use whatsapp_rust::bot::Bot;
+use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::prelude::{Client, Event, EventHandler, SqliteStore};
 use whatsapp_rust::types::events::{ConnectFailureReason, UndecryptableMessage};
@@ -24,13 +25,38 @@ use super::close::CloseSignal;
 use crate::session_files::SessionFiles;
 
 /// Connection settings shared by every session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WhatsAppBackend {
     pub ws_url: String,
     /// Pinned WhatsApp Web version; `None` fetches the current one on connect.
     pub version: Option<(u32, u32, u32)>,
     /// Incoming media above this many bytes is forwarded as metadata only.
     pub media_cap: u64,
+    /// The HTTP client for media up- and downloads (and the version fetch);
+    /// `None` is the library's own. Tests put the simulator's media host
+    /// here, as the WebSocket URL points at its server.
+    pub http: Option<Arc<dyn HttpClient>>,
+}
+
+impl std::fmt::Debug for WhatsAppBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhatsAppBackend")
+            .field("ws_url", &self.ws_url)
+            .field("version", &self.version)
+            .field("media_cap", &self.media_cap)
+            .field("http", &self.http.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+/// A shared HTTP client handed to the library's builder.
+struct SharedHttp(Arc<dyn HttpClient>);
+
+#[whatsapp_rust::async_trait]
+impl HttpClient for SharedHttp {
+    async fn execute(&self, request: HttpRequest) -> whatsapp_rust::anyhow::Result<HttpResponse> {
+        self.0.execute(request).await
+    }
 }
 
 #[derive(Clone)]
@@ -72,6 +98,9 @@ impl WaBackend for WhatsAppBackend {
             .with_backend(store)
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&self.ws_url))
             .with_event_handler(forwarder);
+        if let Some(http) = &self.http {
+            builder = builder.with_http_client(SharedHttp(http.clone()));
+        }
         if let Some(version) = self.version {
             builder = builder.with_version(version);
         }

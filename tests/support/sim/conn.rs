@@ -236,6 +236,15 @@ impl Session<'_> {
         {
             reply = reply.children([self.bundles(wanted).await]);
         }
+        if xmlns == "w:m" && node.get_optional_child("media_conn").is_some() {
+            reply = reply.children([NodeBuilder::new("media_conn")
+                .attr("auth", "sim-auth")
+                .attr("ttl", "3600")
+                .children([NodeBuilder::new("host")
+                    .attr("hostname", super::media::HOST)
+                    .build()])
+                .build()]);
+        }
         if xmlns == "w:g2"
             && let Some(group) = attr(&node, "to")
             && let Some(info) = self.inner.groups.lock().unwrap().get(&group).cloned()
@@ -322,9 +331,35 @@ impl Session<'_> {
                 let contact = contacts.get_mut(&lid).expect("known people have a contact");
                 contact.decrypt(&sender, &kind, ciphertext).await?
             };
+            let document = decrypted.document_message.as_option().and_then(|doc| {
+                let blob = self.inner.media.get(doc.direct_path.as_deref()?)?;
+                let bytes = wacore::download::DownloadUtils::verify_and_decrypt(
+                    &blob,
+                    doc.media_key.as_deref()?,
+                    wacore::download::MediaType::Document,
+                )
+                .ok()?;
+                Some((
+                    doc.mimetype.clone().unwrap_or_default(),
+                    doc.file_name.clone().unwrap_or_default(),
+                    bytes,
+                ))
+            });
+            let text = decrypted
+                .conversation
+                .clone()
+                .or_else(|| {
+                    decrypted
+                        .document_message
+                        .as_option()
+                        .and_then(|d| d.caption.clone())
+                })
+                .unwrap_or_default();
             self.inner.emit(SimEvent::MessageToPerson {
                 conn: self.conn,
                 id: id.clone(),
+                document,
+                text,
                 to: self
                     .inner
                     .people
@@ -333,7 +368,6 @@ impl Session<'_> {
                     .iter()
                     .find(|(k, v)| **v == lid && **k != lid)
                     .map_or(digits.clone(), |(pn, _)| pn.clone()),
-                text: decrypted.conversation.clone().unwrap_or_default(),
             });
         }
         let to = attr(message, "to").unwrap_or_default();

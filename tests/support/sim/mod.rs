@@ -10,6 +10,7 @@
 
 mod conn;
 mod contact;
+mod media;
 mod noise;
 mod phone;
 mod transport;
@@ -111,7 +112,10 @@ pub enum SimEvent {
         id: String,
         /// The person's phone digits.
         to: String,
+        /// The text, or the caption of a document.
         text: String,
+        /// A document, downloaded and decrypted: (mimetype, file name, bytes).
+        document: Option<(String, String, Vec<u8>)>,
     },
     /// A linked device uploaded its pre-keys: people can now write to it.
     PreKeysUploaded {
@@ -148,6 +152,8 @@ pub struct Inner {
     /// Phone or LID digits → LID of people the server knows (who can be
     /// written to).
     people: Mutex<std::collections::HashMap<String, String>>,
+    /// Where media is up- and downloaded.
+    media: media::MediaHost,
     /// People who wrote, by LID, with their Signal state.
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
 }
@@ -241,6 +247,7 @@ impl Simulator {
             unreceipted: Mutex::default(),
             groups: Mutex::default(),
             people: Mutex::default(),
+            media: media::MediaHost::default(),
             contacts: tokio::sync::Mutex::default(),
         });
         let accept = inner.clone();
@@ -311,6 +318,12 @@ impl Simulator {
             ..Default::default()
         };
         self.send_message(device, from, addressing, &message).await
+    }
+
+    /// The HTTP client a client under test uses for media: the simulator's
+    /// media host.
+    pub fn media_http(&self) -> Arc<dyn whatsapp_rust::http::HttpClient> {
+        Arc::new(self.inner.media.clone())
     }
 
     /// Makes `person` reachable: the server hands out their pre-keys, and
