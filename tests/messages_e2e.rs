@@ -267,3 +267,71 @@ async fn the_api_sends_a_document_the_customer_can_open() {
     );
     engine.shutdown().await;
 }
+
+/// A customer sends a document: the client downloads it from the media host
+/// and the ERP gets the file itself, base64, with its type and name, as the
+/// old bridge sent it.
+#[tokio::test]
+async fn an_incoming_document_reaches_the_webhook_with_its_bytes() {
+    use base64::Engine as _;
+
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let receiver = Receiver::start().await;
+    let (engine, device) = paired_session(&sim, &data, &receiver).await;
+    let order = b"PO-9001; widgets, 12 boxes".to_vec();
+    let id = sim
+        .send_document(
+            device,
+            &Person::asha(),
+            Addressing::LidWithPn,
+            ("text/plain", "po-9001.txt", &order),
+            "my purchase order",
+        )
+        .await
+        .unwrap();
+
+    let got = receiver.wait_for_upserts(1, WAIT).await;
+    let m = got
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .expect("the document");
+    assert_eq!(m["from"], "919075167132");
+    assert_eq!(m["text"], "my purchase order", "the caption is the text");
+    assert_eq!(m["media"]["mimetype"], "text/plain");
+    assert_eq!(m["media"]["filename"], "po-9001.txt");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(m["media"]["data"].as_str().expect("the bytes are included"))
+        .unwrap();
+    assert_eq!(bytes, order);
+
+    // Over the size cap (1 MiB here): the message still arrives, with the
+    // file's type and name and why its bytes are not included.
+    let scan = vec![0x5a; (1 << 20) + 1];
+    let big = sim
+        .send_document(
+            device,
+            &Person::asha(),
+            Addressing::LidWithPn,
+            ("image/tiff", "scan.tiff", &scan),
+            "the signed copy",
+        )
+        .await
+        .unwrap();
+    let got = receiver.wait_for_upserts(2, WAIT).await;
+    let m = got
+        .iter()
+        .find(|m| m["id"] == big.as_str())
+        .expect("the big one");
+    assert_eq!(m["media"]["filename"], "scan.tiff");
+    assert!(m["media"].get("data").is_none(), "{m}");
+    assert!(
+        m["media"]["omitted"]
+            .as_str()
+            .unwrap()
+            .contains("over the 1048576 byte cap"),
+        "{m}"
+    );
+    engine.shutdown().await;
+}
