@@ -56,6 +56,7 @@ fn main() {
             id: format!("3EB0{n:08}"),
             timestamp: 1_764_000_000 + n,
             sender,
+            sender_lid: None,
             push_name: Some("Customer".into()),
             group: (n % 3 == 0).then(|| "Orders".to_string()),
             text: format!("message number {n} with some ordinary text in it"),

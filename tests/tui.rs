@@ -52,6 +52,10 @@ fn message(n: i64, sender: Sender) -> Arc<InboundMessage> {
         session: id("WA-Dexciss"),
         id: format!("3EB0{n:04}"),
         timestamp: 1_764_000_000 + n,
+        sender_lid: match &sender {
+            Sender::HiddenLid(lid) => Some(lid.clone()),
+            Sender::Phone(_) => None,
+        },
         sender,
         push_name: Some("Asha".into()),
         group: None,
@@ -477,4 +481,26 @@ fn the_readme_key_table_is_the_keymap() {
         let row = format!("| {} | {} |", binding.keys_label, binding.help);
         assert!(readme.contains(&row), "README.md lacks the key row {row:?}");
     }
+}
+
+#[test]
+fn a_number_learned_later_shows_on_earlier_messages() {
+    let mut app = app();
+    app.update(Msg::Message(message(
+        1,
+        Sender::HiddenLid("260477250707536".into()),
+    )));
+    let learned = Arc::new(InboundMessage {
+        sender_lid: Some("260477250707536".into()),
+        ..(*message(2, Sender::Phone("919075167132".into()))).clone()
+    });
+    app.update(Msg::Message(learned));
+    let senders: Vec<&Sender> = app.messages.items().iter().map(|m| &m.sender).collect();
+    assert_eq!(
+        senders,
+        [
+            &Sender::Phone("919075167132".into()),
+            &Sender::Phone("919075167132".into())
+        ]
+    );
 }

@@ -107,6 +107,7 @@ fn view(session: &SessionId, m: &IncomingMessage) -> InboundMessage {
         } else {
             Sender::HiddenLid(m.from.from.clone())
         },
+        sender_lid: m.from.from_lid.clone(),
         push_name: m.push_name.clone(),
         group: m
             .is_group

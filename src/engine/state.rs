@@ -156,6 +156,9 @@ pub struct InboundMessage {
     /// Unix seconds, as WhatsApp stamped it.
     pub timestamp: i64,
     pub sender: Sender,
+    /// The LID digits the sender came as, if any: with a phone number in
+    /// `sender`, a mapping learned, which earlier hidden ones can use.
+    pub sender_lid: Option<String>,
     pub push_name: Option<String>,
     /// Group name (or id when the name is unknown) for group messages.
     pub group: Option<String>,

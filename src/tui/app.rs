@@ -2,7 +2,7 @@
 //! becomes a new state plus effects for the runner to carry out. No I/O
 //! here, so every behaviour is a plain unit test.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::keymap::{self, Action};
@@ -104,6 +104,10 @@ impl<T> Scrollback<T> {
         &self.items
     }
 
+    pub fn items_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.items.iter_mut()
+    }
+
     pub fn following(&self) -> bool {
         self.offset == 0
     }
@@ -122,6 +126,8 @@ pub struct App {
     pub selected: usize,
     pub focus: Focus,
     pub messages: Scrollback<Arc<InboundMessage>>,
+    /// LIDs shown as "number hidden" in the stream, to fill in once learned.
+    hidden_lids: HashSet<String>,
     pub skipped_messages: u64,
     pub logs: Scrollback<String>,
     pub show_logs: bool,
@@ -147,6 +153,7 @@ impl App {
             selected: 0,
             focus: Focus::Sessions,
             messages: Scrollback::new(message_capacity),
+            hidden_lids: HashSet::new(),
             skipped_messages: 0,
             logs: Scrollback::new(LOG_TAIL),
             show_logs: false,
@@ -235,6 +242,15 @@ impl App {
                 vec![]
             }
             Msg::Message(message) => {
+                match (&message.sender, &message.sender_lid) {
+                    (Sender::HiddenLid(lid), _) => {
+                        self.hidden_lids.insert(lid.clone());
+                    }
+                    (Sender::Phone(phone), Some(lid)) if self.hidden_lids.remove(lid) => {
+                        self.reveal(lid, phone);
+                    }
+                    _ => {}
+                }
                 self.messages.push(message);
                 vec![]
             }
@@ -249,6 +265,18 @@ impl App {
             Msg::Log(line) => {
                 self.logs.push(line);
                 vec![]
+            }
+        }
+    }
+
+    /// A LID's number became known: earlier messages from it show it now.
+    fn reveal(&mut self, lid: &str, phone: &str) {
+        for message in self.messages.items_mut() {
+            if message.sender == Sender::HiddenLid(lid.to_string()) {
+                *message = Arc::new(InboundMessage {
+                    sender: Sender::Phone(phone.to_string()),
+                    ..(**message).clone()
+                });
             }
         }
     }
