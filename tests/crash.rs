@@ -1,6 +1,7 @@
-//! Nothing is lost when the process dies: the real binary receives a flood
-//! of encrypted messages from the simulator, is killed with SIGKILL in the
-//! middle of it, and started again. The simulated server redelivers what
+//! Nothing is lost when the ERP is down or the process dies: the real
+//! binary receives a flood of encrypted messages from the simulator while
+//! the receiver answers 503, is killed with SIGKILL in the middle of it, and
+//! started again. The simulated server redelivers what
 //! was never receipted (as WhatsApp's offline queue does), the outbox on
 //! disk delivers what was persisted, and the receiver ends with every
 //! message, each under one delivery id (duplicates only as retries of the
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use support::pairing::pair_and_stop;
 use support::process::{Running, headless, write_config};
-use support::receiver::Receiver;
+use support::receiver::{Receiver, Reply};
 use support::sim::{Addressing, Person, Simulator};
 use wabridge::paths::DataDir;
 
@@ -55,7 +56,13 @@ async fn sigkill_mid_flood_loses_nothing_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path().join("data"));
     let device = pair_and_stop(&sim, &data, "shop", Some(&receiver.url())).await;
-    let config = write_config(tmp.path(), &sim.ws_url(), "");
+    let config = write_config(
+        tmp.path(),
+        &sim.ws_url(),
+        "[webhook]\nretry_base = \"50ms\"\nretry_max = \"200ms\"\n",
+    );
+    // The ERP is down at first: its first answers are 503s.
+    receiver.script((0..8).map(|_| Reply::Status(503)));
 
     let first = {
         let (config, data) = (config.clone(), data.clone());

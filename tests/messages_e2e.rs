@@ -81,8 +81,10 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
         .send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
         .await
         .unwrap();
+    // Later without the number on the stanza: the mapping the client
+    // stored from the first one resolves it.
     let second = sim
-        .send_text(device, &asha, Addressing::LidWithPn, "and a receipt")
+        .send_text(device, &asha, Addressing::LidHidden, "and a receipt")
         .await
         .unwrap();
     let by_number = sim
@@ -110,7 +112,10 @@ async fn encrypted_messages_reach_the_webhook_with_the_senders_number() {
     assert_eq!(m["fromResolved"], true);
     assert_eq!(m["pushName"], "Asha");
     assert_eq!(m["isGroup"], false);
-    assert_eq!(by_id(&second)["text"], "and a receipt");
+    let m = by_id(&second);
+    assert_eq!(m["text"], "and a receipt");
+    assert_eq!(m["from"], "919075167132", "from the client's LID↔PN store");
+    assert_eq!(m["fromResolved"], true);
 
     let m = by_id(&by_number);
     assert_eq!(m["from"], "447700900123");
