@@ -449,7 +449,11 @@ impl Session<'_> {
         if let Some(expire) = expire_secs {
             failure = failure.attr("expire", expire.to_string());
         }
-        self.channel.send(&failure.build()).await
+        self.channel.send(&failure.build()).await?;
+        // Closing now could reset the socket under the failure (unread
+        // client bytes make the kernel send RST): let the client close.
+        self.await_client_close().await;
+        Ok(())
     }
 
     async fn stream_error(&mut self, code: &str) -> anyhow::Result<()> {
@@ -476,10 +480,15 @@ impl Session<'_> {
         self.channel
             .send(&NodeBuilder::new("xmlstreamend").build())
             .await?;
-        let client_closed = async { while self.channel.recv().await.is_ok() {} };
-        // A client that ignores the end gets its socket closed by the caller.
-        let _ = tokio::time::timeout(CLIENT_CLOSE_GRACE, client_closed).await;
+        self.await_client_close().await;
         Ok(())
+    }
+
+    /// Reads (and drops) what the client still sends until it closes the
+    /// socket; a client that does not gets it closed by the caller.
+    async fn await_client_close(&mut self) {
+        let client_closed = async { while self.channel.recv().await.is_ok() {} };
+        let _ = tokio::time::timeout(CLIENT_CLOSE_GRACE, client_closed).await;
     }
 }
 
