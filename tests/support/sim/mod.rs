@@ -313,11 +313,14 @@ impl Simulator {
         addressing: Addressing,
         text: &str,
     ) -> anyhow::Result<String> {
-        let message = waproto::whatsapp::Message {
-            conversation: Some(text.to_string()),
-            ..Default::default()
-        };
+        let message = text_message(text);
         self.send_message(device, from, addressing, &message).await
+    }
+
+    /// A fresh message id, as a phone makes them.
+    fn message_id(&self, prefix: &str) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::SeqCst);
+        format!("{prefix}{n:012}")
     }
 
     /// The HTTP client a client under test uses for media: the simulator's
@@ -362,10 +365,7 @@ impl Simulator {
         addressing: Addressing,
         text: &str,
     ) -> anyhow::Result<String> {
-        let message = waproto::whatsapp::Message {
-            conversation: Some(text.to_string()),
-            ..Default::default()
-        };
+        let message = text_message(text);
         let (keys, address) = self.device_keys(device)?;
         let (pairwise, group_ciphertext) = {
             let mut contacts = self.inner.contacts.lock().await;
@@ -376,10 +376,7 @@ impl Simulator {
                 .encrypt_group(group, &address, &keys, &message)
                 .await?
         };
-        let id = format!(
-            "3EB0GRP{:012}",
-            self.inner.next_id.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = self.message_id("3EB0GRP");
         let stanza =
             conn::group_message_stanza(&id, group, from, addressing, pairwise, group_ciphertext);
         self.queue_and_deliver(device, &id, stanza);
@@ -474,10 +471,7 @@ impl Simulator {
                 .or_insert_with(Contact::new);
             contact.encrypt(&address, &keys, message).await?
         };
-        let id = format!(
-            "3EB0SIM{:012}",
-            self.inner.next_id.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = self.message_id("3EB0SIM");
         let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
         self.queue_and_deliver(device, &id, stanza);
         Ok(id)
@@ -486,10 +480,7 @@ impl Simulator {
     /// `from` sends `device` a message nobody can decrypt (corrupted on
     /// the way, or from a session the device no longer has).
     pub fn send_garbage(&self, device: u32, from: &Person, addressing: Addressing) -> String {
-        let id = format!(
-            "3EB0BAD{:012}",
-            self.inner.next_id.fetch_add(1, Ordering::SeqCst)
-        );
+        let id = self.message_id("3EB0BAD");
         let garbage: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
         let stanza = conn::message_stanza(&id, from, addressing, "msg", garbage);
         self.act_on(Target::Device(device), Action::Deliver(stanza));
@@ -539,4 +530,11 @@ pub async fn wait_for(
     })
     .await;
     found.unwrap_or_else(|_| panic!("no matching simulator event within {within:?}"))
+}
+
+fn text_message(text: &str) -> waproto::whatsapp::Message {
+    waproto::whatsapp::Message {
+        conversation: Some(text.to_string()),
+        ..Default::default()
+    }
 }
