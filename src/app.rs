@@ -12,7 +12,7 @@ use crate::engine::Engine;
 use crate::engine::whatsapp::WhatsAppBackend;
 use crate::paths::{DataDir, SessionId};
 use crate::webhook::hub::WebhookHub;
-use crate::{api, headless, logging, tui};
+use crate::{api, headless, import, logging, tui};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,26 @@ pub struct Cli {
     /// Run without the dashboard (for systemd): logs and pairing QR codes go to stderr.
     #[arg(long)]
     pub headless: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Move the old Node bridge's Baileys sessions into wabridge (no QR rescans).
+    ImportBaileys {
+        /// The old bridge's sessions/ folder, or one session folder in it.
+        source: PathBuf,
+        /// Session id for a single folder (default: the folder's name).
+        #[arg(long = "as", value_name = "ID")]
+        as_id: Option<String>,
+        /// Report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {
@@ -57,6 +77,20 @@ pub fn run(cli: Cli) -> Result<(), String> {
         .or_else(DataDir::default_root)
         .ok_or("no data dir: pass --data-dir or set data_dir in the config")?;
     let data = DataDir::new(root);
+    if let Some(Command::ImportBaileys {
+        source,
+        as_id,
+        dry_run,
+        json,
+    }) = cli.command
+    {
+        let options = import::ImportOptions {
+            source,
+            as_id,
+            dry_run,
+        };
+        return import_baileys(&data, &options, json);
+    }
     let _lock = data.open_exclusive().map_err(|e| e.to_string())?;
     let log_dir = config.log.dir.clone().unwrap_or_else(|| data.logs_dir());
     let (tail_tx, tail_rx) = tokio::sync::mpsc::channel(1024);
@@ -117,6 +151,28 @@ pub fn run(cli: Cli) -> Result<(), String> {
         let _ = api_task.await;
         Ok(())
     })
+}
+
+/// Runs an import and prints its report; fails when any folder was not
+/// (or would not be) imported.
+fn import_baileys(
+    data: &DataDir,
+    options: &import::ImportOptions,
+    json: bool,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let report = runtime.block_on(import::import(data, options))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        println!("{report}");
+    }
+    if report.all_imported() {
+        Ok(())
+    } else {
+        Err("some session folders were not imported (see the report above)".into())
+    }
 }
 
 /// Binds the HTTP API (a clear error when the address is taken) and serves

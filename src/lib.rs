@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod engine;
 pub mod headless;
+pub mod import;
 pub mod logging;
 pub mod paths;
 pub mod qr;
