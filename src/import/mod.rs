@@ -228,3 +228,19 @@ async fn install(data: &DataDir, id: &SessionId, prepared: &Prepared) -> Result<
     }
     result
 }
+
+/// Converts one libsignal-node `SessionRecord` (v1 JSON, as Baileys stores
+/// it) into whatsapp-rust's serialized record, for the device whose identity
+/// public key and registration id are given. Tests use it to load the
+/// fixture's peers, which libsignal-node wrote in the same format.
+pub fn libsignal_session_record(
+    json: &serde_json::Value,
+    identity_public: [u8; 32],
+    registration_id: u32,
+) -> Result<Vec<u8>, String> {
+    let local = signal::LocalIdentity {
+        identity_public,
+        registration_id,
+    };
+    signal::convert_session(json, local).map(|converted| converted.record)
+}
