@@ -57,7 +57,11 @@ async fn signal_stores(path: &std::path::Path) -> SignalProtocolStoreAdapter {
 /// The Signal address whatsapp-rust gives a peer JID (`u@lid` → `u@lid.0`).
 fn address_of(jid: &str) -> ProtocolAddress {
     let (user, server) = jid.split_once('@').unwrap();
-    let server = if server == "s.whatsapp.net" { "c.us" } else { server };
+    let server = if server == "s.whatsapp.net" {
+        "c.us"
+    } else {
+        server
+    };
     ProtocolAddress::new(&format!("{user}@{server}"), 0.into())
 }
 
@@ -231,7 +235,10 @@ async fn mappings_pre_keys_and_tokens_read_back() {
     assert_eq!(own.unwrap().lid, "100000000000001");
     // Pre-keys 5..=30 remain (1..=4 were consumed); Baileys' ids are kept.
     for id in 5..=30 {
-        assert!(store.load_prekey(id).await.unwrap().is_some(), "pre-key {id}");
+        assert!(
+            store.load_prekey(id).await.unwrap().is_some(),
+            "pre-key {id}"
+        );
     }
     assert!(store.load_prekey(4).await.unwrap().is_none());
     assert_eq!(store.get_max_prekey_id().await.unwrap(), 30);
