@@ -231,12 +231,18 @@ impl Simulator {
     }
 
     pub async fn start_on(addr: &str) -> std::io::Result<Simulator> {
+        Self::start_with_phone(addr, PHONE, LID).await
+    }
+
+    /// A simulator whose account has this phone number and LID (e.g. the
+    /// account of an imported device).
+    pub async fn start_with_phone(addr: &str, pn: &str, lid: &str) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (events, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
             server: noise::ServerIdentity::generate(),
-            phone: phone::Phone::new(PHONE, LID),
+            phone: phone::Phone::new(pn, lid),
             plans: Mutex::new(VecDeque::new()),
             events,
             live: Mutex::new(Vec::new()),
@@ -475,6 +481,22 @@ impl Simulator {
         let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
         self.queue_and_deliver(device, &id, stanza);
         Ok(id)
+    }
+
+    /// `from` sends `device` a ciphertext made elsewhere (e.g. by a peer
+    /// of an imported device); `kind` is "pkmsg", "msg" or "skmsg".
+    pub fn send_ciphertext(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
+        kind: &str,
+        ciphertext: Vec<u8>,
+    ) -> String {
+        let id = self.message_id("3EB0OLD");
+        let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
+        self.queue_and_deliver(device, &id, stanza);
+        id
     }
 
     /// `from` sends `device` a message nobody can decrypt (corrupted on
