@@ -3,8 +3,11 @@
 //! a real import would.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
+use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::wacore::libsignal::protocol::{KeyPair, PrivateKey};
 use whatsapp_rust::wacore::libsignal::store::record_helpers::new_pre_key_record;
 use whatsapp_rust::wacore::store::Device;
@@ -15,7 +18,7 @@ use whatsapp_rust::waproto::whatsapp as wa;
 use super::address::{AuthFile, tc_token_user};
 use super::creds::{self, CredsError, DeviceSummary};
 use super::encoding;
-use super::folder::{AuthEntry, RawFolder};
+use super::folder::{self, Listing};
 use super::signal::{self, LocalIdentity};
 use super::{Counts, Problem};
 
@@ -33,11 +36,12 @@ pub struct Webhook {
 pub struct Prepared {
     pub device: Device,
     pub summary: DeviceSummary,
-    pub sessions: Vec<(String, Vec<u8>)>,
-    pub identities: Vec<(String, [u8; 32])>,
+    /// (store address, record), in the shapes the store's batch writes take.
+    pub sessions: Vec<(Arc<str>, Bytes)>,
+    pub identities: Vec<(Arc<str>, [u8; 32])>,
     /// (id, record, uploaded to WhatsApp)
-    pub pre_keys: Vec<(u32, Vec<u8>, bool)>,
-    pub sender_keys: Vec<(String, Vec<u8>)>,
+    pub pre_keys: Vec<(u32, Bytes, bool)>,
+    pub sender_keys: Vec<(Arc<str>, Bytes)>,
     pub lid_mappings: Vec<LidPnMappingEntry>,
     pub sync_keys: Vec<(Vec<u8>, AppStateSyncKey)>,
     pub tc_tokens: Vec<(String, TcTokenEntry)>,
@@ -65,16 +69,22 @@ pub enum PrepareError {
     Problems(Vec<Problem>),
 }
 
-pub fn prepare(folder: RawFolder) -> Result<Prepared, PrepareError> {
-    let mut problems = Vec::new();
-    let creds_entry = folder.entries.iter().find(|e| e.kind == AuthFile::Creds);
-    let Some(creds_entry) = creds_entry else {
-        return Err(PrepareError::Problems(vec![Problem::new(
-            "creds.json",
-            "missing: this is not a Baileys auth folder",
-        )]));
+pub fn prepare(dir: &Path, listing: Listing) -> Result<Prepared, PrepareError> {
+    let creds_json = match listing
+        .files
+        .iter()
+        .any(|(_, kind)| *kind == AuthFile::Creds)
+    {
+        true => folder::load(dir, "creds.json")
+            .map_err(|why| PrepareError::Problems(vec![Problem::new("creds.json", why)]))?,
+        false => {
+            return Err(PrepareError::Problems(vec![Problem::new(
+                "creds.json",
+                "missing: this is not a Baileys auth folder",
+            )]));
+        }
     };
-    let imported = match creds::convert(&creds_entry.json) {
+    let imported = match creds::convert(&creds_json) {
         Ok(imported) => imported,
         Err(CredsError::NeverPaired) => return Err(PrepareError::NeverPaired),
         Err(CredsError::Invalid(why)) => {
@@ -84,82 +94,52 @@ pub fn prepare(folder: RawFolder) -> Result<Prepared, PrepareError> {
             )]));
         }
     };
-    let local = LocalIdentity {
-        identity_public: imported
-            .device
-            .identity_key
-            .public_key
-            .public_key_bytes()
-            .try_into()
-            .expect("a Curve25519 public key is 32 bytes"),
-        registration_id: imported.device.registration_id,
-    };
-    let mut prepared = Prepared {
-        device: imported.device,
-        summary: imported.summary,
-        sessions: Vec::new(),
-        identities: Vec::new(),
-        pre_keys: Vec::new(),
-        sender_keys: Vec::new(),
-        lid_mappings: Vec::new(),
-        sync_keys: Vec::new(),
+    let mut collector = Collector {
+        local: LocalIdentity {
+            identity_public: imported
+                .device
+                .identity_key
+                .public_key
+                .public_key_bytes()
+                .try_into()
+                .expect("a Curve25519 public key is 32 bytes"),
+            registration_id: imported.device.registration_id,
+        },
+        first_unuploaded_pre_key: imported.first_unuploaded_pre_key,
+        prepared: Prepared {
+            device: imported.device,
+            summary: imported.summary,
+            sessions: Vec::new(),
+            identities: Vec::new(),
+            pre_keys: Vec::new(),
+            sender_keys: Vec::new(),
+            lid_mappings: Vec::new(),
+            sync_keys: Vec::new(),
+            tc_tokens: Vec::new(),
+            webhook: None,
+            warnings: Vec::new(),
+        },
+        identities: BTreeMap::new(),
+        session_identities: BTreeMap::new(),
+        phone_of_lid: BTreeMap::new(),
         tc_tokens: Vec::new(),
-        webhook: None,
-        warnings: Vec::new(),
     };
-    let mut identities = BTreeMap::new();
-    let mut session_identities = BTreeMap::new();
-    let mut phone_of_lid = BTreeMap::new();
-    let mut tc_tokens = Vec::new();
-    for entry in &folder.entries {
-        let result = convert_entry(
-            entry,
-            local,
-            imported.first_unuploaded_pre_key,
-            &mut prepared,
-            &mut identities,
-            &mut session_identities,
-            &mut phone_of_lid,
-            &mut tc_tokens,
-        );
-        if let Err(why) = result {
-            problems.push(Problem::new(entry.name.clone(), why));
+    let mut problems = Vec::new();
+    // One file at a time: only converted records stay in memory.
+    for (name, kind) in &listing.files {
+        if *kind == AuthFile::Creds {
+            continue;
+        }
+        let converted = folder::load(dir, name).and_then(|json| collector.add(name, kind, &json));
+        if let Err(why) = converted {
+            problems.push(Problem::new(name.clone(), why));
         }
     }
     if !problems.is_empty() {
         return Err(PrepareError::Problems(problems));
     }
-    // Sessions Baileys started have no identity file: the open session
-    // knows the peer's identity.
-    for (address, key) in session_identities {
-        identities.entry(address).or_insert(key);
-    }
-    prepared.identities = identities.into_iter().collect();
-    let now = chrono::Utc::now().timestamp();
-    prepared.lid_mappings = phone_of_lid
-        .iter()
-        .map(|(lid, pn): (&String, &String)| LidPnMappingEntry {
-            lid: lid.clone(),
-            phone_number: pn.clone(),
-            created_at: now,
-            updated_at: now,
-            learning_source: LEARNED_FROM.to_string(),
-        })
-        .collect();
-    // tc-tokens are keyed by the contact's LID when one is known.
-    let lid_of_phone: BTreeMap<&String, &String> =
-        phone_of_lid.iter().map(|(lid, pn)| (pn, lid)).collect();
-    prepared.tc_tokens = tc_tokens
-        .into_iter()
-        .map(|(user, is_lid, entry)| {
-            let key = match is_lid {
-                true => user,
-                false => lid_of_phone.get(&user).map_or(user, |lid| (*lid).clone()),
-            };
-            (key, entry)
-        })
-        .collect();
-    for name in &folder.unknown {
+    let mut prepared = collector.finish();
+    for name in &listing.unknown {
         prepared
             .warnings
             .push(format!("{name}: not a file Baileys writes; left out"));
@@ -167,73 +147,124 @@ pub fn prepare(folder: RawFolder) -> Result<Prepared, PrepareError> {
     Ok(prepared)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn convert_entry(
-    entry: &AuthEntry,
+/// Gathers converted files; what depends on several files (identities,
+/// LID mappings, tc-token keys) is settled in `finish`.
+struct Collector {
     local: LocalIdentity,
     first_unuploaded_pre_key: u32,
-    prepared: &mut Prepared,
-    identities: &mut BTreeMap<String, [u8; 32]>,
-    session_identities: &mut BTreeMap<String, [u8; 32]>,
-    phone_of_lid: &mut BTreeMap<String, String>,
-    tc_tokens: &mut Vec<(String, bool, TcTokenEntry)>,
-) -> Result<(), String> {
-    let json = &entry.json;
-    match &entry.kind {
-        AuthFile::Creds | AuthFile::Unknown | AuthFile::NotNeeded => {}
-        AuthFile::Session(address) => {
-            let converted = signal::convert_session(json, local)?;
-            let key = address.store_key();
-            if let Some(identity) = converted.remote_identity {
-                session_identities.insert(key.clone(), identity);
+    prepared: Prepared,
+    identities: BTreeMap<String, [u8; 32]>,
+    session_identities: BTreeMap<String, [u8; 32]>,
+    phone_of_lid: BTreeMap<String, String>,
+    /// (user, is a LID, token)
+    tc_tokens: Vec<(String, bool, TcTokenEntry)>,
+}
+
+impl Collector {
+    fn add(&mut self, name: &str, kind: &AuthFile, json: &Value) -> Result<(), String> {
+        let prepared = &mut self.prepared;
+        match kind {
+            AuthFile::Creds | AuthFile::Unknown | AuthFile::NotNeeded => {}
+            AuthFile::Session(address) => {
+                let converted = signal::convert_session(json, self.local)?;
+                let key = address.store_key();
+                if let Some(identity) = converted.remote_identity {
+                    self.session_identities.insert(key.clone(), identity);
+                }
+                prepared.warnings.extend(
+                    converted
+                        .warnings
+                        .into_iter()
+                        .map(|w| format!("{name}: {w}")),
+                );
+                prepared
+                    .sessions
+                    .push((key.into(), converted.record.into()));
             }
-            prepared.warnings.extend(
-                converted
-                    .warnings
-                    .into_iter()
-                    .map(|w| format!("{}: {w}", entry.name)),
-            );
-            prepared.sessions.push((key, converted.record));
+            AuthFile::Identity(address) => {
+                let key =
+                    encoding::public_key(json).map_err(|why| format!("identity key: {why}"))?;
+                self.identities.insert(address.store_key(), key);
+            }
+            AuthFile::PreKey(id) => {
+                let pair = pre_key_pair(json)?;
+                let record = waproto::codec::pre_key_record_to_vec(&new_pre_key_record(*id, &pair));
+                // Keep Baileys' ids: restarting at 1 would overwrite live keys.
+                prepared
+                    .pre_keys
+                    .push((*id, record.into(), *id < self.first_unuploaded_pre_key));
+            }
+            AuthFile::SenderKey { group, sender } => {
+                let record = signal::convert_sender_key(json)?;
+                let name = format!("{group}:{}", sender.store_key());
+                prepared.sender_keys.push((name.into(), record.into()));
+            }
+            AuthFile::LidOfPhone(pn) => {
+                // A forward file (pn → lid) wins over a reverse one.
+                self.phone_of_lid.insert(digits(json)?, pn.clone());
+            }
+            AuthFile::PhoneOfLid(lid) => {
+                let pn = digits(json)?;
+                self.phone_of_lid.entry(lid.clone()).or_insert(pn);
+            }
+            AuthFile::AppStateSyncKey(id) => {
+                let id = encoding::bytes(&Value::String(id.clone()))
+                    .map_err(|why| format!("key id in the file name: {why}"))?;
+                prepared.sync_keys.push((id, sync_key(json)?));
+            }
+            AuthFile::TcToken(jid) => {
+                let (user, is_lid) = tc_token_user(jid)?;
+                self.tc_tokens.push((user, is_lid, tc_token(json)?));
+            }
+            AuthFile::WebhookConfig => prepared.webhook = webhook(json)?,
         }
-        AuthFile::Identity(address) => {
-            let key = encoding::public_key(json).map_err(|why| format!("identity key: {why}"))?;
-            identities.insert(address.store_key(), key);
-        }
-        AuthFile::PreKey(id) => {
-            let pair = pre_key_pair(json)?;
-            let record = waproto::codec::pre_key_record_to_vec(&new_pre_key_record(*id, &pair));
-            // Keep Baileys' ids: restarting at 1 would overwrite live keys.
-            prepared
-                .pre_keys
-                .push((*id, record, *id < first_unuploaded_pre_key));
-        }
-        AuthFile::SenderKey { group, sender } => {
-            let record = signal::convert_sender_key(json)?;
-            prepared
-                .sender_keys
-                .push((format!("{group}:{}", sender.store_key()), record));
-        }
-        AuthFile::LidOfPhone(pn) => {
-            let lid = digits(json)?;
-            phone_of_lid.insert(lid, pn.clone());
-        }
-        AuthFile::PhoneOfLid(lid) => {
-            let pn = digits(json)?;
-            // A forward file (pn → lid) read earlier wins over a reverse one.
-            phone_of_lid.entry(lid.clone()).or_insert(pn);
-        }
-        AuthFile::AppStateSyncKey(id) => {
-            let id = encoding::bytes(&Value::String(id.clone()))
-                .map_err(|why| format!("key id in the file name: {why}"))?;
-            prepared.sync_keys.push((id, sync_key(json)?));
-        }
-        AuthFile::TcToken(jid) => {
-            let (user, is_lid) = tc_token_user(jid)?;
-            tc_tokens.push((user, is_lid, tc_token(json)?));
-        }
-        AuthFile::WebhookConfig => prepared.webhook = webhook(json)?,
+        Ok(())
     }
-    Ok(())
+
+    fn finish(self) -> Prepared {
+        let Collector {
+            mut prepared,
+            mut identities,
+            session_identities,
+            phone_of_lid,
+            tc_tokens,
+            ..
+        } = self;
+        // Sessions Baileys started have no identity file: the open session
+        // knows the peer's identity.
+        for (address, key) in session_identities {
+            identities.entry(address).or_insert(key);
+        }
+        prepared.identities = identities
+            .into_iter()
+            .map(|(address, key)| (address.into(), key))
+            .collect();
+        let now = chrono::Utc::now().timestamp();
+        // tc-tokens are keyed by the contact's LID when one is known.
+        let lid_of_phone: BTreeMap<&String, &String> =
+            phone_of_lid.iter().map(|(lid, pn)| (pn, lid)).collect();
+        prepared.tc_tokens = tc_tokens
+            .into_iter()
+            .map(|(user, is_lid, entry)| match is_lid {
+                true => (user, entry),
+                false => (
+                    lid_of_phone.get(&user).map_or(user, |lid| (*lid).clone()),
+                    entry,
+                ),
+            })
+            .collect();
+        prepared.lid_mappings = phone_of_lid
+            .into_iter()
+            .map(|(lid, phone_number)| LidPnMappingEntry {
+                lid,
+                phone_number,
+                created_at: now,
+                updated_at: now,
+                learning_source: LEARNED_FROM.to_string(),
+            })
+            .collect();
+        prepared
+    }
 }
 
 fn pre_key_pair(json: &Value) -> Result<KeyPair, String> {

@@ -13,34 +13,28 @@ use super::address::AuthFile;
 /// larger one is not what it claims to be.
 const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
-pub struct AuthEntry {
-    pub name: String,
-    pub kind: AuthFile,
-    pub json: Value,
-}
-
-/// A folder's files, read and parsed, before any conversion.
+/// A folder's files by kind; their content is read one at a time later,
+/// so a folder of thousands of sessions is never all in memory.
 #[derive(Default)]
-pub struct RawFolder {
-    pub entries: Vec<AuthEntry>,
+pub struct Listing {
+    pub files: Vec<(String, AuthFile)>,
     /// Files we do not know (reported, not imported).
     pub unknown: Vec<String>,
-    /// Files whatsapp-rust rebuilds by itself.
-    pub not_needed: usize,
 }
 
-/// Reads every file; returns all problems found, not just the first.
-pub fn read(dir: &Path) -> Result<RawFolder, Vec<Problem>> {
-    let listing = fs::read_dir(dir).map_err(|e| {
+/// Names and checks every file; returns all problems found, not just the
+/// first.
+pub fn list(dir: &Path) -> Result<Listing, Vec<Problem>> {
+    let entries = fs::read_dir(dir).map_err(|e| {
         vec![Problem::new(
             dir.display().to_string(),
             format!("cannot list: {e}"),
         )]
     })?;
-    let mut folder = RawFolder::default();
+    let mut listing = Listing::default();
     let mut problems = Vec::new();
     let mut names = Vec::new();
-    for entry in listing {
+    for entry in entries {
         match entry {
             Ok(entry) => names.push(entry.file_name()),
             Err(e) => problems.push(Problem::new(dir.display().to_string(), e.to_string())),
@@ -55,27 +49,24 @@ pub fn read(dir: &Path) -> Result<RawFolder, Vec<Problem>> {
             ));
             continue;
         };
-        match read_entry(dir, &name) {
-            Ok(Some(entry)) => match entry.kind {
-                AuthFile::Unknown => folder.unknown.push(name),
-                AuthFile::NotNeeded => folder.not_needed += 1,
-                _ => folder.entries.push(entry),
-            },
-            Ok(None) => {}
+        match classify(dir, &name) {
+            Ok(Some(AuthFile::Unknown)) => listing.unknown.push(name),
+            // Rebuilt by whatsapp-rust itself.
+            Ok(Some(AuthFile::NotNeeded)) | Ok(None) => {}
+            Ok(Some(kind)) => listing.files.push((name, kind)),
             Err(problem) => problems.push(Problem::new(name, problem)),
         }
     }
     if problems.is_empty() {
-        Ok(folder)
+        Ok(listing)
     } else {
         Err(problems)
     }
 }
 
-/// One file: None for sub-folders and files that are not ours.
-fn read_entry(dir: &Path, name: &str) -> Result<Option<AuthEntry>, String> {
-    let path = dir.join(name);
-    let meta = fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
+/// One directory entry: None for sub-folders.
+fn classify(dir: &Path, name: &str) -> Result<Option<AuthFile>, String> {
+    let meta = fs::symlink_metadata(dir.join(name)).map_err(|e| e.to_string())?;
     if meta.file_type().is_symlink() {
         return Err("a symbolic link: refused, it could point outside the folder".into());
     }
@@ -83,24 +74,17 @@ fn read_entry(dir: &Path, name: &str) -> Result<Option<AuthEntry>, String> {
         return Ok(None);
     }
     let kind = AuthFile::classify(name)?;
-    if matches!(kind, AuthFile::Unknown | AuthFile::NotNeeded) {
-        return Ok(Some(AuthEntry {
-            name: name.to_string(),
-            kind,
-            json: Value::Null,
-        }));
-    }
-    if meta.len() > MAX_FILE_BYTES {
+    if meta.len() > MAX_FILE_BYTES && !matches!(kind, AuthFile::Unknown | AuthFile::NotNeeded) {
         return Err(format!(
             "{} bytes, more than an auth file can be",
             meta.len()
         ));
     }
-    let text = fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
-    let json = serde_json::from_slice(&text).map_err(|e| format!("unreadable JSON: {e}"))?;
-    Ok(Some(AuthEntry {
-        name: name.to_string(),
-        kind,
-        json,
-    }))
+    Ok(Some(kind))
+}
+
+/// Reads and parses one listed file.
+pub fn load(dir: &Path, name: &str) -> Result<Value, String> {
+    let text = fs::read(dir.join(name)).map_err(|e| format!("cannot read: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("unreadable JSON: {e}"))
 }

@@ -1,10 +1,10 @@
 //! `wabridge import-baileys`: moves the old Node bridge's Baileys sessions
 //! into wabridge's store, so the same linked devices log in without a QR.
 //!
-//! Per session folder: read every file ([`folder`]), convert and check it
-//! all in memory ([`convert`]; a dry run stops there), write a store into a
-//! hidden temporary folder ([`store`]), rename it into place, then mark the
-//! old folder ([`guard`]). A folder with any problem is skipped whole:
+//! Per session folder: list and check every file ([`folder`]), convert
+//! them one by one in memory ([`convert`]; a dry run stops there), write a
+//! store into a hidden temporary folder ([`store`]), rename it into place,
+//! then mark the old folder ([`guard`]). A folder with any problem is skipped whole:
 //! nothing is ever half-imported.
 //!
 //! Besides `engine::whatsapp`, this is the one module that names
@@ -157,11 +157,11 @@ async fn import_one(data: &DataDir, source: &Path, id: &str, dry_run: bool) -> S
         Ok(checks) => report.checks = checks,
         Err(why) => return report.refused(why),
     }
-    let raw = match folder::read(source) {
-        Ok(raw) => raw,
+    let listing = match folder::list(source) {
+        Ok(listing) => listing,
         Err(problems) => return report.with_problems(problems),
     };
-    let prepared = match convert::prepare(raw) {
+    let prepared = match convert::prepare(source, listing) {
         Ok(prepared) => prepared,
         Err(PrepareError::NeverPaired) => {
             return report.skipped(

@@ -2,7 +2,6 @@
 //! same file the engine opens (`sessions/<id>/whatsapp.db`).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::prelude::SqliteStore;
@@ -26,22 +25,12 @@ pub async fn write(prepared: &Prepared, db: &Path) -> Result<(), String> {
         .await
         .map_err(fail("the device"))?;
 
-    let sessions: Vec<(Arc<str>, Bytes)> = prepared
-        .sessions
-        .iter()
-        .map(|(address, record)| (Arc::from(address.as_str()), Bytes::from(record.clone())))
-        .collect();
     store
-        .put_sessions_batch(&sessions)
+        .put_sessions_batch(&prepared.sessions)
         .await
         .map_err(fail("sessions"))?;
-    let identities: Vec<(Arc<str>, [u8; 32])> = prepared
-        .identities
-        .iter()
-        .map(|(address, key)| (Arc::from(address.as_str()), *key))
-        .collect();
     store
-        .put_identities_batch(&identities)
+        .put_identities_batch(&prepared.identities)
         .await
         .map_err(fail("identities"))?;
     for uploaded in [true, false] {
@@ -49,20 +38,15 @@ pub async fn write(prepared: &Prepared, db: &Path) -> Result<(), String> {
             .pre_keys
             .iter()
             .filter(|(_, _, up)| *up == uploaded)
-            .map(|(id, record, _)| (*id, Bytes::from(record.clone())))
+            .map(|(id, record, _)| (*id, record.clone()))
             .collect();
         store
             .store_prekeys_batch(&keys, uploaded)
             .await
             .map_err(fail("pre-keys"))?;
     }
-    let sender_keys: Vec<(Arc<str>, Bytes)> = prepared
-        .sender_keys
-        .iter()
-        .map(|(name, record)| (Arc::from(name.as_str()), Bytes::from(record.clone())))
-        .collect();
     store
-        .put_sender_keys_batch(&sender_keys)
+        .put_sender_keys_batch(&prepared.sender_keys)
         .await
         .map_err(fail("sender keys"))?;
     store
