@@ -5,7 +5,9 @@
 //!   the same bodies to the same receiver in the same run;
 //! - latency: enqueue → 2xx at a steady 1,000 msg/s, p50/p99;
 //! - drain: a 1,000,000-message backlog left on disk (receiver down), then
-//!   drained by a fresh process-worth of hub: rate and peak RSS.
+//!   drained by a fresh process-worth of hub, one message per POST (the
+//!   default) and 50 per POST (`webhook.max_messages_per_post`): rate and
+//!   peak RSS.
 //!
 //! Prints figures; asserts none. Run: `cargo bench --bench webhook_forwarding`
 
@@ -170,8 +172,17 @@ async fn main() {
         latencies[latencies.len() - 1]
     );
 
-    // A million messages left on disk while the ERP was down, then drained.
-    let data = DataDir::new(tmp.path().join("backlog"));
+    // A million messages left on disk while the ERP was down, then drained:
+    // one per POST (the old bridge's way, the default), then 50 per POST
+    // (`webhook.max_messages_per_post = 50`).
+    for per_post in [1, 50] {
+        drain_backlog(&tmp.path().join(format!("backlog-{per_post}")), per_post).await;
+    }
+}
+
+async fn drain_backlog(root: &std::path::Path, per_post: usize) {
+    let data = DataDir::new(root);
+    let session = SessionId::parse("shop").unwrap();
     let started = Instant::now();
     {
         std::fs::create_dir_all(data.root().join("outbox")).unwrap();
@@ -191,15 +202,18 @@ async fn main() {
         started.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
+    // Counts messages, not requests: a POST may carry several.
     let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (drain_url, _) = {
+    let drain_url = {
         let counted = counted.clone();
         let router = Router::new().route(
             "/hook",
-            post(move || {
+            post(move |body: axum::body::Bytes| {
                 let counted = counted.clone();
                 async move {
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let n = body["messages"].as_array().map_or(0, Vec::len);
+                    counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     "ok"
                 }
             }),
@@ -207,9 +221,13 @@ async fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        (url, ())
+        url
     };
-    let hub = WebhookHub::open(&data, DeliverySettings::default()).unwrap();
+    let settings = DeliverySettings {
+        max_messages_per_post: per_post,
+        ..DeliverySettings::default()
+    };
+    let hub = WebhookHub::open(&data, settings).unwrap();
     let started = Instant::now();
     hub.set_target(
         &session,
@@ -223,7 +241,7 @@ async fn main() {
     }
     let drain_rate = BACKLOG as f64 / started.elapsed().as_secs_f64();
     println!(
-        "drain: {BACKLOG} messages at {drain_rate:.0} msg/s; peak RSS of the whole bench {:.1} MiB",
+        "drain, {per_post} per POST: {BACKLOG} messages at {drain_rate:.0} msg/s; peak RSS of the whole bench {:.1} MiB",
         peak_rss_mib()
     );
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub sessions: Vec<DeclaredSession>,
 }
 
+/// Keeps one POST's body within what receivers take.
+const MAX_MESSAGES_PER_POST: usize = 500;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
@@ -43,6 +46,10 @@ pub struct WebhookConfig {
     pub signing_secret: String,
     /// Incoming media larger than this goes out as metadata only.
     pub max_media_bytes: u64,
+    /// Messages per `messages.upsert` POST while a backlog drains; 1 posts
+    /// each alone, like the old bridge. Raise it only when the receiver
+    /// reads every entry of `messages`.
+    pub max_messages_per_post: usize,
 }
 
 impl Default for WebhookConfig {
@@ -55,6 +62,7 @@ impl Default for WebhookConfig {
             max_age: d.max_age,
             signing_secret: String::new(),
             max_media_bytes: 16 * 1024 * 1024,
+            max_messages_per_post: d.max_messages_per_post,
         }
     }
 }
@@ -67,6 +75,7 @@ impl WebhookConfig {
             retry_max: self.retry_max,
             max_age: self.max_age,
             signing_secret: Some(self.signing_secret.clone()).filter(|s| !s.is_empty()),
+            max_messages_per_post: self.max_messages_per_post,
         }
     }
 }
@@ -282,6 +291,12 @@ impl Config {
             return Err((
                 "webhook.retry_max".into(),
                 "must be at least webhook.retry_base".into(),
+            ));
+        }
+        if !(1..=MAX_MESSAGES_PER_POST).contains(&self.webhook.max_messages_per_post) {
+            return Err((
+                "webhook.max_messages_per_post".into(),
+                format!("must be between 1 and {MAX_MESSAGES_PER_POST}"),
             ));
         }
         if self.tui.message_buffer == 0 {

@@ -70,12 +70,12 @@ proptest! {
                     let expected = model.live.entry(session).or_default().pop_front();
                     prop_assert_eq!(head.as_ref().map(|h| String::from_utf8(h.body.clone()).unwrap()), expected);
                     if let Some(head) = head {
-                        outbox.ack(head.seq).unwrap();
+                        outbox.ack(&[head.seq]).unwrap();
                     }
                 }
                 Op::Retry { session } => {
                     if let Some(head) = outbox.head(&name(session)).unwrap() {
-                        outbox.retry_later(head.seq, head.next_attempt_ms + 1000, "HTTP 500").unwrap();
+                        outbox.retry_later(&[head.seq], head.next_attempt_ms + 1000, "HTTP 500").unwrap();
                         // Still the head: order is kept through retries.
                         let again = outbox.head(&name(session)).unwrap().unwrap();
                         prop_assert_eq!(again.seq, head.seq);
@@ -84,7 +84,7 @@ proptest! {
                 }
                 Op::Bury { session } => {
                     if let Some(head) = outbox.head(&name(session)).unwrap() {
-                        outbox.bury(head.seq, "HTTP 400").unwrap();
+                        outbox.bury(&[head.seq], "HTTP 400").unwrap();
                         let body = model.live.entry(session).or_default().pop_front().unwrap();
                         model.dead.entry(session).or_default().push((head.delivery_id, body));
                     }

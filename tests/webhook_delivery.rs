@@ -243,3 +243,81 @@ async fn expired_deliveries_become_dead_letters() {
     );
     assert!(receiver.received().is_empty());
 }
+
+#[tokio::test]
+async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() {
+    // The ERP is down while 7 messages and a status change queue up.
+    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port_holder.local_addr().unwrap();
+    drop(port_holder);
+    let rig = rig(
+        Some(format!("http://{addr}/hook")),
+        DeliverySettings {
+            max_messages_per_post: 3,
+            ..settings()
+        },
+    );
+    let upsert = |id: &str| {
+        let message = wabridge::webhook::payload::WireMessage {
+            id: id.into(),
+            from: "919075167132".into(),
+            text: format!("order {id}"),
+            timestamp: 1_764_000_000,
+            push_name: Some("Asha".into()),
+            media: None,
+            is_group: false,
+            group_id: None,
+            group_name: None,
+            reply_to: None,
+            from_lid: None,
+            from_resolved: true,
+        };
+        let body = WebhookEvent::MessagesUpsert(vec![message]).body("WA-1");
+        rig.outbox.enqueue("WA-1", None, &body, now_ms()).unwrap();
+    };
+    for id in ["m1", "m2", "m3", "m4"] {
+        upsert(id);
+    }
+    rig.send("Connected");
+    for id in ["m5", "m6", "m7"] {
+        upsert(id);
+    }
+    rig.wake.notify_one();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let receiver = Receiver::start_on(addr).await;
+    // The first batch is answered 500: it comes back whole, same id.
+    receiver.script([Reply::Status(500)]);
+    let got = receiver.wait_for(5, WAIT).await;
+    let posts: Vec<Vec<String>> = got
+        .iter()
+        .map(|r| match r.json()["event"].as_str().unwrap() {
+            "messages.upsert" => r.json()["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect(),
+            other => vec![other.to_string()],
+        })
+        .collect();
+    let want: [&[&str]; 5] = [
+        &["m1", "m2", "m3"],
+        &["m1", "m2", "m3"],
+        // Never merged past another event: order is kept.
+        &["m4"],
+        &["connection.update"],
+        &["m5", "m6", "m7"],
+    ];
+    assert_eq!(posts, want);
+    let ids: Vec<String> = got
+        .iter()
+        .map(|r| r.header("x-wabridge-delivery").unwrap())
+        .collect();
+    assert_eq!(ids[0], ids[1], "a retried batch keeps its delivery id");
+    assert_eq!(
+        got[0].header("x-wabridge-signature"),
+        Some(signature("sign-me", &got[0].body))
+    );
+    wait_until_empty(&rig).await;
+}

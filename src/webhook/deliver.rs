@@ -29,6 +29,9 @@ pub struct DeliverySettings {
     pub max_age: Duration,
     /// Signs bodies as `X-Wabridge-Signature: sha256=<hex>` when set.
     pub signing_secret: Option<String>,
+    /// Messages per `messages.upsert` POST when a backlog is waiting. 1 (the
+    /// default) posts each message alone, as the old bridge did.
+    pub max_messages_per_post: usize,
 }
 
 impl Default for DeliverySettings {
@@ -39,6 +42,7 @@ impl Default for DeliverySettings {
             retry_max: Duration::from_secs(300),
             max_age: Duration::from_secs(7 * 24 * 3600),
             signing_secret: None,
+            max_messages_per_post: 1,
         }
     }
 }
@@ -133,7 +137,10 @@ impl Deliverer {
     ) {
         loop {
             let current = target.borrow_and_update().clone();
-            let head = match self.outbox.head(&session) {
+            let next =
+                self.outbox
+                    .next_delivery(&session, self.settings.max_messages_per_post, now_ms());
+            let head = match next {
                 Ok(head) => head,
                 Err(e) => {
                     tracing::error!("webhook outbox of {session} unreadable: {e}");
@@ -179,12 +186,17 @@ impl Deliverer {
                 "expired: undelivered for more than {}",
                 humantime::format_duration(self.settings.max_age)
             );
-            self.record(&delivery.session, self.outbox.bury(delivery.seq, &reason));
+            self.record(
+                &delivery.session,
+                self.outbox.bury(&delivery.members, &reason),
+            );
             return Some(Duration::ZERO);
         }
         let verdict = judge(self.post(target, &delivery).await);
         match &verdict {
-            Verdict::Delivered => self.record(&delivery.session, self.outbox.ack(delivery.seq)),
+            Verdict::Delivered => {
+                self.record(&delivery.session, self.outbox.ack(&delivery.members))
+            }
             Verdict::Retry(error) => {
                 let attempt = delivery.attempts + 1;
                 let delay = retry_delay(&self.settings, attempt, delivery.seq as u64 ^ now as u64);
@@ -197,7 +209,7 @@ impl Deliverer {
                 let at = now + delay.as_millis() as i64;
                 self.record(
                     &delivery.session,
-                    self.outbox.retry_later(delivery.seq, at, error),
+                    self.outbox.retry_later(&delivery.members, at, error),
                 );
             }
             Verdict::Dead(reason) => {
@@ -206,7 +218,10 @@ impl Deliverer {
                     delivery.delivery_id,
                     delivery.session
                 );
-                self.record(&delivery.session, self.outbox.bury(delivery.seq, reason));
+                self.record(
+                    &delivery.session,
+                    self.outbox.bury(&delivery.members, reason),
+                );
             }
         }
         Some(Duration::ZERO)

@@ -23,6 +23,9 @@ pub struct Delivery {
     pub created_ms: i64,
     pub attempts: u32,
     pub next_attempt_ms: i64,
+    /// The rows this delivery covers (`seq` first): one, or several
+    /// `messages.upsert` rows sent as one POST.
+    pub members: Vec<i64>,
 }
 
 /// A delivery the receiver refused for good (4xx) or that expired.
@@ -66,7 +69,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL,
     last_error TEXT,
-    dead INTEGER NOT NULL DEFAULT 0
+    dead INTEGER NOT NULL DEFAULT 0,
+    batch_id TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries(session, dead, seq);
 ";
@@ -86,6 +90,15 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Outboxes written before batching lack the column.
+        let has_batch: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('deliveries') WHERE name = 'batch_id'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_batch {
+            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN batch_id TEXT")?;
+        }
         Ok(Outbox {
             conn: Mutex::new(conn),
         })
@@ -142,14 +155,19 @@ impl Outbox {
     /// The oldest live delivery of a session: order is kept by sending only
     /// the head, whether or not it is due yet.
     pub fn head(&self, session: &str) -> Result<Option<Delivery>, OutboxError> {
+        Ok(self.head_row(session)?.map(|(head, _)| head))
+    }
+
+    /// The head and the batch it was sent in, if any.
+    fn head_row(&self, session: &str) -> Result<Option<(Delivery, Option<String>)>, OutboxError> {
         Ok(self
             .conn()
             .prepare_cached(
-                "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms
+                "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms, batch_id
                  FROM deliveries WHERE session = ?1 AND dead = 0 ORDER BY seq LIMIT 1",
             )?
             .query_row([session], |row| {
-                Ok(Delivery {
+                let head = Delivery {
                     seq: row.get(0)?,
                     delivery_id: row.get(1)?,
                     session: row.get(2)?,
@@ -157,14 +175,124 @@ impl Outbox {
                     created_ms: row.get(4)?,
                     attempts: row.get(5)?,
                     next_attempt_ms: row.get(6)?,
-                })
+                    members: vec![row.get(0)?],
+                };
+                Ok((head, row.get(7)?))
             })
             .optional()?)
     }
 
+    /// What to send next for a session: its head, or, with `max_messages`
+    /// above 1, the head and the `messages.upsert` rows right behind it
+    /// merged into one POST. A batch is recorded before it is first sent,
+    /// so every retry (also after a crash) sends the same messages under
+    /// the same delivery id.
+    pub fn next_delivery(
+        &self,
+        session: &str,
+        max_messages: usize,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, OutboxError> {
+        let Some((mut head, batch)) = self.head_row(session)? else {
+            return Ok(None);
+        };
+        let rows = match batch {
+            Some(batch_id) => {
+                let rows = self.batch_rows(session, &batch_id)?;
+                head.delivery_id = batch_id;
+                rows
+            }
+            None if max_messages > 1 && head.next_attempt_ms <= now_ms => {
+                let rows = self.unbatched_run(session, head.seq, max_messages)?;
+                if rows.len() < 2 {
+                    return Ok(Some(head));
+                }
+                let bodies: Vec<&[u8]> = rows.iter().map(|(_, body)| body.as_slice()).collect();
+                if super::payload::merge_upserts(&bodies).is_none() {
+                    return Ok(Some(head));
+                }
+                let batch_id = format!("{}+{}", head.delivery_id, rows.len() - 1);
+                self.record_batch(&rows, &batch_id)?;
+                head.delivery_id = batch_id;
+                rows
+            }
+            None => return Ok(Some(head)),
+        };
+        let bodies: Vec<&[u8]> = rows.iter().map(|(_, body)| body.as_slice()).collect();
+        if let Some(merged) = super::payload::merge_upserts(&bodies) {
+            head.body = merged;
+        }
+        head.members = rows.iter().map(|(seq, _)| *seq).collect();
+        Ok(Some(head))
+    }
+
+    /// The live rows of a recorded batch, in order.
+    fn batch_rows(
+        &self,
+        session: &str,
+        batch_id: &str,
+    ) -> Result<Vec<(i64, Vec<u8>)>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, body FROM deliveries WHERE session = ?1 AND dead = 0 AND batch_id = ?2 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![session, batch_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `max` live rows from `from_seq` on, stopping at the first that
+    /// is not a `messages.upsert` (order is never changed).
+    fn unbatched_run(
+        &self,
+        session: &str,
+        from_seq: i64,
+        max: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, body FROM deliveries
+             WHERE session = ?1 AND dead = 0 AND seq >= ?2 AND batch_id IS NULL
+             ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![session, from_seq, max as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut run = Vec::new();
+        for row in rows {
+            let (seq, body) = row?;
+            if super::payload::merge_upserts(&[&body]).is_none() {
+                break;
+            }
+            run.push((seq, body));
+        }
+        Ok(run)
+    }
+
+    fn record_batch(&self, rows: &[(i64, Vec<u8>)], batch_id: &str) -> Result<(), OutboxError> {
+        let mut conn = self.conn();
+        // Like an ack: lost only to a power cut, after which the messages go
+        // out again under the id of the batch they then form.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let recorded = (|| {
+            let tx = conn.transaction()?;
+            {
+                let mut mark =
+                    tx.prepare_cached("UPDATE deliveries SET batch_id = ?2 WHERE seq = ?1")?;
+                for (seq, _) in rows {
+                    mark.execute(params![seq, batch_id])?;
+                }
+            }
+            tx.commit()
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(recorded?)
+    }
+
     /// The receiver took it: forget it, keeping the dedupe key so a
     /// redelivery of the same message is still recognised.
-    pub fn ack(&self, seq: i64) -> Result<(), OutboxError> {
+    pub fn ack(&self, seqs: &[i64]) -> Result<(), OutboxError> {
         let mut conn = self.conn();
         // An ack lost to a power cut only sends the same delivery (same id)
         // again, which receivers dedupe: its commit need not wait for the
@@ -172,38 +300,70 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let acked = (|| {
             let tx = conn.transaction()?;
-            tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL")?
-                .execute([seq])?;
-            // Rows with a dedupe key become tombstones: no body, not live.
-            tx.prepare_cached("UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1")?
-                .execute([seq])?;
+            {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL",
+                )?;
+                // Rows with a dedupe key become tombstones: no body, not live.
+                let mut tombstone =
+                    tx.prepare_cached("UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1")?;
+                for seq in seqs {
+                    delete.execute([seq])?;
+                    tombstone.execute([seq])?;
+                }
+            }
             tx.commit()
         })();
         conn.pragma_update(None, "synchronous", "FULL")?;
         Ok(acked?)
     }
 
-    pub fn retry_later(&self, seq: i64, at_ms: i64, error: &str) -> Result<(), OutboxError> {
-        self.conn().execute(
+    pub fn retry_later(&self, seqs: &[i64], at_ms: i64, error: &str) -> Result<(), OutboxError> {
+        self.update_each(
+            seqs,
             "UPDATE deliveries SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE seq = ?1",
-            params![seq, at_ms, error],
-        )?;
-        Ok(())
+            at_ms,
+            error,
+        )
     }
 
-    /// Parks a delivery as a dead letter (visible, replayable).
-    pub fn bury(&self, seq: i64, reason: &str) -> Result<(), OutboxError> {
-        self.conn().execute(
-            "UPDATE deliveries SET dead = 1, attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
-            params![seq, reason],
-        )?;
+    /// Parks deliveries as dead letters (visible, replayable one by one: a
+    /// buried batch is undone, each row is its own dead letter again).
+    pub fn bury(&self, seqs: &[i64], reason: &str) -> Result<(), OutboxError> {
+        self.update_each(
+            seqs,
+            "UPDATE deliveries SET dead = 1, attempts = attempts + 1, last_error = ?3, batch_id = NULL
+             WHERE seq = ?1",
+            0,
+            reason,
+        )
+    }
+
+    /// Runs `sql` (with ?1 = seq, ?2 = `number`, ?3 = `text`; SQLite lets
+    /// a statement skip ?2) for every seq in one transaction.
+    fn update_each(
+        &self,
+        seqs: &[i64],
+        sql: &str,
+        number: i64,
+        text: &str,
+    ) -> Result<(), OutboxError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached(sql)?;
+            for seq in seqs {
+                update.execute(params![seq, number, text])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// Puts a dead letter back in its session's queue, due now.
     pub fn replay(&self, delivery_id: &str, now_ms: i64) -> Result<bool, OutboxError> {
         let changed = self.conn().execute(
-            "UPDATE deliveries SET dead = 0, next_attempt_ms = ?2 WHERE delivery_id = ?1 AND dead = 1",
+            "UPDATE deliveries SET dead = 0, next_attempt_ms = ?2, batch_id = NULL WHERE delivery_id = ?1 AND dead = 1",
             params![delivery_id, now_ms],
         )?;
         Ok(changed == 1)
@@ -276,9 +436,9 @@ mod tests {
         assert!(matches!(recent, Enqueued::New { .. }));
         assert!(matches!(pending, Enqueued::New { .. }));
         let head = outbox.head("s").unwrap().unwrap();
-        outbox.ack(head.seq).unwrap();
+        outbox.ack(&[head.seq]).unwrap();
         let head = outbox.head("s").unwrap().unwrap();
-        outbox.ack(head.seq).unwrap();
+        outbox.ack(&[head.seq]).unwrap();
         assert_eq!(
             outbox.prune_delivered(2_000).unwrap(),
             1,
@@ -303,6 +463,114 @@ mod tests {
         (tmp, outbox)
     }
 
+    fn upsert(id: &str) -> Vec<u8> {
+        use crate::webhook::payload::{WebhookEvent, WireMessage};
+        WebhookEvent::MessagesUpsert(vec![WireMessage {
+            id: id.into(),
+            from: "919075167132".into(),
+            text: id.into(),
+            timestamp: 1,
+            push_name: None,
+            media: None,
+            is_group: false,
+            group_id: None,
+            group_name: None,
+            reply_to: None,
+            from_lid: None,
+            from_resolved: true,
+        }])
+        .body("s")
+    }
+
+    fn ids(delivery: &Delivery) -> Vec<String> {
+        let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+        body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_backlog_goes_out_in_batches_that_stop_at_other_events() {
+        let (_tmp, outbox) = outbox();
+        for id in ["a", "b", "c"] {
+            outbox.enqueue("s", None, &upsert(id), 0).unwrap();
+        }
+        let status = crate::webhook::payload::WebhookEvent::ConnectionUpdate {
+            status: "Connected",
+            error: None,
+        }
+        .body("s");
+        outbox.enqueue("s", None, &status, 0).unwrap();
+        outbox.enqueue("s", None, &upsert("d"), 0).unwrap();
+
+        // One at a time (the default) sends the head as it is.
+        let single = outbox.next_delivery("s", 1, 0).unwrap().unwrap();
+        assert_eq!(
+            (ids(&single), single.members.len()),
+            (vec!["a".to_string()], 1)
+        );
+
+        let first = outbox.next_delivery("s", 2, 0).unwrap().unwrap();
+        assert_eq!(ids(&first), ["a", "b"]);
+        assert!(first.delivery_id.ends_with("+1"), "{}", first.delivery_id);
+        outbox.ack(&first.members).unwrap();
+        // The status change is not merged, and nothing passes it.
+        let second = outbox.next_delivery("s", 10, 0).unwrap().unwrap();
+        assert_eq!(ids(&second), ["c"]);
+        outbox.ack(&second.members).unwrap();
+        let third = outbox.next_delivery("s", 10, 0).unwrap().unwrap();
+        assert_eq!(third.body, status);
+        outbox.ack(&third.members).unwrap();
+        assert_eq!(
+            ids(&outbox.next_delivery("s", 10, 0).unwrap().unwrap()),
+            ["d"]
+        );
+    }
+
+    #[test]
+    fn a_retried_batch_keeps_its_messages_and_id_across_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("outbox.db");
+        let outbox = Outbox::open(&path).unwrap();
+        for id in ["a", "b"] {
+            outbox.enqueue("s", None, &upsert(id), 0).unwrap();
+        }
+        let sent = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
+        outbox.retry_later(&sent.members, 10, "HTTP 500").unwrap();
+        // More arrives while the receiver is down; the process restarts.
+        outbox.enqueue("s", None, &upsert("c"), 0).unwrap();
+        drop(outbox);
+        let outbox = Outbox::open(&path).unwrap();
+        let again = outbox.next_delivery("s", 50, 20).unwrap().unwrap();
+        assert_eq!(again.delivery_id, sent.delivery_id);
+        assert_eq!(ids(&again), ["a", "b"]);
+        assert_eq!(again.attempts, 1);
+        outbox.ack(&again.members).unwrap();
+        assert_eq!(
+            ids(&outbox.next_delivery("s", 50, 20).unwrap().unwrap()),
+            ["c"]
+        );
+    }
+
+    #[test]
+    fn a_refused_batch_becomes_one_dead_letter_per_message() {
+        let (_tmp, outbox) = outbox();
+        for id in ["a", "b"] {
+            outbox.enqueue("s", None, &upsert(id), 0).unwrap();
+        }
+        let sent = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
+        outbox.bury(&sent.members, "HTTP 400").unwrap();
+        let dead = outbox.dead_letters("s", 10).unwrap();
+        assert_eq!(dead.len(), 2);
+        assert!(outbox.replay(&dead[1].delivery_id, 0).unwrap());
+        let replayed = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
+        assert_eq!(replayed.delivery_id, dead[1].delivery_id);
+        assert_eq!(ids(&replayed), ["b"]);
+    }
+
     #[test]
     fn head_keeps_per_session_order() {
         let (_tmp, outbox) = outbox();
@@ -317,7 +585,7 @@ mod tests {
         let mut seen = Vec::new();
         while let Some(head) = outbox.head("a").unwrap() {
             seen.push(String::from_utf8(head.body.clone()).unwrap());
-            outbox.ack(head.seq).unwrap();
+            outbox.ack(&[head.seq]).unwrap();
         }
         assert_eq!(seen, ["a0", "a1", "a2"]);
         assert_eq!(outbox.backlog("b").unwrap().pending, 3);
@@ -337,7 +605,7 @@ mod tests {
             Enqueued::Duplicate
         );
         let head = outbox.head("a").unwrap().unwrap();
-        outbox.ack(head.seq).unwrap();
+        outbox.ack(&[head.seq]).unwrap();
         assert_eq!(outbox.head("a").unwrap(), None);
         assert_eq!(
             outbox
@@ -354,7 +622,7 @@ mod tests {
             panic!()
         };
         let head = outbox.head("a").unwrap().unwrap();
-        outbox.bury(head.seq, "HTTP 400").unwrap();
+        outbox.bury(&[head.seq], "HTTP 400").unwrap();
         assert_eq!(outbox.head("a").unwrap(), None);
         let dead = outbox.dead_letters("a", 10).unwrap();
         assert_eq!(dead[0].reason, "HTTP 400");

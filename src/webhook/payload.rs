@@ -101,10 +101,63 @@ impl WebhookEvent {
     }
 }
 
+/// One `messages.upsert` body holding the messages of several, in order;
+/// None unless every body is a `messages.upsert` of the same session. Used
+/// to send a backlog several messages per POST, when the receiver allows it.
+pub fn merge_upserts(bodies: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut session = None;
+    let mut messages = Vec::new();
+    for body in bodies {
+        let serde_json::Value::Object(mut body) = serde_json::from_slice(body).ok()? else {
+            return None;
+        };
+        if body.get("event")? != "messages.upsert" {
+            return None;
+        }
+        let id = body.remove("sessionId")?;
+        if session.get_or_insert_with(|| id.clone()) != &id {
+            return None;
+        }
+        match body.remove("messages")? {
+            serde_json::Value::Array(list) => messages.extend(list),
+            _ => return None,
+        }
+    }
+    let merged = serde_json::json!({
+        "sessionId": session?,
+        "event": "messages.upsert",
+        "messages": messages,
+    });
+    Some(serde_json::to_vec(&merged).expect("JSON values always serialize"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    #[test]
+    fn upserts_merge_in_order_and_nothing_else_does() {
+        let upsert = |id: &str| {
+            json!({"sessionId": "s", "event": "messages.upsert", "messages": [{"id": id}]})
+                .to_string()
+        };
+        let (a, b) = (upsert("a"), upsert("b"));
+        let merged = merge_upserts(&[a.as_bytes(), b.as_bytes()]).unwrap();
+        assert_eq!(
+            parse(merged),
+            json!({"sessionId": "s", "event": "messages.upsert", "messages": [{"id": "a"}, {"id": "b"}]})
+        );
+        let status = WebhookEvent::ConnectionUpdate {
+            status: "Connected",
+            error: None,
+        }
+        .body("s");
+        assert_eq!(merge_upserts(&[a.as_bytes(), &status]), None);
+        let other = a.replace("\"s\"", "\"t\"");
+        assert_eq!(merge_upserts(&[a.as_bytes(), other.as_bytes()]), None);
+        assert_eq!(merge_upserts(&[b"not json"]), None);
+    }
 
     fn parse(bytes: Vec<u8>) -> Value {
         serde_json::from_slice(&bytes).unwrap()
