@@ -70,59 +70,21 @@ pub enum PrepareError {
 }
 
 pub fn prepare(dir: &Path, listing: Listing) -> Result<Prepared, PrepareError> {
-    let creds_json = match listing
+    let creds_problem = |why: String| PrepareError::Problems(vec![Problem::new("creds.json", why)]);
+    if !listing
         .files
         .iter()
         .any(|(_, kind)| *kind == AuthFile::Creds)
     {
-        true => folder::load(dir, "creds.json")
-            .map_err(|why| PrepareError::Problems(vec![Problem::new("creds.json", why)]))?,
-        false => {
-            return Err(PrepareError::Problems(vec![Problem::new(
-                "creds.json",
-                "missing: this is not a Baileys auth folder",
-            )]));
-        }
-    };
-    let imported = match creds::convert(&creds_json) {
-        Ok(imported) => imported,
+        return Err(creds_problem(
+            "missing: this is not a Baileys auth folder".into(),
+        ));
+    }
+    let creds_json = folder::load(dir, "creds.json").map_err(creds_problem)?;
+    let mut collector = match creds::convert(&creds_json) {
+        Ok(imported) => Collector::new(imported),
         Err(CredsError::NeverPaired) => return Err(PrepareError::NeverPaired),
-        Err(CredsError::Invalid(why)) => {
-            return Err(PrepareError::Problems(vec![Problem::new(
-                "creds.json",
-                why,
-            )]));
-        }
-    };
-    let mut collector = Collector {
-        local: LocalIdentity {
-            identity_public: imported
-                .device
-                .identity_key
-                .public_key
-                .public_key_bytes()
-                .try_into()
-                .expect("a Curve25519 public key is 32 bytes"),
-            registration_id: imported.device.registration_id,
-        },
-        first_unuploaded_pre_key: imported.first_unuploaded_pre_key,
-        prepared: Prepared {
-            device: imported.device,
-            summary: imported.summary,
-            sessions: Vec::new(),
-            identities: Vec::new(),
-            pre_keys: Vec::new(),
-            sender_keys: Vec::new(),
-            lid_mappings: Vec::new(),
-            sync_keys: Vec::new(),
-            tc_tokens: Vec::new(),
-            webhook: None,
-            warnings: Vec::new(),
-        },
-        identities: BTreeMap::new(),
-        session_identities: BTreeMap::new(),
-        phone_of_lid: BTreeMap::new(),
-        tc_tokens: Vec::new(),
+        Err(CredsError::Invalid(why)) => return Err(creds_problem(why)),
     };
     let mut problems = Vec::new();
     // One file at a time: only converted records stay in memory.
@@ -161,6 +123,40 @@ struct Collector {
 }
 
 impl Collector {
+    fn new(imported: creds::ImportedCreds) -> Collector {
+        let identity_public = imported
+            .device
+            .identity_key
+            .public_key
+            .public_key_bytes()
+            .try_into()
+            .expect("a Curve25519 public key is 32 bytes");
+        Collector {
+            local: LocalIdentity {
+                identity_public,
+                registration_id: imported.device.registration_id,
+            },
+            first_unuploaded_pre_key: imported.first_unuploaded_pre_key,
+            prepared: Prepared {
+                device: imported.device,
+                summary: imported.summary,
+                sessions: Vec::new(),
+                identities: Vec::new(),
+                pre_keys: Vec::new(),
+                sender_keys: Vec::new(),
+                lid_mappings: Vec::new(),
+                sync_keys: Vec::new(),
+                tc_tokens: Vec::new(),
+                webhook: None,
+                warnings: Vec::new(),
+            },
+            identities: BTreeMap::new(),
+            session_identities: BTreeMap::new(),
+            phone_of_lid: BTreeMap::new(),
+            tc_tokens: Vec::new(),
+        }
+    }
+
     fn add(&mut self, name: &str, kind: &AuthFile, json: &Value) -> Result<(), String> {
         let prepared = &mut self.prepared;
         match kind {
