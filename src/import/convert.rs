@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use whatsapp_rust::bytes::Bytes;
-use whatsapp_rust::wacore::libsignal::protocol::{KeyPair, PrivateKey};
 use whatsapp_rust::wacore::libsignal::store::record_helpers::new_pre_key_record;
 use whatsapp_rust::wacore::store::Device;
 use whatsapp_rust::wacore::store::traits::{AppStateSyncKey, LidPnMappingEntry, TcTokenEntry};
@@ -183,7 +182,7 @@ impl Collector {
                 self.identities.insert(address.store_key(), key);
             }
             AuthFile::PreKey(id) => {
-                let pair = pre_key_pair(json)?;
+                let pair = creds::key_pair(json, "")?;
                 let record = waproto::codec::pre_key_record_to_vec(&new_pre_key_record(*id, &pair));
                 // Keep Baileys' ids: restarting at 1 would overwrite live keys.
                 prepared
@@ -261,24 +260,6 @@ impl Collector {
             .collect();
         prepared
     }
-}
-
-fn pre_key_pair(json: &Value) -> Result<KeyPair, String> {
-    let map = json.as_object().ok_or("not a key pair")?;
-    let get = |name: &str| map.get(name).ok_or(format!("field `{name}`: missing"));
-    let private =
-        encoding::exact::<32>(get("private")?).map_err(|why| format!("field `private`: {why}"))?;
-    let public =
-        encoding::public_key(get("public")?).map_err(|why| format!("field `public`: {why}"))?;
-    let private = PrivateKey::deserialize(&private)
-        .map_err(|e| format!("field `private`: not a Curve25519 key: {e}"))?;
-    let derived = private
-        .public_key()
-        .map_err(|e| format!("field `private`: {e}"))?;
-    if derived.public_key_bytes() != public {
-        return Err("the public key does not belong to the private key".into());
-    }
-    Ok(KeyPair::new(derived, private))
 }
 
 fn digits(json: &Value) -> Result<String, String> {

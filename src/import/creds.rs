@@ -64,22 +64,30 @@ fn decode<T>(
     how(field(map, name)?).map_err(|why| format!("field `{name}`: {why}"))
 }
 
-/// A `{private, public}` pair whose public half must follow from the private.
-fn key_pair(value: &Value, name: &str) -> Result<KeyPair, String> {
-    let map = value
-        .as_object()
-        .ok_or_else(|| format!("field `{name}`: not a key pair"))?;
-    let private = decode(map, &format!("{name}.private"), encoding::exact::<32>)?;
-    let public = decode(map, &format!("{name}.public"), encoding::public_key)?;
+/// A `{private, public}` pair whose public half must follow from the
+/// private; `name` is its field in the file ("" for a whole pre-key file).
+pub(super) fn key_pair(value: &Value, name: &str) -> Result<KeyPair, String> {
+    let path = |part: &str| match name {
+        "" => part.to_string(),
+        name => format!("{name}.{part}"),
+    };
+    let map = value.as_object().ok_or_else(|| match name {
+        "" => "not a key pair".to_string(),
+        name => format!("field `{name}`: not a key pair"),
+    })?;
+    let private = decode(map, &path("private"), encoding::exact::<32>)?;
+    let public = decode(map, &path("public"), encoding::public_key)?;
     let private = PrivateKey::deserialize(&private)
-        .map_err(|e| format!("field `{name}.private`: not a Curve25519 key: {e}"))?;
+        .map_err(|e| format!("field `{}`: not a Curve25519 key: {e}", path("private")))?;
     let derived = private
         .public_key()
-        .map_err(|e| format!("field `{name}.private`: {e}"))?;
+        .map_err(|e| format!("field `{}`: {e}", path("private")))?;
     if derived.public_key_bytes() != public {
-        return Err(format!(
-            "field `{name}`: the public key does not belong to the private key"
-        ));
+        let mismatch = "the public key does not belong to the private key";
+        return Err(match name {
+            "" => mismatch.to_string(),
+            name => format!("field `{name}`: {mismatch}"),
+        });
     }
     Ok(KeyPair::new(derived, private))
 }

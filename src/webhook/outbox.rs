@@ -196,32 +196,30 @@ impl Outbox {
         let Some((mut head, batch)) = self.head_row(session)? else {
             return Ok(None);
         };
-        let rows = match batch {
-            Some(batch_id) => {
-                let rows = self.batch_rows(session, &batch_id)?;
-                head.delivery_id = batch_id;
-                rows
-            }
+        let rows = match &batch {
+            Some(batch_id) => self.batch_rows(session, batch_id)?,
             None if max_messages > 1 && head.next_attempt_ms <= now_ms => {
-                let rows = self.unbatched_run(session, head.seq, max_messages)?;
-                if rows.len() < 2 {
-                    return Ok(Some(head));
-                }
-                let bodies: Vec<&[u8]> = rows.iter().map(|(_, body)| body.as_slice()).collect();
-                if super::payload::merge_upserts(&bodies).is_none() {
-                    return Ok(Some(head));
-                }
-                let batch_id = format!("{}+{}", head.delivery_id, rows.len() - 1);
-                self.record_batch(&rows, &batch_id)?;
-                head.delivery_id = batch_id;
-                rows
+                self.rows_from(session, head.seq, max_messages)?
             }
             None => return Ok(Some(head)),
         };
         let bodies: Vec<&[u8]> = rows.iter().map(|(_, body)| body.as_slice()).collect();
-        if let Some(merged) = super::payload::merge_upserts(&bodies) {
-            head.body = merged;
-        }
+        // Merging stops at the first other event, so order is never changed.
+        let Some((merged, count)) =
+            super::payload::merge_upsert_prefix(&bodies).filter(|(_, count)| *count >= 2)
+        else {
+            return Ok(Some(head));
+        };
+        let rows = &rows[..count];
+        head.delivery_id = match batch {
+            Some(batch_id) => batch_id,
+            None => {
+                let batch_id = format!("{}+{}", head.delivery_id, count - 1);
+                self.record_batch(rows, &batch_id)?;
+                batch_id
+            }
+        };
+        head.body = merged;
         head.members = rows.iter().map(|(seq, _)| *seq).collect();
         Ok(Some(head))
     }
@@ -242,9 +240,8 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Up to `max` live rows from `from_seq` on, stopping at the first that
-    /// is not a `messages.upsert` (order is never changed).
-    fn unbatched_run(
+    /// Up to `max` live rows not yet in a batch, from `from_seq` on.
+    fn rows_from(
         &self,
         session: &str,
         from_seq: i64,
@@ -257,17 +254,9 @@ impl Outbox {
              ORDER BY seq LIMIT ?3",
         )?;
         let rows = statement.query_map(params![session, from_seq, max as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+            Ok((row.get(0)?, row.get(1)?))
         })?;
-        let mut run = Vec::new();
-        for row in rows {
-            let (seq, body) = row?;
-            if super::payload::merge_upserts(&[&body]).is_none() {
-                break;
-            }
-            run.push((seq, body));
-        }
-        Ok(run)
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn record_batch(&self, rows: &[(i64, Vec<u8>)], batch_id: &str) -> Result<(), OutboxError> {

@@ -105,30 +105,51 @@ impl WebhookEvent {
 /// None unless every body is a `messages.upsert` of the same session. Used
 /// to send a backlog several messages per POST, when the receiver allows it.
 pub fn merge_upserts(bodies: &[&[u8]]) -> Option<Vec<u8>> {
+    merge_upsert_prefix(bodies)
+        .filter(|(_, merged)| *merged == bodies.len())
+        .map(|(body, _)| body)
+}
+
+/// Like [`merge_upserts`] for the longest leading run of `messages.upsert`
+/// bodies of one session: the merged body and how many bodies it holds;
+/// None when the first body is not one. Each body is parsed once.
+pub fn merge_upsert_prefix(bodies: &[&[u8]]) -> Option<(Vec<u8>, usize)> {
     let mut session = None;
     let mut messages = Vec::new();
+    let mut merged = 0;
     for body in bodies {
-        let serde_json::Value::Object(mut body) = serde_json::from_slice(body).ok()? else {
-            return None;
+        let Some((id, list)) = upsert_parts(body) else {
+            break;
         };
-        if body.get("event")? != "messages.upsert" {
-            return None;
+        if *session.get_or_insert_with(|| id.clone()) != id {
+            break;
         }
-        let id = body.remove("sessionId")?;
-        if session.get_or_insert_with(|| id.clone()) != &id {
-            return None;
-        }
-        match body.remove("messages")? {
-            serde_json::Value::Array(list) => messages.extend(list),
-            _ => return None,
-        }
+        messages.extend(list);
+        merged += 1;
     }
-    let merged = serde_json::json!({
+    let body = serde_json::json!({
         "sessionId": session?,
         "event": "messages.upsert",
         "messages": messages,
     });
-    Some(serde_json::to_vec(&merged).expect("JSON values always serialize"))
+    Some((
+        serde_json::to_vec(&body).expect("JSON values always serialize"),
+        merged,
+    ))
+}
+
+/// The session id and messages of a `messages.upsert` body.
+fn upsert_parts(body: &[u8]) -> Option<(serde_json::Value, Vec<serde_json::Value>)> {
+    let serde_json::Value::Object(mut body) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    if body.get("event")? != "messages.upsert" {
+        return None;
+    }
+    match (body.remove("sessionId")?, body.remove("messages")?) {
+        (id, serde_json::Value::Array(list)) => Some((id, list)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
