@@ -7,9 +7,7 @@
 
 // The API's cost does not depend on WhatsApp: the scripted backend of the
 // tests stands in, so only the HTTP layer and the engine are measured.
-#[path = "../tests/support/fake_backend.rs"]
-#[allow(dead_code)]
-mod fake_backend;
+use wabridge_sim::fake_backend;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -80,6 +80,7 @@ pub fn init(config: &LogConfig, dir: &Path, echo: Echo) -> LogGuard {
     };
     let _ = tracing_subscriber::registry()
         .with(filter_for(&config.level))
+        .with(LibraryErrorTap)
         .with(file_layer)
         .with(stderr_layer)
         .with(tail_layer)
@@ -125,5 +126,41 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for TailWriter {
 
     fn make_writer(&'a self) -> TailWriter {
         self.clone()
+    }
+}
+
+/// Hands the WhatsApp library's error lines to the engine, which learns from
+/// them what the library reports nowhere else (why a connect failed).
+struct LibraryErrorTap;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LibraryErrorTap {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if *event.metadata().level() != tracing::Level::ERROR {
+            return;
+        }
+        let mut message = MessageText(String::new());
+        event.record(&mut message);
+        crate::engine::whatsapp::note_library_error(&message.0);
+    }
+}
+
+/// The `message` field of an event, as text.
+struct MessageText(String);
+
+impl tracing::field::Visit for MessageText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_string();
+        }
     }
 }

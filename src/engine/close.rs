@@ -26,6 +26,9 @@ pub enum CloseSignal {
     SocketClosed { detail: String },
     /// All six pairing QR codes expired unscanned.
     QrCodesExhausted,
+    /// The server's certificate chain did not verify: whoever answered is not
+    /// WhatsApp, or something on the path intercepts the connection.
+    CertificateInvalid { detail: String },
 }
 
 /// Everything the supervisor saw during one run of the client.
@@ -115,6 +118,9 @@ pub const STATUS_CONNECTION_LOST: u16 = 408;
 pub const STATUS_CONNECTION_CLOSED: u16 = 428;
 pub const STATUS_REPLACED: u16 = 440;
 pub const STATUS_RESTART_REQUIRED: u16 = 515;
+/// Ours, for a chain that did not verify (no Baileys code; nginx's "SSL
+/// Certificate Error"), so the log line's status is not a network error's.
+pub const STATUS_CERTIFICATE_INVALID: u16 = 495;
 
 pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
     let verdict = |decision, status, description: &str| Verdict {
@@ -159,6 +165,14 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
             STATUS_CONNECTION_LOST,
             "QR codes expired unscanned",
         ),
+        // Credentials stay: a later connect may reach the real server.
+        Some(CloseSignal::CertificateInvalid { detail }) => Verdict {
+            decision: Decision::Backoff,
+            status: STATUS_CERTIFICATE_INVALID,
+            description: format!(
+                "server certificate invalid: the connection may be intercepted ({detail})"
+            ),
+        },
         Some(CloseSignal::ConnectFailure { code }) => {
             verdict(Decision::Backoff, *code, "server refused the connection")
         }
@@ -298,6 +312,26 @@ mod tests {
                 detail: "stream ended (EOF)".into()
             })),
             (Decision::Backoff, 428)
+        );
+    }
+
+    #[test]
+    fn an_invalid_certificate_backs_off_keeping_credentials_and_says_so() {
+        let outcome = RunOutcome {
+            close: Some(CloseSignal::CertificateInvalid {
+                detail: "leaf signature failed XEdDSA verify".to_string(),
+            }),
+            ..RunOutcome::default()
+        };
+        let verdict = classify(&outcome, Instant::now());
+        assert_eq!(verdict.decision, Decision::Backoff);
+        assert_eq!(verdict.status, STATUS_CERTIFICATE_INVALID);
+        assert!(
+            verdict
+                .description
+                .starts_with("server certificate invalid: the connection may be intercepted"),
+            "{}",
+            verdict.description
         );
     }
 

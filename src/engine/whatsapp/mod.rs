@@ -3,10 +3,15 @@
 //! [`WaEvent`]s, in order (the handler runs inline on the dispatch path).
 //! Incoming messages go through `inbound` (the durability hook).
 
+mod cert_guard;
+mod connect_errors;
 mod content;
 mod inbound;
 mod query;
 mod send;
+
+pub use cert_guard::certificate_chain_is_verified;
+pub use connect_errors::note as note_library_error;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -65,6 +70,8 @@ pub struct WhatsAppClient {
     /// The bot until its first run: `Bot::run` also starts the client's
     /// background workers, later runs call `Client::run` directly.
     bot: Arc<Mutex<Option<Bot>>>,
+    /// The session's event channel, for what the library only logs.
+    events: EventSink,
 }
 
 impl WaBackend for WhatsAppBackend {
@@ -89,7 +96,7 @@ impl WaBackend for WhatsAppBackend {
             media_cap: self.media_cap,
         });
         let forwarder = Forwarder {
-            sink: events,
+            sink: events.clone(),
             client: Arc::new(OnceLock::new()),
             unreadable: hook.clone(),
         };
@@ -130,6 +137,7 @@ impl WaBackend for WhatsAppBackend {
         Ok(WhatsAppClient {
             client,
             bot: Arc::new(Mutex::new(Some(bot))),
+            events,
         })
     }
 }
@@ -137,9 +145,17 @@ impl WaBackend for WhatsAppBackend {
 impl WaClient for WhatsAppClient {
     async fn run(&self) {
         let bot = self.bot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match bot {
-            Some(bot) => bot.run().await,
-            None => self.client.run().await,
+        let failure = connect_errors::capture(async {
+            match bot {
+                Some(bot) => bot.run().await,
+                None => self.client.run().await,
+            }
+        })
+        .await;
+        if let Some(connect_errors::ConnectFailure::CertificateInvalid(detail)) = failure {
+            let _ = self
+                .events
+                .send(WaEvent::Closed(CloseSignal::CertificateInvalid { detail }));
         }
     }
 

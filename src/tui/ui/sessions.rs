@@ -144,6 +144,7 @@ fn close_words(status: u16, description: &str) -> String {
         428 => "connection closed".to_string(),
         500 | 503 => format!("WhatsApp server error ({status})"),
         515 => "restart required".to_string(),
+        495 => "server certificate invalid: intercepted?".to_string(),
         _ => description.to_string(),
     }
 }

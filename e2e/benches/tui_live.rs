@@ -5,17 +5,11 @@
 //!   goes), while the simulator pushes 2,000 encrypted messages/s at it.
 //!
 //! Prints figures; asserts none. Needs tmux.
-//! Run: `cargo bench --bench tui_live`
+//! Run: `cargo bench -p wabridge-e2e --bench tui_live`
 
-#[path = "../tests/support/pairing.rs"]
-#[allow(dead_code)]
-mod pairing;
-#[path = "../tests/support/sim/mod.rs"]
-#[allow(dead_code)]
-mod sim;
-#[path = "../tests/support/tmux.rs"]
-#[allow(dead_code)]
-mod tmux;
+use wabridge_sim::pairing;
+use wabridge_sim::sim;
+use wabridge_sim::tmux;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +28,7 @@ fn command(config: &Path, data: &Path, home: &Path) -> String {
     format!(
         "exec env HOME={} TERM=xterm-256color {} --config {} --data-dir {}",
         home.display(),
-        env!("CARGO_BIN_EXE_wabridge"),
+        env!("CARGO_BIN_EXE_insecure-sim-client"),
         config.display(),
         data.display()
     )

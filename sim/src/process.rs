@@ -1,5 +1,7 @@
-//! Runs the real `wabridge` binary as a child process and follows its
-//! stderr line by line.
+//! Runs a build of the wabridge application as a child process and follows
+//! its stderr line by line. Each test crate names its own binary: the product
+//! `wabridge` where the server's certificate must be checked, the insecure
+//! simulator client where the test talks to the simulator.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,8 +16,8 @@ pub struct Running {
     pub seen: Vec<String>,
 }
 
-pub fn wabridge(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wabridge"));
+pub fn command(binary: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
     command.args(args);
     // Never read the developer's own config or data.
     command.env("HOME", std::env::temp_dir().join("wabridge-test-home"));
@@ -30,15 +32,18 @@ pub fn wabridge(args: &[&str]) -> Command {
     command
 }
 
-/// `wabridge --headless` on `config` and `data`, as systemd runs it.
-pub fn headless(config: &Path, data: &Path) -> Command {
-    wabridge(&[
-        "--headless",
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ])
+/// `<binary> --headless` on `config` and `data`, as systemd runs it.
+pub fn headless_command(binary: &str, config: &Path, data: &Path) -> Command {
+    command(
+        binary,
+        &[
+            "--headless",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    )
 }
 
 /// A loopback port nothing listens on now (free to bind, or to find closed).

@@ -6,7 +6,7 @@
 //! encrypted on a Baileys-era Signal session reaches the old bridge's
 //! webhook with the sender's real phone number.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! phone, a second start keeps the one socket, and DELETE logs out and forgets the
 //! session.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

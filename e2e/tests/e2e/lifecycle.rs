@@ -2,7 +2,7 @@
 //! pairing, restart with saved credentials, and every kind of close, as the
 //! operator sees them (state, attempt, credentials, log lines).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

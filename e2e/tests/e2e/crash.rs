@@ -7,7 +7,7 @@
 //! message, each under one delivery id (duplicates only as retries of the
 //! same delivery).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! Needs tmux (`.ci/run` installs it). Run alone:
 //! `cargo test --locked --test tmux_e2e`
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ async fn an_operator_pairs_watches_a_retry_reconnects_logs_out_and_quits() {
     let command = format!(
         "env HOME={home} TERM=xterm-256color {bin} --config {config} --data-dir {data}",
         home = tmp.path().display(),
-        bin = env!("CARGO_BIN_EXE_wabridge"),
+        bin = crate::support::process::BINARY,
         config = config.display(),
         data = data.display(),
     );

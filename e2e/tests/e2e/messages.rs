@@ -4,7 +4,7 @@
 //! engine persists them before the ack, and a real HTTP receiver on
 //! 127.0.0.1 gets each in the old bridge's format with the right `from`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 //! control API to script what the "server" and the "phone" do.
 //!
 //! ```sh
-//! cargo run --example simulator            # simulator + the wabridge dashboard
-//! cargo run --example simulator -- --sim-only   # simulator alone
+//! cargo run -p wabridge-e2e --example simulator            # simulator + the wabridge dashboard
+//! cargo run -p wabridge-e2e --example simulator -- --sim-only   # simulator alone
 //! ```
 //!
 //! By default it starts the simulator and runs the real wabridge
@@ -24,16 +24,13 @@
 //!   next connection goes.
 //! - `GET /connections`: live connections.
 //!
-//! The simulator speaks to whatsapp-rust only with the dev-only feature
-//! `danger-skip-cert-chain-verify`, which examples and tests get and the
-//! shipped binary never does.
+//! The simulator speaks to whatsapp-rust only with its feature
+//! `danger-skip-cert-chain-verify`, which only the `wabridge-e2e` package
+//! (this example, its tests and `insecure-sim-client`) enables; the shipped
+//! binary never has it.
 
-#[allow(dead_code)]
-#[path = "../tests/support/screen.rs"]
-mod screen;
-#[allow(dead_code)]
-#[path = "../tests/support/sim/mod.rs"]
-mod sim;
+use wabridge_sim::screen;
+use wabridge_sim::sim;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use wabridge::import::{ImportOptions, ImportReport};
 use wabridge::paths::DataDir;
 
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/baileys-auth-sample")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/baileys-auth-sample")
 }
 
 pub fn fixture_json(name: &str) -> serde_json::Value {

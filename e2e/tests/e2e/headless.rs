@@ -3,7 +3,7 @@
 //! saved as an owner-only SVG beside the session, the session connects, and
 //! the SVG goes away once it is no longer needed.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};

@@ -4,14 +4,10 @@
 //! start to all of them Connected (saved credentials, no QR).
 //! Prints figures; asserts none.
 //!
-//! Run: `cargo bench --bench sessions_rss`
+//! Run: `cargo bench -p wabridge-e2e --bench sessions_rss`
 
-#[path = "../tests/support/pairing.rs"]
-#[allow(dead_code)]
-mod pairing;
-#[path = "../tests/support/sim/mod.rs"]
-#[allow(dead_code)]
-mod sim;
+use wabridge_sim::pairing;
+use wabridge_sim::sim;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -122,7 +118,7 @@ fn run_binary(sim: &Simulator, data: &Path, scratch: &Path, count: usize) -> (Du
     )
     .unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wabridge"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_insecure-sim-client"))
         .args(["--headless", "--config"])
         .arg(&config)
         .arg("--data-dir")

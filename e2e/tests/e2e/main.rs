@@ -1,0 +1,15 @@
+//! wabridge end to end against the loopback simulator, in one test binary:
+//! the real whatsapp-rust client in-process and the application as a child
+//! process (`insecure-sim-client`, the only build that accepts the
+//! simulator's certificate chain).
+
+mod support;
+
+mod api;
+mod cert_guard;
+mod crash;
+mod headless;
+mod import;
+mod lifecycle;
+mod messages;
+mod tmux;
