@@ -187,13 +187,15 @@ async fn start_api(
         format!("cannot listen on {listen} for the HTTP API: {e}; set api.listen in the config")
     })?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    if !bound.ip().is_loopback() && config.api.token.is_empty() {
-        tracing::warn!(
-            "the HTTP API listens on {bound}, beyond this machine, without a token: set api.token"
-        );
-    }
     tracing::info!("HTTP API on http://{bound}");
-    let router = api::router(api::ApiState::new(engine, config.api.token.clone()));
+    let mut state = api::ApiState::new(engine, config.api.token.clone());
+    state.access = api::AccessPolicy {
+        token: config.api.token.clone(),
+        allowed_hosts: config.api.allowed_hosts.clone(),
+        allow_from: config.api.allow_from.clone(),
+        listen: Some(bound),
+    };
+    let router = api::router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

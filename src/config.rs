@@ -119,8 +119,76 @@ pub struct WhatsappConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
-    /// Empty = no auth (only sensible on loopback).
+    /// Empty = no auth: only this machine and `allow_from` may call then.
     pub token: String,
+    /// Names besides loopback and the listen address that requests may carry
+    /// in `Host`/`Origin` (the name the ERP calls the bridge by).
+    pub allowed_hosts: Vec<String>,
+    /// Clients allowed without the token: addresses or CIDR ranges, e.g. the
+    /// old ERP app that calls the bridge from another host and sends none.
+    pub allow_from: Vec<IpRange>,
+}
+
+/// An address or a CIDR range: `10.0.0.5`, `10.1.0.0/16`, `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let (whole, rest) = (usize::from(prefix / 8), prefix % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
+}
+
+impl TryFrom<String> for IpRange {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<IpRange, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.as_str(), None),
+        };
+        let network: std::net::IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {bits}"))?,
+        };
+        Ok(IpRange { network, prefix })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +235,8 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             token: String::new(),
+            allowed_hosts: Vec::new(),
+            allow_from: Vec::new(),
         }
     }
 }
@@ -270,6 +340,18 @@ impl Config {
             return Err((
                 "whatsapp.ws_url".into(),
                 "must start with ws:// or wss://".into(),
+            ));
+        }
+        if !self.api.listen.ip().is_loopback()
+            && self.api.token.is_empty()
+            && self.api.allow_from.is_empty()
+        {
+            return Err((
+                "api.token".into(),
+                format!(
+                    "must be set when api.listen ({}) is reachable from other machines; or list the clients allowed without a token in api.allow_from",
+                    self.api.listen
+                ),
             ));
         }
         if self.log.level.parse::<tracing::Level>().is_err() {
@@ -438,6 +520,47 @@ mod tests {
     fn wrong_type_names_the_key() {
         let err = parse("[api]\nlisten = 3000\n").unwrap_err().to_string();
         assert!(err.contains("line 2, key `api.listen`"), "{err}");
+    }
+
+    #[test]
+    fn an_open_bind_without_a_token_is_refused_naming_the_key() {
+        let err = parse("[api]\nlisten = \"0.0.0.0:3000\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `api.token`"), "{err}");
+        assert!(err.contains("api.allow_from"), "{err}");
+        assert!(parse("[api]\nlisten = \"0.0.0.0:3000\"\ntoken = \"t\"\n").is_ok());
+        let drop_in = parse(
+            "[api]\nlisten = \"0.0.0.0:3000\"\nallow_from = [\"10.0.0.5\", \"10.1.0.0/16\"]\n",
+        )
+        .unwrap();
+        assert_eq!(drop_in.api.allow_from.len(), 2);
+    }
+
+    #[test]
+    fn allow_from_entries_are_addresses_or_ranges() {
+        let err = parse("[api]\nallow_from = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key `api.allow_from`"), "{err}");
+        assert!(err.contains("prefix must be 0 to 32"), "{err}");
+        let err = parse("[api]\nallow_from = [\"erp.example\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an IP address"), "{err}");
+
+        let range = |s: &str| IpRange::try_from(s.to_string()).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(range("10.1.0.0/16").contains(ip("10.1.255.3")));
+        assert!(!range("10.1.0.0/16").contains(ip("10.2.0.1")));
+        assert!(range("10.0.0.5").contains(ip("10.0.0.5")));
+        assert!(!range("10.0.0.5").contains(ip("10.0.0.6")));
+        assert!(range("10.0.0.0/9").contains(ip("10.127.0.1")));
+        assert!(!range("10.0.0.0/9").contains(ip("10.128.0.1")));
+        assert!(range("10.0.0.5").contains(ip("::ffff:10.0.0.5")));
+        assert!(range("fd00::/8").contains(ip("fd12::1")));
+        assert!(!range("fd00::/8").contains(ip("10.0.0.5")));
+        assert!(range("0.0.0.0/0").contains(ip("192.0.2.1")));
     }
 
     #[test]

@@ -4,14 +4,14 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::ApiState;
 use super::sessions::session_json;
+use super::{ApiState, Trusted};
 use crate::engine::SessionState;
 
 /// Webhook backlog older than this makes `/health` say "degraded".
@@ -40,7 +40,12 @@ fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-pub async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
+/// With `api.token` set, a caller without it (a monitor) learns only the
+/// overall status: no session ids, numbers or close reasons.
+pub async fn health(
+    State(state): State<Arc<ApiState>>,
+    trusted: Option<Extension<Trusted>>,
+) -> Json<Value> {
     let now = crate::engine::now();
     let sessions = state.engine.snapshots();
     let count = |f: fn(&SessionState) -> bool| sessions.iter().filter(|s| f(&s.state)).count();
@@ -64,6 +69,9 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Json<Value> {
     } else {
         "healthy"
     };
+    if !trusted.is_some_and(|Extension(Trusted(t))| t) {
+        return Json(json!({ "status": overall }));
+    }
     Json(json!({
         "status": overall,
         "uptime": state.started.elapsed().as_secs_f64(),

@@ -1,6 +1,7 @@
 //! The HTTP API: the old Node bridge's routes and answers (design.md §4),
 //! plus our own. Handlers only talk to the engine handle.
 
+mod access;
 mod health;
 mod lookups;
 mod send;
@@ -11,13 +12,15 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::engine::Engine;
+
+pub use access::{AccessPolicy, Trusted};
+pub use send::CONCURRENT_SENDS;
 
 /// Requests other than media sends never need more than this.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -26,18 +29,24 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub struct ApiState {
     pub engine: Engine,
     pub started: Instant,
-    /// Empty = no auth.
-    pub token: String,
+    pub access: AccessPolicy,
+    /// Turns for `/sessions/send` bodies (see `send::one_of_few`).
+    pub send_slots: Arc<tokio::sync::Semaphore>,
     /// How long `/sessions/start` waits for a QR code or a connection.
     pub start_wait: Duration,
 }
 
 impl ApiState {
+    /// An API on loopback with `token` (empty = none).
     pub fn new(engine: Engine, token: String) -> ApiState {
         ApiState {
             engine,
             started: Instant::now(),
-            token,
+            access: AccessPolicy {
+                token,
+                ..AccessPolicy::default()
+            },
+            send_slots: Arc::new(tokio::sync::Semaphore::new(send::CONCURRENT_SENDS)),
             start_wait: Duration::from_secs(40),
         }
     }
@@ -60,7 +69,14 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/sessions/send",
-            post(send::send).layer(axum::extract::DefaultBodyLimit::max(send::SEND_BODY_LIMIT)),
+            // A send may carry up to SEND_BODY_LIMIT of media, read only once
+            // its turn comes: a few at a time bound what sends can hold.
+            post(send::send)
+                .layer(axum::extract::DefaultBodyLimit::max(send::SEND_BODY_LIMIT))
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    send::one_of_few,
+                )),
         )
         .route(
             "/sessions/{id}",
@@ -76,48 +92,68 @@ pub fn router(state: ApiState) -> Router {
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), access::check))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// A client has this long to send a request's headers (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog. HTTP/1 has
+/// one request in flight per connection, so this caps requests too.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Serves until `shutdown` resolves, then lets open requests finish (10 s at
+/// most). Each connection's peer address reaches the handlers as
+/// `ConnectInfo`, which the access check needs.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
 
-/// With `api.token` set, every route but `/health` needs
-/// `Authorization: Bearer <token>`.
-async fn require_token(
-    State(state): State<Arc<ApiState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if state.token.is_empty() || request.uri().path() == "/health" {
-        return next.run(request).await;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and the like: wait for a connection to end
+                    // rather than spinning.
+                    tracing::warn!("HTTP API cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
     }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
-        next.run(request).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
-    }
-}
-
-/// Compares without an early exit, so the time taken says nothing about
-/// how much of the token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 /// `{"error": "..."}` with a status, as the old bridge answered.
@@ -165,18 +201,5 @@ impl From<JsonRejection> for ApiError {
             status,
             format!("invalid request body: {}", rejection.body_text()),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -17,6 +17,19 @@ use crate::paths::SessionId;
 
 /// Base64 media makes these bodies large; everything else stays small.
 pub const SEND_BODY_LIMIT: usize = 96 * 1024 * 1024;
+/// Sends whose bodies are read at once: at most this many × the limit.
+pub const CONCURRENT_SENDS: usize = 4;
+
+/// Lets a send read its body only in its turn, so that many concurrent media
+/// sends wait instead of holding `SEND_BODY_LIMIT` each in memory.
+pub async fn one_of_few(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<super::ApiState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let _turn = state.send_slots.acquire().await.expect("never closed");
+    next.run(request).await
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
