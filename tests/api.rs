@@ -276,6 +276,55 @@ async fn delete_logs_out_and_forgets_the_session() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// The server never confirms the unlink in time (it answers two minutes
+/// later, as a request that times out would). The DELETE still ends in
+/// bounded time, the id cannot be started while it runs, and the old
+/// session's late logout can never touch the new session of the same id.
+#[tokio::test(start_paused = true)]
+async fn a_delete_the_server_never_confirms_cannot_touch_the_next_session_of_that_id() {
+    let api = api();
+    api.backend
+        .answer_logout_after("WA-1", Duration::from_secs(120));
+    api.start("WA-1").await;
+    let started = tokio::time::Instant::now();
+    let (deleted, started_meanwhile) =
+        tokio::join!(api.call(Method::DELETE, "/sessions/WA-1", None), async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            api.start("WA-1").await
+        });
+    assert_eq!(deleted, (StatusCode::OK, json!({"status": "logged out"})));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the DELETE took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        started_meanwhile.0,
+        StatusCode::CONFLICT,
+        "{started_meanwhile:?}"
+    );
+    assert!(
+        started_meanwhile.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("being deleted")
+    );
+
+    // The ERP starts the id again, with its webhook, and the phone pairs it.
+    let body = json!({"sessionId": "WA-1", "webhookUrl": "http://127.0.0.1:9/hook"});
+    let (status, _) = api
+        .call(Method::POST, "/sessions/start", Some(&body.to_string()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Long after the old logout would have finished.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let (_, info) = api.call(Method::GET, "/sessions/WA-1", None).await;
+    assert_eq!(info["status"], "Connected", "{info}");
+    assert_eq!(info["hasWebhook"], true, "{info}");
+    let settings = std::fs::read_to_string(api.sessions_dir().join("WA-1/session.json")).unwrap();
+    assert!(!settings.contains("\"logged_out\":true"), "{settings}");
+}
+
 #[tokio::test]
 async fn status_list_and_reconnect() {
     let api = api();

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use wabridge::engine::backend::{
@@ -81,6 +81,8 @@ struct Shared {
     registered: Mutex<std::collections::HashSet<String>>,
     /// Events the library reports late, at the start of the next run.
     late: Mutex<std::collections::HashMap<String, Vec<WaEvent>>>,
+    /// Sessions whose logout the server answers only after this long.
+    slow_logout: Mutex<std::collections::HashMap<String, Duration>>,
 }
 
 #[derive(Clone, Default)]
@@ -97,6 +99,16 @@ impl FakeBackend {
             .entry(id.to_string())
             .or_default()
             .extend(conns);
+    }
+
+    /// The server answers `id`'s unlink only after `delay` (as a request
+    /// that times out would), then the logout completes.
+    pub fn answer_logout_after(&self, id: &str, delay: Duration) {
+        self.shared
+            .slow_logout
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), delay);
     }
 
     pub fn store_unreadable(&self, id: &str) {
@@ -276,6 +288,17 @@ impl WaClient for FakeClient {
 
     async fn logout(&self) {
         self.backend.record(Call::Logout(self.id.clone()));
+        let delay = self
+            .backend
+            .shared
+            .slow_logout
+            .lock()
+            .unwrap()
+            .get(&self.id)
+            .copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let _ = self
             .sink
             .send(WaEvent::Closed(CloseSignal::LoggedOut { code: 401 }));

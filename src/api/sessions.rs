@@ -30,6 +30,7 @@ fn snapshot(state: &ApiState, id: &SessionId) -> Result<SessionSnapshot, ApiErro
 fn engine_error(error: EngineError) -> ApiError {
     match error {
         EngineError::NotFound => ApiError::not_found(),
+        EngineError::BeingDeleted => ApiError::new(StatusCode::CONFLICT, error.to_string()),
         other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     }
 }

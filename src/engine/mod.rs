@@ -42,6 +42,36 @@ pub fn now() -> std::time::Instant {
 
 /// How long `shutdown` waits for sessions to disconnect cleanly.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a DELETE waits for the logout: the supervisor's own bound on it,
+/// plus the time a run gets to notice its disconnect, plus a margin.
+const DELETE_GRACE: Duration = Duration::from_secs(
+    supervisor::LOGOUT_BOUND.as_secs() + supervisor::RUN_EXIT_GRACE.as_secs() + 5,
+);
+
+/// Waits for a session's task to end, aborting it after `SHUTDOWN_GRACE`;
+/// returns only once it no longer runs.
+async fn end_task(mut task: JoinHandle<()>) {
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a session did not stop within {SHUTDOWN_GRACE:?}; aborting it");
+        task.abort();
+        let _ = task.await;
+    }
+}
+
+/// Takes an id off the deleting list however the DELETE ends.
+struct Deleting<'a> {
+    set: &'a Mutex<std::collections::BTreeSet<SessionId>>,
+    id: &'a SessionId,
+}
+
+impl Drop for Deleting<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(self.id);
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -51,6 +81,8 @@ pub enum EngineError {
     ShuttingDown,
     #[error("cannot save session settings: {0}")]
     Storage(String),
+    #[error("session is being deleted; try again when the DELETE has finished")]
+    BeingDeleted,
 }
 
 struct SessionHandle {
@@ -71,6 +103,9 @@ pub struct Engine {
 struct Inner {
     data: DataDir,
     sessions: Mutex<BTreeMap<SessionId, SessionHandle>>,
+    /// Ids whose DELETE is under way: nothing may start them until their old
+    /// task has ended and their files are gone.
+    deleting: Mutex<std::collections::BTreeSet<SessionId>>,
     events: broadcast::Sender<EngineEvent>,
     hooks: Option<Arc<WebhookHub>>,
     spawn: Box<Spawner>,
@@ -125,6 +160,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 data,
                 sessions: Mutex::new(BTreeMap::new()),
+                deleting: Mutex::new(Default::default()),
                 events,
                 hooks,
                 spawn: Box::new(spawn),
@@ -152,6 +188,9 @@ impl Engine {
         webhook_url: Option<String>,
         webhook_token: Option<String>,
     ) -> Result<bool, EngineError> {
+        if lock(&self.inner.deleting).contains(id) {
+            return Err(EngineError::BeingDeleted);
+        }
         let files = SessionFiles::new(&self.inner.data, id);
         if webhook_url.is_some() || webhook_token.is_some() {
             let mut settings = files.load_settings();
@@ -196,20 +235,34 @@ impl Engine {
     /// The old bridge's DELETE: logs out (unlinking the device when
     /// connected), deletes the credentials, and forgets the session, so it
     /// does not come back at the next start.
+    ///
+    /// The session's task is ended for sure (awaited, aborted if it will not
+    /// stop) before its files go, and the id cannot be started meanwhile: a
+    /// task left running could finish its logout later and wipe a new session
+    /// of the same id, or share its store (two clients on one device).
     pub async fn delete_session(&self, id: &SessionId) -> Result<(), EngineError> {
         let mut watch = self.watch(id).ok_or(EngineError::NotFound)?;
+        if !lock(&self.inner.deleting).insert(id.clone()) {
+            return Err(EngineError::BeingDeleted);
+        }
+        let _deleting = Deleting {
+            set: &self.inner.deleting,
+            id,
+        };
         self.command(id, Command::Logout).await?;
+        // The supervisor bounds the logout itself; this bound only covers a
+        // task that no longer answers at all.
         let logged_out = watch.wait_for(|s| s.state == SessionState::LoggedOut);
-        if tokio::time::timeout(SHUTDOWN_GRACE, logged_out)
+        if tokio::time::timeout(DELETE_GRACE, logged_out)
             .await
             .is_err()
         {
-            tracing::warn!("session {id} did not confirm the logout in time; removing it anyway");
+            tracing::warn!("session {id} did not confirm the logout in time; ending it");
         }
         let handle = lock(&self.inner.sessions).remove(id);
         if let Some(handle) = handle {
-            let _ = handle.commands.send(Command::Stop).await;
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, handle.task).await;
+            let _ = handle.commands.try_send(Command::Stop);
+            end_task(handle.task).await;
         }
         let dir = self.inner.data.session_dir(id);
         match std::fs::remove_dir_all(&dir) {
@@ -290,14 +343,7 @@ impl Engine {
             let _ = handle.commands.try_send(Command::Stop);
         }
         for handle in handles {
-            let abort = handle.task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_GRACE, handle.task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a session did not stop within {SHUTDOWN_GRACE:?}; aborting it");
-                abort.abort();
-            }
+            end_task(handle.task).await;
         }
     }
 }

@@ -26,7 +26,7 @@ async fn sleep_until(at: Instant) {
 }
 
 /// How long a connection may take to wind down after a disconnect.
-const RUN_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const RUN_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the operator (TUI, API) can ask of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,7 +329,7 @@ impl<B: WaBackend> Supervisor<B> {
                 command = self.commands.recv(), if operator.is_none() => {
                     let command = command.unwrap_or(Command::Stop);
                     match &command {
-                        Command::Logout => client.logout().await,
+                        Command::Logout => logout_bounded(&client, self.id()).await,
                         _ => client.disconnect().await,
                     }
                     operator = Some(command);
@@ -598,5 +598,24 @@ impl<B: WaBackend> Supervisor<B> {
         if let Err(e) = self.files.save_settings(&settings) {
             tracing::error!("cannot save settings of session {}: {e}", self.id());
         }
+    }
+}
+
+/// How long a logout may wait for WhatsApp to confirm the unlink. A server
+/// that never answers must not keep a DELETE (or the operator) waiting, nor
+/// leave a task that logs out minutes later.
+pub(crate) const LOGOUT_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs out, or after `LOGOUT_BOUND` gives up on the server's answer and
+/// disconnects; the credentials are deleted either way by the caller.
+async fn logout_bounded<C: WaClient>(client: &C, id: &str) {
+    if tokio::time::timeout(LOGOUT_BOUND, client.logout())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "WhatsApp did not confirm the logout of {id} within {LOGOUT_BOUND:?}; disconnecting (the phone may still list the device until it notices)"
+        );
+        client.disconnect().await;
     }
 }
