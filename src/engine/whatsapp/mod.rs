@@ -89,7 +89,7 @@ impl WaBackend for WhatsAppBackend {
         })?;
         let store = SqliteStore::new(path)
             .await
-            .map_err(|e| OpenError::StoreUnreadable(e.to_string()))?;
+            .map_err(|e| store_error(format!("{e:#}")))?;
         let hook = options.inbound.map(|sink| inbound::DurabilityHook {
             sink,
             groups: Arc::new(inbound::GroupCache::default()),
@@ -121,9 +121,7 @@ impl WaBackend for WhatsAppBackend {
             });
         }
         let bot = builder.build().await.map_err(|e| match e {
-            whatsapp_rust::bot::BotBuilderError::Store(e) => {
-                OpenError::StoreUnreadable(e.to_string())
-            }
+            whatsapp_rust::bot::BotBuilderError::Store(e) => store_error(format!("{e:#}")),
             other => OpenError::Other(other.to_string()),
         })?;
         let client = bot.client();
@@ -139,6 +137,25 @@ impl WaBackend for WhatsAppBackend {
             bot: Arc::new(Mutex::new(Some(bot))),
             events,
         })
+    }
+}
+
+/// Only SQLite's own verdict that the file is not (or no longer) a sound
+/// database moves a store aside. A full disk, a permission problem, too many
+/// open files or a lock are the machine's trouble, not the store's: backing
+/// off and retrying keeps the credentials, where moving aside would cost a
+/// QR rescan.
+fn store_error(message: String) -> OpenError {
+    const CORRUPTION: [&str; 3] = [
+        "file is not a database",           // SQLITE_NOTADB
+        "database disk image is malformed", // SQLITE_CORRUPT
+        "malformed database schema",
+    ];
+    let lower = message.to_ascii_lowercase();
+    if CORRUPTION.iter().any(|sign| lower.contains(sign)) {
+        OpenError::StoreUnreadable(message)
+    } else {
+        OpenError::Other(format!("session store cannot be opened now: {message}"))
     }
 }
 
