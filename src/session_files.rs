@@ -72,40 +72,71 @@ impl SessionFiles {
         Ok(())
     }
 
-    /// Missing settings are the defaults; unreadable ones are kept aside
-    /// (renamed, never deleted) and replaced by the defaults.
-    pub fn load_settings(&self) -> SessionSettings {
+    /// Missing settings are the defaults. Unreadable ones are an error: a
+    /// file that does not parse is kept aside (renamed, never deleted) and
+    /// named in the error, one that cannot be read stays where it is.
+    pub fn load_settings(&self) -> Result<SessionSettings, SettingsError> {
         let path = self.settings_path();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return SessionSettings::default();
+                return Ok(SessionSettings::default());
             }
             Err(e) => {
-                tracing::error!("cannot read {}: {e}; using defaults", path.display());
-                return SessionSettings::default();
+                return Err(SettingsError::Unreadable(format!(
+                    "{}: {e}",
+                    path.display()
+                )));
             }
         };
-        match serde_json::from_str(&text) {
-            Ok(settings) => settings,
-            Err(e) => {
-                let aside = path.with_extension("json.unreadable");
-                let _ = fs::rename(&path, &aside);
-                tracing::error!(
-                    "settings of session {} are unreadable ({e}); kept as {} and reset",
-                    self.id,
-                    aside.display()
-                );
-                SessionSettings::default()
+        serde_json::from_str(&text).map_err(|e| {
+            let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
+            let aside = path.with_extension(format!("json.unreadable-{stamp}"));
+            match fs::rename(&path, &aside) {
+                Ok(()) => SettingsError::Unreadable(format!("{e}; kept as {}", aside.display())),
+                Err(move_error) => SettingsError::Unreadable(format!(
+                    "{e}; could not be moved aside: {move_error}"
+                )),
             }
-        }
+        })
     }
 
-    pub fn save_settings(&self, settings: &SessionSettings) -> std::io::Result<()> {
+    /// Reads, changes and writes the settings as one step: the API and the
+    /// session's task never interleave a read-modify-write of the same file.
+    pub fn update_settings(
+        &self,
+        change: impl FnOnce(&mut SessionSettings),
+    ) -> Result<SessionSettings, SettingsError> {
+        let _one_writer = SETTINGS_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+        let mut settings = self.load_settings()?;
+        change(&mut settings);
+        self.write_settings(&settings)?;
+        Ok(settings)
+    }
+
+    /// Replaces the settings whole (a new session, a restore).
+    pub fn save_settings(&self, settings: &SessionSettings) -> Result<(), SettingsError> {
+        let _one_writer = SETTINGS_WRITES.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_settings(settings)
+    }
+
+    fn write_settings(&self, settings: &SessionSettings) -> Result<(), SettingsError> {
         paths::create_private_dir(&self.dir)?;
         let json = serde_json::to_vec_pretty(settings).map_err(std::io::Error::other)?;
-        paths::write_private_file(&self.settings_path(), &json)
+        Ok(paths::write_private_file(&self.settings_path(), &json)?)
     }
+}
+
+/// Settings writes are rare (a webhook change, a logout): one lock for all
+/// sessions keeps them simple and serial.
+static SETTINGS_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("session settings unreadable: {0}")]
+    Unreadable(String),
+    #[error("cannot write session settings: {0}")]
+    Write(#[from] std::io::Error),
 }
 
 #[cfg(test)]
@@ -127,7 +158,7 @@ mod tests {
             logged_out: false,
         };
         files.save_settings(&settings).unwrap();
-        assert_eq!(files.load_settings(), settings);
+        assert_eq!(files.load_settings().unwrap(), settings);
         let mode = fs::metadata(files.settings_path())
             .unwrap()
             .permissions()
@@ -136,14 +167,50 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_settings_are_kept_aside() {
+    fn unreadable_settings_are_an_error_and_kept_aside() {
         let tmp = tempfile::tempdir().unwrap();
         let files = files(&tmp);
         fs::create_dir_all(&files.dir).unwrap();
         fs::write(files.settings_path(), "{not json").unwrap();
-        assert_eq!(files.load_settings(), SessionSettings::default());
-        let aside = fs::read_to_string(files.dir.join("session.json.unreadable")).unwrap();
-        assert_eq!(aside, "{not json");
+        let error = files.load_settings().unwrap_err().to_string();
+        assert!(error.contains("kept as"), "{error}");
+        let aside: Vec<_> = fs::read_dir(&files.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("session.json.unreadable-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(error.contains(&aside[0].display().to_string()), "{error}");
+        assert_eq!(fs::read_to_string(&aside[0]).unwrap(), "{not json");
+        // A change cannot silently start from defaults either.
+        fs::write(files.settings_path(), "not json either").unwrap();
+        assert!(files.update_settings(|s| s.logged_out = true).is_err());
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = files(&tmp);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    files
+                        .update_settings(|s| s.webhook_url = Some("http://127.0.0.1:9/a".into()))
+                        .unwrap();
+                }
+            });
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    files.update_settings(|s| s.logged_out = true).unwrap();
+                }
+            });
+        });
+        let settings = files.load_settings().unwrap();
+        assert_eq!(
+            settings.webhook_url.as_deref(),
+            Some("http://127.0.0.1:9/a")
+        );
+        assert!(settings.logged_out);
     }
 
     #[test]

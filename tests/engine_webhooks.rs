@@ -177,3 +177,71 @@ async fn a_session_without_a_webhook_queues_nothing() {
     let backlog = engine.webhooks().unwrap().backlog(&id);
     assert_eq!(backlog.pending, 0, "{backlog:?}");
 }
+
+/// A `session.json` that no longer parses (a crash mid-edit, a bad hand
+/// edit) must not turn into "no webhook", after which every message would be
+/// acked to WhatsApp and dropped: the session halts, the file is kept aside
+/// and named, and nothing connects until the operator decides.
+#[tokio::test]
+async fn unreadable_settings_halt_the_session_instead_of_forgetting_the_webhook() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::default();
+    let engine = engine(&tmp, backend.clone());
+    let dir = tmp.path().join("data/sessions/WA-1");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("whatsapp.db"), b"linked device").unwrap();
+    std::fs::write(dir.join("session.json"), "{\"webhook_url\": \"http://erp").unwrap();
+    let mut changes = engine.subscribe();
+    assert_eq!(engine.start_saved().unwrap(), 1);
+    let id = SessionId::parse("WA-1").unwrap();
+    let halted = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(wabridge::engine::EngineEvent::SessionChanged(s)) = changes.recv().await
+                && s.id == id
+                && let SessionState::Halted(reason) = &s.state
+            {
+                return reason.clone();
+            }
+        }
+    })
+    .await
+    .expect("the session halts");
+    let words = halted.describe(std::time::Instant::now());
+    assert!(words.contains("session settings unreadable"), "{words}");
+    let kept = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("session.json.unreadable-"))
+        .expect("the file is kept aside");
+    assert!(words.contains(&kept), "{words} names {kept}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&kept)).unwrap(),
+        "{\"webhook_url\": \"http://erp"
+    );
+    assert_eq!(
+        backend.count(|c| matches!(c, support::fake_backend::Call::Open(_))),
+        0,
+        "nothing connected, so nothing was acked"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn has_webhook_follows_a_webhook_set_while_the_session_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let engine = engine(&tmp, FakeBackend::default());
+    let id = SessionId::parse("WA-1").unwrap();
+    engine.add_session(&id, None, None).unwrap();
+    let mut watch = engine.watch(&id).unwrap();
+    tokio::time::timeout(WAIT, watch.wait_for(|s| s.state == SessionState::Connected))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!engine.snapshot(&id).unwrap().has_webhook);
+    // The ERP calls /sessions/start again, now with its webhook.
+    let started = engine.add_session(&id, Some(receiver.url()), None).unwrap();
+    assert!(!started, "the running session keeps its one socket");
+    assert!(engine.snapshot(&id).unwrap().has_webhook);
+    engine.shutdown().await;
+}

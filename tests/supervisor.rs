@@ -375,7 +375,7 @@ async fn logged_out_by_the_phone_deletes_credentials_and_stays_logged_out() {
     assert_eq!(s.state.api_status(), "Logged Out");
     assert_eq!(s.phone, None);
     assert!(!h.files("s1").store_path().exists(), "credentials deleted");
-    let settings = h.files("s1").load_settings();
+    let settings = h.files("s1").load_settings().unwrap();
     assert_eq!(
         settings.webhook_url.as_deref(),
         Some("http://127.0.0.1:9/hook")
@@ -418,7 +418,7 @@ async fn operator_logout_unlinks_a_connected_device_and_deletes_credentials() {
         .await
         .unwrap();
     h.until("s1", |s| s.state == SessionState::Connected).await;
-    assert!(!h.files("s1").load_settings().logged_out);
+    assert!(!h.files("s1").load_settings().unwrap().logged_out);
 }
 
 #[tokio::test(start_paused = true)]
@@ -467,7 +467,7 @@ async fn an_unreadable_store_is_moved_aside_and_the_webhook_kept() {
         b"junk that is not sqlite"
     );
     assert_eq!(
-        files.load_settings().webhook_url.as_deref(),
+        files.load_settings().unwrap().webhook_url.as_deref(),
         Some("http://127.0.0.1:9/hook")
     );
 }

@@ -52,12 +52,22 @@ pub struct RunOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HaltReason {
     Replaced,
-    TemporaryBan { code: i32, lifts_at: Instant },
+    TemporaryBan {
+        code: i32,
+        lifts_at: Instant,
+    },
     ClientOutdated,
     AccountLocked,
     UnknownLogout,
     PairingTimedOut,
-    StoreUnreadable { moved_to: String },
+    StoreUnreadable {
+        moved_to: String,
+    },
+    /// The session's settings (its webhook) cannot be read: forwarding
+    /// without knowing the webhook would ack messages nobody receives.
+    SettingsUnreadable {
+        detail: String,
+    },
 }
 
 impl HaltReason {
@@ -86,6 +96,9 @@ impl HaltReason {
                     "session store could not be opened; moved to {moved_to}; reconnect to pair again"
                 )
             }
+            HaltReason::SettingsUnreadable { detail } => format!(
+                "session settings unreadable ({detail}); set the webhook again, then reconnect"
+            ),
         }
     }
 }
@@ -389,6 +402,9 @@ mod tests {
             HaltReason::PairingTimedOut,
             HaltReason::StoreUnreadable {
                 moved_to: "/d/s.corrupt-1".into(),
+            },
+            HaltReason::SettingsUnreadable {
+                detail: "kept as /d/s/session.json.unreadable-1".into(),
             },
             HaltReason::TemporaryBan {
                 code: 101,

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::paths::{DataDir, SessionId};
-use crate::session_files::{SessionFiles, SessionSettings};
+use crate::session_files::SessionFiles;
 use crate::webhook::hub::{WebhookHub, target_of};
 use backend::{Answer, Outgoing, Query, Sent, WaBackend};
 use backoff::BackoffPolicy;
@@ -89,6 +89,8 @@ struct SessionHandle {
     commands: mpsc::Sender<Command>,
     requests: mpsc::Sender<Request>,
     snapshot: watch::Receiver<SessionSnapshot>,
+    /// The supervisor's own sender, for the few fields the engine sets.
+    snapshot_tx: watch::Sender<SessionSnapshot>,
     task: JoinHandle<()>,
 }
 
@@ -143,12 +145,13 @@ impl Engine {
                     policy,
                     command_rx,
                     request_rx,
-                    Publisher::new(snapshot_tx, events.clone(), hooks.clone()),
+                    Publisher::new(snapshot_tx.clone(), events.clone(), hooks.clone()),
                 );
                 SessionHandle {
                     commands: command_tx,
                     requests: request_tx,
                     snapshot: snapshot_rx,
+                    snapshot_tx,
                     task: tokio::spawn(supervisor.run()),
                 }
             }
@@ -193,22 +196,40 @@ impl Engine {
         }
         let files = SessionFiles::new(&self.inner.data, id);
         if webhook_url.is_some() || webhook_token.is_some() {
-            let mut settings = files.load_settings();
-            if webhook_url.is_some() {
-                settings.webhook_url = webhook_url;
-            }
-            if webhook_token.is_some() {
-                settings.webhook_token = webhook_token;
-            }
-            save(&files, &settings)?;
+            let settings = files
+                .update_settings(|settings| {
+                    if webhook_url.is_some() {
+                        settings.webhook_url = webhook_url;
+                    }
+                    if webhook_token.is_some() {
+                        settings.webhook_token = webhook_token;
+                    }
+                })
+                .map_err(|e| EngineError::Storage(e.to_string()))?;
             if let Some(hooks) = &self.inner.hooks {
                 hooks.set_target(id, target_of(&settings));
             }
+            self.show_webhook(id, settings.webhook_url.is_some());
         } else {
             crate::paths::create_private_dir(&files.dir)
                 .map_err(|e| EngineError::Storage(e.to_string()))?;
         }
         Ok(self.ensure_running(id))
+    }
+
+    /// A running session's `has_webhook` follows a webhook changed at run
+    /// time (the next start reads it from the settings).
+    fn show_webhook(&self, id: &SessionId, has_webhook: bool) {
+        let sessions = lock(&self.inner.sessions);
+        let Some(handle) = sessions.get(id) else {
+            return;
+        };
+        handle
+            .snapshot_tx
+            .send_modify(|s| s.has_webhook = has_webhook);
+        let _ = self.inner.events.send(EngineEvent::SessionChanged(
+            handle.snapshot.borrow().clone(),
+        ));
     }
 
     fn ensure_running(&self, id: &SessionId) -> bool {
@@ -371,12 +392,6 @@ async fn forward_backlog_changes(hooks: Arc<WebhookHub>, events: broadcast::Send
             backlog,
         });
     }
-}
-
-fn save(files: &SessionFiles, settings: &SessionSettings) -> Result<(), EngineError> {
-    files
-        .save_settings(settings)
-        .map_err(|e| EngineError::Storage(e.to_string()))
 }
 
 /// A poisoned lock only means another thread panicked mid-update of a map

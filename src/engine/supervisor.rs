@@ -201,17 +201,25 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     pub(crate) async fn run(mut self) {
-        let settings = self.files.load_settings();
-        if let Some(hooks) = &self.publisher.hooks {
-            hooks.set_target(&self.files.id, target_of(&settings));
-        }
-        self.publisher
-            .update(|s| s.has_webhook = settings.webhook_url.is_some());
-        let mut next = if settings.logged_out {
-            self.publisher.set_state(SessionState::LoggedOut);
-            Next::WaitForOperator
-        } else {
-            Next::Connect
+        let mut next = match self.files.load_settings() {
+            Ok(settings) => {
+                if let Some(hooks) = &self.publisher.hooks {
+                    hooks.set_target(&self.files.id, target_of(&settings));
+                }
+                self.publisher
+                    .update(|s| s.has_webhook = settings.webhook_url.is_some());
+                if settings.logged_out {
+                    self.publisher.set_state(SessionState::LoggedOut);
+                    Next::WaitForOperator
+                } else {
+                    Next::Connect
+                }
+            }
+            // Connecting without knowing the webhook would ack every message
+            // to WhatsApp and forward none.
+            Err(e) => self.halt(HaltReason::SettingsUnreadable {
+                detail: e.to_string(),
+            }),
         };
         loop {
             next = match next {
@@ -280,8 +288,11 @@ impl<B: WaBackend> Supervisor<B> {
                 format!("(not moved: {e})")
             }
         };
-        if let Err(e) = self.files.save_settings(&settings) {
-            tracing::error!("cannot restore settings of session {}: {e}", self.id());
+        match settings.map(|settings| self.files.save_settings(&settings)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => {
+                tracing::error!("cannot restore settings of session {}: {e}", self.id());
+            }
         }
         tracing::error!(
             "Session store of {} could not be opened ({reason}); moved to {moved_to}",
@@ -587,15 +598,13 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     fn leave_logged_out(&mut self) {
-        if self.files.load_settings().logged_out {
+        if self.files.load_settings().is_ok_and(|s| s.logged_out) {
             self.update_settings(|s| s.logged_out = false);
         }
     }
 
     fn update_settings(&self, change: impl FnOnce(&mut SessionSettings)) {
-        let mut settings = self.files.load_settings();
-        change(&mut settings);
-        if let Err(e) = self.files.save_settings(&settings) {
+        if let Err(e) = self.files.update_settings(change) {
             tracing::error!("cannot save settings of session {}: {e}", self.id());
         }
     }
