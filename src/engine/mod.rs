@@ -137,7 +137,10 @@ impl Engine {
             move |id: SessionId| {
                 let (command_tx, command_rx) = mpsc::channel(16);
                 let (request_tx, request_rx) = mpsc::channel(64);
-                let (snapshot_tx, snapshot_rx) = watch::channel(SessionSnapshot::new(id.clone()));
+                let mut first = SessionSnapshot::new(id.clone());
+                // What the outbox still holds for it from before a restart.
+                first.backlog = hooks.as_ref().map(|hooks| backlog_info(hooks, &id));
+                let (snapshot_tx, snapshot_rx) = watch::channel(first);
                 let supervisor = Supervisor::new(
                     backend.clone(),
                     data.clone(),
@@ -156,10 +159,7 @@ impl Engine {
                 }
             }
         };
-        if let Some(hooks) = &hooks {
-            tokio::spawn(forward_backlog_changes(hooks.clone(), events.clone()));
-        }
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 data,
                 sessions: Mutex::new(BTreeMap::new()),
@@ -168,7 +168,14 @@ impl Engine {
                 hooks,
                 spawn: Box::new(spawn),
             }),
+        };
+        if let Some(hooks) = &engine.inner.hooks {
+            tokio::spawn(forward_backlog_changes(
+                hooks.clone(),
+                Arc::downgrade(&engine.inner),
+            ));
         }
+        engine
     }
 
     /// Starts every session saved in the data dir.
@@ -373,9 +380,10 @@ fn backlog_info(hooks: &WebhookHub, id: &SessionId) -> BacklogInfo {
     BacklogInfo::from_outbox(hooks.backlog(id), now(), crate::webhook::deliver::now_ms())
 }
 
-/// Turns the hub's "backlog changed" signals into engine events carrying the
-/// new counts, so views show them without polling.
-async fn forward_backlog_changes(hooks: Arc<WebhookHub>, events: broadcast::Sender<EngineEvent>) {
+/// Keeps each session's snapshot's backlog current from the hub's "backlog
+/// changed" signals, and tells the views, so `/health`, `/sessions`,
+/// `/metrics` and the dashboard show it without polling.
+async fn forward_backlog_changes(hooks: Arc<WebhookHub>, engine: std::sync::Weak<Inner>) {
     let mut changes = hooks.subscribe_changes();
     loop {
         let session = match changes.recv().await {
@@ -386,8 +394,16 @@ async fn forward_backlog_changes(hooks: Arc<WebhookHub>, events: broadcast::Send
         let Ok(id) = SessionId::parse(&session) else {
             continue;
         };
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
         let backlog = backlog_info(&hooks, &id);
-        let _ = events.send(EngineEvent::Backlog {
+        if let Some(handle) = lock(&inner.sessions).get(&id) {
+            handle
+                .snapshot_tx
+                .send_modify(|s| s.backlog = Some(backlog));
+        }
+        let _ = inner.events.send(EngineEvent::Backlog {
             session: id,
             backlog,
         });
