@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use support::receiver::{Receiver, Reply};
-use wabridge::webhook::deliver::{Deliverer, DeliverySettings, Target, now_ms, signature};
+use wabridge::webhook::deliver::{
+    Deliverer, DeliverySettings, Target, now_ms, signature, standard_signature,
+};
 use wabridge::webhook::outbox::{Enqueued, Outbox};
 use wabridge::webhook::payload::WebhookEvent;
 
@@ -96,6 +98,17 @@ async fn delivers_in_order_with_the_old_and_new_headers() {
         assert_eq!(
             request.header("x-wabridge-signature"),
             Some(signature("sign-me", &request.body))
+        );
+        assert_eq!(request.header("webhook-id").as_ref(), Some(id));
+        let timestamp: i64 = request
+            .header("webhook-timestamp")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((now_ms() / 1000 - timestamp).abs() < 60);
+        assert_eq!(
+            request.header("webhook-signature"),
+            Some(standard_signature("sign-me", id, timestamp, &request.body))
         );
         assert_eq!(request.json()["sessionId"], "WA-1");
         assert_eq!(request.json()["event"], "connection.update");
@@ -320,4 +333,65 @@ async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() 
         Some(signature("sign-me", &got[0].body))
     );
     wait_until_empty(&rig).await;
+}
+
+/// The README's Python verifier, run by python3 on a real delivery: it
+/// accepts it, and refuses a tampered body, a wrong secret and the same
+/// request replayed ten minutes later.
+#[tokio::test]
+async fn the_readme_verifier_accepts_a_real_delivery_and_refuses_replays() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let snippet = readme
+        .split("<!-- verify-snippet")
+        .nth(1)
+        .and_then(|rest| rest.split("```python\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has the verify snippet");
+
+    let receiver = Receiver::start().await;
+    let rig = rig(Some(receiver.url()), settings());
+    rig.send("Connected");
+    let delivery = receiver.wait_for(1, WAIT).await.remove(0);
+    let headers: serde_json::Value = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .iter()
+        .map(|name| (name.to_string(), delivery.header(name).unwrap().into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let tmp = tempfile::tempdir().unwrap();
+    let body_path = tmp.path().join("body");
+    std::fs::write(&body_path, &delivery.body).unwrap();
+
+    let verify = |secret: &str, body_edit: &str, clock_shift: i64| -> String {
+        let driver = format!(
+            "{snippet}\nimport json, sys\nbody = open(sys.argv[1], 'rb').read(){body_edit}\n\
+             time.time = (lambda real: lambda: real() + {clock_shift})(time.time)\n\
+             print(verify(sys.argv[2], json.loads(sys.argv[3]), body))\n"
+        );
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(&driver)
+            .arg(&body_path)
+            .arg(secret)
+            .arg(headers.to_string())
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(verify("sign-me", "", 0), "True");
+    assert_eq!(
+        verify("sign-me", ".replace(b'Connected', b'Logged Out')", 0),
+        "False"
+    );
+    assert_eq!(verify("not-the-secret", "", 0), "False");
+    assert_eq!(
+        verify("sign-me", "", 600),
+        "False",
+        "a replay ten minutes later"
+    );
 }
