@@ -89,7 +89,7 @@ impl WaBackend for WhatsAppBackend {
         })?;
         let store = SqliteStore::new(path)
             .await
-            .map_err(|e| store_error(format!("{e:#}")))?;
+            .map_err(|e| store_error(error_chain(&e)))?;
         let hook = options.inbound.map(|sink| inbound::DurabilityHook {
             sink,
             groups: Arc::new(inbound::GroupCache::default()),
@@ -121,7 +121,7 @@ impl WaBackend for WhatsAppBackend {
             });
         }
         let bot = builder.build().await.map_err(|e| match e {
-            whatsapp_rust::bot::BotBuilderError::Store(e) => store_error(format!("{e:#}")),
+            whatsapp_rust::bot::BotBuilderError::Store(e) => store_error(error_chain(&e)),
             other => OpenError::Other(other.to_string()),
         })?;
         let client = bot.client();
@@ -138,6 +138,19 @@ impl WaBackend for WhatsAppBackend {
             events,
         })
     }
+}
+
+/// An error and its causes, "outer: inner: innermost" (the store's own
+/// message is only "database connection error"; SQLite's verdict is inside).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// Only SQLite's own verdict that the file is not (or no longer) a sound
