@@ -218,10 +218,16 @@ impl DataDir {
 
 /// `mkdir -p` with mode 0700 on what it creates, and 0700 enforced on `path`.
 pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    // A folder that already exists keeps its mode: it may not be ours (a
+    // `log.dir = "/var/log"` must never become 0700).
+    if path.is_dir() {
+        return Ok(());
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(path)?;
+    // Whatever the umask, the folder we made is the owner's only.
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
@@ -263,6 +269,22 @@ pub fn ensure_private_file(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_dir_is_0700_but_an_existing_folder_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("var-log");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&shared).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&shared), 0o755, "not ours: left alone");
+        let ours = shared.join("wabridge/logs");
+        create_private_dir(&ours).unwrap();
+        assert_eq!(mode(&ours), 0o700);
+        assert_eq!(mode(ours.parent().unwrap()), 0o700);
+    }
 
     #[test]
     fn accepts_the_old_bridge_style_ids() {

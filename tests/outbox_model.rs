@@ -93,7 +93,7 @@ proptest! {
                     let dead = model.dead.entry(session).or_default();
                     if !dead.is_empty() {
                         let (id, body) = dead.remove(0);
-                        prop_assert!(outbox.replay(&id, 0).unwrap());
+                        prop_assert!(outbox.replay(&name(session), &id, 0).unwrap());
                         // A replayed delivery goes back in its original place.
                         let live = model.live.entry(session).or_default();
                         live.push_back(body);

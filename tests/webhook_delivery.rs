@@ -169,7 +169,7 @@ async fn a_400_becomes_a_dead_letter_and_the_queue_moves_on() {
     assert_eq!(dead[0].reason, "HTTP 400");
 
     // Replay by command: it is delivered again, same id.
-    assert!(rig.outbox.replay(&refused, now_ms()).unwrap());
+    assert!(rig.outbox.replay("WA-1", &refused, now_ms()).unwrap());
     rig.wake.notify_one();
     let got = receiver.wait_for(3, WAIT).await;
     assert_eq!(got[2].header("x-wabridge-delivery"), Some(refused));

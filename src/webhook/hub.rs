@@ -161,7 +161,9 @@ impl WebhookHub {
     }
 
     pub fn replay(&self, session: &SessionId, delivery_id: &str) -> Result<bool, OutboxError> {
-        let replayed = self.outbox.replay(delivery_id, now_ms())?;
+        let replayed = self
+            .outbox
+            .replay(session.as_str(), delivery_id, now_ms())?;
         if let Some(worker) = self.workers().get(session.as_str()) {
             worker.wake.notify_one();
         }

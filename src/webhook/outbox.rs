@@ -349,11 +349,19 @@ impl Outbox {
         Ok(())
     }
 
-    /// Puts a dead letter back in its session's queue, due now.
-    pub fn replay(&self, delivery_id: &str, now_ms: i64) -> Result<bool, OutboxError> {
+    /// Puts one of `session`'s dead letters back in its queue, due now and
+    /// aged from now: a letter that died of old age is sent again, not buried
+    /// again on the spot. A delivery id of another session is not found.
+    pub fn replay(
+        &self,
+        session: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, OutboxError> {
         let changed = self.conn().execute(
-            "UPDATE deliveries SET dead = 0, next_attempt_ms = ?2, batch_id = NULL WHERE delivery_id = ?1 AND dead = 1",
-            params![delivery_id, now_ms],
+            "UPDATE deliveries SET dead = 0, next_attempt_ms = ?3, created_ms = ?3, batch_id = NULL \
+             WHERE delivery_id = ?1 AND session = ?2 AND dead = 1",
+            params![delivery_id, session, now_ms],
         )?;
         Ok(changed == 1)
     }
@@ -554,7 +562,7 @@ mod tests {
         outbox.bury(&sent.members, "HTTP 400").unwrap();
         let dead = outbox.dead_letters("s", 10).unwrap();
         assert_eq!(dead.len(), 2);
-        assert!(outbox.replay(&dead[1].delivery_id, 0).unwrap());
+        assert!(outbox.replay("s", &dead[1].delivery_id, 0).unwrap());
         let replayed = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
         assert_eq!(replayed.delivery_id, dead[1].delivery_id);
         assert_eq!(ids(&replayed), ["b"]);
@@ -623,8 +631,14 @@ mod tests {
                 dead: 1
             }
         );
-        assert!(outbox.replay(&delivery_id, 5).unwrap());
-        assert_eq!(outbox.head("a").unwrap().unwrap().delivery_id, delivery_id);
+        assert!(
+            !outbox.replay("b", &delivery_id, 5).unwrap(),
+            "another session's URL cannot replay it"
+        );
+        assert!(outbox.replay("a", &delivery_id, 5).unwrap());
+        let head = outbox.head("a").unwrap().unwrap();
+        assert_eq!(head.delivery_id, delivery_id);
+        assert_eq!(head.created_ms, 5, "its age starts again at the replay");
     }
 
     #[test]
