@@ -338,5 +338,41 @@ async fn an_incoming_document_reaches_the_webhook_with_its_bytes() {
             .contains("over the 1048576 byte cap"),
         "{m}"
     );
+
+    // A sender who declares 1 KiB and serves 8 MiB: the download stops at
+    // the cap instead of reading it all into memory, and the message still
+    // arrives, saying why its bytes are missing.
+    let served_before = sim.media_served();
+    let flood = vec![0x42; 8 << 20];
+    let liar = sim
+        .send_document_declaring(
+            device,
+            &Person::asha(),
+            Addressing::LidWithPn,
+            ("application/pdf", "invoice.pdf", &flood),
+            "tiny, promise",
+            Some(1024),
+        )
+        .await
+        .unwrap();
+    let got = receiver.wait_for_upserts(3, WAIT).await;
+    let m = got
+        .iter()
+        .find(|m| m["id"] == liar.as_str())
+        .expect("the liar's message");
+    assert_eq!(m["media"]["filename"], "invoice.pdf");
+    assert!(m["media"].get("data").is_none(), "{m}");
+    assert!(
+        m["media"]["omitted"]
+            .as_str()
+            .unwrap()
+            .contains("more than the 1048576 byte cap"),
+        "{m}"
+    );
+    let read = sim.media_served() - served_before;
+    assert!(
+        read < 4 << 20,
+        "read {read} bytes of an 8 MiB file with a 1 MiB cap"
+    );
     engine.shutdown().await;
 }

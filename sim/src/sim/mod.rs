@@ -425,6 +425,11 @@ impl Simulator {
         self.act_on(Target::Device(device), Action::Deliver(stanza));
     }
 
+    /// Bytes of media downloads the client has read from the media host.
+    pub fn media_served(&self) -> u64 {
+        self.inner.media.served()
+    }
+
     /// `from` sends `device` a document: encrypted with a fresh media key,
     /// uploaded to the simulator's media host, announced in a message.
     pub async fn send_document(
@@ -432,8 +437,23 @@ impl Simulator {
         device: u32,
         from: &Person,
         addressing: Addressing,
+        document: (&str, &str, &[u8]),
+        caption: &str,
+    ) -> anyhow::Result<String> {
+        self.send_document_declaring(device, from, addressing, document, caption, None)
+            .await
+    }
+
+    /// Like `send_document`, with the message declaring `declared_length`
+    /// bytes whatever the file's real size (a sender who lies about it).
+    pub async fn send_document_declaring(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
         (mimetype, file_name, bytes): (&str, &str, &[u8]),
         caption: &str,
+        declared_length: Option<u64>,
     ) -> anyhow::Result<String> {
         let mut encryptor =
             wacore::upload::MediaEncryptor::new(wacore::download::MediaType::Document)?;
@@ -449,7 +469,7 @@ impl Simulator {
                     media_key: Some(info.media_key.to_vec()),
                     file_sha256: Some(info.file_sha256.to_vec()),
                     file_enc_sha256: Some(info.file_enc_sha256.to_vec()),
-                    file_length: Some(info.file_length),
+                    file_length: Some(declared_length.unwrap_or(info.file_length)),
                     mimetype: Some(mimetype.to_string()),
                     file_name: Some(file_name.to_string()),
                     caption: Some(caption.to_string()),

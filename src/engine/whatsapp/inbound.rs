@@ -171,18 +171,70 @@ impl DurabilityHook {
             MediaRef::Document(m) => m.as_ref(),
             MediaRef::Sticker(m) => m.as_ref(),
         };
-        incoming.content =
-            match tokio::time::timeout(MEDIA_TIMEOUT, client.download(downloadable)).await {
-                Ok(Ok(bytes)) if bytes.len() as u64 <= self.media_cap => Ok(bytes),
-                Ok(Ok(bytes)) => Err(format!(
-                    "not included: {} bytes is over the {} byte cap",
-                    bytes.len(),
-                    self.media_cap
-                )),
-                Ok(Err(e)) => Err(format!("download failed: {e}")),
-                Err(_) => Err("download timed out".to_string()),
-            };
+        // The declared size is the sender's word: the download itself stops
+        // once it passes the cap, so a sender who lies cannot make us hold
+        // more than the cap in memory.
+        let writer = CappedBuffer::new(self.media_cap);
+        let over_cap = writer.over_cap.clone();
+        let download = client.download_to_writer(downloadable, writer);
+        incoming.content = match tokio::time::timeout(MEDIA_TIMEOUT, download).await {
+            Ok(Ok(buffer)) => Ok(buffer.bytes.into_inner()),
+            Ok(Err(_)) if over_cap.load(std::sync::atomic::Ordering::SeqCst) => Err(format!(
+                "not included: more than the {} byte cap",
+                self.media_cap
+            )),
+            Ok(Err(e)) => Err(format!("download failed: {e}")),
+            Err(_) => Err("download timed out".to_string()),
+        };
         incoming
+    }
+}
+
+/// An in-memory download sink that refuses to grow past `cap` bytes.
+struct CappedBuffer {
+    bytes: std::io::Cursor<Vec<u8>>,
+    cap: u64,
+    /// Set when a write would have passed the cap (the download then fails).
+    over_cap: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CappedBuffer {
+    fn new(cap: u64) -> CappedBuffer {
+        CappedBuffer {
+            bytes: std::io::Cursor::new(Vec::new()),
+            cap,
+            over_cap: Arc::default(),
+        }
+    }
+}
+
+impl std::io::Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.position() + buf.len() as u64 > self.cap {
+            self.over_cap
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(std::io::Error::other("media is over the size cap"));
+        }
+        self.bytes.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for CappedBuffer {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.bytes.seek(to)
+    }
+}
+
+impl whatsapp_rust::wacore::download::DownloadWriter for CappedBuffer {
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.bytes
+            .get_mut()
+            .truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(())
     }
 }
 

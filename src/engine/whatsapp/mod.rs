@@ -62,6 +62,19 @@ impl HttpClient for SharedHttp {
     async fn execute(&self, request: HttpRequest) -> whatsapp_rust::anyhow::Result<HttpResponse> {
         self.0.execute(request).await
     }
+
+    // Downloads stream through the inner client when it can, so that the
+    // media cap stops a download early instead of after it was all read.
+    fn supports_streaming(&self) -> bool {
+        self.0.supports_streaming()
+    }
+
+    fn execute_streaming(
+        &self,
+        request: HttpRequest,
+    ) -> whatsapp_rust::anyhow::Result<whatsapp_rust::wacore::net::StreamingHttpResponse> {
+        self.0.execute_streaming(request)
+    }
 }
 
 #[derive(Clone)]
