@@ -50,6 +50,9 @@ pub struct WebhookConfig {
     /// each alone, like the old bridge. Raise it only when the receiver
     /// reads every entry of `messages`.
     pub max_messages_per_post: usize,
+    /// A merged POST stops growing at this many bytes (a single message with
+    /// media inside may be larger); a 413 splits a batch in two.
+    pub max_post_bytes: usize,
 }
 
 impl Default for WebhookConfig {
@@ -63,6 +66,7 @@ impl Default for WebhookConfig {
             signing_secret: String::new(),
             max_media_bytes: 16 * 1024 * 1024,
             max_messages_per_post: d.max_messages_per_post,
+            max_post_bytes: d.max_post_bytes,
         }
     }
 }
@@ -76,6 +80,7 @@ impl WebhookConfig {
             max_age: self.max_age,
             signing_secret: Some(self.signing_secret.clone()).filter(|s| !s.is_empty()),
             max_messages_per_post: self.max_messages_per_post,
+            max_post_bytes: self.max_post_bytes,
         }
     }
 }
@@ -379,6 +384,12 @@ impl Config {
             return Err((
                 "webhook.max_messages_per_post".into(),
                 format!("must be between 1 and {MAX_MESSAGES_PER_POST}"),
+            ));
+        }
+        if self.webhook.max_post_bytes < 1024 {
+            return Err((
+                "webhook.max_post_bytes".into(),
+                "must be at least 1024".into(),
             ));
         }
         if self.tui.message_buffer == 0 {

@@ -335,6 +335,87 @@ async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() 
     wait_until_empty(&rig).await;
 }
 
+/// An ERP that refuses large bodies (413): a batch is split in halves until
+/// the parts go through, every message arrives once and in order, and only a
+/// message refused on its own becomes a dead letter.
+#[tokio::test]
+async fn a_413_splits_a_batch_instead_of_burying_it() {
+    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port_holder.local_addr().unwrap();
+    drop(port_holder);
+    let rig = rig(
+        Some(format!("http://{addr}/hook")),
+        DeliverySettings {
+            max_messages_per_post: 50,
+            ..settings()
+        },
+    );
+    for n in 1..=8 {
+        let message = wabridge::webhook::payload::WireMessage {
+            id: format!("m{n}"),
+            from: "919075167132".into(),
+            text: format!("order {n}"),
+            timestamp: 1_764_000_000,
+            push_name: None,
+            media: None,
+            is_group: false,
+            group_id: None,
+            group_name: None,
+            reply_to: None,
+            from_lid: None,
+            from_resolved: true,
+        };
+        let body = WebhookEvent::MessagesUpsert(vec![message]).body("WA-1");
+        rig.outbox.enqueue("WA-1", None, &body, now_ms()).unwrap();
+    }
+    let receiver = Receiver::start_on(addr).await;
+    // 8 and 4 are too large, then two pairs go through; of the second four,
+    // m5 is too large even alone (a huge attachment, say).
+    receiver.script([
+        Reply::Status(413),
+        Reply::Status(413),
+        Reply::Status(200),
+        Reply::Status(200),
+        Reply::Status(413),
+        Reply::Status(413),
+        Reply::Status(413),
+    ]);
+    rig.wake.notify_one();
+    wait_until_empty(&rig).await;
+    let posts: Vec<Vec<String>> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            r.json()["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    let want: [&[&str]; 9] = [
+        &["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"],
+        &["m1", "m2", "m3", "m4"],
+        &["m1", "m2"],
+        &["m3", "m4"],
+        &["m5", "m6", "m7", "m8"],
+        &["m5", "m6"],
+        &["m5"],
+        &["m6"],
+        &["m7", "m8"],
+    ];
+    assert_eq!(posts, want);
+    let dead = rig.outbox.dead_letters("WA-1", 10).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].reason, "HTTP 413");
+    let m5 = &receiver.received()[6];
+    assert_eq!(
+        m5.header("x-wabridge-delivery"),
+        Some(dead[0].delivery_id.clone())
+    );
+}
+
 /// The README's Python verifier, run by python3 on a real delivery: it
 /// accepts it, and refuses a tampered body, a wrong secret and the same
 /// request replayed ten minutes later.

@@ -32,6 +32,9 @@ pub struct DeliverySettings {
     /// Messages per `messages.upsert` POST when a backlog is waiting. 1 (the
     /// default) posts each message alone, as the old bridge did.
     pub max_messages_per_post: usize,
+    /// Bodies merged into one POST add up to at most this many bytes (a
+    /// message alone may be larger: media travels inside it).
+    pub max_post_bytes: usize,
 }
 
 impl Default for DeliverySettings {
@@ -43,6 +46,7 @@ impl Default for DeliverySettings {
             max_age: Duration::from_secs(7 * 24 * 3600),
             signing_secret: None,
             max_messages_per_post: 1,
+            max_post_bytes: 256 * 1024,
         }
     }
 }
@@ -55,6 +59,8 @@ pub enum Verdict {
     Retry(String),
     /// Any other 4xx: the receiver will never take it.
     Dead(String),
+    /// 413: too large for the receiver; a batch is split and retried.
+    TooLarge,
 }
 
 /// Pure: an HTTP status (or a transport error) to a verdict.
@@ -62,6 +68,7 @@ pub fn judge(result: Result<u16, String>) -> Verdict {
     match result {
         Ok(status) if (200..300).contains(&status) => Verdict::Delivered,
         Ok(status @ (408 | 429)) => Verdict::Retry(format!("HTTP {status}")),
+        Ok(413) => Verdict::TooLarge,
         Ok(status) if (400..500).contains(&status) => Verdict::Dead(format!("HTTP {status}")),
         Ok(status) => Verdict::Retry(format!("HTTP {status}")),
         Err(error) => Verdict::Retry(error),
@@ -157,9 +164,12 @@ impl Deliverer {
     ) {
         loop {
             let current = target.borrow_and_update().clone();
-            let next =
-                self.outbox
-                    .next_delivery(&session, self.settings.max_messages_per_post, now_ms());
+            let next = self.outbox.next_delivery(
+                &session,
+                self.settings.max_messages_per_post,
+                self.settings.max_post_bytes,
+                now_ms(),
+            );
             let head = match next {
                 Ok(head) => head,
                 Err(e) => {
@@ -230,6 +240,27 @@ impl Deliverer {
                 self.record(
                     &delivery.session,
                     self.outbox.retry_later(&delivery.members, at, error),
+                );
+            }
+            Verdict::TooLarge if delivery.members.len() > 1 => {
+                tracing::warn!(
+                    "webhook refused batch {} for {} as too large (HTTP 413); sending it in two halves",
+                    delivery.delivery_id,
+                    delivery.session
+                );
+                let split = self.outbox.split_batch(&delivery.members).map(|_| ());
+                self.record(&delivery.session, split);
+            }
+            Verdict::TooLarge => {
+                let reason = "HTTP 413";
+                tracing::error!(
+                    "webhook refused delivery {} for {} ({reason}); kept as a dead letter",
+                    delivery.delivery_id,
+                    delivery.session
+                );
+                self.record(
+                    &delivery.session,
+                    self.outbox.bury(&delivery.members, reason),
                 );
             }
             Verdict::Dead(reason) => {
@@ -307,6 +338,7 @@ mod tests {
         for status in [400, 401, 403, 404, 410, 422] {
             assert!(matches!(judge(Ok(status)), Verdict::Dead(_)), "{status}");
         }
+        assert_eq!(judge(Ok(413)), Verdict::TooLarge);
         assert!(matches!(judge(Err("timed out".into())), Verdict::Retry(_)));
         // A redirect is not a delivery; it may work later once fixed.
         assert!(matches!(judge(Ok(302)), Verdict::Retry(_)));

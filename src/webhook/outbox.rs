@@ -191,6 +191,7 @@ impl Outbox {
         &self,
         session: &str,
         max_messages: usize,
+        max_bytes: usize,
         now_ms: i64,
     ) -> Result<Option<Delivery>, OutboxError> {
         let Some((mut head, batch)) = self.head_row(session)? else {
@@ -199,7 +200,7 @@ impl Outbox {
         let rows = match &batch {
             Some(batch_id) => self.batch_rows(session, batch_id)?,
             None if max_messages > 1 && head.next_attempt_ms <= now_ms => {
-                self.rows_from(session, head.seq, max_messages)?
+                within_bytes(self.rows_from(session, head.seq, max_messages)?, max_bytes)
             }
             None => return Ok(Some(head)),
         };
@@ -222,6 +223,27 @@ impl Outbox {
         head.body = merged;
         head.members = rows.iter().map(|(seq, _)| *seq).collect();
         Ok(Some(head))
+    }
+
+    /// A batch the receiver found too large (413) becomes two, each recorded
+    /// under its own id, so that neither is merged again; a half of one
+    /// message goes out alone, under its own delivery id. Returns false when
+    /// `members` is a single message, which cannot be split.
+    pub fn split_batch(&self, members: &[i64]) -> Result<bool, OutboxError> {
+        if members.len() < 2 {
+            return Ok(false);
+        }
+        let (first, second) = members.split_at(members.len() / 2);
+        for half in [first, second] {
+            let head_id: String = self.conn().query_row(
+                "SELECT delivery_id FROM deliveries WHERE seq = ?1",
+                [half[0]],
+                |row| row.get(0),
+            )?;
+            let rows: Vec<(i64, Vec<u8>)> = half.iter().map(|seq| (*seq, Vec::new())).collect();
+            self.record_batch(&rows, &format!("{head_id}+{}", half.len() - 1))?;
+        }
+        Ok(true)
     }
 
     /// The live rows of a recorded batch, in order.
@@ -419,6 +441,22 @@ impl Outbox {
     }
 }
 
+/// The longest prefix of `rows` whose bodies add up to at most `max_bytes`,
+/// and never less than the first row (a message alone is always sent).
+fn within_bytes(mut rows: Vec<(i64, Vec<u8>)>, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
+    let mut total = 0;
+    let keep = rows
+        .iter()
+        .position(|(_, body)| {
+            total += body.len();
+            total > max_bytes
+        })
+        .unwrap_or(rows.len())
+        .max(1);
+    rows.truncate(keep);
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,25 +542,40 @@ mod tests {
         outbox.enqueue("s", None, &upsert("d"), 0).unwrap();
 
         // One at a time (the default) sends the head as it is.
-        let single = outbox.next_delivery("s", 1, 0).unwrap().unwrap();
+        let single = outbox
+            .next_delivery("s", 1, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (ids(&single), single.members.len()),
             (vec!["a".to_string()], 1)
         );
 
-        let first = outbox.next_delivery("s", 2, 0).unwrap().unwrap();
+        let first = outbox
+            .next_delivery("s", 2, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(ids(&first), ["a", "b"]);
         assert!(first.delivery_id.ends_with("+1"), "{}", first.delivery_id);
         outbox.ack(&first.members).unwrap();
         // The status change is not merged, and nothing passes it.
-        let second = outbox.next_delivery("s", 10, 0).unwrap().unwrap();
+        let second = outbox
+            .next_delivery("s", 10, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(ids(&second), ["c"]);
         outbox.ack(&second.members).unwrap();
-        let third = outbox.next_delivery("s", 10, 0).unwrap().unwrap();
+        let third = outbox
+            .next_delivery("s", 10, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(third.body, status);
         outbox.ack(&third.members).unwrap();
         assert_eq!(
-            ids(&outbox.next_delivery("s", 10, 0).unwrap().unwrap()),
+            ids(&outbox
+                .next_delivery("s", 10, usize::MAX, 0)
+                .unwrap()
+                .unwrap()),
             ["d"]
         );
     }
@@ -535,21 +588,93 @@ mod tests {
         for id in ["a", "b"] {
             outbox.enqueue("s", None, &upsert(id), 0).unwrap();
         }
-        let sent = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
+        let sent = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         outbox.retry_later(&sent.members, 10, "HTTP 500").unwrap();
         // More arrives while the receiver is down; the process restarts.
         outbox.enqueue("s", None, &upsert("c"), 0).unwrap();
         drop(outbox);
         let outbox = Outbox::open(&path).unwrap();
-        let again = outbox.next_delivery("s", 50, 20).unwrap().unwrap();
+        let again = outbox
+            .next_delivery("s", 50, usize::MAX, 20)
+            .unwrap()
+            .unwrap();
         assert_eq!(again.delivery_id, sent.delivery_id);
         assert_eq!(ids(&again), ["a", "b"]);
         assert_eq!(again.attempts, 1);
         outbox.ack(&again.members).unwrap();
         assert_eq!(
-            ids(&outbox.next_delivery("s", 50, 20).unwrap().unwrap()),
+            ids(&outbox
+                .next_delivery("s", 50, usize::MAX, 20)
+                .unwrap()
+                .unwrap()),
             ["c"]
         );
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_byte_cap_but_never_below_one_message() {
+        let (_tmp, outbox) = outbox();
+        for id in ["a", "b", "c", "d"] {
+            outbox.enqueue("s", None, &upsert(id), 0).unwrap();
+        }
+        let one = upsert("a").len();
+        let first = outbox
+            .next_delivery("s", 50, 2 * one + 1, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&first), ["a", "b"]);
+        outbox.ack(&first.members).unwrap();
+        let tiny = outbox.next_delivery("s", 50, 10, 0).unwrap().unwrap();
+        assert_eq!(ids(&tiny), ["c"], "a message over the cap goes alone");
+    }
+
+    #[test]
+    fn a_split_batch_goes_out_as_two_that_never_merge_again() {
+        let (_tmp, outbox) = outbox();
+        for id in ["a", "b", "c", "d", "e"] {
+            outbox.enqueue("s", None, &upsert(id), 0).unwrap();
+        }
+        let whole = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
+        assert!(outbox.split_batch(&whole.members).unwrap());
+        let first = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&first), ["a", "b"]);
+        assert!(outbox.split_batch(&first.members).unwrap());
+        let alone = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&alone), ["a"]);
+        assert!(
+            !alone.delivery_id.contains('+'),
+            "its own id: {}",
+            alone.delivery_id
+        );
+        assert!(!outbox.split_batch(&alone.members).unwrap());
+        outbox.ack(&alone.members).unwrap();
+        assert_eq!(
+            ids(&outbox
+                .next_delivery("s", 50, usize::MAX, 0)
+                .unwrap()
+                .unwrap()),
+            ["b"]
+        );
+        outbox
+            .ack(&[outbox.head("s").unwrap().unwrap().seq])
+            .unwrap();
+        let second = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&second), ["c", "d", "e"]);
     }
 
     #[test]
@@ -558,12 +683,18 @@ mod tests {
         for id in ["a", "b"] {
             outbox.enqueue("s", None, &upsert(id), 0).unwrap();
         }
-        let sent = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
+        let sent = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         outbox.bury(&sent.members, "HTTP 400").unwrap();
         let dead = outbox.dead_letters("s", 10).unwrap();
         assert_eq!(dead.len(), 2);
         assert!(outbox.replay("s", &dead[1].delivery_id, 0).unwrap());
-        let replayed = outbox.next_delivery("s", 50, 0).unwrap().unwrap();
+        let replayed = outbox
+            .next_delivery("s", 50, usize::MAX, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(replayed.delivery_id, dead[1].delivery_id);
         assert_eq!(ids(&replayed), ["b"]);
     }
