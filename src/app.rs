@@ -66,6 +66,18 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 
 /// Runs until Ctrl-C / SIGTERM (or `q` on the dashboard); the error is a
 /// sentence for the operator.
+/// A binary's whole life: parse the command line, run, report a failure as
+/// `<name>: <message>` on stderr.
+pub fn main(name: &str) -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{name}: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), String> {
     // whatsapp-rust uses rustls with ring; install it once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();

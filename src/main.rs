@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // A build whose WhatsApp library skips the server's certificate check
     // (cargo can unify the test kit's feature into a build of this binary)
@@ -16,12 +14,5 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(3);
     }
-    let cli = wabridge::app::Cli::parse();
-    match wabridge::app::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("wabridge: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    wabridge::app::main("wabridge")
 }

@@ -257,6 +257,25 @@ async fn expired_deliveries_become_dead_letters() {
     assert!(receiver.received().is_empty());
 }
 
+/// A `messages.upsert` body of one text message with id `id`.
+fn upsert_body(id: &str) -> Vec<u8> {
+    let message = wabridge::webhook::payload::WireMessage {
+        id: id.into(),
+        from: "919075167132".into(),
+        text: format!("order {id}"),
+        timestamp: 1_764_000_000,
+        push_name: Some("Asha".into()),
+        media: None,
+        is_group: false,
+        group_id: None,
+        group_name: None,
+        reply_to: None,
+        from_lid: None,
+        from_resolved: true,
+    };
+    WebhookEvent::MessagesUpsert(vec![message]).body("WA-1")
+}
+
 #[tokio::test]
 async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() {
     // The ERP is down while 7 messages and a status change queue up.
@@ -271,22 +290,9 @@ async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() 
         },
     );
     let upsert = |id: &str| {
-        let message = wabridge::webhook::payload::WireMessage {
-            id: id.into(),
-            from: "919075167132".into(),
-            text: format!("order {id}"),
-            timestamp: 1_764_000_000,
-            push_name: Some("Asha".into()),
-            media: None,
-            is_group: false,
-            group_id: None,
-            group_name: None,
-            reply_to: None,
-            from_lid: None,
-            from_resolved: true,
-        };
-        let body = WebhookEvent::MessagesUpsert(vec![message]).body("WA-1");
-        rig.outbox.enqueue("WA-1", None, &body, now_ms()).unwrap();
+        rig.outbox
+            .enqueue("WA-1", None, &upsert_body(id), now_ms())
+            .unwrap();
     };
     for id in ["m1", "m2", "m3", "m4"] {
         upsert(id);
@@ -351,21 +357,7 @@ async fn a_413_splits_a_batch_instead_of_burying_it() {
         },
     );
     for n in 1..=8 {
-        let message = wabridge::webhook::payload::WireMessage {
-            id: format!("m{n}"),
-            from: "919075167132".into(),
-            text: format!("order {n}"),
-            timestamp: 1_764_000_000,
-            push_name: None,
-            media: None,
-            is_group: false,
-            group_id: None,
-            group_name: None,
-            reply_to: None,
-            from_lid: None,
-            from_resolved: true,
-        };
-        let body = WebhookEvent::MessagesUpsert(vec![message]).body("WA-1");
+        let body = upsert_body(&format!("m{n}"));
         rig.outbox.enqueue("WA-1", None, &body, now_ms()).unwrap();
     }
     let receiver = Receiver::start_on(addr).await;

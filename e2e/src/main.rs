@@ -4,17 +4,6 @@
 //! the protocol. The product binary (`wabridge`) refuses to start when built
 //! this way; this one skips that guard on purpose.
 
-use std::process::ExitCode;
-
-use clap::Parser;
-
-fn main() -> ExitCode {
-    let cli = wabridge::app::Cli::parse();
-    match wabridge::app::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("insecure-sim-client: {message}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    wabridge::app::main("insecure-sim-client")
 }

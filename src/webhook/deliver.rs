@@ -222,7 +222,11 @@ impl Deliverer {
             );
             return Some(Duration::ZERO);
         }
-        let verdict = judge(self.post(target, &delivery).await);
+        let verdict = match judge(self.post(target, &delivery).await) {
+            // One message too large on its own can never get through.
+            Verdict::TooLarge if delivery.members.len() < 2 => Verdict::Dead("HTTP 413".into()),
+            verdict => verdict,
+        };
         match &verdict {
             Verdict::Delivered => {
                 self.record(&delivery.session, self.outbox.ack(&delivery.members))
@@ -242,7 +246,7 @@ impl Deliverer {
                     self.outbox.retry_later(&delivery.members, at, error),
                 );
             }
-            Verdict::TooLarge if delivery.members.len() > 1 => {
+            Verdict::TooLarge => {
                 tracing::warn!(
                     "webhook refused batch {} for {} as too large (HTTP 413); sending it in two halves",
                     delivery.delivery_id,
@@ -250,18 +254,6 @@ impl Deliverer {
                 );
                 let split = self.outbox.split_batch(&delivery.members).map(|_| ());
                 self.record(&delivery.session, split);
-            }
-            Verdict::TooLarge => {
-                let reason = "HTTP 413";
-                tracing::error!(
-                    "webhook refused delivery {} for {} ({reason}); kept as a dead letter",
-                    delivery.delivery_id,
-                    delivery.session
-                );
-                self.record(
-                    &delivery.session,
-                    self.outbox.bury(&delivery.members, reason),
-                );
             }
             Verdict::Dead(reason) => {
                 tracing::error!(
