@@ -200,14 +200,13 @@ async fn start_api(
     })?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("HTTP API on http://{bound}");
-    let mut state = api::ApiState::new(engine, config.api.token.clone());
-    state.access = api::AccessPolicy {
+    let access = api::AccessPolicy {
         token: config.api.token.clone(),
         allowed_hosts: config.api.allowed_hosts.clone(),
         allow_from: config.api.allow_from.clone(),
         listen: Some(bound),
     };
-    let router = api::router(state);
+    let router = api::router(api::ApiState::with_access(engine, access));
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -37,8 +37,7 @@ async fn serve_with(access: impl FnOnce(SocketAddr) -> AccessPolicy) -> Served {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut state = ApiState::new(engine, String::new());
-    state.access = access(addr);
+    let state = ApiState::with_access(engine, access(addr));
     tokio::spawn(serve(listener, router(state), std::future::pending()));
     Served { addr, _tmp: tmp }
 }

@@ -257,6 +257,22 @@ async fn expired_deliveries_become_dead_letters() {
     assert!(receiver.received().is_empty());
 }
 
+/// A rig merging up to `max_messages_per_post`, pointed at a loopback
+/// address where the ERP is not listening yet (`Receiver::start_on` it).
+fn batching_rig_for_an_erp_not_up_yet(max_messages_per_post: usize) -> (Rig, std::net::SocketAddr) {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::process::free_port())
+        .parse()
+        .unwrap();
+    let rig = rig(
+        Some(format!("http://{addr}/hook")),
+        DeliverySettings {
+            max_messages_per_post,
+            ..settings()
+        },
+    );
+    (rig, addr)
+}
+
 /// A `messages.upsert` body of one text message with id `id`.
 fn upsert_body(id: &str) -> Vec<u8> {
     let message = wabridge::webhook::payload::WireMessage {
@@ -279,16 +295,7 @@ fn upsert_body(id: &str) -> Vec<u8> {
 #[tokio::test]
 async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() {
     // The ERP is down while 7 messages and a status change queue up.
-    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = port_holder.local_addr().unwrap();
-    drop(port_holder);
-    let rig = rig(
-        Some(format!("http://{addr}/hook")),
-        DeliverySettings {
-            max_messages_per_post: 3,
-            ..settings()
-        },
-    );
+    let (rig, addr) = batching_rig_for_an_erp_not_up_yet(3);
     let upsert = |id: &str| {
         rig.outbox
             .enqueue("WA-1", None, &upsert_body(id), now_ms())
@@ -346,16 +353,7 @@ async fn with_batching_on_a_backlog_drains_several_messages_per_post_in_order() 
 /// message refused on its own becomes a dead letter.
 #[tokio::test]
 async fn a_413_splits_a_batch_instead_of_burying_it() {
-    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = port_holder.local_addr().unwrap();
-    drop(port_holder);
-    let rig = rig(
-        Some(format!("http://{addr}/hook")),
-        DeliverySettings {
-            max_messages_per_post: 50,
-            ..settings()
-        },
-    );
+    let (rig, addr) = batching_rig_for_an_erp_not_up_yet(50);
     for n in 1..=8 {
         let body = upsert_body(&format!("m{n}"));
         rig.outbox.enqueue("WA-1", None, &body, now_ms()).unwrap();

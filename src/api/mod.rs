@@ -39,13 +39,20 @@ pub struct ApiState {
 impl ApiState {
     /// An API on loopback with `token` (empty = none).
     pub fn new(engine: Engine, token: String) -> ApiState {
-        ApiState {
+        Self::with_access(
             engine,
-            started: Instant::now(),
-            access: AccessPolicy {
+            AccessPolicy {
                 token,
                 ..AccessPolicy::default()
             },
+        )
+    }
+
+    pub fn with_access(engine: Engine, access: AccessPolicy) -> ApiState {
+        ApiState {
+            engine,
+            started: Instant::now(),
+            access,
             send_slots: Arc::new(tokio::sync::Semaphore::new(send::CONCURRENT_SENDS)),
             start_wait: Duration::from_secs(40),
         }

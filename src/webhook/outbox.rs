@@ -216,7 +216,8 @@ impl Outbox {
             Some(batch_id) => batch_id,
             None => {
                 let batch_id = format!("{}+{}", head.delivery_id, count - 1);
-                self.record_batch(rows, &batch_id)?;
+                let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+                self.record_batch(&seqs, &batch_id)?;
                 batch_id
             }
         };
@@ -240,8 +241,7 @@ impl Outbox {
                 [half[0]],
                 |row| row.get(0),
             )?;
-            let rows: Vec<(i64, Vec<u8>)> = half.iter().map(|seq| (*seq, Vec::new())).collect();
-            self.record_batch(&rows, &format!("{head_id}+{}", half.len() - 1))?;
+            self.record_batch(half, &format!("{head_id}+{}", half.len() - 1))?;
         }
         Ok(true)
     }
@@ -281,7 +281,7 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn record_batch(&self, rows: &[(i64, Vec<u8>)], batch_id: &str) -> Result<(), OutboxError> {
+    fn record_batch(&self, seqs: &[i64], batch_id: &str) -> Result<(), OutboxError> {
         let mut conn = self.conn();
         // Like an ack: lost only to a power cut, after which the messages go
         // out again under the id of the batch they then form.
@@ -291,7 +291,7 @@ impl Outbox {
             {
                 let mut mark =
                     tx.prepare_cached("UPDATE deliveries SET batch_id = ?2 WHERE seq = ?1")?;
-                for (seq, _) in rows {
+                for seq in seqs {
                     mark.execute(params![seq, batch_id])?;
                 }
             }
