@@ -135,7 +135,7 @@ async fn main() {
                 .collect();
             let refs: Vec<(&WebhookEvent, Option<&str>)> =
                 events.iter().map(|(e, k)| (e, Some(k.as_str()))).collect();
-            hub.publish_batch(&session, &refs).unwrap();
+            hub.publish_batch(&session, &refs).await.unwrap();
         }
         wait_for(&arrivals, RATE_MESSAGES).await;
         let ours_rate = RATE_MESSAGES as f64 / started.elapsed().as_secs_f64();
@@ -154,7 +154,9 @@ async fn main() {
         tick.tick().await;
         let id = format!("steady-{n}");
         enqueued.insert(id.clone(), Instant::now());
-        hub.publish(&session, &message(&id), Some(&id)).unwrap();
+        hub.publish_batch(&session, &[(&message(&id), Some(&id))])
+            .await
+            .unwrap();
     }
     wait_for(&arrivals, total).await;
     let mut latencies: Vec<f64> = {

@@ -134,3 +134,70 @@ async fn a_stuck_erp_shows_in_sessions_metrics_and_health() {
     );
     engine.shutdown().await;
 }
+
+/// Deleting a session drops what its ERP never took: a new session of the
+/// same id starts with an empty backlog, and its webhook never receives the
+/// old session's deliveries.
+#[tokio::test]
+async fn a_deleted_sessions_backlog_does_not_outlive_it() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let id = SessionId::parse("WA-1").unwrap();
+    let down = Receiver::start().await;
+    down.script((0..1000).map(|_| Reply::Status(503)));
+    let hooks = WebhookHub::open(
+        &data,
+        DeliverySettings {
+            retry_base: Duration::from_secs(60),
+            ..DeliverySettings::default()
+        },
+    )
+    .unwrap();
+    let engine = Engine::with_webhooks(
+        FakeBackend::default(),
+        data.clone(),
+        BackoffPolicy {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        },
+        Some(hooks.clone()),
+    );
+    let mut changes = engine.subscribe();
+    engine
+        .add_session(&id, Some(down.url()), Some("erp".into()))
+        .unwrap();
+    // Its "Connected" waits for the ERP that is down.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(EngineEvent::Backlog { backlog, .. }) = changes.recv().await
+                && backlog.pending >= 1
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a delivery waits");
+
+    engine.delete_session(&id).await.unwrap();
+    assert_eq!(hooks.backlog(&id).pending, 0, "nothing of it lingers");
+
+    let erp = Receiver::start().await;
+    engine
+        .add_session(&id, Some(erp.url()), Some("erp".into()))
+        .unwrap();
+    let first = erp.wait_for(1, Duration::from_secs(20)).await;
+    assert!(
+        !down.received().is_empty(),
+        "the old session did try its ERP"
+    );
+    let old_ids: Vec<String> = down
+        .received()
+        .iter()
+        .filter_map(|r| r.header("x-wabridge-delivery"))
+        .collect();
+    let new_id = first[0].header("x-wabridge-delivery").unwrap();
+    assert!(!old_ids.contains(&new_id), "{new_id} is a fresh delivery");
+    engine.shutdown().await;
+}

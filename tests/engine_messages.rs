@@ -95,7 +95,7 @@ async fn pn_lid_and_hidden_senders_reach_the_webhook_in_the_old_format() {
         },
         "who am I",
     );
-    backend.deliver("WA-1", &[pn, lid, hidden]).unwrap();
+    backend.deliver("WA-1", &[pn, lid, hidden]).await.unwrap();
 
     receiver.wait_for(4, WAIT).await;
     let got = receiver.upserts();
@@ -142,8 +142,14 @@ async fn a_redelivered_message_is_forwarded_once() {
         },
         "x",
     );
-    backend.deliver("WA-1", std::slice::from_ref(&m)).unwrap();
-    backend.deliver("WA-1", std::slice::from_ref(&m)).unwrap();
+    backend
+        .deliver("WA-1", std::slice::from_ref(&m))
+        .await
+        .unwrap();
+    backend
+        .deliver("WA-1", std::slice::from_ref(&m))
+        .await
+        .unwrap();
     let other = message(
         "NEXT",
         Lookups {
@@ -152,7 +158,7 @@ async fn a_redelivered_message_is_forwarded_once() {
         },
         "y",
     );
-    backend.deliver("WA-1", &[other]).unwrap();
+    backend.deliver("WA-1", &[other]).await.unwrap();
     receiver.wait_for(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let ids: Vec<_> = receiver.upserts().iter().map(|m| m["id"].clone()).collect();
@@ -183,7 +189,7 @@ async fn groups_media_and_replies_fill_their_fields() {
         content: Ok(b"%PDF-1.4".to_vec()),
     });
     m.reply_to = Some(("Q1".into(), Some("send the invoice".into())));
-    backend.deliver("WA-1", &[m]).unwrap();
+    backend.deliver("WA-1", &[m]).await.unwrap();
     receiver.wait_for(2, WAIT).await;
     let got = &receiver.upserts()[0];
     assert_eq!(

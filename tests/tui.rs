@@ -459,6 +459,7 @@ fn the_webhook_backlog_shows_beside_its_session() {
             pending: 12,
             dead: 1,
             oldest_at: Some(now - Duration::from_secs(180)),
+            write_error: None,
         },
     ));
     let text = screen(&app, now, 200, 20);

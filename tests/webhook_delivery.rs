@@ -10,10 +10,12 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use support::receiver::{Receiver, Reply};
+use support::small_disk;
 use wabridge::webhook::deliver::{
     Deliverer, DeliverySettings, Target, now_ms, signature, standard_signature,
 };
 use wabridge::webhook::outbox::{Enqueued, Outbox};
+use wabridge::webhook::outbox_thread::OutboxThread;
 use wabridge::webhook::payload::WebhookEvent;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -39,7 +41,8 @@ fn rig(url: Option<String>, settings: DeliverySettings) -> Rig {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let outbox = Arc::new(Outbox::open(&tmp.path().join("outbox.db")).unwrap());
-    let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings).unwrap());
+    let deliverer =
+        Arc::new(Deliverer::new(OutboxThread::start(outbox.clone()), settings).unwrap());
     let wake = Arc::new(Notify::new());
     let (target, target_rx) = watch::channel(url.map(|url| Target {
         url,
@@ -465,4 +468,94 @@ async fn the_readme_verifier_accepts_a_real_delivery_and_refuses_replays() {
         "False",
         "a replay ten minutes later"
     );
+}
+
+/// A full disk: the receiver takes the delivery but its ack cannot be
+/// written. The worker backs off instead of re-posting as fast as the
+/// receiver answers, the session's backlog names the error, and once there
+/// is room again the delivery is acknowledged and the error goes.
+#[tokio::test]
+async fn a_full_disk_backs_off_shows_the_error_and_recovers() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let disk = small_disk::SmallDisk::mount(512);
+    let outbox = Arc::new(Outbox::open(&disk.path().join("outbox.db")).unwrap());
+    let thread = OutboxThread::start(outbox.clone());
+    let retry_base = Duration::from_millis(300);
+    let settings = DeliverySettings {
+        retry_base,
+        retry_max: Duration::from_secs(2),
+        ..settings()
+    };
+    let deliverer = Arc::new(Deliverer::new(thread.clone(), settings).unwrap());
+    let receiver = Receiver::start().await;
+    let wake = Arc::new(Notify::new());
+    let (target, target_rx) = watch::channel(None);
+    tokio::spawn(deliverer.run_session("WA-1".into(), target_rx, wake.clone()));
+    let body = WebhookEvent::ConnectionUpdate {
+        status: "Connected",
+        error: None,
+    }
+    .body("WA-1");
+    let Enqueued::New { delivery_id } = outbox.enqueue("WA-1", None, &body, now_ms()).unwrap()
+    else {
+        panic!("not queued")
+    };
+
+    assert!(disk.fill() > 0);
+    target.send_replace(Some(Target {
+        url: receiver.url(),
+        token: None,
+    }));
+    let posts = receiver.wait_for(3, WAIT).await;
+    assert!(
+        posts
+            .iter()
+            .all(|p| p.header("x-wabridge-delivery").as_ref() == Some(&delivery_id)),
+        "the same delivery, again"
+    );
+    for pair in posts.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        // Jitter takes at most a fifth off a delay.
+        assert!(
+            gap >= retry_base.mul_f64(0.8),
+            "re-posted after {gap:?}, without backing off"
+        );
+    }
+    let error = thread.backlog("WA-1").write_error;
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("full")),
+        "the backlog says why: {error:?}"
+    );
+
+    disk.free();
+    tokio::time::timeout(WAIT, async {
+        while outbox.backlog("WA-1").unwrap().pending > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("acknowledged once there is room");
+    assert_eq!(thread.backlog("WA-1").write_error, None);
+    assert_eq!(thread.backlog("WA-1").pending, 0);
+}
+
+/// A retry time written by a run whose clock was a day ahead (the clock
+/// was then set right, and the process restarted) holds the delivery for
+/// no longer than the longest retry delay, not for a day.
+#[tokio::test]
+async fn a_retry_stored_under_a_clock_a_day_ahead_is_not_held_for_a_day() {
+    let receiver = Receiver::start().await;
+    let rig = rig(None, settings());
+    let id = rig.send("Connected");
+    let head = rig.outbox.head("WA-1").unwrap().unwrap();
+    let a_day_ahead = now_ms() + 24 * 3600 * 1000;
+    rig.outbox
+        .retry_later(&[head.seq], a_day_ahead, "HTTP 503")
+        .unwrap();
+    rig.target.send_replace(Some(Target {
+        url: receiver.url(),
+        token: None,
+    }));
+    let got = receiver.wait_for(1, WAIT).await;
+    assert_eq!(got[0].header("x-wabridge-delivery"), Some(id));
 }

@@ -117,9 +117,9 @@ impl FakeBackend {
 
     /// Plays WhatsApp delivering decrypted messages to a session: returns
     /// what the engine's durability point answered (Ok = ack).
-    pub fn deliver(&self, id: &str, batch: &[IncomingMessage]) -> Result<(), String> {
+    pub async fn deliver(&self, id: &str, batch: &[IncomingMessage]) -> Result<(), String> {
         let sink = self.shared.sinks.lock().unwrap().get(id).cloned();
-        sink.expect("the session has a client").persist(batch)
+        sink.expect("the session has a client").persist(batch).await
     }
 
     pub fn calls(&self) -> Vec<Call> {

@@ -15,4 +15,5 @@ pub mod process;
 pub mod receiver;
 pub mod screen;
 pub mod sim;
+pub mod small_disk;
 pub mod tmux;

@@ -26,6 +26,8 @@ pub enum Reply {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -137,11 +139,11 @@ impl Receiver {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    shared
-        .received
-        .lock()
-        .unwrap()
-        .push(Received { headers, body });
+    shared.received.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: std::time::Instant::now(),
+    });
     shared.arrived.notify_waiters();
     let reply = shared
         .replies

@@ -57,6 +57,7 @@ pub async fn health(
         d["webhook"]["oldestAgeSeconds"]
             .as_i64()
             .is_some_and(|age| age > STALE_BACKLOG_SECONDS)
+            || d["webhook"]["writeError"].is_string()
     });
     let unhealthy_session = sessions.iter().any(|s| {
         matches!(
@@ -120,7 +121,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let now = crate::engine::now();
     let backlogs: Vec<_> = sessions
         .iter()
-        .filter_map(|s| Some((s, s.backlog?)))
+        .filter_map(|s| Some((s, s.backlog.as_ref()?)))
         .collect();
     let gauges: [(&str, &str, BacklogGauge); 3] = [
         (

@@ -171,11 +171,12 @@ pub async fn list(State(state): Shared) -> Json<Value> {
 }
 
 pub(super) fn session_json(s: &SessionSnapshot, now: std::time::Instant) -> Value {
-    let backlog = s.backlog.map(|backlog| {
+    let backlog = s.backlog.as_ref().map(|backlog| {
         json!({
             "pending": backlog.pending,
             "oldestAgeSeconds": backlog.oldest_age(now).map(|age| age.as_secs()),
             "deadLetters": backlog.dead,
+            "writeError": backlog.write_error,
         })
     });
     let detail = match &s.state {
@@ -243,6 +244,7 @@ pub async fn dead_letters(
     let hooks = webhooks_of(&state, &id)?;
     let letters = hooks
         .dead_letters(&id)
+        .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let letters: Vec<Value> = letters
         .iter()
@@ -260,6 +262,7 @@ pub async fn replay(
     let hooks = webhooks_of(&state, &id)?;
     let replayed = hooks
         .replay(&id, &delivery)
+        .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if replayed {
         Ok(Json(json!({ "status": "queued" })))

@@ -192,8 +192,14 @@ pub struct GroupMember {
 /// to WhatsApp: an error keeps them unacknowledged, so the server delivers
 /// them again on the next connect.
 pub trait InboundSink: Send + Sync + 'static {
-    fn persist(&self, batch: &[IncomingMessage]) -> Result<(), String>;
+    /// Resolves once the batch is on disk (Ok) or could not be (Err). Async,
+    /// so that waiting for the disk never holds one of the runtime's few
+    /// worker threads.
+    fn persist<'a>(&'a self, batch: &'a [IncomingMessage]) -> PersistFuture<'a>;
 }
+
+pub type PersistFuture<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Options for building a client over a session's store.
 #[derive(Clone, Default)]

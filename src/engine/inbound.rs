@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::backend::{InboundSink, IncomingMessage};
+use super::backend::{InboundSink, IncomingMessage, PersistFuture};
 use super::phone::Source;
 use super::state::{EngineEvent, InboundMessage, Sender};
 use crate::paths::SessionId;
@@ -20,7 +20,13 @@ pub(crate) struct MessageForwarder {
 }
 
 impl InboundSink for MessageForwarder {
-    fn persist(&self, batch: &[IncomingMessage]) -> Result<(), String> {
+    fn persist<'a>(&'a self, batch: &'a [IncomingMessage]) -> PersistFuture<'a> {
+        Box::pin(self.persist_batch(batch))
+    }
+}
+
+impl MessageForwarder {
+    async fn persist_batch(&self, batch: &[IncomingMessage]) -> Result<(), String> {
         for message in batch {
             if message.from.source == Source::Participant
                 && let Some(lid) = &message.from.from_lid
@@ -47,6 +53,7 @@ impl InboundSink for MessageForwarder {
                 .collect();
             hooks
                 .publish_batch(&self.session, &refs)
+                .await
                 .map_err(|e| format!("cannot queue {} message(s): {e}", batch.len()))?;
         }
         // Only after everything is on disk do the views hear about it.

@@ -292,6 +292,15 @@ impl Engine {
             let _ = handle.commands.try_send(Command::Stop);
             end_task(handle.task).await;
         }
+        if let Some(hooks) = &self.inner.hooks {
+            match hooks.forget_session(id).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    "session {id} deleted with {n} undelivered webhook deliveries; they are dropped"
+                ),
+                Err(e) => tracing::error!("cannot drop the webhook backlog of {id}: {e}"),
+            }
+        }
         let dir = self.inner.data.session_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -380,33 +389,37 @@ fn backlog_info(hooks: &WebhookHub, id: &SessionId) -> BacklogInfo {
     BacklogInfo::from_outbox(hooks.backlog(id), now(), crate::webhook::deliver::now_ms())
 }
 
+/// How often views hear of backlog changes at most: a flood changes a
+/// backlog thousands of times a second, and a view needs a few.
+const BACKLOG_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Keeps each session's snapshot's backlog current from the hub's "backlog
 /// changed" signals, and tells the views, so `/health`, `/sessions`,
-/// `/metrics` and the dashboard show it without polling.
+/// `/metrics` and the dashboard show it without polling. Changes are
+/// coalesced: one refresh per session per `BACKLOG_REFRESH` at most.
 async fn forward_backlog_changes(hooks: Arc<WebhookHub>, engine: std::sync::Weak<Inner>) {
-    let mut changes = hooks.subscribe_changes();
     loop {
-        let session = match changes.recv().await {
-            Ok(session) => session,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let Ok(id) = SessionId::parse(&session) else {
-            continue;
-        };
+        let changed = hooks.changed_sessions().await;
         let Some(inner) = engine.upgrade() else {
             return;
         };
-        let backlog = backlog_info(&hooks, &id);
-        if let Some(handle) = lock(&inner.sessions).get(&id) {
-            handle
-                .snapshot_tx
-                .send_modify(|s| s.backlog = Some(backlog));
+        for session in changed {
+            let Ok(id) = SessionId::parse(&session) else {
+                continue;
+            };
+            let backlog = backlog_info(&hooks, &id);
+            if let Some(handle) = lock(&inner.sessions).get(&id) {
+                handle
+                    .snapshot_tx
+                    .send_modify(|s| s.backlog = Some(backlog.clone()));
+            }
+            let _ = inner.events.send(EngineEvent::Backlog {
+                session: id,
+                backlog,
+            });
         }
-        let _ = inner.events.send(EngineEvent::Backlog {
-            session: id,
-            backlog,
-        });
+        drop(inner);
+        tokio::time::sleep(BACKLOG_REFRESH).await;
     }
 }
 

@@ -108,11 +108,14 @@ impl SessionSnapshot {
 
 /// A session's webhook backlog, with the oldest delivery's age as an
 /// `Instant` so views compute "oldest 3m" from the `now` they are given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BacklogInfo {
     pub pending: u64,
     pub dead: u64,
     pub oldest_at: Option<Instant>,
+    /// The outbox cannot be written (disk full, say): incoming messages
+    /// stay unacknowledged at WhatsApp, deliveries wait.
+    pub write_error: Option<String>,
 }
 
 impl BacklogInfo {
@@ -130,6 +133,7 @@ impl BacklogInfo {
                 let age = std::time::Duration::from_millis((now_ms - ms).max(0) as u64);
                 now.checked_sub(age).unwrap_or(now)
             }),
+            write_error: backlog.write_error,
         }
     }
 

@@ -119,10 +119,8 @@ impl Publisher {
             _ => None,
         };
         let event = WebhookEvent::ConnectionUpdate { status, error };
-        match hooks.publish(&current.id, &event, None) {
-            Ok(_) => self.posted_status = Some(status),
-            Err(e) => tracing::error!("cannot queue the status webhook of {}: {e}", current.id),
-        }
+        hooks.publish_detached(&current.id, &event);
+        self.posted_status = Some(status);
     }
 
     /// `message.status` for each of our sent messages the event takes
@@ -144,9 +142,7 @@ impl Publisher {
                 status,
                 timestamp: timestamp_ms,
             };
-            if let Err(e) = hooks.publish(session, &event, None) {
-                tracing::error!("cannot queue a message status for {session}: {e}");
-            }
+            hooks.publish_detached(session, &event);
         }
     }
 

@@ -229,8 +229,8 @@ impl App {
                 let keep = self.selected_session().map(|s| s.id.clone());
                 for snapshot in &all {
                     self.cache_qr(snapshot);
-                    if let Some(backlog) = snapshot.backlog {
-                        self.backlogs.insert(snapshot.id.clone(), backlog);
+                    if let Some(backlog) = &snapshot.backlog {
+                        self.backlogs.insert(snapshot.id.clone(), backlog.clone());
                     }
                 }
                 self.sessions = all;
@@ -283,8 +283,8 @@ impl App {
 
     fn upsert(&mut self, snapshot: SessionSnapshot) {
         self.cache_qr(&snapshot);
-        if let Some(backlog) = snapshot.backlog {
-            self.backlogs.insert(snapshot.id.clone(), backlog);
+        if let Some(backlog) = &snapshot.backlog {
+            self.backlogs.insert(snapshot.id.clone(), backlog.clone());
         }
         match self.sessions.binary_search_by(|s| s.id.cmp(&snapshot.id)) {
             Ok(index) => self.sessions[index] = snapshot,

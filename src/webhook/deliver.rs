@@ -10,7 +10,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::{Notify, watch};
 
-use super::outbox::{Delivery, Outbox};
+use super::outbox::{Delivery, OutboxError};
+use super::outbox_thread::OutboxThread;
 
 /// Where a session's deliveries go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,24 +115,44 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
     format!("v1,{}", engine.encode(mac.finalize().into_bytes()))
 }
 
+/// Milliseconds since the Unix epoch as the outbox counts them: the wall
+/// clock read once per process, then advanced by the monotonic clock. Ages
+/// and retry times stored by this process stay right when the wall clock
+/// jumps (NTP correcting a wrong boot clock, an operator setting the date):
+/// a jump forward does not expire the whole queue at once, a jump back does
+/// not hold retries for as long as it went back.
 pub fn now_ms() -> i64 {
+    static ANCHOR: std::sync::OnceLock<(i64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall_ms, at) = ANCHOR.get_or_init(|| (wall_clock_ms(), std::time::Instant::now()));
+    wall_ms + at.elapsed().as_millis() as i64
+}
+
+/// The wall clock itself, for what a receiver compares with its own clock
+/// (the signed `webhook-timestamp`).
+pub fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Told the session whose backlog just changed (views refresh their count).
-pub type ChangeSignal = Arc<dyn Fn(&str) + Send + Sync>;
+/// How long until a retry stored as due at `next_attempt_ms` is due; None
+/// when it is due now. No retry is ever scheduled further ahead than the
+/// longest retry delay, so a time beyond that was written under a clock
+/// that has since been set back (by a run whose clock ran ahead): it is due
+/// now rather than in as many days as the clock went back.
+pub fn due_in(next_attempt_ms: i64, now_ms: i64, retry_max: Duration) -> Option<Duration> {
+    let ahead = Duration::from_millis(u64::try_from(next_attempt_ms - now_ms).ok()?);
+    (!ahead.is_zero() && ahead <= retry_max).then_some(ahead)
+}
 
 pub struct Deliverer {
-    outbox: Arc<Outbox>,
+    outbox: OutboxThread,
     client: reqwest::Client,
     settings: DeliverySettings,
-    changed: Option<ChangeSignal>,
 }
 
 impl Deliverer {
-    pub fn new(outbox: Arc<Outbox>, settings: DeliverySettings) -> Result<Deliverer, String> {
+    pub fn new(outbox: OutboxThread, settings: DeliverySettings) -> Result<Deliverer, String> {
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -144,13 +165,7 @@ impl Deliverer {
             outbox,
             client,
             settings,
-            changed: None,
         })
-    }
-
-    pub fn with_change_signal(mut self, changed: ChangeSignal) -> Deliverer {
-        self.changed = Some(changed);
-        self
     }
 
     /// Delivers one session's queue until `target` is closed. `wake` is
@@ -162,25 +177,31 @@ impl Deliverer {
         mut target: watch::Receiver<Option<Target>>,
         wake: Arc<Notify>,
     ) {
+        // Outbox failures in a row (disk full, say): each waits longer, so
+        // a receiver that keeps answering is not re-sent the same delivery
+        // as fast as it answers while its acks cannot be written.
+        let mut failures = 0u32;
         loop {
+            // The hub dropped this worker (its session was deleted): stop
+            // before touching the queue a new session of the id may own.
+            if target.has_changed().is_err() {
+                return;
+            }
             let current = target.borrow_and_update().clone();
-            let next = self.outbox.next_delivery(
-                &session,
-                self.settings.max_messages_per_post,
-                self.settings.max_post_bytes,
-                now_ms(),
-            );
-            let head = match next {
-                Ok(head) => head,
-                Err(e) => {
-                    tracing::error!("webhook outbox of {session} unreadable: {e}");
-                    None
+            let wait = match self.next_step(&session, current.as_ref()).await {
+                Ok(wait) => {
+                    failures = 0;
+                    wait
                 }
-            };
-            let wait = match (&current, head) {
-                (Some(target), Some(delivery)) => self.attempt_if_due(target, delivery).await,
-                // Nothing to send, or nowhere to send it: sleep until told.
-                _ => None,
+                Err(e) => {
+                    failures += 1;
+                    let delay = retry_delay(&self.settings, failures, now_ms() as u64);
+                    tracing::error!(
+                        "webhook outbox of {session}: {e}; trying again in {}",
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    );
+                    Some(delay)
+                }
             };
             // More is due now: go on without a timer, whose ~1 ms
             // granularity would cap delivery near 1,000 per second.
@@ -202,72 +223,86 @@ impl Deliverer {
         }
     }
 
-    /// Sends `delivery` if it is due; returns how long to wait before the
-    /// head should be looked at again (`Some(0)` = at once).
-    async fn attempt_if_due(&self, target: &Target, delivery: Delivery) -> Option<Duration> {
+    /// Looks at the session's head and sends it if due. Returns how long to
+    /// wait before looking again (`Some(0)` = at once, None = until woken).
+    async fn next_step(
+        &self,
+        session: &str,
+        target: Option<&Target>,
+    ) -> Result<Option<Duration>, OutboxError> {
+        // Nowhere to send it: sleep until told.
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let head = self
+            .outbox
+            .next_delivery(
+                session,
+                self.settings.max_messages_per_post,
+                self.settings.max_post_bytes,
+                now_ms(),
+            )
+            .await?;
+        match head {
+            Some(delivery) => self.attempt_if_due(target, delivery).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Sends `delivery` if it is due and records the outcome.
+    async fn attempt_if_due(
+        &self,
+        target: &Target,
+        delivery: Delivery,
+    ) -> Result<Option<Duration>, OutboxError> {
         let now = now_ms();
-        if delivery.next_attempt_ms > now {
-            return Some(Duration::from_millis(
-                (delivery.next_attempt_ms - now) as u64,
-            ));
+        let session = delivery.session.as_str();
+        let members = delivery.members.clone();
+        if let Some(wait) = due_in(delivery.next_attempt_ms, now, self.settings.retry_max) {
+            return Ok(Some(wait));
         }
         if now - delivery.created_ms > self.settings.max_age.as_millis() as i64 {
             let reason = format!(
                 "expired: undelivered for more than {}",
                 humantime::format_duration(self.settings.max_age)
             );
-            self.record(
-                &delivery.session,
-                self.outbox.bury(&delivery.members, &reason),
-            );
-            return Some(Duration::ZERO);
+            self.outbox.bury(session, members, reason).await?;
+            return Ok(Some(Duration::ZERO));
         }
         let verdict = match judge(self.post(target, &delivery).await) {
             // One message too large on its own can never get through.
             Verdict::TooLarge if delivery.members.len() < 2 => Verdict::Dead("HTTP 413".into()),
             verdict => verdict,
         };
-        match &verdict {
-            Verdict::Delivered => {
-                self.record(&delivery.session, self.outbox.ack(&delivery.members))
-            }
+        match verdict {
+            Verdict::Delivered => self.outbox.ack(session, members).await?,
             Verdict::Retry(error) => {
                 let attempt = delivery.attempts + 1;
                 let delay = retry_delay(&self.settings, attempt, delivery.seq as u64 ^ now as u64);
                 tracing::warn!(
-                    "webhook delivery {} for {} failed ({error}); retry {attempt} in {}",
+                    "webhook delivery {} for {session} failed ({error}); retry {attempt} in {}",
                     delivery.delivery_id,
-                    delivery.session,
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
                 let at = now + delay.as_millis() as i64;
-                self.record(
-                    &delivery.session,
-                    self.outbox.retry_later(&delivery.members, at, error),
-                );
+                self.outbox.retry_later(session, members, at, error).await?;
             }
             Verdict::TooLarge => {
                 tracing::warn!(
-                    "webhook refused batch {} for {} as too large (HTTP 413); sending it in two halves",
+                    "webhook refused batch {} for {session} as too large (HTTP 413); sending it in two halves",
                     delivery.delivery_id,
-                    delivery.session
                 );
-                let split = self.outbox.split_batch(&delivery.members).map(|_| ());
-                self.record(&delivery.session, split);
+                self.outbox.split_batch(session, members).await?;
             }
             Verdict::Dead(reason) => {
                 tracing::error!(
-                    "webhook refused delivery {} for {} ({reason}); kept as a dead letter",
+                    "webhook refused delivery {} for {session} ({reason}); kept as a dead letter",
                     delivery.delivery_id,
-                    delivery.session
                 );
-                self.record(
-                    &delivery.session,
-                    self.outbox.bury(&delivery.members, reason),
-                );
+                self.outbox.bury(session, members, reason).await?;
             }
         }
-        Some(Duration::ZERO)
+        Ok(Some(Duration::ZERO))
     }
 
     async fn post(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {
@@ -283,7 +318,7 @@ impl Deliverer {
         if let Some(secret) = &self.settings.signing_secret {
             // Signed at each attempt: a retry carries its own timestamp, the
             // same id (so the receiver still de-duplicates it).
-            let timestamp = now_ms() / 1000;
+            let timestamp = wall_clock_ms() / 1000;
             let id = &delivery.delivery_id;
             request = request
                 .header("X-Wabridge-Signature", signature(secret, &delivery.body))
@@ -301,17 +336,6 @@ impl Deliverer {
             Err(e) if e.is_timeout() => Err("timed out".to_string()),
             Err(e) if e.is_connect() => Err("connection refused or unreachable".to_string()),
             Err(e) => Err(format!("request failed: {}", e.without_url())),
-        }
-    }
-
-    fn record(&self, session: &str, result: Result<(), super::outbox::OutboxError>) {
-        match result {
-            Ok(()) => {
-                if let Some(changed) = &self.changed {
-                    changed(session);
-                }
-            }
-            Err(e) => tracing::error!("webhook outbox write failed: {e}"),
         }
     }
 }
@@ -334,6 +358,19 @@ mod tests {
         assert!(matches!(judge(Err("timed out".into())), Verdict::Retry(_)));
         // A redirect is not a delivery; it may work later once fixed.
         assert!(matches!(judge(Ok(302)), Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn a_retry_time_beyond_the_longest_delay_is_due_now() {
+        let max = Duration::from_secs(300);
+        assert_eq!(due_in(1_000, 1_000, max), None);
+        assert_eq!(due_in(500, 1_000, max), None, "overdue");
+        assert_eq!(due_in(3_000, 1_000, max), Some(Duration::from_secs(2)));
+        assert_eq!(
+            due_in(1_000 + 86_400_000, 1_000, max),
+            None,
+            "stored under a clock a day ahead"
+        );
     }
 
     #[test]

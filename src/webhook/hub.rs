@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use super::deliver::{Deliverer, DeliverySettings, Target, now_ms};
 use super::outbox::{Backlog, DeadLetter, Enqueued, Outbox, OutboxError};
+use super::outbox_thread::{OutboxThread, OwnedItems};
 use super::payload::WebhookEvent;
 use crate::paths::{DataDir, SessionId};
 
@@ -26,11 +27,9 @@ pub fn target_of(settings: &crate::session_files::SessionSettings) -> Option<Tar
 }
 
 pub struct WebhookHub {
-    outbox: Arc<Outbox>,
+    outbox: OutboxThread,
     deliverer: Arc<Deliverer>,
     workers: Mutex<HashMap<String, Worker>>,
-    /// Session ids whose backlog changed (queued, delivered, parked).
-    changes: broadcast::Sender<String>,
 }
 
 impl WebhookHub {
@@ -38,24 +37,15 @@ impl WebhookHub {
     /// targets; deliveries left from an earlier run go out then.
     pub fn open(data: &DataDir, settings: DeliverySettings) -> Result<Arc<WebhookHub>, String> {
         let path = data.root().join("outbox").join("outbox.db");
-        let outbox = Arc::new(
+        let outbox = OutboxThread::start(Arc::new(
             Outbox::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-        );
-        let (changes, _) = broadcast::channel(1024);
-        let signal = {
-            let changes = changes.clone();
-            Arc::new(move |session: &str| {
-                let _ = changes.send(session.to_string());
-            })
-        };
+        ));
         tokio::spawn(prune_delivered_daily(outbox.clone(), settings.max_age));
-        let deliverer =
-            Arc::new(Deliverer::new(outbox.clone(), settings)?.with_change_signal(signal));
+        let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings)?);
         Ok(Arc::new(WebhookHub {
             outbox,
             deliverer,
             workers: Mutex::new(HashMap::new()),
-            changes,
         }))
     }
 
@@ -93,92 +83,107 @@ impl WebhookHub {
         }
     }
 
-    /// Persists an event for a session's webhook, then wakes its worker.
-    /// A session with no webhook queues nothing, as the old bridge sent
-    /// nothing: a backlog would only grow, unseen, until it expired.
-    /// Returns false when nothing was queued (no webhook, or a duplicate of
-    /// the same `dedupe_key`).
-    pub fn publish(
-        &self,
-        session: &SessionId,
-        event: &WebhookEvent,
-        dedupe_key: Option<&str>,
-    ) -> Result<bool, OutboxError> {
-        Ok(self.publish_batch(session, &[(event, dedupe_key)])? > 0)
+    fn has_target(&self, session: &SessionId) -> bool {
+        self.workers()
+            .get(session.as_str())
+            .is_some_and(|w| w.target.borrow().is_some())
     }
 
-    /// Like `publish` for several events, persisted in one transaction.
-    /// Returns how many were queued.
-    pub fn publish_batch(
+    fn wake(&self, session: &SessionId) {
+        if let Some(worker) = self.workers().get(session.as_str()) {
+            worker.wake.notify_one();
+        }
+    }
+
+    /// Persists events for a session's webhook (in one transaction, maybe
+    /// shared with other sessions' events), then wakes its worker. A session
+    /// with no webhook queues nothing, as the old bridge sent nothing: a
+    /// backlog would only grow, unseen, until it expired. Returns how many
+    /// were queued (duplicates of a `dedupe_key` are not).
+    pub async fn publish_batch(
         &self,
         session: &SessionId,
         events: &[(&WebhookEvent, Option<&str>)],
     ) -> Result<usize, OutboxError> {
-        let has_target = self
-            .workers()
-            .get(session.as_str())
-            .is_some_and(|w| w.target.borrow().is_some());
-        if !has_target || events.is_empty() {
+        if !self.has_target(session) || events.is_empty() {
             return Ok(0);
         }
-        let bodies: Vec<Vec<u8>> = events
-            .iter()
-            .map(|(event, _)| event.body(session.as_str()))
-            .collect();
-        let items: Vec<(Option<&str>, &[u8])> = events
-            .iter()
-            .zip(&bodies)
-            .map(|((_, key), body)| (*key, body.as_slice()))
-            .collect();
         let queued = self
             .outbox
-            .enqueue_batch(session.as_str(), &items, now_ms())?;
-        if let Some(worker) = self.workers().get(session.as_str()) {
-            worker.wake.notify_one();
-        }
-        let _ = self.changes.send(session.to_string());
+            .enqueue_batch(session.as_str(), owned(session, events), now_ms())
+            .await?;
+        self.wake(session);
         Ok(queued
             .iter()
             .filter(|q| matches!(q, Enqueued::New { .. }))
             .count())
     }
 
-    /// Session ids whose backlog changed; may lag under a flood (then
-    /// re-read every backlog).
-    pub fn subscribe_changes(&self) -> broadcast::Receiver<String> {
-        self.changes.subscribe()
+    /// Queues one event without waiting for the disk (status changes, which
+    /// WhatsApp does not redeliver anyway): still in order with the
+    /// session's messages; a failure is logged and shown in its backlog.
+    pub fn publish_detached(&self, session: &SessionId, event: &WebhookEvent) {
+        if !self.has_target(session) {
+            return;
+        }
+        self.outbox
+            .enqueue_detached(session.as_str(), owned(session, &[(event, None)]), now_ms());
+        self.wake(session);
     }
 
+    /// Waits until some backlog changed; returns the sessions whose did.
+    pub async fn changed_sessions(&self) -> Vec<String> {
+        self.outbox.changed_sessions().await
+    }
+
+    /// As last published by the outbox thread: never waits for the disk.
     pub fn backlog(&self, session: &SessionId) -> Backlog {
-        self.outbox.backlog(session.as_str()).unwrap_or_else(|e| {
-            tracing::error!("cannot read the webhook backlog of {session}: {e}");
-            Backlog::default()
-        })
+        self.outbox.backlog(session.as_str())
     }
 
-    pub fn dead_letters(&self, session: &SessionId) -> Result<Vec<DeadLetter>, OutboxError> {
-        self.outbox.dead_letters(session.as_str(), 1000)
+    pub async fn dead_letters(&self, session: &SessionId) -> Result<Vec<DeadLetter>, OutboxError> {
+        self.outbox.dead_letters(session.as_str(), 1000).await
     }
 
-    pub fn replay(&self, session: &SessionId, delivery_id: &str) -> Result<bool, OutboxError> {
+    pub async fn replay(
+        &self,
+        session: &SessionId,
+        delivery_id: &str,
+    ) -> Result<bool, OutboxError> {
         let replayed = self
             .outbox
-            .replay(session.as_str(), delivery_id, now_ms())?;
-        if let Some(worker) = self.workers().get(session.as_str()) {
-            worker.wake.notify_one();
-        }
+            .replay(session.as_str(), delivery_id, now_ms())
+            .await?;
+        self.wake(session);
         Ok(replayed)
     }
+
+    /// A deleted session: its worker stops and its rows go (undelivered
+    /// ones included: its webhook settings are gone with it, and a new
+    /// session of the same id must not inherit them). Returns how many
+    /// undelivered deliveries were dropped.
+    pub async fn forget_session(&self, session: &SessionId) -> Result<u64, OutboxError> {
+        // Dropping the target sender ends the worker's loop.
+        self.workers().remove(session.as_str());
+        self.outbox.drop_session(session.as_str()).await
+    }
+}
+
+fn owned(session: &SessionId, events: &[(&WebhookEvent, Option<&str>)]) -> OwnedItems {
+    events
+        .iter()
+        .map(|(event, key)| (key.map(str::to_string), event.body(session.as_str())))
+        .collect()
 }
 
 /// Once at start and then daily, forgets what was delivered longer ago than
 /// a delivery may live.
-async fn prune_delivered_daily(outbox: Arc<Outbox>, retention: std::time::Duration) {
+async fn prune_delivered_daily(outbox: OutboxThread, retention: std::time::Duration) {
     let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
     loop {
         daily.tick().await;
         let before = now_ms() - retention.as_millis() as i64;
-        match outbox.prune_delivered(before) {
+        match outbox.prune_delivered(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!("webhook outbox: forgot {n} delivered message key(s)"),
             Err(e) => tracing::warn!("webhook outbox: cannot prune delivered keys: {e}"),

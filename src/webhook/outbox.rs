@@ -1,16 +1,31 @@
 //! The durable outbox: every webhook delivery is written here (SQLite, fsync
 //! on commit) before anything else happens to it, and deleted only once the
 //! receiver answered 2xx. Rows are read one head at a time per session, so
-//! memory stays flat however long the receiver is down.
+//! memory stays flat however long the receiver is down. Backlog counts are
+//! kept in memory as rows change, so reading them costs no scan.
+//!
+//! This is the store itself, blocking; the running program reaches it only
+//! through [`super::outbox_thread::OutboxThread`], which owns it on a thread
+//! of its own.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-#[derive(Debug, thiserror::Error)]
+/// Why an outbox read or write failed, in SQLite's words (e.g. "database or
+/// disk is full"). A string, so that one failed group commit can answer
+/// every caller in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("outbox: {0}")]
-pub struct OutboxError(#[from] rusqlite::Error);
+pub struct OutboxError(pub String);
+
+impl From<rusqlite::Error> for OutboxError {
+    fn from(e: rusqlite::Error) -> Self {
+        OutboxError(e.to_string())
+    }
+}
 
 /// One pending delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +53,14 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
     pub pending: u64,
     pub oldest_ms: Option<i64>,
     pub dead: u64,
+    /// The last outbox write for this session failed (disk full, say):
+    /// messages wait unacknowledged at WhatsApp until it works again.
+    pub write_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,26 +72,42 @@ pub enum Enqueued {
     Duplicate,
 }
 
-pub struct Outbox {
-    conn: Mutex<Connection>,
+/// Live and dead rows per session, kept as rows change.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    pending: u64,
+    dead: u64,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deliveries (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    delivery_id TEXT NOT NULL UNIQUE,
-    session TEXT NOT NULL,
-    dedupe_key TEXT UNIQUE,
-    body BLOB NOT NULL,
-    created_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ms INTEGER NOT NULL,
-    last_error TEXT,
-    dead INTEGER NOT NULL DEFAULT 0,
-    batch_id TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries(session, dead, seq);
-";
+/// Events to persist for one session: (dedupe key, body) each.
+pub type Items<'a> = &'a [(Option<&'a str>, &'a [u8])];
+
+pub struct Outbox {
+    conn: Mutex<Connection>,
+    counts: Mutex<HashMap<String, Counts>>,
+}
+
+/// Schema migrations, in order; `PRAGMA user_version` is how many ran.
+/// Outboxes from before versioning have the table (maybe without
+/// `batch_id`) and version 0: the first steps tolerate that.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        delivery_id TEXT NOT NULL UNIQUE,
+        session TEXT NOT NULL,
+        dedupe_key TEXT UNIQUE,
+        body BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        last_error TEXT,
+        dead INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries(session, dead, seq);",
+    "BATCH_ID",
+    // The oldest live delivery's age, read after every change, without a scan.
+    "CREATE INDEX IF NOT EXISTS deliveries_by_age ON deliveries(session, dead, created_ms);",
+];
 
 impl Outbox {
     pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
@@ -89,23 +123,20 @@ impl Outbox {
         // FULL: a committed row survives power loss, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        // Outboxes written before batching lack the column.
-        let has_batch: bool = conn.query_row(
-            "SELECT COUNT(*) > 0 FROM pragma_table_info('deliveries') WHERE name = 'batch_id'",
-            [],
-            |row| row.get(0),
-        )?;
-        if !has_batch {
-            conn.execute_batch("ALTER TABLE deliveries ADD COLUMN batch_id TEXT")?;
-        }
+        migrate(&conn)?;
+        let counts = count_all(&conn)?;
         Ok(Outbox {
             conn: Mutex::new(conn),
+            counts: Mutex::new(counts),
         })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counts>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Persists a delivery. With a `dedupe_key` (session, chat, sender,
@@ -126,30 +157,52 @@ impl Outbox {
     pub fn enqueue_batch(
         &self,
         session: &str,
-        items: &[(Option<&str>, &[u8])],
+        items: Items<'_>,
         now_ms: i64,
     ) -> Result<Vec<Enqueued>, OutboxError> {
+        let mut queued = self.enqueue_groups(&[(session, items, now_ms)])?;
+        Ok(queued.pop().unwrap_or_default())
+    }
+
+    /// Persists the deliveries of several callers (sessions) in one
+    /// transaction, a group commit: all of them are on disk, or none.
+    pub fn enqueue_groups(
+        &self,
+        groups: &[(&str, Items<'_>, i64)],
+    ) -> Result<Vec<Vec<Enqueued>>, OutboxError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let mut queued = Vec::with_capacity(items.len());
+        let mut all = Vec::with_capacity(groups.len());
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (delivery_id, session, dedupe_key, body, created_ms, next_attempt_ms)
                  VALUES ('wab-' || lower(hex(randomblob(12))), ?1, ?2, ?3, ?4, ?4)
                  RETURNING delivery_id",
             )?;
-            for (dedupe_key, body) in items {
-                let delivery_id: Option<String> = insert
-                    .query_row(params![session, dedupe_key, body, now_ms], |row| row.get(0))
-                    .optional()?;
-                queued.push(match delivery_id {
-                    Some(delivery_id) => Enqueued::New { delivery_id },
-                    None => Enqueued::Duplicate,
-                });
+            for (session, items, now_ms) in groups {
+                let mut queued = Vec::with_capacity(items.len());
+                for (dedupe_key, body) in items.iter() {
+                    let delivery_id: Option<String> = insert
+                        .query_row(params![session, dedupe_key, body, now_ms], |row| row.get(0))
+                        .optional()?;
+                    queued.push(match delivery_id {
+                        Some(delivery_id) => Enqueued::New { delivery_id },
+                        None => Enqueued::Duplicate,
+                    });
+                }
+                all.push(queued);
             }
         }
         tx.commit()?;
-        Ok(queued)
+        let mut counts = self.counts();
+        for ((session, _, _), queued) in groups.iter().zip(&all) {
+            let new = queued
+                .iter()
+                .filter(|q| matches!(q, Enqueued::New { .. }))
+                .count();
+            counts.entry(session.to_string()).or_default().pending += new as u64;
+        }
+        Ok(all)
     }
 
     /// The oldest live delivery of a session: order is kept by sending only
@@ -311,63 +364,75 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let acked = (|| {
             let tx = conn.transaction()?;
+            let mut gone = Vec::new();
             {
                 let mut delete = tx.prepare_cached(
-                    "DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL",
+                    "DELETE FROM deliveries WHERE seq = ?1 AND dedupe_key IS NULL AND dead = 0
+                     RETURNING session",
                 )?;
                 // Rows with a dedupe key become tombstones: no body, not live.
-                let mut tombstone =
-                    tx.prepare_cached("UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1")?;
+                let mut tombstone = tx.prepare_cached(
+                    "UPDATE deliveries SET dead = 2, body = x'' WHERE seq = ?1 AND dead = 0
+                     RETURNING session",
+                )?;
                 for seq in seqs {
-                    delete.execute([seq])?;
-                    tombstone.execute([seq])?;
+                    gone.extend(delete.query_row([seq], |r| r.get(0)).optional()?);
+                    gone.extend(tombstone.query_row([seq], |r| r.get(0)).optional()?);
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            Ok::<Vec<String>, rusqlite::Error>(gone)
         })();
         conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(acked?)
+        let mut counts = self.counts();
+        for session in acked? {
+            let count = counts.entry(session).or_default();
+            count.pending = count.pending.saturating_sub(1);
+        }
+        Ok(())
     }
 
     pub fn retry_later(&self, seqs: &[i64], at_ms: i64, error: &str) -> Result<(), OutboxError> {
-        self.update_each(
-            seqs,
-            "UPDATE deliveries SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE seq = ?1",
-            at_ms,
-            error,
-        )
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE seq = ?1",
+            )?;
+            for seq in seqs {
+                update.execute(params![seq, at_ms, error])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Parks deliveries as dead letters (visible, replayable one by one: a
     /// buried batch is undone, each row is its own dead letter again).
     pub fn bury(&self, seqs: &[i64], reason: &str) -> Result<(), OutboxError> {
-        self.update_each(
-            seqs,
-            "UPDATE deliveries SET dead = 1, attempts = attempts + 1, last_error = ?3, batch_id = NULL
-             WHERE seq = ?1",
-            0,
-            reason,
-        )
-    }
-
-    /// Runs `sql` (with ?1 = seq, ?2 = `number`, ?3 = `text`; SQLite lets
-    /// a statement skip ?2) for every seq in one transaction.
-    fn update_each(
-        &self,
-        seqs: &[i64],
-        sql: &str,
-        number: i64,
-        text: &str,
-    ) -> Result<(), OutboxError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let mut buried: Vec<String> = Vec::new();
         {
-            let mut update = tx.prepare_cached(sql)?;
+            let mut update = tx.prepare_cached(
+                "UPDATE deliveries SET dead = 1, attempts = attempts + 1, last_error = ?2, batch_id = NULL
+                 WHERE seq = ?1 AND dead = 0 RETURNING session",
+            )?;
             for seq in seqs {
-                update.execute(params![seq, number, text])?;
+                buried.extend(
+                    update
+                        .query_row(params![seq, reason], |r| r.get(0))
+                        .optional()?,
+                );
             }
         }
         tx.commit()?;
+        let mut counts = self.counts();
+        for session in buried {
+            let count = counts.entry(session).or_default();
+            count.pending = count.pending.saturating_sub(1);
+            count.dead += 1;
+        }
         Ok(())
     }
 
@@ -385,22 +450,52 @@ impl Outbox {
              WHERE delivery_id = ?1 AND session = ?2 AND dead = 1",
             params![delivery_id, session, now_ms],
         )?;
+        if changed == 1 {
+            let mut counts = self.counts();
+            let count = counts.entry(session.to_string()).or_default();
+            count.dead = count.dead.saturating_sub(1);
+            count.pending += 1;
+        }
         Ok(changed == 1)
     }
 
+    /// Pending and dead counts from memory; the oldest live row's age from
+    /// an index (one lookup, however long the queue).
     pub fn backlog(&self, session: &str) -> Result<Backlog, OutboxError> {
-        Ok(self.conn().query_row(
-            "SELECT COALESCE(SUM(dead = 0), 0), MIN(CASE WHEN dead = 0 THEN created_ms END), COALESCE(SUM(dead = 1), 0)
-             FROM deliveries WHERE session = ?1",
-            [session],
-            |row| {
-                Ok(Backlog {
-                    pending: row.get::<_, i64>(0)? as u64,
-                    oldest_ms: row.get(1)?,
-                    dead: row.get::<_, i64>(2)? as u64,
-                })
-            },
-        )?)
+        let oldest_ms = self
+            .conn()
+            .prepare_cached(
+                "SELECT created_ms FROM deliveries WHERE session = ?1 AND dead = 0
+                 ORDER BY created_ms LIMIT 1",
+            )?
+            .query_row([session], |row| row.get(0))
+            .optional()?;
+        let count = self.counts().get(session).copied().unwrap_or_default();
+        Ok(Backlog {
+            pending: count.pending,
+            oldest_ms,
+            dead: count.dead,
+            write_error: None,
+        })
+    }
+
+    /// Sessions with live deliveries or dead letters.
+    pub fn sessions_with_rows(&self) -> Vec<String> {
+        self.counts()
+            .iter()
+            .filter(|(_, c)| c.pending + c.dead > 0)
+            .map(|(session, _)| session.clone())
+            .collect()
+    }
+
+    /// Forgets everything of a deleted session: what it had not delivered
+    /// yet, its dead letters and its dedupe keys, so that a new session of
+    /// the same id starts empty. Returns how many undelivered rows went.
+    pub fn drop_session(&self, session: &str) -> Result<u64, OutboxError> {
+        self.conn()
+            .execute("DELETE FROM deliveries WHERE session = ?1", [session])?;
+        let count = self.counts().remove(session).unwrap_or_default();
+        Ok(count.pending)
     }
 
     pub fn dead_letters(&self, session: &str, limit: u32) -> Result<Vec<DeadLetter>, OutboxError> {
@@ -439,6 +534,48 @@ impl Outbox {
         let rows = statement.query_map([], |row| row.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Runs the migrations the file has not had yet.
+fn migrate(conn: &Connection) -> Result<(), OutboxError> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (number, step) in (0_i64..).zip(MIGRATIONS).skip(done.max(0) as usize) {
+        let tx = conn.unchecked_transaction()?;
+        if *step == "BATCH_ID" {
+            // Unversioned outboxes written after batching have the column.
+            let has_batch: bool = tx.query_row(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('deliveries') WHERE name = 'batch_id'",
+                [],
+                |row| row.get(0),
+            )?;
+            if !has_batch {
+                tx.execute_batch("ALTER TABLE deliveries ADD COLUMN batch_id TEXT")?;
+            }
+        } else {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(None, "user_version", number + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Live and dead rows per session, read once at open.
+fn count_all(conn: &Connection) -> Result<HashMap<String, Counts>, OutboxError> {
+    let mut statement = conn.prepare(
+        "SELECT session, SUM(dead = 0), SUM(dead = 1) FROM deliveries
+         WHERE dead IN (0, 1) GROUP BY session",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            Counts {
+                pending: row.get::<_, i64>(1)? as u64,
+                dead: row.get::<_, i64>(2)? as u64,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The longest prefix of `rows` whose bodies add up to at most `max_bytes`,
@@ -759,7 +896,8 @@ mod tests {
             Backlog {
                 pending: 0,
                 oldest_ms: None,
-                dead: 1
+                dead: 1,
+                write_error: None
             }
         );
         assert!(

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use wabridge_sim::{baileys, fake_backend, log_capture, pairing, receiver, screen, sim, tmux};
+pub use wabridge_sim::{
+    baileys, fake_backend, log_capture, pairing, receiver, screen, sim, small_disk, tmux,
+};
 
 /// Child processes of the product `wabridge` binary, which checks the
 /// server's certificate chain like the copy a user installs.

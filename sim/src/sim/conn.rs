@@ -72,6 +72,7 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
         device: registered.then_some(payload.device.unwrap_or(0)),
         channel: &mut channel,
         pairing_iq: None,
+        pings: std::collections::HashMap::new(),
     };
     let _ = session.run(plan, registered, actions).await;
     channel.close().await;
@@ -87,6 +88,8 @@ struct Session<'a> {
     channel: &'a mut NodeChannel,
     /// Id of the `<pair-success>` IQ we sent, answered by `<pair-device-sign>`.
     pairing_iq: Option<String>,
+    /// Server pings awaiting their answer: id → when sent.
+    pings: std::collections::HashMap<String, std::time::Instant>,
 }
 
 impl Session<'_> {
@@ -212,6 +215,10 @@ impl Session<'_> {
         let id = attr(&node, "id").unwrap_or_default();
         let kind = attr(&node, "type").unwrap_or_default();
         if kind == "result" {
+            if let Some(sent) = self.pings.remove(&id) {
+                self.inner.ping_times.lock().unwrap().push(sent.elapsed());
+                return Ok(false);
+            }
             let signed = node
                 .children()
                 .is_some_and(|c| c.iter().any(|c| c.tag == "pair-device-sign"));
@@ -429,6 +436,18 @@ impl Session<'_> {
             Action::Close => Ok(true),
             Action::Deliver(stanza) => {
                 self.channel.send(&stanza).await?;
+                Ok(false)
+            }
+            Action::Ping => {
+                let id = self.inner.next_id();
+                let ping = NodeBuilder::new("iq")
+                    .attr("from", SERVER)
+                    .attr("type", "get")
+                    .attr("xmlns", "urn:xmpp:ping")
+                    .attr("id", id.clone())
+                    .build();
+                self.pings.insert(id, std::time::Instant::now());
+                self.channel.send(&ping).await?;
                 Ok(false)
             }
         }

@@ -82,6 +82,9 @@ pub enum Action {
     Close,
     /// Send this stanza (an encrypted message built by the simulator).
     Deliver(wacore_binary::Node),
+    /// Ping the client as the real server does (`urn:xmpp:ping`); the time
+    /// until its answer lands in `Simulator::take_ping_times`.
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +159,8 @@ pub struct Inner {
     media: media::MediaHost,
     /// People who wrote, by LID, with their Signal state.
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
+    /// Round trips of answered server pings, oldest first.
+    ping_times: Mutex<Vec<Duration>>,
 }
 
 impl Inner {
@@ -255,6 +260,7 @@ impl Simulator {
             people: Mutex::default(),
             media: media::MediaHost::default(),
             contacts: tokio::sync::Mutex::default(),
+            ping_times: Mutex::default(),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -537,6 +543,19 @@ impl Simulator {
             .unwrap()
             .get(&device)
             .map_or(0, Vec::len)
+    }
+
+    /// Sends `action` to every live connection; returns how many got it.
+    pub fn act_on_all(&self, action: Action) -> usize {
+        let live = self.inner.live.lock().unwrap();
+        live.iter()
+            .filter(|l| l.actions.send(action.clone()).is_ok())
+            .count()
+    }
+
+    /// The round trips of the server pings answered since the last call.
+    pub fn take_ping_times(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.inner.ping_times.lock().unwrap())
     }
 
     pub fn live_connections(&self) -> usize {

@@ -42,6 +42,7 @@ impl InboundDurabilityHook for DurabilityHook {
         // Err keeps the whole batch unacknowledged: WhatsApp redelivers it.
         self.sink
             .persist(&converted)
+            .await
             .map_err(whatsapp_rust::anyhow::Error::msg)
     }
 }
@@ -81,7 +82,7 @@ impl DurabilityHook {
                 .about(client, info, format!("[unreadable: {reason}]"))
                 .await
         };
-        if let Err(e) = self.sink.persist(&[notice]) {
+        if let Err(e) = self.sink.persist(std::slice::from_ref(&notice)).await {
             tracing::error!(
                 "cannot queue the unreadable notice of message {}: {e}",
                 info.id

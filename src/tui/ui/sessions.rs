@@ -104,6 +104,9 @@ pub(super) fn backlog_words(backlog: &BacklogInfo, now: Instant) -> Option<Strin
     if backlog.dead > 0 {
         parts.push(format!("{} dead", backlog.dead));
     }
+    if let Some(error) = &backlog.write_error {
+        parts.push(format!("outbox cannot write: {error}"));
+    }
     (!parts.is_empty()).then(|| format!("webhook: {}", parts.join(" · ")))
 }
 

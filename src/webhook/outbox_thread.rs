@@ -1,0 +1,341 @@
+//! The outbox on a thread of its own. SQLite calls block (an fsync on a busy
+//! disk can take tens of milliseconds); made on tokio's few workers they
+//! would stall every session's keepalive and every API request behind them.
+//! Here callers send a job and await its answer; the thread runs the jobs
+//! in order (so per-session order holds), commits the enqueues that queued
+//! up meanwhile in one transaction (a group commit: one fsync for all of
+//! them, each caller still answered only once its rows are on disk), and
+//! after every change publishes the session's backlog, so readers (views,
+//! `/health`) never wait for the disk.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::outbox::{Backlog, DeadLetter, Delivery, Enqueued, Items, Outbox, OutboxError};
+
+/// Enqueues that one group commit takes at most.
+const GROUP_MAX: usize = 256;
+
+type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
+
+/// Events to persist for one session, owned: (dedupe key, body) each.
+pub type OwnedItems = Vec<(Option<String>, Vec<u8>)>;
+
+enum Job {
+    Enqueue {
+        session: String,
+        items: OwnedItems,
+        now_ms: i64,
+        reply: Reply<Vec<Enqueued>>,
+    },
+    /// Any other call; returns the session whose backlog it may have
+    /// changed (None for reads) and whether it failed.
+    Call(Box<dyn FnOnce(&Outbox) -> Touched + Send>),
+}
+
+/// What a call did to a session's backlog: nothing (a read), or a write to
+/// this session that worked or failed.
+struct Touched(Option<(String, Result<(), String>)>);
+
+/// Latest backlog per session and the sessions whose backlog changed since
+/// a view last looked.
+#[derive(Default)]
+struct Published {
+    backlogs: Mutex<HashMap<String, Backlog>>,
+    changed: Mutex<BTreeSet<String>>,
+    notify: Notify,
+}
+
+/// Cheap to clone; the thread ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct OutboxThread {
+    // Unbounded, yet bounded in practice: every caller awaits its answer
+    // before sending more, so the queue holds at most one job per task
+    // (session, delivery worker, API request) at a time.
+    jobs: mpsc::UnboundedSender<Job>,
+    published: Arc<Published>,
+}
+
+impl OutboxThread {
+    /// Starts the thread over an open outbox; the backlog of every session
+    /// with rows is published before this returns. (Shared only so tests
+    /// can look at the store directly; the program hands it over.)
+    pub fn start(outbox: Arc<Outbox>) -> OutboxThread {
+        let published = Arc::new(Published::default());
+        for session in outbox.sessions_with_rows() {
+            publish(&outbox, &published, &session, Ok(()));
+        }
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let thread_published = published.clone();
+        std::thread::Builder::new()
+            .name("wabridge-outbox".into())
+            .spawn(move || run(outbox, queue, &thread_published))
+            .expect("the outbox thread starts");
+        OutboxThread { jobs, published }
+    }
+
+    /// Persists `items` for `session`; answers once they are on disk.
+    pub async fn enqueue_batch(
+        &self,
+        session: &str,
+        items: OwnedItems,
+        now_ms: i64,
+    ) -> Result<Vec<Enqueued>, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Enqueue {
+            session: session.to_string(),
+            items,
+            now_ms,
+            reply,
+        });
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Queues `items` for `session` without waiting: still persisted in
+    /// order with everything else sent before and after it; a failure is
+    /// logged and shown in the backlog.
+    pub fn enqueue_detached(&self, session: &str, items: OwnedItems, now_ms: i64) {
+        let (reply, _) = oneshot::channel();
+        self.send(Job::Enqueue {
+            session: session.to_string(),
+            items,
+            now_ms,
+            reply,
+        });
+    }
+
+    pub async fn next_delivery(
+        &self,
+        session: &str,
+        max_messages: usize,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, OutboxError> {
+        // Recording a new batch is a write, but changes no count.
+        let session = session.to_string();
+        self.call(None, move |o| {
+            o.next_delivery(&session, max_messages, max_bytes, now_ms)
+        })
+        .await
+    }
+
+    pub async fn ack(&self, session: &str, seqs: Vec<i64>) -> Result<(), OutboxError> {
+        self.write(session, move |o| o.ack(&seqs)).await
+    }
+
+    pub async fn retry_later(
+        &self,
+        session: &str,
+        seqs: Vec<i64>,
+        at_ms: i64,
+        error: String,
+    ) -> Result<(), OutboxError> {
+        self.write(session, move |o| o.retry_later(&seqs, at_ms, &error))
+            .await
+    }
+
+    pub async fn bury(
+        &self,
+        session: &str,
+        seqs: Vec<i64>,
+        reason: String,
+    ) -> Result<(), OutboxError> {
+        self.write(session, move |o| o.bury(&seqs, &reason)).await
+    }
+
+    pub async fn split_batch(&self, session: &str, members: Vec<i64>) -> Result<bool, OutboxError> {
+        self.write(session, move |o| o.split_batch(&members)).await
+    }
+
+    pub async fn replay(
+        &self,
+        session: &str,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, OutboxError> {
+        let (owned, id) = (session.to_string(), delivery_id.to_string());
+        self.write(session, move |o| o.replay(&owned, &id, now_ms))
+            .await
+    }
+
+    pub async fn drop_session(&self, session: &str) -> Result<u64, OutboxError> {
+        let owned = session.to_string();
+        self.write(session, move |o| o.drop_session(&owned)).await
+    }
+
+    pub async fn dead_letters(
+        &self,
+        session: &str,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, OutboxError> {
+        let session = session.to_string();
+        self.call(None, move |o| o.dead_letters(&session, limit))
+            .await
+    }
+
+    pub async fn prune_delivered(&self, before_ms: i64) -> Result<usize, OutboxError> {
+        self.call(None, move |o| o.prune_delivered(before_ms)).await
+    }
+
+    /// The session's backlog as last published: no disk, no wait.
+    pub fn backlog(&self, session: &str) -> Backlog {
+        lock(&self.published.backlogs)
+            .get(session)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until some session's backlog changed, then returns every
+    /// session that changed since the last call (one entry however often).
+    pub async fn changed_sessions(&self) -> Vec<String> {
+        loop {
+            let notified = self.published.notify.notified();
+            let changed = std::mem::take(&mut *lock(&self.published.changed));
+            if !changed.is_empty() {
+                return changed.into_iter().collect();
+            }
+            notified.await;
+        }
+    }
+
+    /// A write to `session`: its backlog is published afterwards, with the
+    /// error if it failed.
+    async fn write<T: Send + 'static>(
+        &self,
+        session: &str,
+        op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        self.call(Some(session.to_string()), op).await
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        touches: Option<String>,
+        op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Call(Box::new(move |outbox| {
+            let result = op(outbox);
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.0.clone());
+            let _ = reply.send(result);
+            Touched(touches.map(|session| (session, outcome)))
+        })));
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    fn send(&self, job: Job) {
+        // The thread only ends when every sender is gone, so this cannot
+        // fail while `self` exists, short of the thread panicking.
+        let _ = self.jobs.send(job);
+    }
+}
+
+fn gone() -> OutboxError {
+    OutboxError("the outbox thread has stopped".into())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The thread: takes what is queued, commits runs of enqueues together,
+/// runs other calls one by one, in arrival order.
+fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: &Published) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_MAX
+            && let Ok(job) = queue.try_recv()
+        {
+            jobs.push(job);
+        }
+        let mut enqueues = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Enqueue {
+                    session,
+                    items,
+                    now_ms,
+                    reply,
+                } => enqueues.push((session, items, now_ms, reply)),
+                Job::Call(call) => {
+                    // Order: what was enqueued before this call goes first.
+                    commit_group(&outbox, published, std::mem::take(&mut enqueues));
+                    if let Touched(Some((session, outcome))) = call(&outbox) {
+                        publish(&outbox, published, &session, outcome);
+                    }
+                }
+            }
+        }
+        commit_group(&outbox, published, enqueues);
+    }
+}
+
+type PendingEnqueue = (String, OwnedItems, i64, Reply<Vec<Enqueued>>);
+
+fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnqueue>) {
+    if enqueues.is_empty() {
+        return;
+    }
+    let borrowed: Vec<Vec<(Option<&str>, &[u8])>> = enqueues
+        .iter()
+        .map(|(_, items, _, _)| {
+            items
+                .iter()
+                .map(|(key, body)| (key.as_deref(), body.as_slice()))
+                .collect()
+        })
+        .collect();
+    let groups: Vec<(&str, Items<'_>, i64)> = enqueues
+        .iter()
+        .zip(&borrowed)
+        .map(|((session, _, now_ms, _), items)| (session.as_str(), items.as_slice(), *now_ms))
+        .collect();
+    let result = outbox.enqueue_groups(&groups);
+    let sessions: BTreeSet<String> = enqueues.iter().map(|(s, ..)| s.clone()).collect();
+    let outcome = result.as_ref().map(|_| ()).map_err(|e| e.0.clone());
+    if let Err(e) = &result {
+        tracing::error!(
+            "webhook outbox: cannot persist {} event(s): {e}",
+            enqueues
+                .iter()
+                .map(|(_, items, ..)| items.len())
+                .sum::<usize>()
+        );
+    }
+    match result {
+        Ok(all) => {
+            for ((.., reply), queued) in enqueues.into_iter().zip(all) {
+                let _ = reply.send(Ok(queued));
+            }
+        }
+        Err(e) => {
+            for (.., reply) in enqueues {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+    for session in sessions {
+        publish(outbox, published, &session, outcome.clone());
+    }
+}
+
+/// Reads the session's backlog into the published map (keeping a write
+/// error until a later write works) and marks it changed.
+fn publish(outbox: &Outbox, published: &Published, session: &str, outcome: Result<(), String>) {
+    let mut backlog = match outbox.backlog(session) {
+        Ok(backlog) => backlog,
+        Err(e) => {
+            tracing::error!("webhook outbox: cannot read the backlog of {session}: {e}");
+            lock(&published.backlogs)
+                .get(session)
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    backlog.write_error = outcome.err();
+    lock(&published.backlogs).insert(session.to_string(), backlog);
+    lock(&published.changed).insert(session.to_string());
+    published.notify.notify_one();
+}
