@@ -266,6 +266,10 @@ impl Deliverer {
                 "expired: undelivered for more than {}",
                 humantime::format_duration(self.settings.max_age)
             );
+            tracing::error!(
+                "webhook delivery {} for {session} {reason}; kept as a dead letter",
+                delivery.delivery_id
+            );
             self.outbox.bury(session, members, reason).await?;
             return Ok(Some(Duration::ZERO));
         }
