@@ -226,6 +226,15 @@ impl Default for BackoffConfig {
     }
 }
 
+impl From<BackoffConfig> for crate::engine::backoff::BackoffPolicy {
+    fn from(config: BackoffConfig) -> Self {
+        crate::engine::backoff::BackoffPolicy {
+            base: config.base,
+            max: config.max,
+        }
+    }
+}
+
 impl Default for WhatsappConfig {
     fn default() -> Self {
         WhatsappConfig {

@@ -82,7 +82,7 @@ async fn connection_updates_follow_the_session_once_per_change() {
     assert_eq!(statuses(&receiver)[2], "Logged Out");
     let snapshot = engine.snapshot(&id).unwrap();
     assert_eq!(snapshot.state, SessionState::LoggedOut);
-    let backlog = engine.webhooks().unwrap().backlog(&id);
+    let backlog = engine.backlog(&id).unwrap();
     assert_eq!(backlog.dead, 0);
 }
 
@@ -103,8 +103,9 @@ async fn status_updates_queued_while_the_erp_is_down_arrive_after_a_restart() {
             .wait_for(|s| s.state == SessionState::Connected)
             .await
             .unwrap();
-        assert_eq!(engine.webhooks().unwrap().backlog(&id).pending, 1);
         engine.shutdown().await;
+        // Shutting down waits until the status is on disk.
+        assert_eq!(engine.backlog(&id).unwrap().pending, 1);
     }
     // The ERP comes back on the same address; a new process delivers.
     let receiver = Receiver::start_on(port).await;
@@ -174,7 +175,7 @@ async fn a_session_without_a_webhook_queues_nothing() {
         .wait_for(|s| s.state == SessionState::Connected)
         .await
         .unwrap();
-    let backlog = engine.webhooks().unwrap().backlog(&id);
+    let backlog = engine.backlog(&id).unwrap();
     assert_eq!(backlog.pending, 0, "{backlog:?}");
 }
 

@@ -223,16 +223,12 @@ pub async fn qr(
     })
 }
 
-/// The webhook hub, for a session that exists.
-fn webhooks_of<'a>(
-    state: &'a ApiState,
-    id: &SessionId,
-) -> Result<&'a Arc<crate::webhook::hub::WebhookHub>, ApiError> {
-    snapshot(state, id)?;
-    state
-        .engine
-        .webhooks()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off"))
+fn webhooks_off() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off")
+}
+
+fn outbound_failed(e: crate::engine::outbound::OutboundError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 /// `GET /sessions/{id}/dead-letters` (ours)
@@ -241,11 +237,13 @@ pub async fn dead_letters(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
-    let hooks = webhooks_of(&state, &id)?;
-    let letters = hooks
+    snapshot(&state, &id)?;
+    let letters = state
+        .engine
         .dead_letters(&id)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .ok_or_else(webhooks_off)?
+        .map_err(outbound_failed)?;
     let letters: Vec<Value> = letters
         .iter()
         .map(|d| json!({ "deliveryId": d.delivery_id, "createdMs": d.created_ms, "attempts": d.attempts, "reason": d.reason }))
@@ -259,11 +257,13 @@ pub async fn replay(
     Path((raw, delivery)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
-    let hooks = webhooks_of(&state, &id)?;
-    let replayed = hooks
+    snapshot(&state, &id)?;
+    let replayed = state
+        .engine
         .replay(&id, &delivery)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .ok_or_else(webhooks_off)?
+        .map_err(outbound_failed)?;
     if replayed {
         Ok(Json(json!({ "status": "queued" })))
     } else {

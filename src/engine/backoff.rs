@@ -1,23 +1,14 @@
-//! The reconnect schedule, as a pure function: attempt n waits
-//! `base * 2^(n-1)`, capped at `max` (5s, 10s, 20s, 40s, 60s, 60s, ...).
+//! The one backoff schedule, as a pure function: attempt n waits
+//! `base * 2^(n-1)`, capped at `max` (5s, 10s, 20s, 40s, 60s, 60s, ...), for
+//! reconnects (exactly, as the seed says) and for webhook retries (with
+//! jitter, so sessions that failed together do not retry together).
 
 use std::time::Duration;
-
-use crate::config::BackoffConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
     pub base: Duration,
     pub max: Duration,
-}
-
-impl From<BackoffConfig> for BackoffPolicy {
-    fn from(config: BackoffConfig) -> Self {
-        BackoffPolicy {
-            base: config.base,
-            max: config.max,
-        }
-    }
 }
 
 impl BackoffPolicy {
@@ -27,6 +18,13 @@ impl BackoffPolicy {
         self.base
             .checked_mul(1u32 << doublings)
             .map_or(self.max, |d| d.min(self.max))
+    }
+
+    /// `delay(attempt)` shortened by up to `jitter` of itself (0.2 = up to a
+    /// fifth), by an amount `seed` picks: never longer than the schedule.
+    pub fn jittered_delay(&self, attempt: u32, jitter: f64, seed: u64) -> Duration {
+        let delay = self.delay(attempt);
+        delay.saturating_sub(delay.mul_f64((seed % 1000) as f64 / 1000.0 * jitter.clamp(0.0, 1.0)))
     }
 }
 

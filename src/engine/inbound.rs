@@ -1,4 +1,4 @@
-//! A session's incoming messages: persisted to the webhook outbox (the
+//! A session's incoming messages: persisted by the outbound side (the
 //! durability point: WhatsApp gets its ack only after this succeeded), then
 //! shown to the views.
 
@@ -7,15 +7,14 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::backend::{InboundSink, IncomingMessage, PersistFuture};
+use super::outbound::Outbound;
 use super::phone::Source;
 use super::state::{EngineEvent, InboundMessage, Sender};
 use crate::paths::SessionId;
-use crate::webhook::hub::WebhookHub;
-use crate::webhook::payload::{WebhookEvent, WireMedia, WireMessage, WireReply};
 
 pub(crate) struct MessageForwarder {
     pub(crate) session: SessionId,
-    pub(crate) hooks: Option<Arc<WebhookHub>>,
+    pub(crate) outbound: Option<Arc<dyn Outbound>>,
     pub(crate) events: broadcast::Sender<EngineEvent>,
 }
 
@@ -37,24 +36,11 @@ impl MessageForwarder {
                 );
             }
         }
-        if let Some(hooks) = &self.hooks {
-            let events: Vec<(WebhookEvent, String)> = batch
-                .iter()
-                .map(|m| {
-                    (
-                        WebhookEvent::MessagesUpsert(vec![wire_message(m)]),
-                        dedupe_key(&self.session, m),
-                    )
-                })
-                .collect();
-            let refs: Vec<(&WebhookEvent, Option<&str>)> = events
-                .iter()
-                .map(|(event, key)| (event, Some(key.as_str())))
-                .collect();
-            hooks
-                .publish_batch(&self.session, &refs)
+        if let Some(outbound) = &self.outbound {
+            outbound
+                .persist_messages(&self.session, batch)
                 .await
-                .map_err(|e| format!("cannot queue {} message(s): {e}", batch.len()))?;
+                .map_err(|e| e.to_string())?;
         }
         // Only after everything is on disk do the views hear about it.
         for message in batch {
@@ -63,44 +49,6 @@ impl MessageForwarder {
                 .send(EngineEvent::Message(Arc::new(view(&self.session, message))));
         }
         Ok(())
-    }
-}
-
-/// Stanza ids are unique only within a (chat, sender): the key has all three.
-/// An unreadable notice has a key of its own, so that the real message,
-/// resent under the same id, is still delivered after it.
-pub fn dedupe_key(session: &SessionId, m: &IncomingMessage) -> String {
-    let notice = if m.unreadable { "|unreadable" } else { "" };
-    format!("{session}|{}|{}|{}{notice}", m.chat, m.sender, m.id)
-}
-
-pub fn wire_message(m: &IncomingMessage) -> WireMessage {
-    use base64::Engine as _;
-    WireMessage {
-        id: m.id.clone(),
-        from: m.from.from.clone(),
-        text: m.text.clone(),
-        timestamp: m.timestamp,
-        push_name: m.push_name.clone(),
-        media: m.media.as_ref().map(|media| WireMedia {
-            data: media
-                .content
-                .as_ref()
-                .ok()
-                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
-            mimetype: media.mimetype.clone(),
-            filename: media.filename.clone(),
-            omitted: media.content.as_ref().err().cloned(),
-        }),
-        is_group: m.is_group,
-        group_id: m.is_group.then(|| m.chat.clone()),
-        group_name: m.group_name.clone(),
-        reply_to: m.reply_to.as_ref().map(|(id, text)| WireReply {
-            message_id: id.clone(),
-            text: text.clone(),
-        }),
-        from_lid: m.from.from_lid.clone(),
-        from_resolved: m.from.resolved,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod backoff;
 pub mod close;
 pub mod inbound;
+pub mod outbound;
 pub mod phone;
 pub mod progress;
 pub mod requests;
@@ -22,9 +23,9 @@ use tokio::task::JoinHandle;
 
 use crate::paths::{DataDir, SessionId};
 use crate::session_files::SessionFiles;
-use crate::webhook::hub::{WebhookHub, target_of};
 use backend::{Answer, Outgoing, Query, Sent, WaBackend};
 use backoff::BackoffPolicy;
+use outbound::{DeadLetter, Outbound, OutboundError};
 pub use requests::RequestError;
 use requests::{Done, Op, Request};
 pub use state::{
@@ -109,7 +110,7 @@ struct Inner {
     /// task has ended and their files are gone.
     deleting: Mutex<std::collections::BTreeSet<SessionId>>,
     events: broadcast::Sender<EngineEvent>,
-    hooks: Option<Arc<WebhookHub>>,
+    outbound: Option<Arc<dyn Outbound>>,
     spawn: Box<Spawner>,
 }
 
@@ -117,29 +118,39 @@ impl Engine {
     /// Creates the engine; no session runs until `start_saved` or
     /// `add_session`.
     pub fn new<B: WaBackend>(backend: B, data: DataDir, policy: BackoffPolicy) -> Engine {
-        Self::with_webhooks(backend, data, policy, None)
+        Self::build(backend, data, policy, None)
     }
 
-    /// Like `new`, with status changes (and later messages) forwarded to
-    /// each session's webhook through `hooks`.
-    pub fn with_webhooks<B: WaBackend>(
+    /// Like `new`, with messages and status changes going out through
+    /// `outbound` (the webhook hub, say).
+    pub fn with_webhooks<B: WaBackend, O: Outbound>(
         backend: B,
         data: DataDir,
         policy: BackoffPolicy,
-        hooks: Option<Arc<WebhookHub>>,
+        outbound: Option<Arc<O>>,
+    ) -> Engine {
+        let outbound = outbound.map(|o| o as Arc<dyn Outbound>);
+        Self::build(backend, data, policy, outbound)
+    }
+
+    fn build<B: WaBackend>(
+        backend: B,
+        data: DataDir,
+        policy: BackoffPolicy,
+        outbound: Option<Arc<dyn Outbound>>,
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
         let backend = Arc::new(backend);
         let spawn = {
             let data = data.clone();
             let events = events.clone();
-            let hooks = hooks.clone();
+            let outbound = outbound.clone();
             move |id: SessionId| {
                 let (command_tx, command_rx) = mpsc::channel(16);
                 let (request_tx, request_rx) = mpsc::channel(64);
                 let mut first = SessionSnapshot::new(id.clone());
                 // What the outbox still holds for it from before a restart.
-                first.backlog = hooks.as_ref().map(|hooks| backlog_info(hooks, &id));
+                first.backlog = outbound.as_ref().map(|o| o.backlog(&id));
                 let (snapshot_tx, snapshot_rx) = watch::channel(first);
                 let supervisor = Supervisor::new(
                     backend.clone(),
@@ -148,7 +159,7 @@ impl Engine {
                     policy,
                     command_rx,
                     request_rx,
-                    Publisher::new(snapshot_tx.clone(), events.clone(), hooks.clone()),
+                    Publisher::new(snapshot_tx.clone(), events.clone(), outbound.clone()),
                 );
                 SessionHandle {
                     commands: command_tx,
@@ -165,13 +176,13 @@ impl Engine {
                 sessions: Mutex::new(BTreeMap::new()),
                 deleting: Mutex::new(Default::default()),
                 events,
-                hooks,
+                outbound,
                 spawn: Box::new(spawn),
             }),
         };
-        if let Some(hooks) = &engine.inner.hooks {
+        if let Some(outbound) = &engine.inner.outbound {
             tokio::spawn(forward_backlog_changes(
-                hooks.clone(),
+                outbound.clone(),
                 Arc::downgrade(&engine.inner),
             ));
         }
@@ -213,8 +224,8 @@ impl Engine {
                     }
                 })
                 .map_err(|e| EngineError::Storage(e.to_string()))?;
-            if let Some(hooks) = &self.inner.hooks {
-                hooks.set_target(id, target_of(&settings));
+            if let Some(outbound) = &self.inner.outbound {
+                outbound.configure(id, &settings);
             }
             self.show_webhook(id, settings.webhook_url.is_some());
         } else {
@@ -292,8 +303,8 @@ impl Engine {
             let _ = handle.commands.try_send(Command::Stop);
             end_task(handle.task).await;
         }
-        if let Some(hooks) = &self.inner.hooks {
-            match hooks.forget_session(id).await {
+        if let Some(outbound) = &self.inner.outbound {
+            match outbound.forget(id).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     "session {id} deleted with {n} undelivered webhook deliveries; they are dropped"
@@ -347,9 +358,32 @@ impl Engine {
             .map(|h| h.snapshot.borrow().clone())
     }
 
-    /// The webhook hub, when forwarding is on.
-    pub fn webhooks(&self) -> Option<&Arc<WebhookHub>> {
-        self.inner.hooks.as_ref()
+    /// Whether messages go out anywhere (a webhook hub is attached).
+    pub fn forwards(&self) -> bool {
+        self.inner.outbound.is_some()
+    }
+
+    /// What has not got through to the session's target yet; None when
+    /// nothing is forwarded.
+    pub fn backlog(&self, id: &SessionId) -> Option<BacklogInfo> {
+        self.inner.outbound.as_ref().map(|o| o.backlog(id))
+    }
+
+    /// The session's dead letters; None when nothing is forwarded.
+    pub async fn dead_letters(
+        &self,
+        id: &SessionId,
+    ) -> Option<Result<Vec<DeadLetter>, OutboundError>> {
+        Some(self.inner.outbound.as_ref()?.dead_letters(id).await)
+    }
+
+    /// Puts a dead letter back in its queue; None when nothing is forwarded.
+    pub async fn replay(
+        &self,
+        id: &SessionId,
+        delivery_id: &str,
+    ) -> Option<Result<bool, OutboundError>> {
+        Some(self.inner.outbound.as_ref()?.replay(id, delivery_id).await)
     }
 
     /// Every session, ordered by id.
@@ -382,11 +416,12 @@ impl Engine {
         for handle in handles {
             end_task(handle.task).await;
         }
+        if let Some(outbound) = &self.inner.outbound
+            && let Err(e) = outbound.flush().await
+        {
+            tracing::error!("the last webhook events may not be saved: {e}");
+        }
     }
-}
-
-fn backlog_info(hooks: &WebhookHub, id: &SessionId) -> BacklogInfo {
-    BacklogInfo::from_outbox(hooks.backlog(id), now(), crate::webhook::deliver::now_ms())
 }
 
 /// How often views hear of backlog changes at most: a flood changes a
@@ -397,17 +432,14 @@ const BACKLOG_REFRESH: std::time::Duration = std::time::Duration::from_millis(10
 /// changed" signals, and tells the views, so `/health`, `/sessions`,
 /// `/metrics` and the dashboard show it without polling. Changes are
 /// coalesced: one refresh per session per `BACKLOG_REFRESH` at most.
-async fn forward_backlog_changes(hooks: Arc<WebhookHub>, engine: std::sync::Weak<Inner>) {
+async fn forward_backlog_changes(outbound: Arc<dyn Outbound>, engine: std::sync::Weak<Inner>) {
     loop {
-        let changed = hooks.changed_sessions().await;
+        let changed = outbound.backlog_changes().await;
         let Some(inner) = engine.upgrade() else {
             return;
         };
-        for session in changed {
-            let Ok(id) = SessionId::parse(&session) else {
-                continue;
-            };
-            let backlog = backlog_info(&hooks, &id);
+        for id in changed {
+            let backlog = outbound.backlog(&id);
             if let Some(handle) = lock(&inner.sessions).get(&id) {
                 handle
                     .snapshot_tx

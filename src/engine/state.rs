@@ -119,24 +119,6 @@ pub struct BacklogInfo {
 }
 
 impl BacklogInfo {
-    /// From the outbox's wall-clock counts, relative to `now` (monotonic)
-    /// and `now_ms` (wall clock) read at the same moment.
-    pub fn from_outbox(
-        backlog: crate::webhook::outbox::Backlog,
-        now: Instant,
-        now_ms: i64,
-    ) -> Self {
-        BacklogInfo {
-            pending: backlog.pending,
-            dead: backlog.dead,
-            oldest_at: backlog.oldest_ms.map(|ms| {
-                let age = std::time::Duration::from_millis((now_ms - ms).max(0) as u64);
-                now.checked_sub(age).unwrap_or(now)
-            }),
-            write_error: backlog.write_error,
-        }
-    }
-
     pub fn oldest_age(&self, now: Instant) -> Option<std::time::Duration> {
         self.oldest_at.map(|at| now.saturating_duration_since(at))
     }

@@ -13,13 +13,12 @@ use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::inbound::MessageForwarder;
 use super::now;
+use super::outbound::Outbound;
 use super::progress::MessageProgress;
 use super::requests::{Request, run_or_refuse};
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
-use crate::webhook::hub::{WebhookHub, target_of};
-use crate::webhook::payload::WebhookEvent;
 
 async fn sleep_until(at: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await
@@ -51,22 +50,12 @@ enum Next {
     Exit,
 }
 
-/// The statuses the old bridge posted as `connection.update`.
-const WEBHOOK_STATUSES: [&str; 4] = [
-    "Connected",
-    "QR Scan Required",
-    "Disconnected",
-    "Logged Out",
-];
-
-/// Publishes snapshot changes to the watch channel, the broadcast and, for
-/// status changes, the session's webhook.
+/// Publishes snapshot changes to the watch channel, the broadcast and the
+/// outbound side (which picks what its target hears of them).
 pub(crate) struct Publisher {
     snapshot: watch::Sender<SessionSnapshot>,
     events: broadcast::Sender<EngineEvent>,
-    hooks: Option<Arc<WebhookHub>>,
-    /// The last status posted, so a retry loop posts "Disconnected" once.
-    posted_status: Option<&'static str>,
+    outbound: Option<Arc<dyn Outbound>>,
     /// A close recorded but not yet published: it goes out with the state
     /// it leads to, so no view ever sees a close next to the old state.
     pending_close: Option<LastClose>,
@@ -78,13 +67,12 @@ impl Publisher {
     pub(crate) fn new(
         snapshot: watch::Sender<SessionSnapshot>,
         events: broadcast::Sender<EngineEvent>,
-        hooks: Option<Arc<WebhookHub>>,
+        outbound: Option<Arc<dyn Outbound>>,
     ) -> Self {
         Publisher {
             snapshot,
             events,
-            hooks,
-            posted_status: None,
+            outbound,
             pending_close: None,
             progress: MessageProgress::default(),
         }
@@ -100,27 +88,11 @@ impl Publisher {
             change(s);
         });
         let current = self.snapshot.borrow().clone();
-        self.post_status(&current);
+        if let Some(outbound) = &self.outbound {
+            outbound.session_changed(&current);
+        }
         // No subscriber is fine: views come and go.
         let _ = self.events.send(EngineEvent::SessionChanged(current));
-    }
-
-    fn post_status(&mut self, current: &SessionSnapshot) {
-        let Some(hooks) = &self.hooks else { return };
-        let status = current.state.api_status();
-        if self.posted_status == Some(status) || !WEBHOOK_STATUSES.contains(&status) {
-            return;
-        }
-        let error = match &current.state {
-            SessionState::Halted(reason) => Some(reason.describe(now())),
-            SessionState::Disconnected => {
-                current.last_close.as_ref().map(|c| c.description.clone())
-            }
-            _ => None,
-        };
-        let event = WebhookEvent::ConnectionUpdate { status, error };
-        hooks.publish_detached(&current.id, &event);
-        self.posted_status = Some(status);
     }
 
     /// `message.status` for each of our sent messages the event takes
@@ -131,18 +103,14 @@ impl Publisher {
         status: &'static str,
         timestamp_ms: i64,
     ) {
-        let Some(hooks) = &self.hooks else { return };
+        let Some(outbound) = &self.outbound else {
+            return;
+        };
         let session = &self.snapshot.borrow().id;
         for message_id in message_ids {
-            if !self.progress.advance(&message_id, status) {
-                continue;
+            if self.progress.advance(&message_id, status) {
+                outbound.message_status(session, &message_id, status, timestamp_ms);
             }
-            let event = WebhookEvent::MessageStatus {
-                message_id,
-                status,
-                timestamp: timestamp_ms,
-            };
-            hooks.publish_detached(session, &event);
         }
     }
 
@@ -199,8 +167,8 @@ impl<B: WaBackend> Supervisor<B> {
     pub(crate) async fn run(mut self) {
         let mut next = match self.files.load_settings() {
             Ok(settings) => {
-                if let Some(hooks) = &self.publisher.hooks {
-                    hooks.set_target(&self.files.id, target_of(&settings));
+                if let Some(outbound) = &self.publisher.outbound {
+                    outbound.configure(&self.files.id, &settings);
                 }
                 self.publisher
                     .update(|s| s.has_webhook = settings.webhook_url.is_some());
@@ -252,7 +220,7 @@ impl<B: WaBackend> Supervisor<B> {
             pair_phone: self.pair_phone.clone(),
             inbound: Some(Arc::new(MessageForwarder {
                 session: self.files.id.clone(),
-                hooks: self.publisher.hooks.clone(),
+                outbound: self.publisher.outbound.clone(),
                 events: self.publisher.events.clone(),
             })),
         };

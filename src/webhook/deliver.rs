@@ -76,16 +76,14 @@ pub fn judge(result: Result<u16, String>) -> Verdict {
     }
 }
 
-/// Delay before retry `attempt` (1-based): base·2^(n-1) capped, with up to
-/// 20% jitter so sessions that failed together do not retry together.
+/// Delay before retry `attempt` (1-based): the engine's backoff schedule
+/// over `retry_base`/`retry_max`, with up to 20% jitter.
 pub fn retry_delay(settings: &DeliverySettings, attempt: u32, jitter_seed: u64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(20);
-    let delay = settings
-        .retry_base
-        .checked_mul(1 << doublings)
-        .map_or(settings.retry_max, |d| d.min(settings.retry_max));
-    let jitter = delay.mul_f64((jitter_seed % 1000) as f64 / 1000.0 * 0.2);
-    delay.saturating_sub(jitter)
+    let policy = crate::engine::backoff::BackoffPolicy {
+        base: settings.retry_base,
+        max: settings.retry_max,
+    };
+    policy.jittered_delay(attempt, 0.2, jitter_seed)
 }
 
 pub fn signature(secret: &str, body: &[u8]) -> String {

@@ -30,6 +30,7 @@ pub struct WebhookHub {
     outbox: OutboxThread,
     deliverer: Arc<Deliverer>,
     workers: Mutex<HashMap<String, Worker>>,
+    posted: super::bridge::PostedStatuses,
 }
 
 impl WebhookHub {
@@ -46,7 +47,12 @@ impl WebhookHub {
             outbox,
             deliverer,
             workers: Mutex::new(HashMap::new()),
+            posted: Default::default(),
         }))
+    }
+
+    pub(super) fn posted(&self) -> &super::bridge::PostedStatuses {
+        &self.posted
     }
 
     fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Worker>> {
@@ -129,6 +135,11 @@ impl WebhookHub {
         self.outbox
             .enqueue_detached(session.as_str(), owned(session, &[(event, None)]), now_ms());
         self.wake(session);
+    }
+
+    /// Resolves once every event handed over before is on disk.
+    pub async fn flush(&self) -> Result<(), OutboxError> {
+        self.outbox.flush().await
     }
 
     /// Waits until some backlog changed; returns the sessions whose did.

@@ -1,7 +1,9 @@
 //! Forwarding to the ERP: the wire format (`payload`), the durable queue
 //! (`outbox`, run on its own thread by `outbox_thread`) and the HTTP worker
-//! per session (`deliver`).
+//! per session (`deliver`), and the engine's outbound seam spoken as the old
+//! bridge's webhooks (`bridge`).
 
+pub mod bridge;
 pub mod deliver;
 pub mod hub;
 pub mod outbox;

@@ -43,15 +43,7 @@ pub struct Delivery {
     pub members: Vec<i64>,
 }
 
-/// A delivery the receiver refused for good (4xx) or that expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub delivery_id: String,
-    pub session: String,
-    pub created_ms: i64,
-    pub attempts: u32,
-    pub reason: String,
-}
+pub use crate::engine::outbound::DeadLetter;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {

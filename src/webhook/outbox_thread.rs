@@ -175,6 +175,13 @@ impl OutboxThread {
             .await
     }
 
+    /// Resolves once every job sent before it has run (the thread runs
+    /// them in order): what was enqueued without waiting is on disk, or
+    /// failed and was logged.
+    pub async fn flush(&self) -> Result<(), OutboxError> {
+        self.call(None, |_| Ok(())).await
+    }
+
     pub async fn prune_delivered(&self, before_ms: i64) -> Result<usize, OutboxError> {
         self.call(None, move |o| o.prune_delivered(before_ms)).await
     }

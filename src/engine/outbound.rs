@@ -1,0 +1,87 @@
+//! The engine's one way out: what it tells the world beyond its views about
+//! its sessions (their messages, status changes and deleted sessions), and
+//! what it asks back (the backlog of what has not got through yet, dead
+//! letters). The webhook implements it (`webhook::bridge`, which owns the
+//! old bridge's vocabulary); a broker target or a cluster store plug in
+//! here, not into the supervisor.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::backend::IncomingMessage;
+use super::state::{BacklogInfo, SessionSnapshot};
+use crate::paths::SessionId;
+use crate::session_files::SessionSettings;
+
+/// Why the outbound side could not do what was asked (the disk is full,
+/// its store cannot be read), in its own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OutboundError(pub String);
+
+pub type OutboundFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, OutboundError>> + Send + 'a>>;
+
+/// Something sent out that its receiver refused for good (or that expired).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub delivery_id: String,
+    pub session: String,
+    pub created_ms: i64,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+pub trait Outbound: Send + Sync + 'static {
+    /// A session's settings (its target) apply from now: at its start and
+    /// whenever they change.
+    fn configure(&self, session: &SessionId, settings: &SessionSettings);
+
+    /// Persists incoming messages; resolves Ok only once they are durable,
+    /// for WhatsApp is acknowledged right after. Waiting for the disk here
+    /// never holds one of the runtime's worker threads.
+    fn persist_messages<'a>(
+        &'a self,
+        session: &'a SessionId,
+        batch: &'a [IncomingMessage],
+    ) -> OutboundFuture<'a, ()>;
+
+    /// A session's snapshot changed: tell what the target should hear of
+    /// it (kept in order with its messages; not awaited).
+    fn session_changed(&self, snapshot: &SessionSnapshot);
+
+    /// One of our sent messages got further ("Sent", "Delivered", "Read").
+    fn message_status(
+        &self,
+        session: &SessionId,
+        message_id: &str,
+        status: &'static str,
+        at_ms: i64,
+    );
+
+    /// The session was deleted: forget what is held for it, so a new
+    /// session of the same id starts empty. Returns how many undelivered
+    /// items were dropped.
+    fn forget<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, u64>;
+
+    /// Resolves once everything handed over so far is durable (the
+    /// changes and statuses that were not awaited): the engine's shutdown
+    /// waits for it, so a status posted just before an exit is not lost.
+    fn flush(&self) -> OutboundFuture<'_, ()>;
+
+    /// What has not got through yet, as last known (no waiting).
+    fn backlog(&self, session: &SessionId) -> BacklogInfo;
+
+    /// Waits until some backlog changed; returns whose did.
+    fn backlog_changes(&self) -> Pin<Box<dyn Future<Output = Vec<SessionId>> + Send + '_>>;
+
+    fn dead_letters<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, Vec<DeadLetter>>;
+
+    /// Puts a dead letter back in its queue; false when the session has no
+    /// such letter.
+    fn replay<'a>(
+        &'a self,
+        session: &'a SessionId,
+        delivery_id: &'a str,
+    ) -> OutboundFuture<'a, bool>;
+}

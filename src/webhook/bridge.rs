@@ -1,0 +1,211 @@
+//! The engine's outbound seam, spoken as the old bridge's webhooks: which
+//! session states are posted as `connection.update` (and once each), how a
+//! message becomes a `messages.upsert` entry, what makes two deliveries of
+//! one message the same (the dedupe key).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::deliver::now_ms;
+use super::hub::{WebhookHub, target_of};
+use super::payload::{WebhookEvent, WireMedia, WireMessage, WireReply};
+use crate::engine::backend::IncomingMessage;
+use crate::engine::outbound::{DeadLetter, Outbound, OutboundError, OutboundFuture};
+use crate::engine::{BacklogInfo, SessionSnapshot, SessionState};
+use crate::paths::SessionId;
+use crate::session_files::SessionSettings;
+
+/// The statuses the old bridge posted as `connection.update`.
+const WEBHOOK_STATUSES: [&str; 4] = [
+    "Connected",
+    "QR Scan Required",
+    "Disconnected",
+    "Logged Out",
+];
+
+/// The status last posted per running session, so a retry loop posts
+/// "Disconnected" once. Forgotten when the session's task stops, so its
+/// next start posts afresh, as the old bridge did.
+#[derive(Default)]
+pub(super) struct PostedStatuses(Mutex<HashMap<SessionId, &'static str>>);
+
+impl PostedStatuses {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, &'static str>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Outbound for WebhookHub {
+    fn configure(&self, session: &SessionId, settings: &SessionSettings) {
+        self.set_target(session, target_of(settings));
+    }
+
+    fn persist_messages<'a>(
+        &'a self,
+        session: &'a SessionId,
+        batch: &'a [IncomingMessage],
+    ) -> OutboundFuture<'a, ()> {
+        Box::pin(async move {
+            let events: Vec<(WebhookEvent, String)> = batch
+                .iter()
+                .map(|m| {
+                    (
+                        WebhookEvent::MessagesUpsert(vec![wire_message(m)]),
+                        dedupe_key(session, m),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&WebhookEvent, Option<&str>)> = events
+                .iter()
+                .map(|(event, key)| (event, Some(key.as_str())))
+                .collect();
+            self.publish_batch(session, &refs)
+                .await
+                .map(|_| ())
+                .map_err(|e| OutboundError(format!("cannot queue {} message(s): {e}", batch.len())))
+        })
+    }
+
+    fn session_changed(&self, snapshot: &SessionSnapshot) {
+        let mut posted = self.posted().lock();
+        if snapshot.state == SessionState::Stopped {
+            posted.remove(&snapshot.id);
+            return;
+        }
+        let status = snapshot.state.api_status();
+        if posted.get(&snapshot.id) == Some(&status) || !WEBHOOK_STATUSES.contains(&status) {
+            return;
+        }
+        let error = match &snapshot.state {
+            SessionState::Halted(reason) => Some(reason.describe(crate::engine::now())),
+            SessionState::Disconnected => {
+                snapshot.last_close.as_ref().map(|c| c.description.clone())
+            }
+            _ => None,
+        };
+        posted.insert(snapshot.id.clone(), status);
+        drop(posted);
+        self.publish_detached(
+            &snapshot.id,
+            &WebhookEvent::ConnectionUpdate { status, error },
+        );
+    }
+
+    fn message_status(
+        &self,
+        session: &SessionId,
+        message_id: &str,
+        status: &'static str,
+        at_ms: i64,
+    ) {
+        let event = WebhookEvent::MessageStatus {
+            message_id: message_id.to_string(),
+            status,
+            timestamp: at_ms,
+        };
+        self.publish_detached(session, &event);
+    }
+
+    fn forget<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, u64> {
+        self.posted().lock().remove(session);
+        Box::pin(async move {
+            self.forget_session(session)
+                .await
+                .map_err(|e| OutboundError(e.to_string()))
+        })
+    }
+
+    fn flush(&self) -> OutboundFuture<'_, ()> {
+        Box::pin(async move {
+            WebhookHub::flush(self)
+                .await
+                .map_err(|e| OutboundError(e.to_string()))
+        })
+    }
+
+    fn backlog(&self, session: &SessionId) -> BacklogInfo {
+        let backlog = WebhookHub::backlog(self, session);
+        // The outbox counts ages in wall-clock milliseconds; views want an
+        // instant on the engine's clock.
+        let (now, now_ms) = (crate::engine::now(), now_ms());
+        BacklogInfo {
+            pending: backlog.pending,
+            dead: backlog.dead,
+            oldest_at: backlog.oldest_ms.map(|ms| {
+                let age = std::time::Duration::from_millis((now_ms - ms).max(0) as u64);
+                now.checked_sub(age).unwrap_or(now)
+            }),
+            write_error: backlog.write_error,
+        }
+    }
+
+    fn backlog_changes(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<SessionId>> + Send + '_>> {
+        Box::pin(async move {
+            self.changed_sessions()
+                .await
+                .iter()
+                .filter_map(|s| SessionId::parse(s).ok())
+                .collect()
+        })
+    }
+
+    fn dead_letters<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, Vec<DeadLetter>> {
+        Box::pin(async move {
+            WebhookHub::dead_letters(self, session)
+                .await
+                .map_err(|e| OutboundError(e.to_string()))
+        })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        session: &'a SessionId,
+        delivery_id: &'a str,
+    ) -> OutboundFuture<'a, bool> {
+        Box::pin(async move {
+            WebhookHub::replay(self, session, delivery_id)
+                .await
+                .map_err(|e| OutboundError(e.to_string()))
+        })
+    }
+}
+
+/// Stanza ids are unique only within a (chat, sender): the key has all three.
+/// An unreadable notice has a key of its own, so that the real message,
+/// resent under the same id, is still delivered after it.
+pub fn dedupe_key(session: &SessionId, m: &IncomingMessage) -> String {
+    let notice = if m.unreadable { "|unreadable" } else { "" };
+    format!("{session}|{}|{}|{}{notice}", m.chat, m.sender, m.id)
+}
+
+pub fn wire_message(m: &IncomingMessage) -> WireMessage {
+    use base64::Engine as _;
+    WireMessage {
+        id: m.id.clone(),
+        from: m.from.from.clone(),
+        text: m.text.clone(),
+        timestamp: m.timestamp,
+        push_name: m.push_name.clone(),
+        media: m.media.as_ref().map(|media| WireMedia {
+            data: media
+                .content
+                .as_ref()
+                .ok()
+                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
+            mimetype: media.mimetype.clone(),
+            filename: media.filename.clone(),
+            omitted: media.content.as_ref().err().cloned(),
+        }),
+        is_group: m.is_group,
+        group_id: m.is_group.then(|| m.chat.clone()),
+        group_name: m.group_name.clone(),
+        reply_to: m.reply_to.as_ref().map(|(id, text)| WireReply {
+            message_id: id.clone(),
+            text: text.clone(),
+        }),
+        from_lid: m.from.from_lid.clone(),
+        from_resolved: m.from.resolved,
+    }
+}
