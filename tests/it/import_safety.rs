@@ -3,7 +3,7 @@
 //! file is skipped whole with each problem named, and an imported folder is
 //! marked so the old bridge cannot run on it again.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

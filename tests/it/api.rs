@@ -1,7 +1,7 @@
 //! The HTTP API through the router (no port) for every route, status code and
 //! error string, hostile requests included; and once on a real loopback port.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -14,7 +14,6 @@ use tower::ServiceExt;
 use support::fake_backend::{Conn, FakeBackend, connected};
 use wabridge::api::{ApiState, router};
 use wabridge::engine::backend::WaEvent;
-use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::{Engine, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 
@@ -28,10 +27,7 @@ struct Api {
 fn api_with_token(token: &str) -> Api {
     let tmp = tempfile::tempdir().unwrap();
     let backend = FakeBackend::default();
-    let policy = BackoffPolicy {
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(40),
-    };
+    let policy = support::fast_policy();
     let engine = Engine::new(
         backend.clone(),
         DataDir::new(tmp.path().join("data")),
@@ -434,7 +430,7 @@ async fn serves_on_a_real_loopback_port() {
         api.router.clone(),
         std::future::pending(),
     ));
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let client = reqwest::Client::new();
     let answer: Value = client
         .post(format!("http://{addr}/sessions/start"))

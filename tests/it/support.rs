@@ -7,6 +7,30 @@ pub use wabridge_sim::{
     baileys, fake_backend, log_capture, pairing, receiver, screen, sim, small_disk, tmux,
 };
 
+use std::time::Duration;
+
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::paths::SessionId;
+
+/// A reconnect schedule fast enough for tests on the real clock: 10 ms,
+/// 20 ms, then 40 ms between attempts.
+pub fn fast_policy() -> BackoffPolicy {
+    BackoffPolicy {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(40),
+    }
+}
+
+pub fn id(s: &str) -> SessionId {
+    SessionId::parse(s).unwrap()
+}
+
+/// rustls' provider, which reqwest and the WhatsApp client need; installing
+/// it again (another test did) is fine.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Child processes of the product `wabridge` binary, which checks the
 /// server's certificate chain like the copy a user installs.
 pub mod process {

@@ -4,7 +4,7 @@
 //! down. With `max_age = "1day"`, the waiting delivery must not be buried as
 //! expired on the spot; the ERP gets it once it answers again.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

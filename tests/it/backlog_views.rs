@@ -3,7 +3,7 @@
 //! and every change after), so `/sessions` shows it, `/metrics` has its
 //! gauges and `/health` says "degraded" once the oldest delivery is old.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -15,7 +15,6 @@ use tower::ServiceExt;
 use support::fake_backend::FakeBackend;
 use support::receiver::{Receiver, Reply};
 use wabridge::api::{ApiState, router};
-use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::{Engine, EngineEvent};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::session_files::{SessionFiles, SessionSettings};
@@ -38,7 +37,7 @@ async fn get(router: &axum::Router, path: &str) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn a_stuck_erp_shows_in_sessions_metrics_and_health() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path().join("data"));
     let id = SessionId::parse("WA-1").unwrap();
@@ -76,10 +75,7 @@ async fn a_stuck_erp_shows_in_sessions_metrics_and_health() {
     let engine = Engine::with_webhooks(
         FakeBackend::default(),
         data.clone(),
-        BackoffPolicy {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        },
+        support::fast_policy(),
         Some(hooks),
     );
     let mut changes = engine.subscribe();
@@ -140,7 +136,7 @@ async fn a_stuck_erp_shows_in_sessions_metrics_and_health() {
 /// old session's deliveries.
 #[tokio::test]
 async fn a_deleted_sessions_backlog_does_not_outlive_it() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let tmp = tempfile::tempdir().unwrap();
     let data = DataDir::new(tmp.path().join("data"));
     let id = SessionId::parse("WA-1").unwrap();
@@ -157,10 +153,7 @@ async fn a_deleted_sessions_backlog_does_not_outlive_it() {
     let engine = Engine::with_webhooks(
         FakeBackend::default(),
         data.clone(),
-        BackoffPolicy {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        },
+        support::fast_policy(),
         Some(hooks.clone()),
     );
     let mut changes = engine.subscribe();

@@ -2,7 +2,7 @@
 //! headers, order, retries on 500 and hangs, dead letters on 4xx, an ERP
 //! that is down and comes back, and junk replies.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,7 @@ fn settings() -> DeliverySettings {
 }
 
 fn rig(url: Option<String>, settings: DeliverySettings) -> Rig {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let tmp = tempfile::tempdir().unwrap();
     let outbox = Arc::new(Outbox::open(&tmp.path().join("outbox.db")).unwrap());
     let deliverer =
@@ -476,7 +476,7 @@ async fn the_readme_verifier_accepts_a_real_delivery_and_refuses_replays() {
 /// is room again the delivery is acknowledged and the error goes.
 #[tokio::test]
 async fn a_full_disk_backs_off_shows_the_error_and_recovers() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let disk = small_disk::SmallDisk::mount(512);
     let outbox = Arc::new(Outbox::open(&disk.path().join("outbox.db")).unwrap());
     let thread = OutboxThread::start(outbox.clone());

@@ -2,7 +2,7 @@
 //! (tests/fixtures/old-bridge, design.md §4) against wabridge's router: an
 //! ERP client written for the old bridge sees the same answers.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +16,6 @@ use support::fake_backend::{Conn, FakeBackend};
 use wabridge::api::{ApiState, router};
 use wabridge::engine::Engine;
 use wabridge::engine::backend::WaEvent;
-use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::paths::DataDir;
 
 /// Does `actual` match the fixture's `expected` (placeholders allowed,
@@ -53,10 +52,7 @@ async fn the_old_bridges_exchanges_replay_unchanged() {
             valid_for: Duration::from_secs(60),
         }])],
     );
-    let policy = BackoffPolicy {
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(40),
-    };
+    let policy = support::fast_policy();
     let engine = Engine::new(backend, DataDir::new(tmp.path().join("data")), policy);
     let mut state = ApiState::new(engine, String::new());
     state.start_wait = Duration::from_secs(5);

@@ -1,7 +1,7 @@
 //! The real binary: config errors, the data-dir lock, the seed's log lines on
 //! an unreachable server, and a clean exit on SIGTERM, also mid-connect.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

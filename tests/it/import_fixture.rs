@@ -5,7 +5,7 @@
 //! Decryption runs through whatsapp-rust's own store adapter, the path the
 //! client uses for every incoming message.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

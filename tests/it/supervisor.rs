@@ -2,7 +2,7 @@
 //! engine's public handle with a scripted backend on tokio's paused clock.
 //! (The same supervisor against the real client: tests/lifecycle.rs.)
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use wabridge::engine::backend::WaEvent;
 use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::close::{CloseSignal, HaltReason};
 use wabridge::engine::{Command, Engine, SessionSnapshot, SessionState};
-use wabridge::paths::{DataDir, SessionId};
+use wabridge::paths::DataDir;
 use wabridge::session_files::SessionFiles;
 
 fn seed_policy() -> BackoffPolicy {
@@ -26,9 +26,7 @@ fn seed_policy() -> BackoffPolicy {
     }
 }
 
-fn id(s: &str) -> SessionId {
-    SessionId::parse(s).unwrap()
-}
+use crate::support::id;
 
 struct Harness {
     _tmp: tempfile::TempDir,

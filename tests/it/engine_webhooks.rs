@@ -1,7 +1,7 @@
 //! Status changes reach each session's webhook in the old bridge's format,
 //! once per change, through the durable outbox.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -16,14 +16,11 @@ use wabridge::webhook::hub::WebhookHub;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn fast() -> BackoffPolicy {
-    BackoffPolicy {
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(40),
-    }
+    support::fast_policy()
 }
 
 fn engine(tmp: &tempfile::TempDir, backend: FakeBackend) -> Engine {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let data = DataDir::new(tmp.path().join("data"));
     let hooks = WebhookHub::open(
         &data,

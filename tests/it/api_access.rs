@@ -4,7 +4,7 @@
 //! `api.allow_from` clients need no token, a client that never finishes its
 //! headers is cut off, and media sends read their bodies a few at a time.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +17,6 @@ use support::fake_backend::FakeBackend;
 use wabridge::api::{AccessPolicy, ApiState, router, serve};
 use wabridge::config::IpRange;
 use wabridge::engine::Engine;
-use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::paths::DataDir;
 
 struct Served {
@@ -30,10 +29,7 @@ async fn serve_with(access: impl FnOnce(SocketAddr) -> AccessPolicy) -> Served {
     let engine = Engine::new(
         FakeBackend::default(),
         DataDir::new(tmp.path().join("data")),
-        BackoffPolicy {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        },
+        support::fast_policy(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -6,7 +6,7 @@
 //! off without ever showing a QR; a build that got the library's bypass
 //! compiled in (e.g. by `cargo test --workspace`) refuses to start at all.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,7 +36,7 @@ fn product_binaries() -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_wabridge_binary_refuses_the_simulators_certificate() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let sim = Simulator::start().await.unwrap();
     for binary in product_binaries() {
         refuses(&binary, &sim).await;

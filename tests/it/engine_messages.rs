@@ -3,7 +3,7 @@
 //! real number (or an honest LID), once, and the dashboard's stream sees it.
 //! (The same pipeline fed by the real client: tests/lifecycle.rs.)
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -13,7 +13,6 @@ use support::fake_backend::FakeBackend;
 use support::log_capture::LogCapture;
 use support::receiver::Receiver;
 use wabridge::engine::backend::{IncomingMedia, IncomingMessage};
-use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::phone::{Lookups, resolve};
 use wabridge::engine::{Engine, EngineEvent, Sender, SessionState};
 use wabridge::paths::{DataDir, SessionId};
@@ -23,14 +22,11 @@ use wabridge::webhook::hub::WebhookHub;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn connected_engine(tmp: &tempfile::TempDir, receiver: &Receiver) -> (Engine, FakeBackend) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::install_tls();
     let backend = FakeBackend::default();
     let data = DataDir::new(tmp.path().join("data"));
     let hooks = WebhookHub::open(&data, DeliverySettings::default()).unwrap();
-    let policy = BackoffPolicy {
-        base: Duration::from_millis(10),
-        max: Duration::from_millis(40),
-    };
+    let policy = support::fast_policy();
     let engine = Engine::with_webhooks(backend.clone(), data, policy, Some(hooks));
     let id = SessionId::parse("WA-1").unwrap();
     engine

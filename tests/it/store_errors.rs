@@ -6,7 +6,7 @@
 //! "not a database" moves a store aside (the end-to-end suite proves that half
 //! with a truncated file).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

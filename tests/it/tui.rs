@@ -15,7 +15,6 @@ use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
     Command, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot, SessionState,
 };
-use wabridge::paths::SessionId;
 use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
 use wabridge::tui::ui;
 
@@ -24,9 +23,7 @@ const QR_PAYLOAD: &str = "2@Kd0zHcn7zVYtRg1fX4+Xr5BkEw9q3eQ0mC1vIbP2LwTn8sJ6uA4y
 QmFzZTY0LW5vaXNlLWtleS1mb3ItdGVzdGluZy1vbmx5IQ==,aWRlbnRpdHkta2V5LWZvci10ZXN0aW5nLW9ubHktISE=,\
 YWR2LXNlY3JldC1mb3ItdGVzdGluZy1vbmx5LSEhISEh,1";
 
-fn id(s: &str) -> SessionId {
-    SessionId::parse(s).unwrap()
-}
+use crate::support::id;
 
 fn app() -> App {
     App::new(10_000, true, chrono::FixedOffset::east_opt(0).unwrap())

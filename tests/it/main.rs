@@ -1,0 +1,22 @@
+//! The product's integration tests, one binary (one link of the whatsapp-rust
+//! stack instead of one per file). Each module tests one face of the product;
+//! `support` holds what they share.
+
+mod support;
+
+mod api;
+mod api_access;
+mod api_compat;
+mod backlog_views;
+mod cli;
+mod clock_jump;
+mod engine_messages;
+mod engine_webhooks;
+mod import_fixture;
+mod import_safety;
+mod outbox_model;
+mod product_binary;
+mod store_errors;
+mod supervisor;
+mod tui;
+mod webhook_delivery;
