@@ -11,7 +11,7 @@ use ratatui::backend::TestBackend;
 use std::time::Instant;
 
 use wabridge::engine::close::HaltReason;
-use wabridge::engine::{InboundMessage, LastClose, Sender, SessionSnapshot, SessionState};
+use wabridge::engine::{InboundMessage, LastClose, SenderNumber, SessionSnapshot, SessionState};
 use wabridge::paths::SessionId;
 use wabridge::tui::app::{App, Msg};
 use wabridge::tui::ui;
@@ -47,9 +47,9 @@ fn main() {
     app.update(Msg::Sessions(sessions(now)));
     for n in 0..10_000i64 {
         let sender = if n % 5 == 0 {
-            Sender::HiddenLid(format!("2604772507{n:05}"))
+            SenderNumber::HiddenLid(format!("2604772507{n:05}"))
         } else {
-            Sender::Phone(format!("4477009{n:05}"))
+            SenderNumber::Phone(format!("4477009{n:05}"))
         };
         app.update(Msg::Message(Arc::new(InboundMessage {
             session: SessionId::parse("WA-shop-001").unwrap(),

@@ -31,11 +31,11 @@ pub struct Cli {
     #[arg(long)]
     pub headless: bool,
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<CliCommand>,
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {
+pub enum CliCommand {
     /// Move the old Node bridge's Baileys sessions into wabridge (no QR rescans).
     ImportBaileys {
         /// The old bridge's sessions/ folder, or one session folder in it.
@@ -89,7 +89,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         .or_else(DataDir::default_root)
         .ok_or("no data dir: pass --data-dir or set data_dir in the config")?;
     let data = DataDir::new(root);
-    if let Some(Command::ImportBaileys {
+    if let Some(CliCommand::ImportBaileys {
         source,
         as_id,
         dry_run,

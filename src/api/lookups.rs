@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use super::send::receiver_jid;
 use super::{ApiError, ApiState};
-use crate::engine::RequestError;
 use crate::engine::backend::{Answer, Query};
 use crate::paths::SessionId;
 
@@ -34,7 +33,7 @@ impl LookupRequest {
             .as_deref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::bad_request("sessionId is required"))?;
-        SessionId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+        Ok(SessionId::parse(raw)?)
     }
 
     /// The contact, as `jid` or `phone` (old bridge receiver rules).
@@ -49,11 +48,7 @@ impl LookupRequest {
 }
 
 async fn ask(state: &ApiState, id: &SessionId, query: Query) -> Result<Answer, ApiError> {
-    state.engine.query(id, query).await.map_err(|e| match e {
-        RequestError::NotFound => ApiError::not_found(),
-        RequestError::NotConnected => ApiError::bad_request("Session not connected"),
-        RequestError::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
-    })
+    Ok(state.engine.query(id, query).await?)
 }
 
 fn digits(phone: &str) -> String {

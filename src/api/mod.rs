@@ -1,4 +1,4 @@
-//! The HTTP API: the old Node bridge's routes and answers (design.md §4),
+//! The HTTP API: the old Node bridge's routes and answers (ARCHITECTURE.md: the wire formats),
 //! plus our own. Handlers only talk to the engine handle.
 
 mod access;
@@ -194,6 +194,42 @@ impl IntoResponse for ApiError {
             axum::Json(serde_json::json!({ "error": self.message })),
         )
             .into_response()
+    }
+}
+
+/// The engine's errors as the old bridge answered them, so handlers use `?`.
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(error: crate::engine::EngineError) -> ApiError {
+        use crate::engine::EngineError;
+        match error {
+            EngineError::NotFound => ApiError::not_found(),
+            EngineError::BeingDeleted => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+        }
+    }
+}
+
+impl From<crate::engine::RequestError> for ApiError {
+    fn from(error: crate::engine::RequestError) -> ApiError {
+        use crate::engine::RequestError;
+        match error {
+            RequestError::NotFound => ApiError::not_found(),
+            RequestError::NotConnected => ApiError::bad_request("Session not connected"),
+            RequestError::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
+        }
+    }
+}
+
+impl From<crate::engine::outbound::OutboundError> for ApiError {
+    fn from(error: crate::engine::outbound::OutboundError) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+}
+
+/// A session id from a URL or a body that is not one.
+impl From<crate::paths::InvalidSessionId> for ApiError {
+    fn from(error: crate::paths::InvalidSessionId) -> ApiError {
+        ApiError::bad_request(error.to_string())
     }
 }
 

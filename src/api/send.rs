@@ -5,13 +5,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
-use crate::engine::RequestError;
 use crate::engine::backend::{MediaKind, Outgoing, OutgoingMedia};
 use crate::paths::SessionId;
 
@@ -79,7 +77,7 @@ pub async fn send(
     let (Some(raw_id), Some(receiver)) = (request.session_id, request.receiver) else {
         return Err(ApiError::bad_request("sessionId and receiver are required"));
     };
-    let id = SessionId::parse(&raw_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let id = SessionId::parse(&raw_id)?;
     let to = receiver_jid(&receiver).map_err(ApiError::bad_request)?;
     let text = request.message.unwrap_or_default();
     let media = match request.media {
@@ -102,15 +100,7 @@ pub async fn send(
             })
         }
     };
-    let sent = state
-        .engine
-        .send(&id, Outgoing { to, text, media })
-        .await
-        .map_err(|e| match e {
-            RequestError::NotFound => ApiError::not_found(),
-            RequestError::NotConnected => ApiError::bad_request("Session not connected"),
-            RequestError::Failed(reason) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
-        })?;
+    let sent = state.engine.send(&id, Outgoing { to, text, media }).await?;
     Ok(Json(json!({
         "status": "sent",
         "messageId": sent.id,

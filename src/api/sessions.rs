@@ -13,26 +13,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
-use crate::engine::{Command, EngineError, SessionSnapshot, SessionState};
+use crate::engine::{Command, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::qr::QrMatrix;
 
 type Shared = State<Arc<ApiState>>;
 
 fn session_id(raw: &str) -> Result<SessionId, ApiError> {
-    SessionId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+    Ok(SessionId::parse(raw)?)
 }
 
 fn snapshot(state: &ApiState, id: &SessionId) -> Result<SessionSnapshot, ApiError> {
     state.engine.snapshot(id).ok_or_else(ApiError::not_found)
-}
-
-fn engine_error(error: EngineError) -> ApiError {
-    match error {
-        EngineError::NotFound => ApiError::not_found(),
-        EngineError::BeingDeleted => ApiError::new(StatusCode::CONFLICT, error.to_string()),
-        other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
-    }
 }
 
 /// The current QR code as the old bridge sent it: a PNG data URL.
@@ -76,18 +68,13 @@ pub async fn start(
     }
     let started = state
         .engine
-        .add_session(&id, request.webhook_url, request.webhook_token)
-        .map_err(engine_error)?;
+        .add_session(&id, request.webhook_url, request.webhook_token)?;
     let mut watch = state.engine.watch(&id).ok_or_else(ApiError::not_found)?;
     // An existing session that stopped (logged out, halted) starts again; a
     // running one keeps its single socket.
     let current = watch.borrow().state.clone();
     if !started && matches!(current, SessionState::LoggedOut | SessionState::Halted(_)) {
-        state
-            .engine
-            .command(&id, Command::ReconnectNow)
-            .await
-            .map_err(engine_error)?;
+        state.engine.command(&id, Command::ReconnectNow).await?;
     }
     let deadline = tokio::time::Instant::now() + state.start_wait;
     let settled = tokio::time::timeout_at(
@@ -135,11 +122,7 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
-    state
-        .engine
-        .delete_session(&id)
-        .await
-        .map_err(engine_error)?;
+    state.engine.delete_session(&id).await?;
     Ok(Json(json!({ "status": "logged out" })))
 }
 
@@ -150,11 +133,7 @@ pub async fn reconnect(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
-    state
-        .engine
-        .command(&id, Command::ReconnectNow)
-        .await
-        .map_err(engine_error)?;
+    state.engine.command(&id, Command::ReconnectNow).await?;
     Ok(Json(json!({ "status": "reconnecting" })))
 }
 
@@ -227,10 +206,6 @@ fn webhooks_off() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "Webhooks are off")
 }
 
-fn outbound_failed(e: crate::engine::outbound::OutboundError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
 /// `GET /sessions/{id}/dead-letters` (ours)
 pub async fn dead_letters(
     State(state): Shared,
@@ -242,8 +217,7 @@ pub async fn dead_letters(
         .engine
         .dead_letters(&id)
         .await
-        .ok_or_else(webhooks_off)?
-        .map_err(outbound_failed)?;
+        .ok_or_else(webhooks_off)??;
     let letters: Vec<Value> = letters
         .iter()
         .map(|d| json!({ "deliveryId": d.delivery_id, "createdMs": d.created_ms, "attempts": d.attempts, "reason": d.reason }))
@@ -262,8 +236,7 @@ pub async fn replay(
         .engine
         .replay(&id, &delivery)
         .await
-        .ok_or_else(webhooks_off)?
-        .map_err(outbound_failed)?;
+        .ok_or_else(webhooks_off)??;
     if replayed {
         Ok(Json(json!({ "status": "queued" })))
     } else {

@@ -1,4 +1,4 @@
-//! What a connection's end means, as a pure function (design.md §2): keep
+//! What a connection's end means, as a pure function (ARCHITECTURE.md: rules): keep
 //! the credentials and back off, restart at once, stop for the operator, or
 //! wipe the credentials because the device was unlinked.
 
@@ -118,7 +118,7 @@ pub enum Decision {
 
 /// A decision plus what the log line reports, in the old service's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct CloseVerdict {
     pub decision: Decision,
     /// Status code for `Connection closed for <id>. Status: <code>.`; the old
     /// service's codes (Baileys' DisconnectReason) where there is one.
@@ -135,8 +135,8 @@ pub const STATUS_RESTART_REQUIRED: u16 = 515;
 /// Certificate Error"), so the log line's status is not a network error's.
 pub const STATUS_CERTIFICATE_INVALID: u16 = 495;
 
-pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
-    let verdict = |decision, status, description: &str| Verdict {
+pub fn classify(outcome: &RunOutcome, now: Instant) -> CloseVerdict {
+    let verdict = |decision, status, description: &str| CloseVerdict {
         decision,
         status,
         description: description.to_string(),
@@ -155,7 +155,7 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
         Some(CloseSignal::LoggedOut { code }) => {
             verdict(Decision::Wipe, *code, "logged out, device unlinked")
         }
-        Some(CloseSignal::TemporaryBan { code, lifts_in }) => Verdict {
+        Some(CloseSignal::TemporaryBan { code, lifts_in }) => CloseVerdict {
             decision: Decision::Halt(HaltReason::TemporaryBan {
                 code: *code,
                 lifts_at: now + *lifts_in,
@@ -179,7 +179,7 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
             "QR codes expired unscanned",
         ),
         // Credentials stay: a later connect may reach the real server.
-        Some(CloseSignal::CertificateInvalid { detail }) => Verdict {
+        Some(CloseSignal::CertificateInvalid { detail }) => CloseVerdict {
             decision: Decision::Backoff,
             status: STATUS_CERTIFICATE_INVALID,
             description: format!(
@@ -189,14 +189,14 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
         Some(CloseSignal::ConnectFailure { code }) => {
             verdict(Decision::Backoff, *code, "server refused the connection")
         }
-        Some(CloseSignal::SocketClosed { detail }) => Verdict {
+        Some(CloseSignal::SocketClosed { detail }) => CloseVerdict {
             decision: Decision::Backoff,
             status: stream_error_status(outcome).unwrap_or(STATUS_CONNECTION_CLOSED),
             description: format!("connection closed: {detail}"),
         },
         // No close event after a stream error: the server ended the stream
         // because of that error.
-        None if stream_error_status(outcome).is_some() => Verdict {
+        None if stream_error_status(outcome).is_some() => CloseVerdict {
             decision: Decision::Backoff,
             status: stream_error_status(outcome).unwrap_or(STATUS_CONNECTION_LOST),
             description: "the server ended the stream after a stream error".to_string(),
@@ -213,7 +213,7 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> Verdict {
             STATUS_RESTART_REQUIRED,
             "restart required again; backing off",
         ),
-        None => Verdict {
+        None => CloseVerdict {
             decision: Decision::Backoff,
             status: stream_error_status(outcome).unwrap_or(STATUS_CONNECTION_LOST),
             description: "could not connect (network error or handshake timeout)".to_string(),

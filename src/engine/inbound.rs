@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use super::backend::{InboundSink, IncomingMessage, PersistFuture};
 use super::outbound::Outbound;
 use super::phone::Source;
-use super::state::{EngineEvent, InboundMessage, Sender};
+use super::state::{EngineEvent, InboundMessage, SenderNumber};
 use crate::paths::SessionId;
 
 pub(crate) struct MessageForwarder {
@@ -58,9 +58,9 @@ fn view(session: &SessionId, m: &IncomingMessage) -> InboundMessage {
         id: m.id.clone(),
         timestamp: m.timestamp,
         sender: if m.from.resolved {
-            Sender::Phone(m.from.from.clone())
+            SenderNumber::Phone(m.from.from.clone())
         } else {
-            Sender::HiddenLid(m.from.from.clone())
+            SenderNumber::HiddenLid(m.from.from.clone())
         },
         sender_lid: m.from.from_lid.clone(),
         push_name: m.push_name.clone(),

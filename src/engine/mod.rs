@@ -29,7 +29,7 @@ use outbound::{DeadLetter, Outbound, OutboundError};
 pub use requests::RequestError;
 use requests::{Done, Op, Request};
 pub use state::{
-    BacklogInfo, EngineEvent, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot,
+    BacklogInfo, EngineEvent, InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot,
     SessionState,
 };
 pub use supervisor::Command;

@@ -1,5 +1,5 @@
 //! Who sent a message, as a phone number whenever it can be known
-//! (design.md §7): a PN sender, the stanza's alternate id, the library's
+//! (ARCHITECTURE.md: a sender's number): a PN sender, the stanza's alternate id, the library's
 //! stored LID↔PN pair, or the group's participant list. Never invented: when
 //! all fail the LID is passed on, flagged unresolved.
 

@@ -127,7 +127,7 @@ impl BacklogInfo {
 /// Who sent a message, as honestly as it can be known: a LID is never
 /// passed off as a phone number.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sender {
+pub enum SenderNumber {
     /// Phone number digits.
     Phone(String),
     /// Only the LID is known (digits): the number is hidden.
@@ -141,7 +141,7 @@ pub struct InboundMessage {
     pub id: String,
     /// Unix seconds, as WhatsApp stamped it.
     pub timestamp: i64,
-    pub sender: Sender,
+    pub sender: SenderNumber,
     /// The LID digits the sender came as, if any: with a phone number in
     /// `sender`, a mapping learned, which earlier hidden ones can use.
     pub sender_lid: Option<String>,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::keymap::{self, Action};
 use crate::engine::BacklogInfo;
-use crate::engine::{Command, InboundMessage, Sender, SessionSnapshot, SessionState};
+use crate::engine::{Command, InboundMessage, SenderNumber, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::qr::QrMatrix;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -54,13 +54,8 @@ pub enum Effect {
 #[derive(Debug, Clone)]
 pub enum Msg {
     Key(KeyEvent),
-    /// A left click at a cell, with the terminal size it was made in.
-    Click {
-        column: u16,
-        row: u16,
-        width: u16,
-        height: u16,
-    },
+    /// The operator clicked this session's row.
+    SelectSession(usize),
     Session(SessionSnapshot),
     Sessions(Vec<SessionSnapshot>),
     Message(Arc<InboundMessage>),
@@ -208,14 +203,8 @@ impl App {
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Key(key) => self.on_key(key),
-            Msg::Click {
-                column,
-                row,
-                width,
-                height,
-            } => {
-                let area = ratatui::layout::Rect::new(0, 0, width, height);
-                if let Some(index) = super::ui::session_at(self, area, column, row) {
+            Msg::SelectSession(index) => {
+                if index < self.sessions.len() {
                     self.selected = index;
                     self.focus = Focus::Sessions;
                 }
@@ -243,10 +232,10 @@ impl App {
             }
             Msg::Message(message) => {
                 match (&message.sender, &message.sender_lid) {
-                    (Sender::HiddenLid(lid), _) => {
+                    (SenderNumber::HiddenLid(lid), _) => {
                         self.hidden_lids.insert(lid.clone());
                     }
-                    (Sender::Phone(phone), Some(lid)) if self.hidden_lids.remove(lid) => {
+                    (SenderNumber::Phone(phone), Some(lid)) if self.hidden_lids.remove(lid) => {
                         self.reveal(lid, phone);
                     }
                     _ => {}
@@ -272,9 +261,9 @@ impl App {
     /// A LID's number became known: earlier messages from it show it now.
     fn reveal(&mut self, lid: &str, phone: &str) {
         for message in self.messages.items_mut() {
-            if message.sender == Sender::HiddenLid(lid.to_string()) {
+            if message.sender == SenderNumber::HiddenLid(lid.to_string()) {
                 *message = Arc::new(InboundMessage {
-                    sender: Sender::Phone(phone.to_string()),
+                    sender: SenderNumber::Phone(phone.to_string()),
                     ..(**message).clone()
                 });
             }
@@ -519,8 +508,8 @@ fn phone_digits(input: &str) -> Option<String> {
 
 fn matches_filter(message: &InboundMessage, filter: &str) -> bool {
     let sender = match &message.sender {
-        Sender::Phone(p) => p.as_str(),
-        Sender::HiddenLid(l) => l.as_str(),
+        SenderNumber::Phone(p) => p.as_str(),
+        SenderNumber::HiddenLid(l) => l.as_str(),
     };
     [
         message.text.as_str(),

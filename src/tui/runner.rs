@@ -56,7 +56,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(event) = input.recv() => {
-                if let Some(msg) = terminal_msg(event, &terminal) {
+                if let Some(msg) = terminal_msg(event, &terminal, &app) {
                     messages.push(msg);
                 }
             }
@@ -103,17 +103,20 @@ fn engine_msgs(event: Result<EngineEvent, RecvError>, engine: &Engine) -> Vec<Ms
     }
 }
 
-fn terminal_msg(event: Event, terminal: &Terminal<CrosstermBackend<Stdout>>) -> Option<Msg> {
+/// A terminal event as a message. A click is turned into the session row
+/// it hit here, where the terminal's size is known, so `update` needs no
+/// layout.
+fn terminal_msg(
+    event: Event,
+    terminal: &Terminal<CrosstermBackend<Stdout>>,
+    app: &App,
+) -> Option<Msg> {
     match event {
         Event::Key(key) if key.kind != KeyEventKind::Release => Some(Msg::Key(key)),
         Event::Mouse(mouse) if mouse.kind == MouseEventKind::Down(MouseButton::Left) => {
             let size = terminal.size().ok()?;
-            Some(Msg::Click {
-                column: mouse.column,
-                row: mouse.row,
-                width: size.width,
-                height: size.height,
-            })
+            let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+            ui::session_at(app, area, mouse.column, mouse.row).map(Msg::SelectSession)
         }
         // Any other event (resize, focus) just triggers a redraw.
         _ => None,

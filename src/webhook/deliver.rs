@@ -54,7 +54,7 @@ impl Default for DeliverySettings {
 
 /// What one attempt's result means for the delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum DeliveryVerdict {
     Delivered,
     /// 5xx, 408, 429, timeouts, connection errors: try again later.
     Retry(String),
@@ -65,14 +65,16 @@ pub enum Verdict {
 }
 
 /// Pure: an HTTP status (or a transport error) to a verdict.
-pub fn judge(result: Result<u16, String>) -> Verdict {
+pub fn judge(result: Result<u16, String>) -> DeliveryVerdict {
     match result {
-        Ok(status) if (200..300).contains(&status) => Verdict::Delivered,
-        Ok(status @ (408 | 429)) => Verdict::Retry(format!("HTTP {status}")),
-        Ok(413) => Verdict::TooLarge,
-        Ok(status) if (400..500).contains(&status) => Verdict::Dead(format!("HTTP {status}")),
-        Ok(status) => Verdict::Retry(format!("HTTP {status}")),
-        Err(error) => Verdict::Retry(error),
+        Ok(status) if (200..300).contains(&status) => DeliveryVerdict::Delivered,
+        Ok(status @ (408 | 429)) => DeliveryVerdict::Retry(format!("HTTP {status}")),
+        Ok(413) => DeliveryVerdict::TooLarge,
+        Ok(status) if (400..500).contains(&status) => {
+            DeliveryVerdict::Dead(format!("HTTP {status}"))
+        }
+        Ok(status) => DeliveryVerdict::Retry(format!("HTTP {status}")),
+        Err(error) => DeliveryVerdict::Retry(error),
     }
 }
 
@@ -179,6 +181,8 @@ impl Deliverer {
         // a receiver that keeps answering is not re-sent the same delivery
         // as fast as it answers while its acks cannot be written.
         let mut failures = 0u32;
+        // The head read together with the last ack, used at once.
+        let mut prefetched = None;
         loop {
             // The hub dropped this worker (its session was deleted): stop
             // before touching the queue a new session of the id may own.
@@ -186,9 +190,13 @@ impl Deliverer {
                 return;
             }
             let current = target.borrow_and_update().clone();
-            let wait = match self.next_step(&session, current.as_ref()).await {
-                Ok(wait) => {
+            let step = self
+                .next_step(&session, current.as_ref(), prefetched.take())
+                .await;
+            let wait = match step {
+                Ok((wait, next)) => {
                     failures = 0;
+                    prefetched = next;
                     wait
                 }
                 Err(e) => {
@@ -221,29 +229,36 @@ impl Deliverer {
         }
     }
 
-    /// Looks at the session's head and sends it if due. Returns how long to
-    /// wait before looking again (`Some(0)` = at once, None = until woken).
+    /// Looks at the session's head (the one `prefetched` with the last ack,
+    /// or read now) and sends it if due. Returns how long to wait before
+    /// looking again (`Some(0)` = at once, None = until woken) and, after a
+    /// delivery, the next head.
     async fn next_step(
         &self,
         session: &str,
         target: Option<&Target>,
-    ) -> Result<Option<Duration>, OutboxError> {
+        prefetched: Option<Delivery>,
+    ) -> Result<(Option<Duration>, Option<Delivery>), OutboxError> {
         // Nowhere to send it: sleep until told.
         let Some(target) = target else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        let head = self
-            .outbox
-            .next_delivery(
-                session,
-                self.settings.max_messages_per_post,
-                self.settings.max_post_bytes,
-                now_ms(),
-            )
-            .await?;
+        let head = match prefetched {
+            Some(head) => Some(head),
+            None => {
+                self.outbox
+                    .next_delivery(
+                        session,
+                        self.settings.max_messages_per_post,
+                        self.settings.max_post_bytes,
+                        now_ms(),
+                    )
+                    .await?
+            }
+        };
         match head {
             Some(delivery) => self.attempt_if_due(target, delivery).await,
-            None => Ok(None),
+            None => Ok((None, None)),
         }
     }
 
@@ -252,12 +267,12 @@ impl Deliverer {
         &self,
         target: &Target,
         delivery: Delivery,
-    ) -> Result<Option<Duration>, OutboxError> {
+    ) -> Result<(Option<Duration>, Option<Delivery>), OutboxError> {
         let now = now_ms();
         let session = delivery.session.as_str();
         let members = delivery.members.clone();
         if let Some(wait) = due_in(delivery.next_attempt_ms, now, self.settings.retry_max) {
-            return Ok(Some(wait));
+            return Ok((Some(wait), None));
         }
         if now - delivery.created_ms > self.settings.max_age.as_millis() as i64 {
             let reason = format!(
@@ -269,16 +284,34 @@ impl Deliverer {
                 delivery.delivery_id
             );
             self.outbox.bury(session, members, reason).await?;
-            return Ok(Some(Duration::ZERO));
+            return Ok((Some(Duration::ZERO), None));
         }
         let verdict = match judge(self.post(target, &delivery).await) {
             // One message too large on its own can never get through.
-            Verdict::TooLarge if delivery.members.len() < 2 => Verdict::Dead("HTTP 413".into()),
+            DeliveryVerdict::TooLarge if delivery.members.len() < 2 => {
+                DeliveryVerdict::Dead("HTTP 413".into())
+            }
             verdict => verdict,
         };
         match verdict {
-            Verdict::Delivered => self.outbox.ack(session, members).await?,
-            Verdict::Retry(error) => {
+            DeliveryVerdict::Delivered => {
+                // One trip to the outbox for the ack and the next head.
+                let next = self
+                    .outbox
+                    .ack_and_next(
+                        session,
+                        members,
+                        self.settings.max_messages_per_post,
+                        self.settings.max_post_bytes,
+                        now_ms(),
+                    )
+                    .await?;
+                // An empty queue: sleep until an enqueue wakes the worker
+                // (a wake-up sent meanwhile is kept by the Notify).
+                let wait = next.as_ref().map(|_| Duration::ZERO);
+                return Ok((wait, next));
+            }
+            DeliveryVerdict::Retry(error) => {
                 let attempt = delivery.attempts + 1;
                 let delay = retry_delay(&self.settings, attempt, delivery.seq as u64 ^ now as u64);
                 tracing::warn!(
@@ -289,14 +322,14 @@ impl Deliverer {
                 let at = now + delay.as_millis() as i64;
                 self.outbox.retry_later(session, members, at, error).await?;
             }
-            Verdict::TooLarge => {
+            DeliveryVerdict::TooLarge => {
                 tracing::warn!(
                     "webhook refused batch {} for {session} as too large (HTTP 413); sending it in two halves",
                     delivery.delivery_id,
                 );
                 self.outbox.split_batch(session, members).await?;
             }
-            Verdict::Dead(reason) => {
+            DeliveryVerdict::Dead(reason) => {
                 tracing::error!(
                     "webhook refused delivery {} for {session} ({reason}); kept as a dead letter",
                     delivery.delivery_id,
@@ -304,7 +337,7 @@ impl Deliverer {
                 self.outbox.bury(session, members, reason).await?;
             }
         }
-        Ok(Some(Duration::ZERO))
+        Ok((Some(Duration::ZERO), None))
     }
 
     async fn post(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {
@@ -348,18 +381,27 @@ mod tests {
 
     #[test]
     fn judges_statuses_like_the_contract() {
-        assert_eq!(judge(Ok(200)), Verdict::Delivered);
-        assert_eq!(judge(Ok(204)), Verdict::Delivered);
+        assert_eq!(judge(Ok(200)), DeliveryVerdict::Delivered);
+        assert_eq!(judge(Ok(204)), DeliveryVerdict::Delivered);
         for status in [408, 429, 500, 502, 503] {
-            assert!(matches!(judge(Ok(status)), Verdict::Retry(_)), "{status}");
+            assert!(
+                matches!(judge(Ok(status)), DeliveryVerdict::Retry(_)),
+                "{status}"
+            );
         }
         for status in [400, 401, 403, 404, 410, 422] {
-            assert!(matches!(judge(Ok(status)), Verdict::Dead(_)), "{status}");
+            assert!(
+                matches!(judge(Ok(status)), DeliveryVerdict::Dead(_)),
+                "{status}"
+            );
         }
-        assert_eq!(judge(Ok(413)), Verdict::TooLarge);
-        assert!(matches!(judge(Err("timed out".into())), Verdict::Retry(_)));
+        assert_eq!(judge(Ok(413)), DeliveryVerdict::TooLarge);
+        assert!(matches!(
+            judge(Err("timed out".into())),
+            DeliveryVerdict::Retry(_)
+        ));
         // A redirect is not a delivery; it may work later once fixed.
-        assert!(matches!(judge(Ok(302)), Verdict::Retry(_)));
+        assert!(matches!(judge(Ok(302)), DeliveryVerdict::Retry(_)));
     }
 
     #[test]

@@ -125,6 +125,24 @@ impl OutboxThread {
         self.write(session, move |o| o.ack(&seqs)).await
     }
 
+    /// Acknowledges `seqs` and reads the next delivery in one call: a
+    /// worker on a busy queue makes one trip per message, not two.
+    pub async fn ack_and_next(
+        &self,
+        session: &str,
+        seqs: Vec<i64>,
+        max_messages: usize,
+        max_bytes: usize,
+        now_ms: i64,
+    ) -> Result<Option<Delivery>, OutboxError> {
+        let owned = session.to_string();
+        self.write(session, move |o| {
+            o.ack(&seqs)?;
+            o.next_delivery(&owned, max_messages, max_bytes, now_ms)
+        })
+        .await
+    }
+
     pub async fn retry_later(
         &self,
         session: &str,

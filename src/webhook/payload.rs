@@ -1,4 +1,4 @@
-//! The old Node bridge's webhook wire format (design.md §5), byte for byte
+//! The old Node bridge's webhook wire format (ARCHITECTURE.md: the wire formats), byte for byte
 //! in field names, plus our additions (`fromLid`, `fromResolved`).
 
 use serde::Serialize;

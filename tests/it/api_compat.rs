@@ -1,5 +1,5 @@
 //! Replays the old Node bridge's request/response pairs
-//! (tests/fixtures/old-bridge, design.md §4) against wabridge's router: an
+//! (tests/fixtures/old-bridge, ARCHITECTURE.md) against wabridge's router: an
 //! ERP client written for the old bridge sees the same answers.
 
 use crate::support;

@@ -14,7 +14,7 @@ use support::log_capture::LogCapture;
 use support::receiver::Receiver;
 use wabridge::engine::backend::{IncomingMedia, IncomingMessage};
 use wabridge::engine::phone::{Lookups, resolve};
-use wabridge::engine::{Engine, EngineEvent, Sender, SessionState};
+use wabridge::engine::{Engine, EngineEvent, SenderNumber, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::deliver::DeliverySettings;
 use wabridge::webhook::hub::WebhookHub;
@@ -121,8 +121,11 @@ async fn pn_lid_and_hidden_senders_reach_the_webhook_in_the_old_format() {
             senders.push(m.sender.clone());
         }
     }
-    assert_eq!(senders[1], Sender::Phone("919075167132".into()));
-    assert_eq!(senders[2], Sender::HiddenLid("100000000000009".into()));
+    assert_eq!(senders[1], SenderNumber::Phone("919075167132".into()));
+    assert_eq!(
+        senders[2],
+        SenderNumber::HiddenLid("100000000000009".into())
+    );
 }
 
 #[tokio::test]

@@ -8,12 +8,13 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use std::time::Instant;
 
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
-    Command, InboundMessage, LastClose, QrOffer, Sender, SessionSnapshot, SessionState,
+    Command, InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot, SessionState,
 };
 use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
 use wabridge::tui::ui;
@@ -44,14 +45,14 @@ fn connected(name: &str, phone: &str) -> SessionSnapshot {
     }
 }
 
-fn message(n: i64, sender: Sender) -> Arc<InboundMessage> {
+fn message(n: i64, sender: SenderNumber) -> Arc<InboundMessage> {
     Arc::new(InboundMessage {
         session: id("WA-Dexciss"),
         id: format!("3EB0{n:04}"),
         timestamp: 1_764_000_000 + n,
         sender_lid: match &sender {
-            Sender::HiddenLid(lid) => Some(lid.clone()),
-            Sender::Phone(_) => None,
+            SenderNumber::HiddenLid(lid) => Some(lid.clone()),
+            SenderNumber::Phone(_) => None,
         },
         sender,
         push_name: Some("Asha".into()),
@@ -220,7 +221,7 @@ fn a_message_flood_shows_the_newest_at_the_bottom() {
     for n in 0..5000 {
         app.update(Msg::Message(message(
             n,
-            Sender::Phone("447700900123".into()),
+            SenderNumber::Phone("447700900123".into()),
         )));
     }
     let text = screen(&app, now, 100, 24);
@@ -237,7 +238,7 @@ fn an_unresolved_lid_is_dimmed_and_never_shown_as_a_number() {
     app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
     app.update(Msg::Message(message(
         1,
-        Sender::HiddenLid("260477250707536".into()),
+        SenderNumber::HiddenLid("260477250707536".into()),
     )));
     let terminal = draw(&app, now, 100, 20);
     let text = terminal.backend().to_string();
@@ -381,12 +382,12 @@ fn q_asks_only_while_a_session_is_pairing() {
 fn scrolling_stops_following_and_end_resumes() {
     let mut app = two_sessions();
     for n in 0..50 {
-        app.update(Msg::Message(message(n, Sender::Phone("1".into()))));
+        app.update(Msg::Message(message(n, SenderNumber::Phone("1".into()))));
     }
     app.update(key(KeyCode::PageUp));
     assert!(!app.messages.following());
     let offset = app.messages.offset;
-    app.update(Msg::Message(message(50, Sender::Phone("1".into()))));
+    app.update(Msg::Message(message(50, SenderNumber::Phone("1".into()))));
     assert_eq!(
         app.messages.offset,
         offset + 1,
@@ -399,8 +400,8 @@ fn scrolling_stops_following_and_end_resumes() {
 #[test]
 fn slash_filters_messages() {
     let mut app = two_sessions();
-    app.update(Msg::Message(message(1, Sender::Phone("111".into()))));
-    app.update(Msg::Message(message(2, Sender::Phone("222".into()))));
+    app.update(Msg::Message(message(1, SenderNumber::Phone("111".into()))));
+    app.update(Msg::Message(message(2, SenderNumber::Phone("222".into()))));
     app.update(key(KeyCode::Char('/')));
     typed(&mut app, "#2 ");
     app.update(key(KeyCode::Enter));
@@ -412,12 +413,9 @@ fn slash_filters_messages() {
 fn a_click_selects_the_session_row() {
     let mut app = two_sessions();
     // Row 0 is the title, row 1 the pane border, rows 2.. the sessions.
-    app.update(Msg::Click {
-        column: 5,
-        row: 3,
-        width: 100,
-        height: 30,
-    });
+    let hit = wabridge::tui::ui::session_at(&app, Rect::new(0, 0, 100, 30), 5, 3);
+    assert_eq!(hit, Some(1));
+    app.update(Msg::SelectSession(1));
     assert_eq!(app.selected, 1);
     assert_eq!(app.focus, Focus::Sessions);
 }
@@ -426,7 +424,7 @@ fn a_click_selects_the_session_row() {
 fn the_ring_buffer_is_bounded() {
     let mut app = App::new(100, true, chrono::FixedOffset::east_opt(0).unwrap());
     for n in 0..1000 {
-        app.update(Msg::Message(message(n, Sender::Phone("1".into()))));
+        app.update(Msg::Message(message(n, SenderNumber::Phone("1".into()))));
     }
     assert_eq!(app.messages.items().len(), 100);
     assert_eq!(app.messages.items()[0].id, "3EB00900");
@@ -486,19 +484,19 @@ fn a_number_learned_later_shows_on_earlier_messages() {
     let mut app = app();
     app.update(Msg::Message(message(
         1,
-        Sender::HiddenLid("260477250707536".into()),
+        SenderNumber::HiddenLid("260477250707536".into()),
     )));
     let learned = Arc::new(InboundMessage {
         sender_lid: Some("260477250707536".into()),
-        ..(*message(2, Sender::Phone("919075167132".into()))).clone()
+        ..(*message(2, SenderNumber::Phone("919075167132".into()))).clone()
     });
     app.update(Msg::Message(learned));
-    let senders: Vec<&Sender> = app.messages.items().iter().map(|m| &m.sender).collect();
+    let senders: Vec<&SenderNumber> = app.messages.items().iter().map(|m| &m.sender).collect();
     assert_eq!(
         senders,
         [
-            &Sender::Phone("919075167132".into()),
-            &Sender::Phone("919075167132".into())
+            &SenderNumber::Phone("919075167132".into()),
+            &SenderNumber::Phone("919075167132".into())
         ]
     );
 }

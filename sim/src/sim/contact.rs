@@ -113,7 +113,7 @@ impl Person {
     }
 }
 
-/// How the stanza names the sender (design.md §7).
+/// How the stanza names the sender (ARCHITECTURE.md: a sender's number).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Addressing {
     /// `from="<pn>@s.whatsapp.net"`.

@@ -116,7 +116,7 @@ impl DurabilityHook {
         }
     }
 
-    /// The sender's number (design.md §7 order) and the group's name.
+    /// The sender's number (in ARCHITECTURE.md's order) and the group's name.
     async fn resolve_sender(
         &self,
         client: &Arc<Client>,

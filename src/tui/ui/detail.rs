@@ -4,11 +4,12 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use std::time::Instant;
 
+use super::qr::QrWidget;
 use super::sessions::{backlog_words, status_detail};
 use super::theme::Theme;
 use super::{seconds_until, terminal_size_for_qr};
@@ -66,9 +67,8 @@ pub fn render(frame: &mut Frame, app: &App, pane: Rect, screen: Rect, now: Insta
     }
 }
 
-/// Draws the code whole with two module rows per cell ('▀': foreground =
-/// top module, background = bottom module), black on white whatever the
-/// terminal theme; NO_COLOR does not apply, the colours are the code itself.
+/// The code whole (`QrWidget`) with its caption below, or, when the pane
+/// is too small for a scannable code, how large the terminal must be.
 fn render_qr(
     frame: &mut Frame,
     matrix: &QrMatrix,
@@ -77,7 +77,8 @@ fn render_qr(
     caption: Vec<Line>,
     theme: Theme,
 ) {
-    let (cols, rows) = (matrix.width() as u16, matrix.half_block_rows() as u16);
+    let qr = QrWidget { matrix };
+    let (cols, rows) = qr.size();
     let caption_rows = caption.len() as u16;
     if area.width < cols || area.height < rows + caption_rows {
         let (need_w, need_h) = terminal_size_for_qr(cols, rows);
@@ -92,17 +93,7 @@ fn render_qr(
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), area);
         return;
     }
-    let left = area.x + (area.width - cols) / 2;
-    let buffer = frame.buffer_mut();
-    for row in 0..rows {
-        for col in 0..cols {
-            let (top, bottom) = matrix.half_block(col as usize, row as usize);
-            let shade = |dark: bool| if dark { Color::Black } else { Color::White };
-            buffer[(left + col, area.y + row)]
-                .set_symbol("▀")
-                .set_style(Style::new().fg(shade(top)).bg(shade(bottom)));
-        }
-    }
+    frame.render_widget(qr, Rect::new(area.x, area.y, area.width, rows));
     let caption_area = Rect::new(area.x, area.y + rows, area.width, caption_rows);
     frame.render_widget(
         Paragraph::new(caption).alignment(Alignment::Center),

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::theme::Theme;
-use crate::engine::{InboundMessage, Sender};
+use crate::engine::{InboundMessage, SenderNumber};
 use crate::tui::app::{App, Focus};
 
 pub fn render_messages(frame: &mut Frame, app: &App, pane: Rect, theme: Theme) {
@@ -63,9 +63,9 @@ fn message_line<'a>(
         Span::raw(format!("{} ", message.session)),
     ];
     match &message.sender {
-        Sender::Phone(phone) => spans.push(Span::styled(format!("+{phone}"), theme.phone())),
+        SenderNumber::Phone(phone) => spans.push(Span::styled(format!("+{phone}"), theme.phone())),
         // Never dressed up as a phone number.
-        Sender::HiddenLid(lid) => spans.push(Span::styled(
+        SenderNumber::HiddenLid(lid) => spans.push(Span::styled(
             format!("lid:{lid} (number hidden)"),
             theme.dim(),
         )),

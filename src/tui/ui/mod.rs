@@ -5,6 +5,7 @@
 mod detail;
 mod messages;
 mod overlay;
+mod qr;
 mod sessions;
 pub mod theme;
 
