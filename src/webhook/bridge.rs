@@ -142,13 +142,7 @@ impl Outbound for WebhookHub {
     fn backlog_changes(
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<SessionId>> + Send + '_>> {
-        Box::pin(async move {
-            self.changed_sessions()
-                .await
-                .iter()
-                .filter_map(|s| SessionId::parse(s).ok())
-                .collect()
-        })
+        Box::pin(self.changed_sessions())
     }
 
     fn dead_letters<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, Vec<DeadLetter>> {

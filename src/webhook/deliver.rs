@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 
 use super::outbox::{Delivery, OutboxError};
 use super::outbox_thread::OutboxThread;
+use crate::paths::SessionId;
 
 /// Where a session's deliveries go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +174,7 @@ impl Deliverer {
     /// webhook (deliveries wait).
     pub async fn run_session(
         self: Arc<Self>,
-        session: String,
+        session: SessionId,
         mut target: watch::Receiver<Option<Target>>,
         wake: Arc<Notify>,
     ) {
@@ -235,7 +236,7 @@ impl Deliverer {
     /// delivery, the next head.
     async fn next_step(
         &self,
-        session: &str,
+        session: &SessionId,
         target: Option<&Target>,
         prefetched: Option<Delivery>,
     ) -> Result<(Option<Duration>, Option<Delivery>), OutboxError> {
@@ -257,7 +258,7 @@ impl Deliverer {
             }
         };
         match head {
-            Some(delivery) => self.attempt_if_due(target, delivery).await,
+            Some(delivery) => self.attempt_if_due(session, target, delivery).await,
             None => Ok((None, None)),
         }
     }
@@ -265,11 +266,11 @@ impl Deliverer {
     /// Sends `delivery` if it is due and records the outcome.
     async fn attempt_if_due(
         &self,
+        session: &SessionId,
         target: &Target,
         delivery: Delivery,
     ) -> Result<(Option<Duration>, Option<Delivery>), OutboxError> {
         let now = now_ms();
-        let session = delivery.session.as_str();
         let members = delivery.members.clone();
         if let Some(wait) = due_in(delivery.next_attempt_ms, now, self.settings.retry_max) {
             return Ok((Some(wait), None));

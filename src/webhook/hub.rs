@@ -29,7 +29,7 @@ pub fn target_of(settings: &crate::session_files::SessionSettings) -> Option<Tar
 pub struct WebhookHub {
     outbox: OutboxThread,
     deliverer: Arc<Deliverer>,
-    workers: Mutex<HashMap<String, Worker>>,
+    workers: Mutex<HashMap<SessionId, Worker>>,
     posted: super::bridge::PostedStatuses,
 }
 
@@ -55,14 +55,14 @@ impl WebhookHub {
         &self.posted
     }
 
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Worker>> {
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Worker>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Points a session's deliveries at `target` (None pauses them).
     pub fn set_target(&self, session: &SessionId, target: Option<Target>) {
         let mut workers = self.workers();
-        match workers.get(session.as_str()) {
+        match workers.get(session) {
             Some(worker) => {
                 worker.target.send_if_modified(|current| {
                     let changed = *current != target;
@@ -74,12 +74,12 @@ impl WebhookHub {
                 let (sender, receiver) = watch::channel(target);
                 let wake = Arc::new(Notify::new());
                 tokio::spawn(self.deliverer.clone().run_session(
-                    session.to_string(),
+                    session.clone(),
                     receiver,
                     wake.clone(),
                 ));
                 workers.insert(
-                    session.to_string(),
+                    session.clone(),
                     Worker {
                         target: sender,
                         wake,
@@ -91,12 +91,12 @@ impl WebhookHub {
 
     fn has_target(&self, session: &SessionId) -> bool {
         self.workers()
-            .get(session.as_str())
+            .get(session)
             .is_some_and(|w| w.target.borrow().is_some())
     }
 
     fn wake(&self, session: &SessionId) {
-        if let Some(worker) = self.workers().get(session.as_str()) {
+        if let Some(worker) = self.workers().get(session) {
             worker.wake.notify_one();
         }
     }
@@ -116,7 +116,7 @@ impl WebhookHub {
         }
         let queued = self
             .outbox
-            .enqueue_batch(session.as_str(), owned(session, events), now_ms())
+            .enqueue_batch(session, owned(session, events), now_ms())
             .await?;
         self.wake(session);
         Ok(queued
@@ -133,7 +133,7 @@ impl WebhookHub {
             return;
         }
         self.outbox
-            .enqueue_detached(session.as_str(), owned(session, &[(event, None)]), now_ms());
+            .enqueue_detached(session, owned(session, &[(event, None)]), now_ms());
         self.wake(session);
     }
 
@@ -143,17 +143,17 @@ impl WebhookHub {
     }
 
     /// Waits until some backlog changed; returns the sessions whose did.
-    pub async fn changed_sessions(&self) -> Vec<String> {
+    pub async fn changed_sessions(&self) -> Vec<SessionId> {
         self.outbox.changed_sessions().await
     }
 
     /// As last published by the outbox thread: never waits for the disk.
     pub fn backlog(&self, session: &SessionId) -> Backlog {
-        self.outbox.backlog(session.as_str())
+        self.outbox.backlog(session)
     }
 
     pub async fn dead_letters(&self, session: &SessionId) -> Result<Vec<DeadLetter>, OutboxError> {
-        self.outbox.dead_letters(session.as_str(), 1000).await
+        self.outbox.dead_letters(session, 1000).await
     }
 
     pub async fn replay(
@@ -161,10 +161,7 @@ impl WebhookHub {
         session: &SessionId,
         delivery_id: &str,
     ) -> Result<bool, OutboxError> {
-        let replayed = self
-            .outbox
-            .replay(session.as_str(), delivery_id, now_ms())
-            .await?;
+        let replayed = self.outbox.replay(session, delivery_id, now_ms()).await?;
         self.wake(session);
         Ok(replayed)
     }
@@ -175,8 +172,8 @@ impl WebhookHub {
     /// undelivered deliveries were dropped.
     pub async fn forget_session(&self, session: &SessionId) -> Result<u64, OutboxError> {
         // Dropping the target sender ends the worker's loop.
-        self.workers().remove(session.as_str());
-        self.outbox.drop_session(session.as_str()).await
+        self.workers().remove(session);
+        self.outbox.drop_session(session).await
     }
 }
 

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::paths::SessionId;
+
 use super::outbox::{Backlog, DeadLetter, Delivery, Enqueued, Items, Outbox, OutboxError};
 
 /// Enqueues that one group commit takes at most.
@@ -25,7 +27,7 @@ pub type OwnedItems = Vec<(Option<String>, Vec<u8>)>;
 
 enum Job {
     Enqueue {
-        session: String,
+        session: SessionId,
         items: OwnedItems,
         now_ms: i64,
         reply: Reply<Vec<Enqueued>>,
@@ -37,14 +39,14 @@ enum Job {
 
 /// What a call did to a session's backlog: nothing (a read), or a write to
 /// this session that worked or failed.
-struct Touched(Option<(String, Result<(), String>)>);
+struct Touched(Option<(SessionId, Result<(), String>)>);
 
 /// Latest backlog per session and the sessions whose backlog changed since
 /// a view last looked.
 #[derive(Default)]
 struct Published {
-    backlogs: Mutex<HashMap<String, Backlog>>,
-    changed: Mutex<BTreeSet<String>>,
+    backlogs: Mutex<HashMap<SessionId, Backlog>>,
+    changed: Mutex<BTreeSet<SessionId>>,
     notify: Notify,
 }
 
@@ -64,8 +66,11 @@ impl OutboxThread {
     /// can look at the store directly; the program hands it over.)
     pub fn start(outbox: Arc<Outbox>) -> OutboxThread {
         let published = Arc::new(Published::default());
+        // Rows are only ever written under valid ids.
         for session in outbox.sessions_with_rows() {
-            publish(&outbox, &published, &session, Ok(()));
+            if let Ok(session) = SessionId::parse(&session) {
+                publish(&outbox, &published, &session, Ok(()));
+            }
         }
         let (jobs, queue) = mpsc::unbounded_channel();
         let thread_published = published.clone();
@@ -79,13 +84,13 @@ impl OutboxThread {
     /// Persists `items` for `session`; answers once they are on disk.
     pub async fn enqueue_batch(
         &self,
-        session: &str,
+        session: &SessionId,
         items: OwnedItems,
         now_ms: i64,
     ) -> Result<Vec<Enqueued>, OutboxError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Enqueue {
-            session: session.to_string(),
+            session: session.clone(),
             items,
             now_ms,
             reply,
@@ -96,10 +101,10 @@ impl OutboxThread {
     /// Queues `items` for `session` without waiting: still persisted in
     /// order with everything else sent before and after it; a failure is
     /// logged and shown in the backlog.
-    pub fn enqueue_detached(&self, session: &str, items: OwnedItems, now_ms: i64) {
+    pub fn enqueue_detached(&self, session: &SessionId, items: OwnedItems, now_ms: i64) {
         let (reply, _) = oneshot::channel();
         self.send(Job::Enqueue {
-            session: session.to_string(),
+            session: session.clone(),
             items,
             now_ms,
             reply,
@@ -108,20 +113,20 @@ impl OutboxThread {
 
     pub async fn next_delivery(
         &self,
-        session: &str,
+        session: &SessionId,
         max_messages: usize,
         max_bytes: usize,
         now_ms: i64,
     ) -> Result<Option<Delivery>, OutboxError> {
         // Recording a new batch is a write, but changes no count.
-        let session = session.to_string();
+        let session = session.clone();
         self.call(None, move |o| {
-            o.next_delivery(&session, max_messages, max_bytes, now_ms)
+            o.next_delivery(session.as_str(), max_messages, max_bytes, now_ms)
         })
         .await
     }
 
-    pub async fn ack(&self, session: &str, seqs: Vec<i64>) -> Result<(), OutboxError> {
+    pub async fn ack(&self, session: &SessionId, seqs: Vec<i64>) -> Result<(), OutboxError> {
         self.write(session, move |o| o.ack(&seqs)).await
     }
 
@@ -129,23 +134,23 @@ impl OutboxThread {
     /// worker on a busy queue makes one trip per message, not two.
     pub async fn ack_and_next(
         &self,
-        session: &str,
+        session: &SessionId,
         seqs: Vec<i64>,
         max_messages: usize,
         max_bytes: usize,
         now_ms: i64,
     ) -> Result<Option<Delivery>, OutboxError> {
-        let owned = session.to_string();
+        let owned = session.clone();
         self.write(session, move |o| {
             o.ack(&seqs)?;
-            o.next_delivery(&owned, max_messages, max_bytes, now_ms)
+            o.next_delivery(owned.as_str(), max_messages, max_bytes, now_ms)
         })
         .await
     }
 
     pub async fn retry_later(
         &self,
-        session: &str,
+        session: &SessionId,
         seqs: Vec<i64>,
         at_ms: i64,
         error: String,
@@ -156,40 +161,45 @@ impl OutboxThread {
 
     pub async fn bury(
         &self,
-        session: &str,
+        session: &SessionId,
         seqs: Vec<i64>,
         reason: String,
     ) -> Result<(), OutboxError> {
         self.write(session, move |o| o.bury(&seqs, &reason)).await
     }
 
-    pub async fn split_batch(&self, session: &str, members: Vec<i64>) -> Result<bool, OutboxError> {
+    pub async fn split_batch(
+        &self,
+        session: &SessionId,
+        members: Vec<i64>,
+    ) -> Result<bool, OutboxError> {
         self.write(session, move |o| o.split_batch(&members)).await
     }
 
     pub async fn replay(
         &self,
-        session: &str,
+        session: &SessionId,
         delivery_id: &str,
         now_ms: i64,
     ) -> Result<bool, OutboxError> {
-        let (owned, id) = (session.to_string(), delivery_id.to_string());
-        self.write(session, move |o| o.replay(&owned, &id, now_ms))
+        let (owned, id) = (session.clone(), delivery_id.to_string());
+        self.write(session, move |o| o.replay(owned.as_str(), &id, now_ms))
             .await
     }
 
-    pub async fn drop_session(&self, session: &str) -> Result<u64, OutboxError> {
-        let owned = session.to_string();
-        self.write(session, move |o| o.drop_session(&owned)).await
+    pub async fn drop_session(&self, session: &SessionId) -> Result<u64, OutboxError> {
+        let owned = session.clone();
+        self.write(session, move |o| o.drop_session(owned.as_str()))
+            .await
     }
 
     pub async fn dead_letters(
         &self,
-        session: &str,
+        session: &SessionId,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, OutboxError> {
-        let session = session.to_string();
-        self.call(None, move |o| o.dead_letters(&session, limit))
+        let session = session.clone();
+        self.call(None, move |o| o.dead_letters(session.as_str(), limit))
             .await
     }
 
@@ -205,7 +215,7 @@ impl OutboxThread {
     }
 
     /// The session's backlog as last published: no disk, no wait.
-    pub fn backlog(&self, session: &str) -> Backlog {
+    pub fn backlog(&self, session: &SessionId) -> Backlog {
         lock(&self.published.backlogs)
             .get(session)
             .cloned()
@@ -214,7 +224,7 @@ impl OutboxThread {
 
     /// Waits until some session's backlog changed, then returns every
     /// session that changed since the last call (one entry however often).
-    pub async fn changed_sessions(&self) -> Vec<String> {
+    pub async fn changed_sessions(&self) -> Vec<SessionId> {
         loop {
             let notified = self.published.notify.notified();
             let changed = std::mem::take(&mut *lock(&self.published.changed));
@@ -229,15 +239,15 @@ impl OutboxThread {
     /// error if it failed.
     async fn write<T: Send + 'static>(
         &self,
-        session: &str,
+        session: &SessionId,
         op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
-        self.call(Some(session.to_string()), op).await
+        self.call(Some(session.clone()), op).await
     }
 
     async fn call<T: Send + 'static>(
         &self,
-        touches: Option<String>,
+        touches: Option<SessionId>,
         op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
         let (reply, answer) = oneshot::channel();
@@ -297,7 +307,7 @@ fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: 
     }
 }
 
-type PendingEnqueue = (String, OwnedItems, i64, Reply<Vec<Enqueued>>);
+type PendingEnqueue = (SessionId, OwnedItems, i64, Reply<Vec<Enqueued>>);
 
 fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnqueue>) {
     if enqueues.is_empty() {
@@ -318,7 +328,7 @@ fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnq
         .map(|((session, _, now_ms, _), items)| (session.as_str(), items.as_slice(), *now_ms))
         .collect();
     let result = outbox.enqueue_groups(&groups);
-    let sessions: BTreeSet<String> = enqueues.iter().map(|(s, ..)| s.clone()).collect();
+    let sessions: BTreeSet<SessionId> = enqueues.iter().map(|(s, ..)| s.clone()).collect();
     let outcome = result.as_ref().map(|_| ()).map_err(|e| e.0.clone());
     if let Err(e) = &result {
         tracing::error!(
@@ -348,8 +358,13 @@ fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnq
 
 /// Reads the session's backlog into the published map (keeping a write
 /// error until a later write works) and marks it changed.
-fn publish(outbox: &Outbox, published: &Published, session: &str, outcome: Result<(), String>) {
-    let mut backlog = match outbox.backlog(session) {
+fn publish(
+    outbox: &Outbox,
+    published: &Published,
+    session: &SessionId,
+    outcome: Result<(), String>,
+) {
+    let mut backlog = match outbox.backlog(session.as_str()) {
         Ok(backlog) => backlog,
         Err(e) => {
             tracing::error!("webhook outbox: cannot read the backlog of {session}: {e}");
@@ -360,7 +375,7 @@ fn publish(outbox: &Outbox, published: &Published, session: &str, outcome: Resul
         }
     };
     backlog.write_error = outcome.err();
-    lock(&published.backlogs).insert(session.to_string(), backlog);
-    lock(&published.changed).insert(session.to_string());
+    lock(&published.backlogs).insert(session.clone(), backlog);
+    lock(&published.changed).insert(session.clone());
     published.notify.notify_one();
 }

@@ -48,7 +48,7 @@ fn rig(url: Option<String>, settings: DeliverySettings) -> Rig {
         url,
         token: Some("erp-token".into()),
     }));
-    tokio::spawn(deliverer.run_session("WA-1".into(), target_rx, wake.clone()));
+    tokio::spawn(deliverer.run_session(support::id("WA-1"), target_rx, wake.clone()));
     Rig {
         _tmp: tmp,
         outbox,
@@ -490,7 +490,7 @@ async fn a_full_disk_backs_off_shows_the_error_and_recovers() {
     let receiver = Receiver::start().await;
     let wake = Arc::new(Notify::new());
     let (target, target_rx) = watch::channel(None);
-    tokio::spawn(deliverer.run_session("WA-1".into(), target_rx, wake.clone()));
+    tokio::spawn(deliverer.run_session(support::id("WA-1"), target_rx, wake.clone()));
     let body = WebhookEvent::ConnectionUpdate {
         status: "Connected",
         error: None,
@@ -521,7 +521,7 @@ async fn a_full_disk_backs_off_shows_the_error_and_recovers() {
             "re-posted after {gap:?}, without backing off"
         );
     }
-    let error = thread.backlog("WA-1").write_error;
+    let error = thread.backlog(&support::id("WA-1")).write_error;
     assert!(
         error.as_deref().is_some_and(|e| e.contains("full")),
         "the backlog says why: {error:?}"
@@ -535,8 +535,8 @@ async fn a_full_disk_backs_off_shows_the_error_and_recovers() {
     })
     .await
     .expect("acknowledged once there is room");
-    assert_eq!(thread.backlog("WA-1").write_error, None);
-    assert_eq!(thread.backlog("WA-1").pending, 0);
+    assert_eq!(thread.backlog(&support::id("WA-1")).write_error, None);
+    assert_eq!(thread.backlog(&support::id("WA-1")).pending, 0);
 }
 
 /// A retry time written by a run whose clock was a day ahead (the clock
