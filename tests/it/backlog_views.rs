@@ -5,6 +5,7 @@
 
 use crate::support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -33,6 +34,23 @@ async fn get(router: &axum::Router, path: &str) -> (StatusCode, String) {
         .await
         .unwrap();
     (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// An engine on a scripted backend forwarding through a webhook hub whose
+/// retries start at `retry_base`.
+fn engine_with_hub(data: &DataDir, retry_base: Duration) -> (Engine, Arc<WebhookHub>) {
+    let settings = DeliverySettings {
+        retry_base,
+        ..DeliverySettings::default()
+    };
+    let hooks = WebhookHub::open(data, settings).unwrap();
+    let engine = Engine::with_webhooks(
+        FakeBackend::default(),
+        data.clone(),
+        support::fast_policy(),
+        Some(hooks.clone()),
+    );
+    (engine, hooks)
 }
 
 #[tokio::test]
@@ -64,20 +82,7 @@ async fn a_stuck_erp_shows_in_sessions_metrics_and_health() {
             .unwrap();
     }
 
-    let hooks = WebhookHub::open(
-        &data,
-        DeliverySettings {
-            retry_base: Duration::from_millis(20),
-            ..DeliverySettings::default()
-        },
-    )
-    .unwrap();
-    let engine = Engine::with_webhooks(
-        FakeBackend::default(),
-        data.clone(),
-        support::fast_policy(),
-        Some(hooks),
-    );
+    let (engine, _hooks) = engine_with_hub(&data, Duration::from_millis(20));
     let mut changes = engine.subscribe();
     engine.start_saved().unwrap();
     let router = router(ApiState::new(engine.clone(), String::new()));
@@ -142,20 +147,7 @@ async fn a_deleted_sessions_backlog_does_not_outlive_it() {
     let id = SessionId::parse("WA-1").unwrap();
     let down = Receiver::start().await;
     down.script((0..1000).map(|_| Reply::Status(503)));
-    let hooks = WebhookHub::open(
-        &data,
-        DeliverySettings {
-            retry_base: Duration::from_secs(60),
-            ..DeliverySettings::default()
-        },
-    )
-    .unwrap();
-    let engine = Engine::with_webhooks(
-        FakeBackend::default(),
-        data.clone(),
-        support::fast_policy(),
-        Some(hooks.clone()),
-    );
+    let (engine, hooks) = engine_with_hub(&data, Duration::from_secs(60));
     let mut changes = engine.subscribe();
     engine
         .add_session(&id, Some(down.url()), Some("erp".into()))
