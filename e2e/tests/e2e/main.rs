@@ -12,4 +12,5 @@ mod headless;
 mod import;
 mod lifecycle;
 mod messages;
+mod pair_code;
 mod tmux;

@@ -1,6 +1,7 @@
 //! One client connection: the handshake, then the plan for this connection
 //! (log in, offer pairing refs, or fail in a scripted way), an auto-responder
-//! for the client's IQs, and the actions a test asks for while it lives.
+//! for the client's IQs (a code request among them), and the actions a test
+//! asks for while it lives.
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_binary::node::NodeContent;
 
 use super::contact::{Addressing, Person, UploadedKeys};
+use super::link_code::{self, CodeRequest};
 use super::noise::{self, Established};
 use super::phone;
 use super::transport::{Frames, NodeChannel};
@@ -24,6 +26,8 @@ const CLIENT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 pub const REF_PREFIX: &str = "2@sim-ref-";
 /// Pairing refs the real server offers a new device per connection.
 const QR_REFS: usize = 6;
+/// Our refs for pairing by code are `<prefix><connection>-<n>`.
+pub const CODE_REF_PREFIX: &str = "3@sim-code-";
 
 pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
     let plan = inner.next_plan();
@@ -64,6 +68,7 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
     inner.register(Live {
         conn,
         device: registered.then_some(payload.device.unwrap_or(0)),
+        code_request: None,
         actions: actions_tx,
     });
     let mut session = Session {
@@ -73,6 +78,8 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
         channel: &mut channel,
         pairing_iq: None,
         pings: std::collections::HashMap::new(),
+        code_request: None,
+        code_attempt: None,
     };
     let _ = session.run(plan, registered, actions).await;
     channel.close().await;
@@ -90,6 +97,11 @@ struct Session<'a> {
     pairing_iq: Option<String>,
     /// Server pings awaiting their answer: id → when sent.
     pings: std::collections::HashMap<String, std::time::Instant>,
+    /// The code the companion asked for (`companion_hello`), if any.
+    code_request: Option<CodeRequest>,
+    /// The phone's side of the last code typed, until the companion's key
+    /// bundle answers it.
+    code_attempt: Option<link_code::Attempt>,
 }
 
 impl Session<'_> {
@@ -230,6 +242,13 @@ impl Session<'_> {
             return Ok(false);
         }
         let xmlns = attr(&node, "xmlns").unwrap_or_default();
+        if xmlns == "md"
+            && kind == "set"
+            && let Some(reg) = node.get_optional_child(link_code::TAG)
+        {
+            self.on_link_code(&id, reg).await?;
+            return Ok(false);
+        }
         let mut reply = NodeBuilder::new("iq")
             .attr("from", SERVER)
             .attr("type", "result")
@@ -280,6 +299,104 @@ impl Session<'_> {
             self.channel.send(&offline).await?;
         }
         Ok(false)
+    }
+
+    /// A stage of pairing by code the companion sends.
+    async fn on_link_code(&mut self, id: &str, reg: &Node) -> anyhow::Result<()> {
+        match attr(reg, "stage").as_deref() {
+            Some("companion_hello") => {
+                let n = self
+                    .inner
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let pairing_ref = format!("{CODE_REF_PREFIX}{}-{n}", self.conn);
+                let Some(request) = CodeRequest::parse(reg, pairing_ref.clone()) else {
+                    // What the real server answers content it cannot use.
+                    return self.send_iq_error(id, 400, "bad-request").await;
+                };
+                self.channel
+                    .send(&link_code::companion_hello_answer(id, &pairing_ref))
+                    .await?;
+                self.inner.record_code_request(self.conn, request.clone());
+                self.inner.emit(SimEvent::PairCodeRequested {
+                    conn: self.conn,
+                    phone: request.phone.clone(),
+                    pairing_ref,
+                });
+                self.code_request = Some(request);
+                self.code_attempt = None;
+            }
+            Some("companion_finish") => {
+                // The server acknowledges the bundle; only the phone can tell
+                // whether it opens. When it does not (a mistyped code), the
+                // real phone reports the failed link to its own user and the
+                // companion hears nothing: whatsapp-rust documents exactly
+                // this (`start_pair_success_timeout`: "a primary that could
+                // not open the key bundle simply goes quiet", and the
+                // `companion_finish` answer "is the server acknowledging the
+                // bundle, not the primary opening it"), and writes the code
+                // off after a minute of silence. So: ack, then pair or stay
+                // silent. The phone's user may type the code again.
+                self.send_iq_result(id).await?;
+                let echoed = link_code_ref(reg);
+                let Some(attempt) = self
+                    .code_attempt
+                    .take_if(|a| echoed.as_deref() == Some(a.pairing_ref.as_str()))
+                else {
+                    return Ok(());
+                };
+                match link_code::open_key_bundle(&self.inner.phone, &attempt, reg) {
+                    Ok(companion) => self.send_pair_success(companion).await?,
+                    Err(e) => {
+                        tracing::warn!("simulated phone: linking by code failed: {e}");
+                        self.inner.emit(SimEvent::PairCodeRejected {
+                            conn: self.conn,
+                            pairing_ref: attempt.pairing_ref,
+                        });
+                    }
+                }
+            }
+            _ => self.send_iq_result(id).await?,
+        }
+        Ok(())
+    }
+
+    async fn send_iq_result(&mut self, id: &str) -> anyhow::Result<()> {
+        let result = NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "result")
+            .attr("id", id.to_string())
+            .build();
+        self.channel.send(&result).await
+    }
+
+    async fn send_iq_error(&mut self, id: &str, code: u16, text: &str) -> anyhow::Result<()> {
+        let error = NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "error")
+            .attr("id", id.to_string())
+            .children([NodeBuilder::new("error")
+                .attr("code", code.to_string())
+                .attr("text", text.to_string())
+                .build()])
+            .build();
+        self.channel.send(&error).await
+    }
+
+    /// The phone links `companion` as a new device: `<pair-success>`,
+    /// answered by `<pair-device-sign>`, then the 515 restart.
+    async fn send_pair_success(&mut self, companion: phone::Companion) -> anyhow::Result<()> {
+        let device = self.inner.next_device();
+        let id = self.inner.next_id();
+        self.pairing_iq = Some(id.clone());
+        let node = self.inner.phone.pair_success(&companion, device, &id)?;
+        self.channel.send(&node).await?;
+        self.inner.emit(SimEvent::Paired {
+            conn: self.conn,
+            device,
+            pairing_ref: companion.pairing_ref,
+        });
+        Ok(())
     }
 
     /// The `<list>` answering a pre-key fetch: a bundle for each person the
@@ -404,17 +521,32 @@ impl Session<'_> {
     async fn on_action(&mut self, action: Action) -> anyhow::Result<bool> {
         match action {
             Action::Scan(payload) => {
-                let qr = phone::scan(&payload)?;
-                let device = self.inner.next_device();
-                let id = self.inner.next_id();
-                self.pairing_iq = Some(id.clone());
-                let node = self.inner.phone.pair_success(&qr, device, &id)?;
-                self.channel.send(&node).await?;
-                self.inner.emit(SimEvent::Paired {
+                self.send_pair_success(phone::scan(&payload)?).await?;
+                Ok(false)
+            }
+            Action::EnterPairCode(code) => {
+                let Some(request) = self.code_request.clone() else {
+                    return Ok(false);
+                };
+                // Two PBKDF2 derivations: off the async threads.
+                let attempt =
+                    tokio::task::spawn_blocking(move || link_code::type_code(&request, &code))
+                        .await??;
+                let hello =
+                    link_code::primary_hello(&self.inner.phone, &attempt, &self.inner.next_id());
+                self.channel.send(&hello).await?;
+                self.inner.emit(SimEvent::PrimaryHelloSent {
                     conn: self.conn,
-                    device,
-                    pairing_ref: qr.pairing_ref,
+                    pairing_ref: attempt.pairing_ref.clone(),
                 });
+                self.code_attempt = Some(attempt);
+                Ok(false)
+            }
+            Action::DemandPasskey => {
+                let request = link_code::passkey_request(&self.inner.next_id());
+                self.channel.send(&request).await?;
+                self.inner
+                    .emit(SimEvent::PasskeyDemanded { conn: self.conn });
                 Ok(false)
             }
             Action::Failure {
@@ -513,6 +645,14 @@ impl Session<'_> {
 
 fn attr(node: &Node, name: &str) -> Option<String> {
     node.attrs.get(name).map(|v| v.to_string())
+}
+
+/// The pairing ref a stage of pairing by code echoes.
+fn link_code_ref(reg: &Node) -> Option<String> {
+    match &reg.get_optional_child("link_code_pairing_ref")?.content {
+        Some(NodeContent::Bytes(b)) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
 }
 
 /// "Nothing new" for every collection an app-state sync asks about.

@@ -2,14 +2,15 @@
 //! (it accepts our certificate chain only with the dev-only feature
 //! `danger-skip-cert-chain-verify`). It speaks Noise XX and IK, logs
 //! registered devices in, offers pairing refs to new ones and completes the
-//! pairing as the primary phone would, answers the client's IQs, and fails
-//! connections in scripted ways.
+//! pairing as the primary phone would (by QR code, or by a code typed on the
+//! phone), answers the client's IQs, and fails connections in scripted ways.
 //!
 //! Plans say how each *next* connection goes; actions act on the latest
 //! live one. Events say what happened, for tests to wait on.
 
 mod conn;
 mod contact;
+mod link_code;
 mod media;
 mod noise;
 mod phone;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 pub use contact::{Addressing, Person};
+pub use link_code::CodeRequest;
 pub use noise::Handshake;
 
 use contact::{Contact, UploadedKeys};
@@ -70,6 +72,12 @@ impl ConnPlan {
 pub enum Action {
     /// Act as the phone scanning this QR payload: send `<pair-success>`.
     Scan(String),
+    /// Act as the phone whose user typed this code for the connection's
+    /// code request: send `primary_hello` (see `Simulator::enter_pair_code`).
+    EnterPairCode(String),
+    /// Act as the phone demanding a passkey before it links the companion:
+    /// send `passkey_prologue_request`.
+    DemandPasskey,
     Failure {
         reason: u16,
         ban_code: Option<u16>,
@@ -101,10 +109,33 @@ pub enum SimEvent {
         conn: u64,
         refs: Vec<String>,
     },
+    /// The phone linked a new device (QR scanned, or the right code typed).
     Paired {
         conn: u64,
         device: u16,
         pairing_ref: String,
+    },
+    /// A companion asked for a code to pair with `phone` (digits), and was
+    /// given `pairing_ref`.
+    PairCodeRequested {
+        conn: u64,
+        phone: String,
+        pairing_ref: String,
+    },
+    /// The phone sent `primary_hello`: its user typed a code.
+    PrimaryHelloSent {
+        conn: u64,
+        pairing_ref: String,
+    },
+    /// The phone could not open the companion's key bundle (the code typed
+    /// was not the one shown): nothing is linked, the companion is not told.
+    PairCodeRejected {
+        conn: u64,
+        pairing_ref: String,
+    },
+    /// The phone asked the companion for a passkey.
+    PasskeyDemanded {
+        conn: u64,
     },
     SuccessSent {
         conn: u64,
@@ -184,6 +215,19 @@ impl Inner {
         self.live.lock().unwrap().retain(|l| l.conn != conn);
     }
 
+    /// Notes the code a live connection asked for, replacing an earlier one.
+    fn record_code_request(&self, conn: u64, request: CodeRequest) {
+        if let Some(live) = self
+            .live
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .find(|l| l.conn == conn)
+        {
+            live.code_request = Some(request);
+        }
+    }
+
     fn next_device(&self) -> u16 {
         self.next_device.fetch_add(1, Ordering::SeqCst)
     }
@@ -198,6 +242,8 @@ struct Live {
     conn: u64,
     /// The linked device logging in (`None` while a new device pairs).
     device: Option<u32>,
+    /// The code this (new) device asked for, if it pairs by code.
+    code_request: Option<CodeRequest>,
     actions: mpsc::UnboundedSender<Action>,
 }
 
@@ -314,6 +360,51 @@ impl Simulator {
         live.iter()
             .find(|l| Some(l.conn) == conn)
             .is_some_and(|l| l.actions.send(Action::Scan(qr_payload.to_string())).is_ok())
+    }
+
+    /// The phone's user types `code` (Linked devices → Link with phone
+    /// number). Like the real server, which routes the phone's answer by
+    /// number, it goes to the newest live connection that asked for a code
+    /// for this account's number; false if there is none. The phone cannot
+    /// tell a wrong code yet: it answers anyway, and only fails to open the
+    /// companion's key bundle later (`SimEvent::PairCodeRejected`). As on a
+    /// phone's input field, case and a separating dash do not matter.
+    pub fn enter_pair_code(&self, code: &str) -> bool {
+        let code: String = code
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let live = self.inner.live.lock().unwrap();
+        live.iter()
+            .rev()
+            .find(|l| {
+                l.code_request
+                    .as_ref()
+                    .is_some_and(|r| r.phone == self.inner.phone.pn)
+            })
+            .is_some_and(|l| l.actions.send(Action::EnterPairCode(code)).is_ok())
+    }
+
+    /// The phone demands a passkey before it links a new device: a
+    /// `passkey_prologue_request` to the newest live connection of a device
+    /// being linked (one that asked for a code first, if any); false if
+    /// there is none.
+    pub fn demand_passkey(&self) -> bool {
+        let live = self.inner.live.lock().unwrap();
+        let pairing = || live.iter().rev().filter(|l| l.device.is_none());
+        pairing()
+            .find(|l| l.code_request.is_some())
+            .or_else(|| pairing().next())
+            .is_some_and(|l| l.actions.send(Action::DemandPasskey).is_ok())
+    }
+
+    /// The code live connection `conn` asked for, if any.
+    pub fn code_request(&self, conn: u64) -> Option<CodeRequest> {
+        let live = self.inner.live.lock().unwrap();
+        live.iter()
+            .find(|l| l.conn == conn)
+            .and_then(|l| l.code_request.clone())
     }
 
     /// `from` writes `text` to linked `device`, Signal-encrypted against the

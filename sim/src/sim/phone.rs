@@ -1,7 +1,8 @@
-//! The simulated primary phone: scanning a pairing QR code it answers with a
+//! The simulated primary phone: linking a companion (by scanning its QR code,
+//! or by a code typed on the phone, see `link_code`) it answers with a
 //! `<pair-success>` whose device identity is signed the way the real phone
-//! signs it (HMAC keyed by the QR's adv secret, account signature by the
-//! phone's identity key), so the real client accepts it.
+//! signs it (HMAC keyed by the companion's adv secret, account signature by
+//! the phone's identity key), so the real client accepts it.
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
@@ -23,14 +24,15 @@ pub struct Phone {
     pub lid: String,
 }
 
-/// What the QR code hands the phone.
-pub struct ScannedQr {
+/// What the phone knows of a companion it links: read from its QR code, or
+/// opened from the key bundle of a pairing by code.
+pub struct Companion {
     pub pairing_ref: String,
     pub identity_pub: [u8; 32],
     pub adv_secret: [u8; 32],
 }
 
-pub fn scan(qr_payload: &str) -> anyhow::Result<ScannedQr> {
+pub fn scan(qr_payload: &str) -> anyhow::Result<Companion> {
     let parts: Vec<&str> = qr_payload.split(',').collect();
     anyhow::ensure!(parts.len() >= 4, "not a pairing QR payload: {qr_payload}");
     let decode = |s: &str| -> anyhow::Result<[u8; 32]> {
@@ -39,7 +41,7 @@ pub fn scan(qr_payload: &str) -> anyhow::Result<ScannedQr> {
             .try_into()
             .map_err(|_| anyhow::anyhow!("QR key is not 32 bytes"))
     };
-    Ok(ScannedQr {
+    Ok(Companion {
         pairing_ref: parts[0].to_string(),
         identity_pub: decode(parts[2])?,
         adv_secret: decode(parts[3])?,
@@ -55,8 +57,13 @@ impl Phone {
         }
     }
 
-    /// The `<iq><pair-success>` for a scanned code, linking it as `device`.
-    pub fn pair_success(&self, qr: &ScannedQr, device: u16, iq_id: &str) -> anyhow::Result<Node> {
+    /// The `<iq><pair-success>` linking `companion` as `device`.
+    pub fn pair_success(
+        &self,
+        companion: &Companion,
+        device: u16,
+        iq_id: &str,
+    ) -> anyhow::Result<Node> {
         let inner = wa::ADVDeviceIdentity {
             raw_id: Some(u32::from(device)),
             timestamp: Some(chrono::Utc::now().timestamp() as u64),
@@ -67,7 +74,7 @@ impl Phone {
         .encode_to_vec();
         let mut to_sign = ACCOUNT_SIGNATURE_PREFIX.to_vec();
         to_sign.extend_from_slice(&inner);
-        to_sign.extend_from_slice(&qr.identity_pub);
+        to_sign.extend_from_slice(&companion.identity_pub);
         let signature = self
             .identity
             .private_key
@@ -79,7 +86,7 @@ impl Phone {
             device_signature: None,
         }
         .encode_to_vec();
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&qr.adv_secret)?;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&companion.adv_secret)?;
         mac.update(&signed);
         let identity = wa::ADVSignedDeviceIdentityHMAC {
             details: Some(signed),
