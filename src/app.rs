@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::config::Config;
+use crate::console::{self, Console, Link};
 use crate::engine::Engine;
 use crate::engine::whatsapp::WhatsAppBackend;
-use crate::paths::{DataDir, SessionId};
+use crate::paths::{DataDir, DataDirError, SessionId};
 use crate::webhook::hub::WebhookHub;
 use crate::{api, headless, import, logging, tui};
 
@@ -36,6 +37,9 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CliCommand {
+    /// Open the dashboard of the service running on the data dir (under
+    /// systemd, say); `q` detaches and the service keeps running.
+    Attach,
     /// Move the old Node bridge's Baileys sessions into wabridge (no QR rescans).
     ImportBaileys {
         /// The old bridge's sessions/ folder, or one session folder in it.
@@ -89,29 +93,42 @@ pub fn run(cli: Cli) -> Result<(), String> {
         .or_else(DataDir::default_root)
         .ok_or("no data dir: pass --data-dir or set data_dir in the config")?;
     let data = DataDir::new(root);
-    if let Some(CliCommand::ImportBaileys {
-        source,
-        as_id,
-        dry_run,
-        json,
-    }) = cli.command
-    {
-        let options = import::ImportOptions {
+    match cli.command {
+        Some(CliCommand::ImportBaileys {
             source,
             as_id,
             dry_run,
-        };
-        return import_baileys(&data, &options, json);
+            json,
+        }) => {
+            let options = import::ImportOptions {
+                source,
+                as_id,
+                dry_run,
+            };
+            return import_baileys(&data, &options, json);
+        }
+        Some(CliCommand::Attach) => return attach(&config, &data),
+        None => {}
     }
-    let _lock = data.open_exclusive().map_err(|e| e.to_string())?;
+    let _lock = match data.open_exclusive() {
+        Ok(lock) => lock,
+        // Another process serves this data dir: show its dashboard instead.
+        // A second headless service stays an error.
+        Err(in_use @ DataDirError::InUse { .. }) if !cli.headless => {
+            if !data.console_socket().exists() {
+                return Err(in_use.to_string());
+            }
+            eprintln!(
+                "wabridge: a service is already running on {}; attaching to its dashboard (q detaches, the service keeps running)",
+                data.root().display()
+            );
+            return attach(&config, &data);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let log_dir = config.log.dir.clone().unwrap_or_else(|| data.logs_dir());
     let (tail_tx, tail_rx) = tokio::sync::mpsc::channel(1024);
-    let echo = if cli.headless {
-        logging::Echo::Stderr
-    } else {
-        logging::Echo::Tail(tail_tx)
-    };
-    let _log = logging::init(&config.log, &log_dir, echo);
+    let _log = logging::init(&config.log, &log_dir, cli.headless, tail_tx);
 
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
@@ -139,6 +156,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
             .map_err(|e| format!("cannot list sessions: {e}"))?;
         let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
         let api_task = start_api(&config, engine.clone(), api_stopped).await?;
+        let console = Console::start(engine.clone(), tail_rx, config.tui.message_buffer);
+        let socket = console::server::serve(console.clone(), &data)
+            .inspect_err(|e| tracing::error!("{e}; `wabridge attach` cannot reach this service"))
+            .ok();
         tracing::info!(
             "wabridge {} started with {} session(s); data dir {}",
             env!("CARGO_PKG_VERSION"),
@@ -148,20 +169,36 @@ pub fn run(cli: Cli) -> Result<(), String> {
         if cli.headless {
             headless::run(engine.clone(), data.clone(), shutdown_signal()).await;
         } else {
-            tui::runner::run(
-                engine.clone(),
-                tail_rx,
-                config.tui.message_buffer,
-                shutdown_signal(),
-            )
-            .await
-            .map_err(|e| format!("terminal error: {e}"))?;
+            let link = Link::in_process(console.clone());
+            tui::runner::run(link, config.tui.message_buffer, shutdown_signal())
+                .await
+                .map_err(|e| format!("terminal error: {e}"))?;
         }
         tracing::info!("shutting down: disconnecting sessions (credentials kept)");
+        // First the socket (its file goes with it), so a `wabridge` started
+        // now does not attach to a service on its way out.
+        if let Some(socket) = socket {
+            socket.abort();
+            let _ = socket.await;
+        }
         let _ = stop_api.send(true);
         engine.shutdown().await;
         let _ = api_task.await;
         Ok(())
+    })
+}
+
+/// The dashboard of the service running on `data`, until the operator
+/// detaches (`q`, Ctrl-C). Logs nothing: the service logs what happens.
+fn attach(config: &Config, data: &DataDir) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let link = console::client::attach(&data.console_socket())
+            .await
+            .map_err(|e| e.to_string())?;
+        tui::runner::run(link, config.tui.message_buffer, shutdown_signal())
+            .await
+            .map_err(|e| format!("terminal error: {e}"))
     })
 }
 

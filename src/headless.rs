@@ -30,6 +30,9 @@ pub async fn run(engine: Engine, data: DataDir, shutdown: impl std::future::Futu
             _ = &mut shutdown => break,
             event = events.recv() => match event {
                 Ok(EngineEvent::SessionChanged(snapshot)) => printer.show(&snapshot),
+                Ok(EngineEvent::SessionRemoved(id)) => {
+                    printer.shown.remove(&id);
+                }
                 Ok(EngineEvent::Message(_) | EngineEvent::Backlog { .. }) => {}
                 Err(RecvError::Lagged(_)) => {
                     for snapshot in engine.snapshots() {

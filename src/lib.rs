@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod headless;
 pub mod import;

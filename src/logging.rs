@@ -27,17 +27,13 @@ pub fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::new(directives)
 }
 
-/// Where log lines go besides the file.
-pub enum Echo {
-    /// Headless: stderr, as systemd's journal expects.
-    Stderr,
-    /// Dashboard: the log tail pane (stderr would tear the screen).
-    Tail(mpsc::Sender<String>),
-}
-
-/// Installs the global subscriber. A log dir that cannot be used is reported
-/// on stderr and the program carries on without a file.
-pub fn init(config: &LogConfig, dir: &Path, echo: Echo) -> LogGuard {
+/// Installs the global subscriber: lines go to the file, to `tail` (the
+/// dashboards' log pane, in this process or attached) and, with `stderr`,
+/// to stderr as well (headless: systemd's journal reads it; with the
+/// dashboard in this terminal it would tear the screen). A log dir that
+/// cannot be used is reported on stderr and the program carries on without
+/// a file.
+pub fn init(config: &LogConfig, dir: &Path, stderr: bool, tail: mpsc::Sender<String>) -> LogGuard {
     let file = match open_appender(dir, config.max_files) {
         Ok(appender) => Some(tracing_appender::non_blocking(appender)),
         Err(e) => {
@@ -58,26 +54,16 @@ pub fn init(config: &LogConfig, dir: &Path, echo: Echo) -> LogGuard {
             .with_target(false)
             .with_writer(w)
     });
-    let (stderr_layer, tail_layer) = match echo {
-        Echo::Stderr => (
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_target(false)
-                    .with_writer(std::io::stderr),
-            ),
-            None,
-        ),
-        Echo::Tail(sender) => (
-            None,
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_target(false)
-                    .without_time()
-                    .with_writer(TailWriter { sender }),
-            ),
-        ),
-    };
+    let stderr_layer = stderr.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+    });
+    let tail_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .with_writer(TailWriter { sender: tail });
     let _ = tracing_subscriber::registry()
         .with(filter_for(&config.level))
         .with(LibraryErrorTap)
@@ -99,7 +85,7 @@ fn open_appender(dir: &Path, max_files: usize) -> Result<RollingFileAppender, St
         .map_err(|e| e.to_string())
 }
 
-/// Sends each formatted line to the dashboard; drops lines when the pane is
+/// Sends each formatted line to the dashboards; drops lines when the pane is
 /// behind rather than ever blocking the code that logs.
 #[derive(Clone)]
 struct TailWriter {

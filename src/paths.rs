@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// Marker in the names of session folders moved aside after a failed open.
 const CORRUPT_MARKER: &str = ".corrupt-";
 const LOCK_FILE: &str = "wabridge.lock";
+const CONSOLE_SOCKET: &str = "wabridge.sock";
 
 /// A session id that is safe to use as a folder name: 1–64 characters of
 /// `A-Za-z0-9_.-`, not starting with a dot.
@@ -62,6 +63,21 @@ impl SessionId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// On the wire (the dashboard feed) an id is its text; what comes in is
+/// checked like any other id.
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        SessionId::parse(&raw).map_err(serde::de::Error::custom)
     }
 }
 
@@ -118,6 +134,11 @@ impl DataDir {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// Where the running service serves the dashboard (`wabridge attach`).
+    pub fn console_socket(&self) -> PathBuf {
+        self.root.join(CONSOLE_SOCKET)
     }
 
     pub fn session_dir(&self, id: &SessionId) -> PathBuf {

@@ -49,11 +49,13 @@ pub struct RunOutcome {
 }
 
 /// Why a session stopped and waits for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HaltReason {
     Replaced,
     TemporaryBan {
         code: i32,
+        #[serde(with = "super::state::remaining", rename = "lifts_in_ms")]
         lifts_at: Instant,
     },
     ClientOutdated,

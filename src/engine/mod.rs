@@ -312,6 +312,11 @@ impl Engine {
                 Err(e) => tracing::error!("cannot drop the webhook backlog of {id}: {e}"),
             }
         }
+        // The session is gone from the engine whatever happens to its files.
+        let _ = self
+            .inner
+            .events
+            .send(EngineEvent::SessionRemoved(id.clone()));
         let dir = self.inner.data.session_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -1,27 +1,36 @@
 //! What the views (TUI, API, headless log) see of a session.
+//!
+//! These types also cross a process boundary, to an attached dashboard
+//! (`console/`), so they are serde types; an `Instant` crosses as the time
+//! left until it (see `remaining`).
 
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use super::close::HaltReason;
 use crate::paths::SessionId;
 
 /// The pairing QR currently on offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QrOffer {
     /// The payload to encode (`ref,noise,identity,adv,type`).
     pub payload: String,
+    #[serde(with = "remaining", rename = "expires_in_ms")]
     pub expires_at: Instant,
     /// 1-based; WhatsApp offers six codes per pairing attempt.
     pub index: u8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Connecting,
     QrScanRequired(QrOffer),
     /// Pairing by phone number: the 8-character code to type on the phone.
     PairingCode {
         code: String,
+        #[serde(with = "remaining", rename = "expires_in_ms")]
         expires_at: Instant,
     },
     /// The phone asked for a passkey before linking this device.
@@ -67,18 +76,19 @@ impl SessionState {
 }
 
 /// How the last connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastClose {
     pub status: u16,
     pub description: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSnapshot {
     pub id: SessionId,
     pub state: SessionState,
     /// Failed reconnect attempts since the last Connected.
     pub attempt: u32,
+    #[serde(with = "remaining::option", rename = "next_retry_in_ms")]
     pub next_retry_at: Option<Instant>,
     pub last_close: Option<LastClose>,
     /// The linked account's phone number (digits), once known.
@@ -108,10 +118,12 @@ impl SessionSnapshot {
 
 /// A session's webhook backlog, with the oldest delivery's age as an
 /// `Instant` so views compute "oldest 3m" from the `now` they are given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BacklogInfo {
     pub pending: u64,
     pub dead: u64,
+    /// On the wire negative: it is in the past.
+    #[serde(with = "remaining::option", rename = "oldest_in_ms")]
     pub oldest_at: Option<Instant>,
     /// The outbox cannot be written (disk full, say): incoming messages
     /// stay unacknowledged at WhatsApp, deliveries wait.
@@ -126,7 +138,8 @@ impl BacklogInfo {
 
 /// Who sent a message, as honestly as it can be known: a LID is never
 /// passed off as a phone number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SenderNumber {
     /// Phone number digits.
     Phone(String),
@@ -135,7 +148,7 @@ pub enum SenderNumber {
 }
 
 /// An incoming message as the views show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundMessage {
     pub session: SessionId,
     pub id: String,
@@ -156,10 +169,65 @@ pub struct InboundMessage {
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
     SessionChanged(SessionSnapshot),
+    /// The session was deleted: views drop it.
+    SessionRemoved(SessionId),
     Message(std::sync::Arc<InboundMessage>),
     /// The session's webhook backlog changed.
     Backlog {
         session: SessionId,
         backlog: BacklogInfo,
     },
+}
+
+/// An `Instant` as the milliseconds from now until it (negative once it
+/// has passed). Instants mean nothing in another process; the time left
+/// does, so the receiver turns it back into an instant on its own clock and
+/// countdowns read the same on both sides (give or take the transit time).
+pub(crate) mod remaining {
+    use std::time::{Duration, Instant};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    fn to_millis(at: Instant) -> i64 {
+        let now = crate::engine::now();
+        match at.checked_duration_since(now) {
+            Some(ahead) => ahead.as_millis().min(i64::MAX as u128) as i64,
+            None => -(now.duration_since(at).as_millis().min(i64::MAX as u128) as i64),
+        }
+    }
+
+    fn from_millis(millis: i64) -> Instant {
+        let now = crate::engine::now();
+        let offset = Duration::from_millis(millis.unsigned_abs());
+        if millis >= 0 {
+            now.checked_add(offset).unwrap_or(now)
+        } else {
+            now.checked_sub(offset).unwrap_or(now)
+        }
+    }
+
+    pub fn serialize<S: Serializer>(at: &Instant, serializer: S) -> Result<S::Ok, S::Error> {
+        to_millis(*at).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Instant, D::Error> {
+        Ok(from_millis(i64::deserialize(deserializer)?))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            at: &Option<Instant>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            at.map(to_millis).serialize(serializer)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Instant>, D::Error> {
+            Ok(Option::<i64>::deserialize(deserializer)?.map(from_millis))
+        }
+    }
 }

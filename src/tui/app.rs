@@ -6,14 +6,15 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::keymap::{self, Action};
+use crate::console::wire::{Backfill, LogLine, Request};
 use crate::engine::BacklogInfo;
-use crate::engine::{Command, InboundMessage, SenderNumber, SessionSnapshot, SessionState};
+use crate::engine::{InboundMessage, SenderNumber, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::qr::QrMatrix;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// Log lines kept for the log tail.
-const LOG_TAIL: usize = 500;
+const LOG_TAIL: usize = crate::console::hub::LOG_TAIL;
 /// Lines a PgUp/PgDn moves.
 const PAGE: usize = 10;
 
@@ -46,9 +47,24 @@ pub enum Overlay {
 /// What the runner must do after an update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Command(SessionId, Command),
-    AddSession(SessionId),
+    /// Ask the service (in this process or attached to).
+    Request(Request),
+    /// Leave the dashboard: stops an in-process service, detaches from an
+    /// attached one.
     Quit,
+}
+
+/// Where the service this dashboard shows is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceLink {
+    /// In this process: quitting stops it.
+    InProcess,
+    /// Another process, attached to over its socket: quitting detaches.
+    Attached { service: String, pid: u32 },
+    /// The attached service went away (why); the link is trying again.
+    Gone(String),
+    /// The link gave up (why); only quitting is left.
+    Closed(String),
 }
 
 #[derive(Debug, Clone)]
@@ -58,12 +74,25 @@ pub enum Msg {
     SelectSession(usize),
     Session(SessionSnapshot),
     Sessions(Vec<SessionSnapshot>),
+    /// The session was deleted.
+    SessionRemoved(SessionId),
     Message(Arc<InboundMessage>),
     /// A session's webhook backlog changed.
     Backlog(SessionId, BacklogInfo),
-    /// The engine's broadcast overran this view: that many were dropped.
+    /// The feed overran this view: that many were dropped.
     MessagesSkipped(u64),
-    Log(String),
+    Log(LogLine),
+    /// Everything the service shows, on (re-)attaching or after a lag.
+    Backfill(Backfill),
+    /// Attached to this service.
+    Attached {
+        service: String,
+        pid: u32,
+    },
+    ServiceGone(String),
+    LinkClosed(String),
+    /// A request of ours did not work (why).
+    Notice(String),
 }
 
 /// A bounded buffer of lines with a scroll position counted from the newest.
@@ -139,6 +168,12 @@ pub struct App {
     /// Webhook backlog per session (kept apart: session snapshots from the
     /// supervisor do not carry it).
     pub backlogs: HashMap<SessionId, BacklogInfo>,
+    pub link: ServiceLink,
+    /// The last request that did not work, until the next key.
+    pub notice: Option<String>,
+    /// The service run the log lines came from, and the last line's number:
+    /// a backfill from the same run repeats lines already shown.
+    log_source: Option<(u64, u64)>,
 }
 
 impl App {
@@ -158,7 +193,15 @@ impl App {
             utc_offset,
             qr_codes: HashMap::new(),
             backlogs: HashMap::new(),
+            link: ServiceLink::InProcess,
+            notice: None,
+            log_source: None,
         }
+    }
+
+    /// Whether quitting leaves the service running.
+    pub fn detaches(&self) -> bool {
+        self.link != ServiceLink::InProcess
     }
 
     pub fn selected_session(&self) -> Option<&SessionSnapshot> {
@@ -252,9 +295,65 @@ impl App {
                 vec![]
             }
             Msg::Log(line) => {
-                self.logs.push(line);
+                if let Some((_, last)) = &mut self.log_source {
+                    *last = line.seq;
+                }
+                self.logs.push(line.text);
                 vec![]
             }
+            Msg::SessionRemoved(id) => {
+                self.sessions.retain(|s| s.id != id);
+                self.qr_codes.remove(&id);
+                self.backlogs.remove(&id);
+                self.clamp_selection();
+                vec![]
+            }
+            Msg::Backfill(backfill) => {
+                self.backfill(backfill);
+                vec![]
+            }
+            Msg::Attached { service, pid } => {
+                self.link = ServiceLink::Attached { service, pid };
+                vec![]
+            }
+            Msg::ServiceGone(why) => {
+                self.link = ServiceLink::Gone(why);
+                vec![]
+            }
+            Msg::LinkClosed(why) => {
+                self.link = ServiceLink::Closed(why);
+                vec![]
+            }
+            Msg::Notice(text) => {
+                self.notice = Some(text);
+                vec![]
+            }
+        }
+    }
+
+    /// Catches up with the service: its sessions replace ours; its messages
+    /// and log lines are added unless already shown (a re-attach to the same
+    /// run), so the operator keeps their place, selection and filter.
+    fn backfill(&mut self, backfill: Backfill) {
+        self.update(Msg::Sessions(backfill.sessions));
+        let shown: HashSet<(SessionId, String)> = self
+            .messages
+            .items()
+            .iter()
+            .map(|m| (m.session.clone(), m.id.clone()))
+            .collect();
+        for message in backfill.messages {
+            if !shown.contains(&(message.session.clone(), message.id.clone())) {
+                self.update(Msg::Message(message));
+            }
+        }
+        let seen = match self.log_source {
+            Some((instance, last)) if instance == backfill.instance => last,
+            _ => 0,
+        };
+        self.log_source = Some((backfill.instance, seen));
+        for line in backfill.logs.into_iter().filter(|l| l.seq > seen) {
+            self.update(Msg::Log(line));
         }
     }
 
@@ -319,6 +418,7 @@ impl App {
     }
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        self.notice = None;
         // Ctrl-C always quits, like in any terminal program.
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return vec![Effect::Quit];
@@ -328,7 +428,7 @@ impl App {
             Some(Overlay::Help) => vec![],
             Some(Overlay::ConfirmLogout(id)) => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    vec![Effect::Command(id, Command::Logout)]
+                    vec![Effect::Request(Request::Logout { session: id })]
                 }
                 KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => vec![],
                 _ => {
@@ -360,7 +460,7 @@ impl App {
             Action::Down => self.move_selection(1),
             Action::Reconnect => {
                 return selected
-                    .map(|id| vec![Effect::Command(id, Command::ReconnectNow)])
+                    .map(|session| vec![Effect::Request(Request::Reconnect { session })])
                     .unwrap_or_default();
             }
             Action::Logout => self.overlay = selected.map(Overlay::ConfirmLogout),
@@ -389,7 +489,9 @@ impl App {
             }
             Action::Help => self.overlay = Some(Overlay::Help),
             Action::Quit => {
-                if self.pairing_in_progress() {
+                // Quitting an in-process service mid-pairing loses the
+                // pairing; detaching loses nothing.
+                if !self.detaches() && self.pairing_in_progress() {
                     self.overlay = Some(Overlay::ConfirmQuit);
                 } else {
                     return vec![Effect::Quit];
@@ -455,17 +557,17 @@ impl App {
                     input,
                     format!("session {id} already exists"),
                 ),
-                Ok(id) => {
-                    self.select_id(&id);
-                    vec![Effect::AddSession(id)]
+                Ok(session) => {
+                    self.select_id(&session);
+                    vec![Effect::Request(Request::AddSession { session })]
                 }
                 Err(e) => reject(self, PromptKind::AddSession, input, e.to_string()),
             },
-            PromptKind::PairPhone(id) => match phone_digits(&input) {
-                Some(phone) => vec![Effect::Command(id, Command::PairWithPhone(phone))],
+            PromptKind::PairPhone(session) => match phone_digits(&input) {
+                Some(phone) => vec![Effect::Request(Request::PairWithPhone { session, phone })],
                 None => reject(
                     self,
-                    PromptKind::PairPhone(id),
+                    PromptKind::PairPhone(session),
                     input,
                     "enter the phone number with country code, 7 to 15 digits".to_string(),
                 ),

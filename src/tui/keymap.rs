@@ -143,7 +143,7 @@ pub const BINDINGS: &[Binding] = &[
         keys_label: "q",
         action: Action::Quit,
         short: "quit",
-        help: "quit (asks when a session is pairing); sessions disconnect and keep their credentials",
+        help: "quit: sessions disconnect, keeping credentials (asks while pairing); attached: detach, the service runs on",
         in_footer: true,
     },
 ];

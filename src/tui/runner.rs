@@ -1,8 +1,10 @@
-//! Connects the dashboard to the terminal and the engine: reads keys and
-//! mouse clicks, feeds engine events and log lines into `App::update`,
-//! carries out the effects, and redraws only when something changed (plus a
-//! 1 Hz tick while a countdown is on screen). The terminal is restored on
-//! every exit path, panics included.
+//! Connects the dashboard to the terminal and to the service's feed (a
+//! `Link`: the service in this process, or one attached to over its
+//! socket; the dashboard cannot tell them apart): reads keys and mouse
+//! clicks, feeds frames into `App::update`, sends the requests it makes,
+//! and redraws only when something changed (plus a 1 Hz tick while a
+//! countdown is on screen). The terminal is restored on every exit path,
+//! panics included.
 
 use std::io::{self, Stdout};
 use std::time::Duration;
@@ -16,21 +18,17 @@ use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::app::{App, Effect, Msg};
 use super::ui;
-use crate::engine::{Engine, EngineEvent};
+use crate::console::wire::ServiceFrame;
+use crate::console::{Link, LinkEvent};
 
-/// Log lines wait here for the log tail; the oldest are dropped if the
-/// screen falls behind (the log file still has them).
-pub type LogLines = mpsc::Receiver<String>;
-
-/// Runs the dashboard until the operator quits or `shutdown` resolves.
+/// Runs the dashboard until the operator quits, the feed ends (the service
+/// in this process shut down) or `shutdown` resolves.
 pub async fn run(
-    engine: Engine,
-    mut logs: LogLines,
+    mut link: Link,
     message_capacity: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
@@ -38,13 +36,11 @@ pub async fn run(
     let colors = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let offset = *chrono::Local::now().offset();
     let mut app = App::new(message_capacity, colors, offset);
-    app.update(Msg::Sessions(engine.snapshots()));
 
     let mut input = spawn_input_reader();
-    let mut events = engine.subscribe();
     tokio::pin!(shutdown);
-    // The loop only wakes for an input, an engine event, a log line or the
-    // countdown tick, so drawing once per wake is drawing on change.
+    // The loop only wakes for an input, a frame or the countdown tick, so
+    // drawing once per wake is drawing on change.
     loop {
         let now = crate::engine::now();
         terminal.draw(|frame| ui::render(frame, &app, now))?;
@@ -52,26 +48,38 @@ pub async fn run(
         let tick = app
             .needs_tick()
             .then(|| tokio::time::sleep(Duration::from_secs(1)));
-        let mut messages = Vec::new();
+        let mut messages = std::collections::VecDeque::new();
         tokio::select! {
             _ = &mut shutdown => break,
             Some(event) = input.recv() => {
                 if let Some(msg) = terminal_msg(event, &terminal, &app) {
-                    messages.push(msg);
+                    messages.push_back(msg);
                 }
             }
-            event = events.recv() => messages.extend(engine_msgs(event, &engine)),
-            Some(line) = logs.recv() => messages.push(Msg::Log(line)),
+            event = link.events.recv() => match event {
+                Some(event) => messages.push_back(link_msg(event)),
+                None => break,
+            },
             _ = async { tick.unwrap().await }, if tick.is_some() => {}
         }
         // Coalesce a burst (a message flood) into one redraw.
-        while let Ok(event) = events.try_recv() {
-            messages.push(Msg::from_engine(event));
+        while let Ok(event) = link.events.try_recv() {
+            messages.push_back(link_msg(event));
         }
         let mut quit = false;
-        for msg in messages {
+        while let Some(msg) = messages.pop_front() {
             for effect in app.update(msg) {
-                quit |= apply(effect, &engine);
+                match effect {
+                    Effect::Quit => quit = true,
+                    // Never block the screen on the service.
+                    Effect::Request(request) => {
+                        if link.requests.try_send(request).is_err() {
+                            messages.push_back(Msg::Notice(
+                                "the service is busy; try again in a moment".into(),
+                            ));
+                        }
+                    }
+                }
             }
         }
         if quit {
@@ -81,25 +89,26 @@ pub async fn run(
     leave(&mut terminal)
 }
 
-impl Msg {
-    fn from_engine(event: EngineEvent) -> Msg {
-        match event {
-            EngineEvent::SessionChanged(snapshot) => Msg::Session(snapshot),
-            EngineEvent::Message(message) => Msg::Message(message),
-            EngineEvent::Backlog { session, backlog } => Msg::Backlog(session, backlog),
-        }
+fn link_msg(event: LinkEvent) -> Msg {
+    match event {
+        LinkEvent::Frame(frame) => frame_msg(*frame),
+        LinkEvent::Gone(why) => Msg::ServiceGone(why),
+        LinkEvent::Closed(why) => Msg::LinkClosed(why),
     }
 }
 
-fn engine_msgs(event: Result<EngineEvent, RecvError>, engine: &Engine) -> Vec<Msg> {
-    match event {
-        Ok(event) => vec![Msg::from_engine(event)],
-        // The screen fell behind a flood: the engine never waits for it. Say
-        // how much was skipped and resync the session states.
-        Err(RecvError::Lagged(n)) => {
-            vec![Msg::MessagesSkipped(n), Msg::Sessions(engine.snapshots())]
-        }
-        Err(RecvError::Closed) => vec![Msg::Sessions(engine.snapshots())],
+fn frame_msg(frame: ServiceFrame) -> Msg {
+    match frame {
+        ServiceFrame::Hello { service, pid, .. } => Msg::Attached { service, pid },
+        ServiceFrame::Refused { reason } => Msg::LinkClosed(reason),
+        ServiceFrame::Backfill(backfill) => Msg::Backfill(backfill),
+        ServiceFrame::Session { snapshot } => Msg::Session(snapshot),
+        ServiceFrame::SessionRemoved { session } => Msg::SessionRemoved(session),
+        ServiceFrame::Message { message } => Msg::Message(message),
+        ServiceFrame::Backlog { session, backlog } => Msg::Backlog(session, backlog),
+        ServiceFrame::Skipped { count } => Msg::MessagesSkipped(count),
+        ServiceFrame::Log { line } => Msg::Log(line),
+        ServiceFrame::Notice { text } => Msg::Notice(text),
     }
 }
 
@@ -121,28 +130,6 @@ fn terminal_msg(
         // Any other event (resize, focus) just triggers a redraw.
         _ => None,
     }
-}
-
-/// Carries out an effect; true means quit.
-fn apply(effect: Effect, engine: &Engine) -> bool {
-    match effect {
-        Effect::Quit => return true,
-        Effect::Command(id, command) => {
-            let engine = engine.clone();
-            // Never block the screen on a session's mailbox.
-            tokio::spawn(async move {
-                if let Err(e) = engine.command(&id, command).await {
-                    tracing::warn!("command for {id} not delivered: {e}");
-                }
-            });
-        }
-        Effect::AddSession(id) => {
-            if let Err(e) = engine.add_session(&id, None, None) {
-                tracing::error!("cannot add session {id}: {e}");
-            }
-        }
-    }
-    false
 }
 
 /// Reads terminal events on a thread of its own (crossterm's read blocks).

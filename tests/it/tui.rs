@@ -12,9 +12,10 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use std::time::Instant;
 
+use wabridge::console::wire::Request;
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
-    Command, InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot, SessionState,
+    InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot, SessionState,
 };
 use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
 use wabridge::tui::ui;
@@ -297,7 +298,7 @@ fn r_reconnects_the_selected_session() {
     app.update(key(KeyCode::Char('j')));
     assert_eq!(
         app.update(key(KeyCode::Char('r'))),
-        [Effect::Command(id("b"), Command::ReconnectNow)]
+        [Effect::Request(Request::Reconnect { session: id("b") })]
     );
 }
 
@@ -311,7 +312,7 @@ fn l_asks_before_logging_out() {
     app.update(key(KeyCode::Char('l')));
     assert_eq!(
         app.update(key(KeyCode::Char('y'))),
-        [Effect::Command(id("a"), Command::Logout)]
+        [Effect::Request(Request::Logout { session: id("a") })]
     );
 }
 
@@ -340,7 +341,9 @@ fn a_validates_the_new_session_id() {
     typed(&mut app, "shop-2");
     assert_eq!(
         app.update(key(KeyCode::Enter)),
-        [Effect::AddSession(id("shop-2"))]
+        [Effect::Request(Request::AddSession {
+            session: id("shop-2")
+        })]
     );
 }
 
@@ -359,10 +362,10 @@ fn p_pairs_by_a_phone_number() {
     typed(&mut app, "+91 90751 67132");
     assert_eq!(
         app.update(key(KeyCode::Enter)),
-        [Effect::Command(
-            id("a"),
-            Command::PairWithPhone("919075167132".into())
-        )]
+        [Effect::Request(Request::PairWithPhone {
+            session: id("a"),
+            phone: "919075167132".into()
+        })]
     );
 }
 

@@ -15,7 +15,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use std::time::Instant;
 
-use super::app::App;
+use super::app::{App, ServiceLink};
 use super::keymap::BINDINGS;
 use crate::engine::SessionState;
 use theme::Theme;
@@ -99,7 +99,7 @@ pub fn render(frame: &mut Frame, app: &App, now: Instant) {
     if let Some(logs) = areas.logs {
         messages::render_logs(frame, app, logs, theme);
     }
-    render_footer(frame, areas.footer, theme);
+    render_footer(frame, app, areas.footer, theme);
     overlay::render(frame, app, theme);
 }
 
@@ -120,19 +120,46 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect, theme: Theme) {
         .iter()
         .filter(|s| s.state == SessionState::Connected)
         .count();
-    let text = format!(
-        " wabridge · {} session{} · {connected} connected",
-        app.sessions.len(),
-        if app.sessions.len() == 1 { "" } else { "s" },
-    );
-    frame.render_widget(Paragraph::new(Line::styled(text, theme.title())), area);
+    let mut spans = vec![Span::styled(
+        format!(
+            " wabridge · {} session{} · {connected} connected",
+            app.sessions.len(),
+            if app.sessions.len() == 1 { "" } else { "s" },
+        ),
+        theme.title(),
+    )];
+    match &app.link {
+        ServiceLink::InProcess => {}
+        ServiceLink::Attached { pid, .. } => {
+            spans.push(Span::styled(
+                format!(" · attached to pid {pid}"),
+                theme.dim(),
+            ));
+        }
+        ServiceLink::Gone(why) => spans.push(Span::styled(
+            format!(" · service gone, reconnecting… ({why})"),
+            theme.error(),
+        )),
+        ServiceLink::Closed(why) => {
+            spans.push(Span::styled(format!(" · detached: {why}"), theme.error()));
+        }
+    }
+    if let Some(notice) = &app.notice {
+        spans.push(Span::styled(format!(" · {notice}"), theme.error()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn render_footer(frame: &mut Frame, area: Rect, theme: Theme) {
+fn render_footer(frame: &mut Frame, app: &App, area: Rect, theme: Theme) {
     let hints: Vec<_> = BINDINGS.iter().filter(|b| b.in_footer).collect();
+    // Attached, `q` leaves the service running: say so.
+    let short = |binding: &crate::tui::keymap::Binding| match binding.action {
+        crate::tui::keymap::Action::Quit if app.detaches() => "detach",
+        _ => binding.short,
+    };
     let width: usize = hints
         .iter()
-        .map(|b| b.keys_label.chars().count() + b.short.chars().count() + 3)
+        .map(|b| b.keys_label.chars().count() + short(b).chars().count() + 3)
         .sum();
     // Tighter spacing on narrow terminals, so all hints fit in 80 columns.
     let gap = if width < area.width as usize {
@@ -143,7 +170,7 @@ fn render_footer(frame: &mut Frame, area: Rect, theme: Theme) {
     let mut spans = vec![Span::raw(" ")];
     for binding in hints {
         spans.push(Span::styled(binding.keys_label, theme.key()));
-        spans.push(Span::raw(format!(" {}{gap}", binding.short)));
+        spans.push(Span::raw(format!(" {}{gap}", short(binding))));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

@@ -1,0 +1,293 @@
+//! The service's side of the dashboard feed: keeps what a dashboard shows
+//! when it attaches (every session, the last messages, the log tail),
+//! publishes every change to the attached dashboards, and carries out their
+//! requests on the engine. The in-process dashboard and the ones attached
+//! over the socket are fed from here alike.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc};
+
+use super::wire::{Backfill, LogLine, Request, ServiceFrame};
+use crate::engine::{Command, Engine, EngineEvent, InboundMessage, SessionSnapshot};
+
+/// Log lines kept for a dashboard that attaches.
+pub const LOG_TAIL: usize = 500;
+/// Live frames a dashboard may fall behind by before it is resynced.
+const FEED_CAPACITY: usize = 4096;
+
+/// Cheap to clone; every clone serves the same feed.
+#[derive(Clone)]
+pub struct Console {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    /// Which run of the service this is, so a dashboard can tell a restart
+    /// from a reconnect to the same process.
+    instance: u64,
+    state: Mutex<Shown>,
+    feed: broadcast::Sender<ServiceFrame>,
+}
+
+/// What a dashboard shows, kept up to date from the engine's events (not
+/// read from the engine at attach time, so that a dashboard never gets a
+/// state older than a frame it already has).
+struct Shown {
+    sessions: BTreeMap<crate::paths::SessionId, SessionSnapshot>,
+    messages: VecDeque<Arc<InboundMessage>>,
+    message_capacity: usize,
+    logs: VecDeque<LogLine>,
+    next_log: u64,
+}
+
+/// A dashboard's view of the feed: everything so far, then every change.
+pub struct Attachment {
+    pub backfill: Backfill,
+    live: broadcast::Receiver<ServiceFrame>,
+}
+
+impl Attachment {
+    /// The next frames for this dashboard: one change, or, when it fell
+    /// behind a flood, how much it missed and the session states afresh.
+    /// None once the service is shutting down.
+    pub async fn next(&mut self, console: &Console) -> Option<Vec<ServiceFrame>> {
+        match self.live.recv().await {
+            Ok(frame) => Some(vec![frame]),
+            Err(RecvError::Lagged(count)) => {
+                let fresh = console.resync();
+                self.live = fresh.live;
+                Some(vec![
+                    ServiceFrame::Skipped { count },
+                    ServiceFrame::Backfill(fresh.backfill),
+                ])
+            }
+            Err(RecvError::Closed) => None,
+        }
+    }
+}
+
+impl Console {
+    /// Starts feeding from `engine` and `logs` (the log tail's lines),
+    /// keeping `message_capacity` messages for dashboards that attach.
+    pub fn start(engine: Engine, logs: mpsc::Receiver<String>, message_capacity: usize) -> Console {
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let console = Console {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                instance: instance_id(),
+                state: Mutex::new(Shown {
+                    sessions: BTreeMap::new(),
+                    messages: VecDeque::new(),
+                    message_capacity: message_capacity.max(1),
+                    logs: VecDeque::new(),
+                    next_log: 1,
+                }),
+                feed,
+            }),
+        };
+        // Subscribe before reading the sessions: every change after the read
+        // is then among the events, and applying an event twice is harmless.
+        let events = engine.subscribe();
+        console.resync_sessions(0);
+        tokio::spawn(pump(Arc::downgrade(&console.inner), events, logs));
+        console
+    }
+
+    /// Everything a dashboard shows now, and every change from now on, with
+    /// nothing missed or repeated between the two.
+    pub fn attach(&self) -> Attachment {
+        let state = lock(&self.inner.state);
+        Attachment {
+            backfill: Backfill {
+                instance: self.inner.instance,
+                sessions: state.sessions.values().cloned().collect(),
+                messages: state.messages.iter().cloned().collect(),
+                logs: state.logs.iter().cloned().collect(),
+            },
+            live: self.inner.feed.subscribe(),
+        }
+    }
+
+    /// The sessions only, for a dashboard that fell behind: its messages
+    /// were skipped (and counted), its session states must be right.
+    fn resync(&self) -> Attachment {
+        let mut attachment = self.attach();
+        attachment.backfill.messages.clear();
+        attachment.backfill.logs.clear();
+        attachment
+    }
+
+    /// Carries out an operator's request; the error is a sentence for the
+    /// operator.
+    pub async fn execute(&self, request: Request) -> Result<(), String> {
+        let result = self.try_execute(request).await;
+        if let Err(e) = &result {
+            tracing::warn!("dashboard request refused: {e}");
+        }
+        result
+    }
+
+    async fn try_execute(&self, request: Request) -> Result<(), String> {
+        let engine = &self.inner.engine;
+        let command = |session, command| async move {
+            engine
+                .command(&session, command)
+                .await
+                .map_err(|e| format!("{session}: {e}"))
+        };
+        match request {
+            Request::Reconnect { session } => command(session, Command::ReconnectNow).await,
+            Request::Logout { session } => command(session, Command::Logout).await,
+            Request::PairWithPhone { session, phone } => {
+                if !(7..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!(
+                        "{session}: the phone number must be 7 to 15 digits with country code"
+                    ));
+                }
+                command(session, Command::PairWithPhone(phone)).await
+            }
+            Request::AddSession { session } => engine
+                .add_session(&session, None, None)
+                .map(|_| ())
+                .map_err(|e| format!("cannot add session {session}: {e}")),
+            Request::SetWebhook {
+                session,
+                url,
+                token,
+            } => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "{session}: the webhook must be an http:// or https:// URL"
+                    ));
+                }
+                if engine.snapshot(&session).is_none() {
+                    return Err(format!("{session}: Session not found"));
+                }
+                engine
+                    .add_session(&session, Some(url), token)
+                    .map(|_| ())
+                    .map_err(|e| format!("{session}: {e}"))
+            }
+        }
+    }
+
+    /// Applies a change to what dashboards see and tells the attached ones,
+    /// in one step under the lock, so `attach` never splits a change.
+    fn publish(&self, apply: impl FnOnce(&mut Shown) -> Option<ServiceFrame>) {
+        let mut state = lock(&self.inner.state);
+        if let Some(frame) = apply(&mut state) {
+            // No dashboard attached is not an error.
+            let _ = self.inner.feed.send(frame);
+        }
+    }
+
+    /// Reads the session states afresh after `missed` engine events were
+    /// lost, and tells the attached dashboards.
+    fn resync_sessions(&self, missed: u64) {
+        let all = self.inner.engine.snapshots();
+        let instance = self.inner.instance;
+        if missed > 0 {
+            self.publish(|_| Some(ServiceFrame::Skipped { count: missed }));
+        }
+        self.publish(|state| {
+            state.sessions = all.iter().map(|s| (s.id.clone(), s.clone())).collect();
+            Some(ServiceFrame::Backfill(Backfill {
+                instance,
+                sessions: all,
+                messages: Vec::new(),
+                logs: Vec::new(),
+            }))
+        });
+    }
+
+    fn on_engine_event(&self, event: EngineEvent) {
+        self.publish(|state| match event {
+            EngineEvent::SessionChanged(snapshot) => {
+                state.sessions.insert(snapshot.id.clone(), snapshot.clone());
+                Some(ServiceFrame::Session { snapshot })
+            }
+            EngineEvent::SessionRemoved(session) => {
+                state.sessions.remove(&session);
+                Some(ServiceFrame::SessionRemoved { session })
+            }
+            EngineEvent::Message(message) => {
+                if state.messages.len() == state.message_capacity {
+                    state.messages.pop_front();
+                }
+                state.messages.push_back(message.clone());
+                Some(ServiceFrame::Message { message })
+            }
+            EngineEvent::Backlog { session, backlog } => {
+                if let Some(snapshot) = state.sessions.get_mut(&session) {
+                    snapshot.backlog = Some(backlog.clone());
+                }
+                Some(ServiceFrame::Backlog { session, backlog })
+            }
+        });
+    }
+
+    fn on_log_line(&self, text: String) {
+        self.publish(|state| {
+            let line = LogLine {
+                seq: state.next_log,
+                text,
+            };
+            state.next_log += 1;
+            if state.logs.len() == LOG_TAIL {
+                state.logs.pop_front();
+            }
+            state.logs.push_back(line.clone());
+            Some(ServiceFrame::Log { line })
+        });
+    }
+}
+
+/// Feeds the engine's events and the log lines into the console until the
+/// engine is gone.
+async fn pump(
+    console: std::sync::Weak<Inner>,
+    mut events: broadcast::Receiver<EngineEvent>,
+    mut logs: mpsc::Receiver<String>,
+) {
+    let mut logs_open = true;
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(inner) = console.upgrade() else { return };
+                let console = Console { inner };
+                match event {
+                    Ok(event) => console.on_engine_event(event),
+                    // Some changes were missed: read the states afresh. The
+                    // messages in between are lost to the screen only (the
+                    // webhooks have them).
+                    Err(RecvError::Lagged(missed)) => console.resync_sessions(missed),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            line = logs.recv(), if logs_open => match line {
+                Some(line) => {
+                    let Some(inner) = console.upgrade() else { return };
+                    Console { inner }.on_log_line(line);
+                }
+                None => logs_open = false,
+            },
+        }
+    }
+}
+
+/// Different for every start of the service.
+fn instance_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// A poisoned lock only means a panic elsewhere mid-update of plain data.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
