@@ -339,6 +339,17 @@ impl<B: WaBackend> Supervisor<B> {
         match event {
             WaEvent::QrCode { payload, valid_for } => {
                 self.qr_index = self.qr_index.saturating_add(1);
+                // Pairing by phone code, the library keeps rotating QR codes
+                // beside it; the operator is typing the code (or answering
+                // the passkey prompt), so that stays on screen.
+                let code_on_screen = match &self.publisher.snapshot.borrow().state {
+                    SessionState::PairingCode { expires_at, .. } => *expires_at > now,
+                    SessionState::PasskeyRequired => true,
+                    _ => false,
+                };
+                if code_on_screen {
+                    return;
+                }
                 tracing::info!("QR code {} of 6 ready for {}", self.qr_index, self.id());
                 self.publisher
                     .set_state(SessionState::QrScanRequired(QrOffer {

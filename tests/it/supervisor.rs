@@ -498,3 +498,34 @@ async fn unknown_session_commands_are_refused() {
         .unwrap_err();
     assert_eq!(err.to_string(), "Session not found");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pairing_code_on_screen_is_not_replaced_by_the_next_qr_code() {
+    let h = Harness::new();
+    let qr = |n: u32| WaEvent::QrCode {
+        payload: format!("ref{n},noise,id,adv,1"),
+        valid_for: Duration::from_secs(20),
+    };
+    h.backend.script(
+        "s1",
+        [Conn::Stays(vec![
+            qr(1),
+            WaEvent::PairCode {
+                code: "ABCD1234".into(),
+                valid_for: Duration::from_secs(180),
+            },
+            qr(2),
+            WaEvent::PairSuccess {
+                phone: "15551234567".into(),
+                lid: None,
+            },
+        ])],
+    );
+    h.start("s1");
+    let s = h.until("s1", |s| s.phone.is_some()).await;
+    assert!(
+        matches!(&s.state, SessionState::PairingCode { code, .. } if code == "ABCD1234"),
+        "the code stays while the phone's user types it: {:?}",
+        s.state
+    );
+}

@@ -12,7 +12,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use std::time::Instant;
 
-use wabridge::console::wire::Request;
+use wabridge::console::wire::{Backfill, LogLine, Request};
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
     InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot, SessionState,
@@ -502,4 +502,114 @@ fn a_number_learned_later_shows_on_earlier_messages() {
             &SenderNumber::Phone("919075167132".into())
         ]
     );
+}
+
+fn backfill(instance: u64, sessions: Vec<SessionSnapshot>, messages: &[i64], logs: &[u64]) -> Msg {
+    Msg::Backfill(Backfill {
+        instance,
+        sessions,
+        messages: messages
+            .iter()
+            .map(|&n| message(n, SenderNumber::Phone("919075167132".into())))
+            .collect(),
+        logs: logs
+            .iter()
+            .map(|&seq| LogLine {
+                seq,
+                text: format!("line {seq}"),
+            })
+            .collect(),
+    })
+}
+
+#[test]
+fn reattaching_keeps_the_operators_place_and_shows_each_message_and_line_once() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Attached {
+        service: "wabridge 0.1.0".into(),
+        pid: 4242,
+    });
+    let sessions = vec![
+        connected("a-shop", "15551234567"),
+        connected("b-shop", "15557654321"),
+    ];
+    app.update(backfill(1, sessions.clone(), &[1, 2], &[1, 2]));
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Char('/')));
+    typed(&mut app, "order");
+    app.update(key(KeyCode::Enter));
+    let attached = screen(&app, now, 100, 30);
+    assert!(attached.contains("attached to pid 4242"), "{attached}");
+    assert!(attached.contains("q detach"), "{attached}");
+
+    // The service goes away: the screen says so and keeps everything.
+    app.update(Msg::ServiceGone("the service went away".into()));
+    let gone = screen(&app, now, 100, 30);
+    assert!(
+        gone.contains("service gone, reconnecting… (the service went away)"),
+        "{gone}"
+    );
+    assert!(gone.contains("order #2 please"), "{gone}");
+
+    // The same run comes back with one more message and line: only those
+    // are added; selection and filter are as they were.
+    app.update(Msg::Attached {
+        service: "wabridge 0.1.0".into(),
+        pid: 4242,
+    });
+    app.update(backfill(1, sessions.clone(), &[1, 2, 3], &[1, 2, 3]));
+    let texts: Vec<_> = app
+        .messages
+        .items()
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(
+        texts,
+        ["order #1 please", "order #2 please", "order #3 please"]
+    );
+    assert_eq!(app.logs.items().len(), 3);
+    assert_eq!(app.selected_session().unwrap().id.as_str(), "b-shop");
+    assert_eq!(app.filter, "order");
+    assert!(!screen(&app, now, 100, 30).contains("service gone"));
+
+    // A restarted service (another run) numbers its lines afresh: all kept.
+    app.update(backfill(2, sessions, &[], &[1]));
+    assert_eq!(app.logs.items().len(), 4);
+    assert_eq!(app.messages.items().len(), 3, "the earlier messages stay");
+}
+
+#[test]
+fn a_deleted_session_leaves_the_list_and_attached_quitting_never_asks() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![
+        connected("a-shop", "15551234567"),
+        pairing(now),
+    ]));
+    app.update(Msg::SessionRemoved(id("a-shop")));
+    assert_eq!(app.sessions.len(), 1);
+    assert_eq!(app.selected_session().unwrap().id.as_str(), "new-shop");
+
+    // In this process, quitting mid-pairing stops the pairing: it asks.
+    app.update(key(KeyCode::Char('q')));
+    assert_eq!(app.overlay, Some(Overlay::ConfirmQuit));
+    app.update(key(KeyCode::Esc));
+    // Attached, quitting only detaches: nothing to ask.
+    app.update(Msg::Attached {
+        service: "wabridge 0.1.0".into(),
+        pid: 1,
+    });
+    assert_eq!(app.update(key(KeyCode::Char('q'))), [Effect::Quit]);
+}
+
+#[test]
+fn a_request_that_failed_is_shown_until_the_next_key() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Notice("cannot add session x: disk full".into()));
+    assert!(screen(&app, now, 100, 20).contains("cannot add session x: disk full"));
+    app.update(key(KeyCode::Down));
+    assert!(!screen(&app, now, 100, 20).contains("disk full"));
 }
