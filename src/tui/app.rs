@@ -15,6 +15,8 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// Log lines kept for the log tail.
 const LOG_TAIL: usize = crate::console::hub::LOG_TAIL;
+/// The longest answer a prompt takes (a webhook URL with its query).
+const PROMPT_MAX: usize = 500;
 /// Lines a PgUp/PgDn moves.
 const PAGE: usize = 10;
 
@@ -29,6 +31,7 @@ pub enum Focus {
 pub enum PromptKind {
     AddSession,
     PairPhone(SessionId),
+    Webhook(SessionId),
     Filter,
 }
 
@@ -470,6 +473,11 @@ impl App {
                     self.open_prompt(PromptKind::PairPhone(id), String::new());
                 }
             }
+            Action::SetWebhook => {
+                if let Some(id) = selected {
+                    self.open_prompt(PromptKind::Webhook(id), String::new());
+                }
+            }
             Action::Filter => self.open_prompt(PromptKind::Filter, self.filter.clone()),
             Action::FocusNext => {
                 self.focus = match (self.focus, self.show_logs) {
@@ -522,7 +530,9 @@ impl App {
             KeyCode::Backspace => {
                 input.pop();
             }
-            KeyCode::Char(c) if input.chars().count() < 80 && !c.is_control() => input.push(c),
+            KeyCode::Char(c) if input.chars().count() < PROMPT_MAX && !c.is_control() => {
+                input.push(c)
+            }
             _ => {
                 self.overlay = Some(Overlay::Prompt { kind, input, error });
                 return vec![];
@@ -563,6 +573,23 @@ impl App {
                 }
                 Err(e) => reject(self, PromptKind::AddSession, input, e.to_string()),
             },
+            PromptKind::Webhook(session) => {
+                let url = input.trim().to_string();
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    vec![Effect::Request(Request::SetWebhook {
+                        session,
+                        url,
+                        token: None,
+                    })]
+                } else {
+                    reject(
+                        self,
+                        PromptKind::Webhook(session),
+                        input,
+                        "enter an http:// or https:// URL".to_string(),
+                    )
+                }
+            }
             PromptKind::PairPhone(session) => match phone_digits(&input) {
                 Some(phone) => vec![Effect::Request(Request::PairWithPhone { session, phone })],
                 None => reject(

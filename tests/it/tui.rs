@@ -613,3 +613,30 @@ fn a_request_that_failed_is_shown_until_the_next_key() {
     app.update(key(KeyCode::Down));
     assert!(!screen(&app, now, 100, 20).contains("disk full"));
 }
+
+#[test]
+fn w_points_the_selected_sessions_webhook_elsewhere() {
+    let mut app = app();
+    app.update(Msg::Sessions(vec![connected("shop", "15551234567")]));
+    app.update(key(KeyCode::Char('w')));
+    typed(&mut app, "erp.example/hook");
+    assert_eq!(app.update(key(KeyCode::Enter)), []);
+    assert!(matches!(
+        app.overlay,
+        Some(Overlay::Prompt { error: Some(_), .. })
+    ));
+    app.update(key(KeyCode::Esc));
+    app.update(key(KeyCode::Char('w')));
+    typed(
+        &mut app,
+        "https://erp.example/api/method/whatsapp.webhook?site=a",
+    );
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Request(Request::SetWebhook {
+            session: id("shop"),
+            url: "https://erp.example/api/method/whatsapp.webhook?site=a".into(),
+            token: None,
+        })]
+    );
+}

@@ -55,6 +55,10 @@ pub fn render(frame: &mut Frame, app: &App, theme: Theme) {
                     " Pair by phone number ",
                     format!("Phone number of the account to link to {id}, with country code:"),
                 ),
+                PromptKind::Webhook(id) => (
+                    " Webhook ",
+                    format!("URL that {id}'s messages are posted to (the token stays):"),
+                ),
                 PromptKind::Filter => {
                     (" Filter messages ", "Show messages containing:".to_string())
                 }
