@@ -23,10 +23,10 @@ use crate::{api, headless, import, logging, tui};
 )]
 pub struct Cli {
     /// Config file (default: the XDG config dir's wabridge/config.toml, if present).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Data dir for sessions and logs (overrides the config's data_dir).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Run without the dashboard (for systemd): logs and pairing QR codes go to stderr.
     #[arg(long)]

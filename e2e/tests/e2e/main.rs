@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod attach;
 mod cert_guard;
 mod crash;
 mod headless;
