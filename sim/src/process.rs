@@ -69,6 +69,21 @@ pub fn write_config(dir: &Path, ws_url: &str, extra: &str) -> std::path::PathBuf
     path
 }
 
+/// A config for watching the dashboard: a free API port and a backoff
+/// slow enough (30 s, then 60 s) to read a countdown off the screen.
+pub fn write_dashboard_config(dir: &Path, ws_url: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[api]\nlisten = \"127.0.0.1:{}\"\n\n[backoff]\nbase = \"30s\"\nmax = \"60s\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 impl Running {
     pub fn spawn(mut command: Command) -> Running {
         let mut child = command

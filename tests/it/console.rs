@@ -23,7 +23,7 @@ use wabridge::console::wire::{
 use wabridge::console::{Console, Link, LinkEvent, server};
 use wabridge::engine::backend::IncomingMessage;
 use wabridge::engine::close::HaltReason;
-use wabridge::engine::phone::{Lookups, resolve};
+use wabridge::engine::phone::Lookups;
 use wabridge::engine::{
     BacklogInfo, Engine, InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot,
     SessionState,
@@ -73,20 +73,7 @@ fn message(id: &str, text: &str) -> IncomingMessage {
         sender: "447700900123@s.whatsapp.net",
         ..Lookups::default()
     };
-    IncomingMessage {
-        id: id.into(),
-        chat: lookups.sender.to_string(),
-        sender: lookups.sender.to_string(),
-        is_group: false,
-        group_name: None,
-        push_name: Some("Asha".into()),
-        timestamp: 1_764_000_000,
-        from: resolve(&lookups),
-        text: text.into(),
-        media: None,
-        reply_to: None,
-        unreadable: false,
-    }
+    support::incoming_message(id, lookups, text)
 }
 
 /// The next frame on `link`, skipping nothing; panics after `WAIT`.
@@ -109,6 +96,21 @@ async fn until(link: &mut Link, wanted: impl Fn(&LinkEvent) -> bool) -> LinkEven
             return event;
         }
     }
+}
+
+/// Frames until one satisfies `wanted`, which is returned.
+async fn until_frame(link: &mut Link, wanted: impl Fn(&ServiceFrame) -> bool) -> ServiceFrame {
+    frame(until(link, |e| matches!(e, LinkEvent::Frame(f) if wanted(f))).await)
+}
+
+/// Sends `request` and returns the notice it comes back with.
+async fn notice_after(link: &mut Link, request: Request) -> String {
+    link.requests.send(request).await.unwrap();
+    let notice = until_frame(link, |f| matches!(f, ServiceFrame::Notice { .. })).await;
+    let ServiceFrame::Notice { text } = notice else {
+        unreachable!()
+    };
+    text
 }
 
 fn frame(event: LinkEvent) -> ServiceFrame {
@@ -295,12 +297,10 @@ async fn an_attached_dashboard_gets_everything_then_every_change_and_its_request
     service.log("WhatsApp Connected: shop").await;
     // The log line has reached the console once a second dashboard sees it.
     let mut probe = client::attach(&data.console_socket()).await.unwrap();
-    until(&mut probe, |e| {
-        matches!(e, LinkEvent::Frame(f) if match &**f {
-            ServiceFrame::Backfill(b) => !b.logs.is_empty(),
-            ServiceFrame::Log { .. } => true,
-            _ => false,
-        })
+    until_frame(&mut probe, |f| match f {
+        ServiceFrame::Backfill(b) => !b.logs.is_empty(),
+        ServiceFrame::Log { .. } => true,
+        _ => false,
     })
     .await;
 
@@ -323,12 +323,8 @@ async fn an_attached_dashboard_gets_everything_then_every_change_and_its_request
         .deliver("shop", &[message("M5", "order 5")])
         .await
         .unwrap();
-    let event = until(
-        &mut link,
-        |e| matches!(e, LinkEvent::Frame(f) if matches!(&**f, ServiceFrame::Message { .. })),
-    )
-    .await;
-    let ServiceFrame::Message { message } = frame(event) else {
+    let event = until_frame(&mut link, |f| matches!(f, ServiceFrame::Message { .. })).await;
+    let ServiceFrame::Message { message } = event else {
         unreachable!()
     };
     assert_eq!(message.text, "order 5");
@@ -351,20 +347,13 @@ async fn an_attached_dashboard_gets_everything_then_every_change_and_its_request
     until(&mut link, |e| is_session(e, "second", "Logged Out")).await;
 
     // A request that cannot work comes back as a notice, to this dashboard.
-    link.requests
-        .send(Request::Reconnect {
-            session: id("nobody"),
-        })
-        .await
-        .unwrap();
-    let event = until(
+    let text = notice_after(
         &mut link,
-        |e| matches!(e, LinkEvent::Frame(f) if matches!(&**f, ServiceFrame::Notice { .. })),
+        Request::Reconnect {
+            session: id("nobody"),
+        },
     )
     .await;
-    let ServiceFrame::Notice { text } = frame(event) else {
-        unreachable!()
-    };
     assert!(
         text.contains("nobody") && text.contains("not found"),
         "{text}"
@@ -375,9 +364,10 @@ async fn an_attached_dashboard_gets_everything_then_every_change_and_its_request
 
     // A deleted session leaves every dashboard.
     service.engine.delete_session(&id("second")).await.unwrap();
-    until(&mut link, |e| {
-        matches!(e, LinkEvent::Frame(f) if matches!(&**f, ServiceFrame::SessionRemoved { session } if session.as_str() == "second"))
-    })
+    until_frame(
+        &mut link,
+        |f| matches!(f, ServiceFrame::SessionRemoved { session } if session.as_str() == "second"),
+    )
     .await;
     service.stop().await;
 }
@@ -402,29 +392,18 @@ async fn a_dashboard_reattaches_when_the_service_comes_back() {
     );
 
     // While it is gone, requests are answered locally.
-    link.requests
-        .send(Request::Reconnect {
-            session: id("shop"),
-        })
-        .await
-        .unwrap();
-    let notice = until(
+    let text = notice_after(
         &mut link,
-        |e| matches!(e, LinkEvent::Frame(f) if matches!(&**f, ServiceFrame::Notice { .. })),
+        Request::Reconnect {
+            session: id("shop"),
+        },
     )
     .await;
-    let ServiceFrame::Notice { text } = frame(notice) else {
-        unreachable!()
-    };
     assert!(text.contains("not running"), "{text}");
 
     let service = Service::start(&data, 100);
     service.engine.start_saved().unwrap();
-    until(
-        &mut link,
-        |e| matches!(e, LinkEvent::Frame(f) if matches!(&**f, ServiceFrame::Hello { .. })),
-    )
-    .await;
+    until_frame(&mut link, |f| matches!(f, ServiceFrame::Hello { .. })).await;
     let ServiceFrame::Backfill(second) = frame(next(&mut link).await) else {
         panic!("a backfill after the hello")
     };

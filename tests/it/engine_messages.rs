@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use support::fake_backend::FakeBackend;
+use support::incoming_message as message;
 use support::log_capture::LogCapture;
 use support::receiver::Receiver;
-use wabridge::engine::backend::{IncomingMedia, IncomingMessage};
-use wabridge::engine::phone::{Lookups, resolve};
+use wabridge::engine::backend::IncomingMedia;
+use wabridge::engine::phone::Lookups;
 use wabridge::engine::{Engine, EngineEvent, SenderNumber, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::deliver::DeliverySettings;
@@ -40,23 +41,6 @@ async fn connected_engine(tmp: &tempfile::TempDir, receiver: &Receiver) -> (Engi
     // The "Connected" status post comes first.
     receiver.wait_for(1, WAIT).await;
     (engine, backend)
-}
-
-fn message(id: &str, lookups: Lookups, text: &str) -> IncomingMessage {
-    IncomingMessage {
-        id: id.into(),
-        chat: lookups.sender.to_string(),
-        sender: lookups.sender.to_string(),
-        is_group: false,
-        group_name: None,
-        push_name: Some("Asha".into()),
-        timestamp: 1_764_000_000,
-        from: resolve(&lookups),
-        text: text.into(),
-        media: None,
-        reply_to: None,
-        unreadable: false,
-    }
 }
 
 #[tokio::test]

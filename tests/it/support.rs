@@ -31,6 +31,29 @@ pub fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A decrypted text message as the library hands it to the engine, from
+/// the sender `lookups` describes.
+pub fn incoming_message(
+    id: &str,
+    lookups: wabridge::engine::phone::Lookups,
+    text: &str,
+) -> wabridge::engine::backend::IncomingMessage {
+    wabridge::engine::backend::IncomingMessage {
+        id: id.into(),
+        chat: lookups.sender.to_string(),
+        sender: lookups.sender.to_string(),
+        is_group: false,
+        group_name: None,
+        push_name: Some("Asha".into()),
+        timestamp: 1_764_000_000,
+        from: wabridge::engine::phone::resolve(&lookups),
+        text: text.into(),
+        media: None,
+        reply_to: None,
+        unreadable: false,
+    }
+}
+
 /// Child processes of the product `wabridge` binary, which checks the
 /// server's certificate chain like the copy a user installs.
 pub mod process {

@@ -120,13 +120,7 @@ async fn an_erp_starts_pairs_hears_and_deletes_a_session_as_with_the_old_bridge(
     );
 
     // A customer writes; the ERP gets it.
-    let uploaded = support::sim::wait_for(&mut sim_events, WAIT, |e| {
-        matches!(e, SimEvent::PreKeysUploaded { .. })
-    })
-    .await;
-    let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
-        unreachable!()
-    };
+    let device = support::sim::linked_device(&mut sim_events, WAIT).await;
     let asha = Person::asha();
     let id = sim
         .send_text(device, &asha, Addressing::LidWithPn, "order 42 please")

@@ -11,30 +11,16 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::process::{BINARY, Running, free_port, headless};
+use support::process::{BINARY, Running, headless, write_dashboard_config};
 use support::receiver::Receiver;
 use support::screen::qr_from_screen;
-use support::sim::{Action, Addressing, Person, SimEvent, Simulator, Target};
+use support::sim::{Action, Addressing, Person, Simulator, Target};
 use support::tmux::Tmux;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A backoff slow enough to watch the countdown (as in the dashboard test).
-fn write_config(dir: &Path, ws_url: &str) -> PathBuf {
-    let path = dir.join("config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[api]\nlisten = \"127.0.0.1:{}\"\n\n[backoff]\nbase = \"30s\"\nmax = \"60s\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    path
-}
 
 struct Setup {
     sim: Simulator,
@@ -49,7 +35,7 @@ impl Setup {
         let sim = Simulator::start().await.unwrap();
         let tmp = tempfile::tempdir().unwrap();
         Setup {
-            config: write_config(tmp.path(), &sim.ws_url()),
+            config: write_dashboard_config(tmp.path(), &sim.ws_url()),
             data: tmp.path().join("data"),
             home: tmp.path().to_path_buf(),
             sim,
@@ -124,16 +110,7 @@ fn operate(setup: &Setup, receiver: &Receiver, runtime: tokio::runtime::Handle) 
     first.until("Connected with the phone number", |s| {
         s.contains("● Connected") && s.contains("+15551234567")
     });
-    let device = runtime.block_on(async {
-        let uploaded = support::sim::wait_for(&mut sim_events, WAIT, |e| {
-            matches!(e, SimEvent::PreKeysUploaded { .. })
-        })
-        .await;
-        let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
-            unreachable!()
-        };
-        device
-    });
+    let device = runtime.block_on(support::sim::linked_device(&mut sim_events, WAIT));
 
     // Point its webhook at the ERP from the dashboard.
     first.keys(&["w"]);

@@ -9,9 +9,9 @@ use std::time::Duration;
 use support::log_capture::LogCapture;
 use support::pairing::backend;
 use support::sim::{self, Action, ConnPlan, Handshake, SimEvent, Simulator, Target};
-use tokio::sync::broadcast;
+use support::{Changes, until};
 use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::{Engine, EngineEvent, SessionSnapshot, SessionState};
+use wabridge::engine::{Engine, SessionSnapshot, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 
 /// Bounds every wait; the longest is the 60 s life of a first QR code.
@@ -26,36 +26,6 @@ fn fast() -> BackoffPolicy {
 
 fn id(s: &str) -> SessionId {
     SessionId::parse(s).unwrap()
-}
-
-/// Every change of every session, in order: waiting on these (rather than
-/// on the latest snapshot) never misses a state that lasted only a moment,
-/// such as attempt 1 of a 50 ms backoff.
-type Changes = broadcast::Receiver<EngineEvent>;
-
-/// Consumes changes until `name` matches `wanted`.
-async fn until(
-    changes: &mut Changes,
-    name: &str,
-    wanted: impl Fn(&SessionSnapshot) -> bool,
-) -> SessionSnapshot {
-    let mut last = None;
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            match changes.recv().await {
-                Ok(EngineEvent::SessionChanged(s)) if s.id.as_str() == name => {
-                    if wanted(&s) {
-                        return s;
-                    }
-                    last = Some(s);
-                }
-                Ok(_) => {}
-                Err(e) => panic!("engine events: {e}"),
-            }
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{name} never matched; last {last:?}"))
 }
 
 /// Pairs a new session through the simulator as the phone would; returns

@@ -41,13 +41,7 @@ async fn paired_session(sim: &Simulator, data: &DataDir, receiver: &Receiver) ->
         .add_session(&id("shop"), Some(receiver.url()), Some("erp".into()))
         .unwrap();
     scan_first_qr(sim, &mut changes, "shop").await;
-    let uploaded = sim::wait_for(&mut sim_events, WAIT, |e| {
-        matches!(e, SimEvent::PreKeysUploaded { .. })
-    })
-    .await;
-    let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
-        unreachable!()
-    };
+    let device = sim::linked_device(&mut sim_events, WAIT).await;
     wait_connected(&mut changes).await;
     (engine, device)
 }

@@ -4,6 +4,7 @@
 //! (or types a wrong one, or is asked for a passkey first).
 
 use crate::support;
+use support::Changes;
 
 use std::time::Duration;
 
@@ -24,30 +25,12 @@ fn id() -> SessionId {
     SessionId::parse(NAME).unwrap()
 }
 
-type Changes = broadcast::Receiver<EngineEvent>;
-
 /// Consumes changes until the session matches `wanted`.
 async fn until(
     changes: &mut Changes,
     wanted: impl Fn(&SessionSnapshot) -> bool,
 ) -> SessionSnapshot {
-    let mut last = None;
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            match changes.recv().await {
-                Ok(EngineEvent::SessionChanged(s)) if s.id.as_str() == NAME => {
-                    if wanted(&s) {
-                        return s;
-                    }
-                    last = Some(s);
-                }
-                Ok(_) => {}
-                Err(e) => panic!("engine events: {e}"),
-            }
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("{NAME} never matched; last {last:?}"))
+    support::until(changes, NAME, wanted).await
 }
 
 /// A new session on the real client, switched from its QR code to pairing

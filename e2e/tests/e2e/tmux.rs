@@ -13,31 +13,18 @@ use crate::support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::process::free_port;
+use support::process::write_dashboard_config;
 use support::screen::qr_from_screen;
-use support::sim::{Action, Addressing, Person, SimEvent, Simulator, Target};
+use support::sim::{Action, Addressing, Person, Simulator, Target};
 use support::tmux::Tmux;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn write_config(dir: &Path, ws_url: &str) -> std::path::PathBuf {
-    let path = dir.join("config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[api]\nlisten = \"127.0.0.1:{}\"\n\n[backoff]\nbase = \"30s\"\nmax = \"60s\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    path
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pairs_watches_a_retry_reconnects_logs_out_and_quits() {
     let sim = Simulator::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let config = write_config(tmp.path(), &sim.ws_url());
+    let config = write_dashboard_config(tmp.path(), &sim.ws_url());
     let data = tmp.path().join("data");
     let command = format!(
         "env HOME={home} TERM=xterm-256color {bin} --config {config} --data-dir {data}",
@@ -79,16 +66,7 @@ fn operate(command: &str, sim: &Simulator, data: &Path, runtime: tokio::runtime:
 
     // People write: the stream shows the sender's number, or says plainly
     // that it is hidden.
-    let device = runtime.block_on(async {
-        let uploaded = support::sim::wait_for(&mut sim_events, WAIT, |e| {
-            matches!(e, SimEvent::PreKeysUploaded { .. })
-        })
-        .await;
-        let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
-            unreachable!()
-        };
-        device
-    });
+    let device = runtime.block_on(support::sim::linked_device(&mut sim_events, WAIT));
     let asha = Person::asha();
     let carla = Person::carla();
     runtime.block_on(async {

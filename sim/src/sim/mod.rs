@@ -684,6 +684,19 @@ pub async fn wait_for(
     found.unwrap_or_else(|_| panic!("no matching simulator event within {within:?}"))
 }
 
+/// The device number of the next companion that finishes linking (its
+/// pre-keys uploaded): what `send_text` and friends address.
+pub async fn linked_device(events: &mut broadcast::Receiver<SimEvent>, within: Duration) -> u32 {
+    let uploaded = wait_for(events, within, |e| {
+        matches!(e, SimEvent::PreKeysUploaded { .. })
+    })
+    .await;
+    let SimEvent::PreKeysUploaded { device, .. } = uploaded else {
+        unreachable!()
+    };
+    device
+}
+
 fn text_message(text: &str) -> waproto::whatsapp::Message {
     waproto::whatsapp::Message {
         conversation: Some(text.to_string()),
