@@ -18,7 +18,9 @@
 //! - `POST /scan` `{"qr": "<payload or data:image/png URL>"}`
 //! - `POST /act` `{"action": "close" | "replaced" | "failure" | "stream-error",
 //!   "reason": 401, "code": "500", "device": 3}`: on a live connection (the
-//!   newest, or that linked device's).
+//!   newest, or that linked device's); `{"action": "pair-code", "code":
+//!   "ABCD-EFGH"}` types the code a session pairing by phone number shows
+//!   (`p`), `{"action": "passkey"}` has the phone ask for a passkey first.
 //! - `POST /plan` `{"plan": "failure" | "stream-error" | "replaced" | "close" |
 //!   "silent" | "qr-refs", "reason": 503, "code": "515", "refs": 1}`: how the
 //!   next connection goes.
@@ -186,7 +188,7 @@ fn bad(error: impl std::fmt::Display) -> Reply {
 }
 
 async fn usage() -> &'static str {
-    "POST /scan/<session> | POST /scan {qr} | POST /act {action,reason,code,device} | POST /plan {plan,reason,code,refs} | GET /connections\n"
+    "POST /scan/<session> | POST /scan {qr} | POST /act {action,reason,code,device} (also pair-code {code}, passkey) | POST /plan {plan,reason,code,refs} | GET /connections\n"
 }
 
 async fn connections(State(control): State<Control>) -> Json<Value> {
@@ -234,6 +236,18 @@ struct Scripted {
 }
 
 async fn act(State(control): State<Control>, Json(body): Json<Scripted>) -> Reply {
+    // The phone's side of pairing by code: typing the code the dashboard
+    // shows, or asking for a passkey first.
+    match body.action.as_str() {
+        "pair-code" => {
+            let Some(code) = &body.code else {
+                return bad("pair-code needs the code the dashboard shows, as \"code\"");
+            };
+            return reply(control.sim.enter_pair_code(code), &body.action);
+        }
+        "passkey" => return reply(control.sim.demand_passkey(), &body.action),
+        _ => {}
+    }
     let action = match body.action.as_str() {
         "close" => Action::Close,
         "replaced" => Action::Replaced,

@@ -640,3 +640,19 @@ fn w_points_the_selected_sessions_webhook_elsewhere() {
         })]
     );
 }
+
+#[test]
+fn a_pairing_code_shows_whole_with_its_countdown() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![session(
+        "shop",
+        SessionState::PairingCode {
+            code: "4FRAN6DJ".into(),
+            expires_at: now + Duration::from_secs(180),
+        },
+    )]));
+    let text = screen(&app, now, 150, 50);
+    assert!(text.contains("4 F R A - N 6 D J"), "{text}");
+    assert!(text.contains("expires in 180s"), "{text}");
+}

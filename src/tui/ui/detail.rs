@@ -20,6 +20,16 @@ use crate::tui::app::App;
 /// Rows around the code: the pane's borders and two lines of instructions.
 pub const QR_EXTRA_ROWS: u16 = 4;
 
+/// Rows the pairing code's pane needs: its seven lines (the countdown is
+/// the last) and the border.
+pub const PAIRING_CODE_ROWS: u16 = 9;
+
+/// Whether the selected session shows a pairing code.
+pub fn shows_pairing_code(app: &App) -> bool {
+    app.selected_session()
+        .is_some_and(|s| matches!(s.state, SessionState::PairingCode { .. }))
+}
+
 /// Cells the selected session's QR needs (columns, rows), if it shows one.
 pub fn qr_size(app: &App) -> Option<(u16, u16)> {
     let session = app.selected_session()?;

@@ -52,8 +52,14 @@ pub fn layout(app: &App, area: Rect) -> Areas {
             (rows + detail::QR_EXTRA_ROWS).min(body.height.saturating_sub(MESSAGES_MIN_HEIGHT))
         }
         None => {
+            // The pairing code must show whole, its countdown included.
+            let least = if detail::shows_pairing_code(app) {
+                detail::PAIRING_CODE_ROWS
+            } else {
+                8
+            };
             let wanted = app.sessions.len() as u16 + 2;
-            wanted.clamp(8, (body.height / 2).max(8))
+            wanted.clamp(least, (body.height / 2).max(least))
         }
     };
     let [top, bottom] =
