@@ -10,6 +10,7 @@ use clap::Parser;
 use crate::config::Config;
 use crate::console::{self, Console, Link};
 use crate::engine::Engine;
+use crate::engine::liveness::Liveness;
 use crate::engine::whatsapp::WhatsAppBackend;
 use crate::paths::{DataDir, DataDirError, SessionId};
 use crate::webhook::hub::WebhookHub;
@@ -137,6 +138,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             version: config.whatsapp.version,
             media_cap: config.webhook.max_media_bytes,
             http: None,
+            liveness: Liveness::with_bound(config.whatsapp.dead_after),
         };
         let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
         let engine =

@@ -118,6 +118,10 @@ pub struct WhatsappConfig {
     /// Pinned WhatsApp Web version ("2.3000.1015901307"); unset = fetch it.
     #[serde(deserialize_with = "wa_version")]
     pub version: Option<(u32, u32, u32)>,
+    /// A connection whose pings nothing answers for this long is given up
+    /// and reconnected (credentials kept).
+    #[serde(deserialize_with = "duration")]
+    pub dead_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +244,7 @@ impl Default for WhatsappConfig {
         WhatsappConfig {
             ws_url: DEFAULT_WS_URL.to_string(),
             version: None,
+            dead_after: crate::engine::liveness::Liveness::default().dead_after,
         }
     }
 }
@@ -399,6 +404,12 @@ impl Config {
             return Err((
                 "webhook.max_post_bytes".into(),
                 "must be at least 1024".into(),
+            ));
+        }
+        if self.whatsapp.dead_after < Duration::from_secs(1) {
+            return Err((
+                "whatsapp.dead_after".into(),
+                "must be at least 1s (WhatsApp needs time to answer a ping)".into(),
             ));
         }
         if self.tui.message_buffer == 0 {
@@ -614,6 +625,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("key `sessions.webhook_url`"), "{err}");
+    }
+
+    #[test]
+    fn the_liveness_bound_is_30s_and_can_be_set_but_not_below_1s() {
+        assert_eq!(
+            parse("").unwrap().whatsapp.dead_after,
+            Duration::from_secs(30)
+        );
+        let config = parse("[whatsapp]\ndead_after = \"45s\"\n").unwrap();
+        assert_eq!(config.whatsapp.dead_after, Duration::from_secs(45));
+        let err = parse("[whatsapp]\ndead_after = \"200ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key `whatsapp.dead_after`"), "{err}");
     }
 
     #[test]

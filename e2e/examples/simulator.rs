@@ -16,7 +16,7 @@
 //! - `POST /scan/<session>`: the phone scans the session's QR, read from
 //!   wabridge's own API (`GET /sessions/<session>`), as a camera would.
 //! - `POST /scan` `{"qr": "<payload or data:image/png URL>"}`
-//! - `POST /act` `{"action": "close" | "replaced" | "failure" | "stream-error",
+//! - `POST /act` `{"action": "close" | "mute" | "replaced" | "failure" | "stream-error",
 //!   "reason": 401, "code": "500", "device": 3}`: on a live connection (the
 //!   newest, or that linked device's); `{"action": "pair-code", "code":
 //!   "ABCD-EFGH"}` types the code a session pairing by phone number shows
@@ -250,6 +250,7 @@ async fn act(State(control): State<Control>, Json(body): Json<Scripted>) -> Repl
     }
     let action = match body.action.as_str() {
         "close" => Action::Close,
+        "mute" => Action::Mute,
         "replaced" => Action::Replaced,
         "failure" => Action::Failure {
             reason: body.reason.unwrap_or(401),

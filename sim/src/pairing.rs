@@ -22,6 +22,7 @@ pub fn backend(sim: &Simulator) -> WhatsAppBackend {
         version: Some(VERSION),
         media_cap: 1 << 20,
         http: Some(sim.media_http()),
+        liveness: Default::default(),
     }
 }
 

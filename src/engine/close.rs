@@ -24,6 +24,9 @@ pub enum CloseSignal {
     ConnectFailure { code: u16 },
     /// The socket closed after the session was up.
     SocketClosed { detail: String },
+    /// Nothing answered our pings for this long: the link is gone even
+    /// though the socket never said so (`liveness.rs`).
+    NoAnswer { silent_for: Duration },
     /// All six pairing QR codes expired unscanned.
     QrCodesExhausted,
     /// The server's certificate chain did not verify: whoever answered is not
@@ -191,6 +194,14 @@ pub fn classify(outcome: &RunOutcome, now: Instant) -> CloseVerdict {
         Some(CloseSignal::ConnectFailure { code }) => {
             verdict(Decision::Backoff, *code, "server refused the connection")
         }
+        Some(CloseSignal::NoAnswer { silent_for }) => CloseVerdict {
+            decision: Decision::Backoff,
+            status: STATUS_CONNECTION_LOST,
+            description: format!(
+                "no answer from WhatsApp for {}",
+                human_duration(*silent_for)
+            ),
+        },
         Some(CloseSignal::SocketClosed { detail }) => CloseVerdict {
             decision: Decision::Backoff,
             status: stream_error_status(outcome).unwrap_or(STATUS_CONNECTION_CLOSED),
@@ -328,6 +339,19 @@ mod tests {
             })),
             (Decision::Backoff, 428)
         );
+    }
+
+    #[test]
+    fn a_silent_link_backs_off_keeping_credentials_and_says_how_long() {
+        let verdict = classify(
+            &closed(CloseSignal::NoAnswer {
+                silent_for: Duration::from_secs(31),
+            }),
+            Instant::now(),
+        );
+        assert_eq!(verdict.decision, Decision::Backoff);
+        assert_eq!(verdict.status, 408);
+        assert_eq!(verdict.description, "no answer from WhatsApp for 31s");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod backoff;
 pub mod close;
 pub mod inbound;
+pub mod liveness;
 pub mod outbound;
 pub mod phone;
 pub mod progress;

@@ -328,7 +328,11 @@ impl<B: WaBackend> Supervisor<B> {
             // new one over the same store.
             Some(command) => self.obey_after_disconnect(command),
             None => {
-                self.client = Some((client, events));
+                // The adapter disconnects a client whose link went silent:
+                // finished like one the operator disconnected.
+                if !matches!(outcome.close, Some(CloseSignal::NoAnswer { .. })) {
+                    self.client = Some((client, events));
+                }
                 self.decide(outcome).await
             }
         }

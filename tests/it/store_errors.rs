@@ -51,6 +51,7 @@ async fn a_store_the_machine_cannot_open_backs_off_and_is_never_moved_aside() {
         version: Some(VERSION),
         media_cap: 1 << 20,
         http: None,
+        liveness: Default::default(),
     };
     let policy = BackoffPolicy {
         base: Duration::from_millis(50),

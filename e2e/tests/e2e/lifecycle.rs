@@ -11,6 +11,8 @@ use support::pairing::backend;
 use support::sim::{self, Action, ConnPlan, Handshake, SimEvent, Simulator, Target};
 use support::{Changes, until};
 use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::liveness::Liveness;
+use wabridge::engine::whatsapp::WhatsAppBackend;
 use wabridge::engine::{Engine, SessionSnapshot, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 
@@ -432,6 +434,73 @@ async fn a_corrupt_store_is_moved_aside_with_its_bytes() {
         sim.live_connections(),
         0,
         "nothing dialled with a broken store"
+    );
+    engine.shutdown().await;
+}
+
+/// A connection that stays open but answers nothing more (Wi-Fi gone, a NAT
+/// that forgot the flow, a half-open server: no FIN, no RST) is given up
+/// within the liveness bound, says so, and comes back with the saved
+/// credentials, no QR.
+#[tokio::test]
+async fn a_silent_connection_is_given_up_within_the_bound_and_reconnected() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (logs, _guard) = LogCapture::install();
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let bound = Duration::from_secs(3);
+    let backend = WhatsAppBackend {
+        liveness: Liveness::with_bound(bound),
+        ..backend(&sim)
+    };
+    let engine = Engine::new(backend, data.clone(), fast());
+    let mut changes = engine.subscribe();
+    let device = pair(&engine, &mut changes, &sim, "shop").await;
+    // Quiet but alive: the pings keep it up well past the bound.
+    tokio::time::sleep(bound * 2).await;
+    assert_eq!(
+        engine.snapshot(&id("shop")).unwrap().state,
+        SessionState::Connected,
+        "an idle session that answers its pings stays connected"
+    );
+
+    let muted_at = std::time::Instant::now();
+    let closed = close_with(&mut changes, &sim, device, Action::Mute, |s| {
+        s.state == SessionState::Disconnected
+    })
+    .await;
+    let noticed_after = muted_at.elapsed();
+    let close = closed.last_close.expect("the close is reported");
+    assert_eq!(close.status, 408);
+    assert!(
+        close
+            .description
+            .starts_with("no answer from WhatsApp for "),
+        "{close:?}"
+    );
+    // The bound, plus one ping's wait and slack for a loaded machine.
+    assert!(
+        noticed_after < bound + Duration::from_secs(4),
+        "noticed after {noticed_after:?}"
+    );
+    assert!(
+        !logs
+            .lines_with("Connection closed for shop. Status: 408. no answer from WhatsApp")
+            .is_empty(),
+        "{}",
+        logs.text()
+    );
+
+    let back = until(&mut changes, "shop", |s| s.state == SessionState::Connected).await;
+    assert_eq!(
+        back.phone.as_deref(),
+        Some(sim::PHONE),
+        "same account, no QR"
+    );
+    assert_eq!(
+        store_files(&data, "shop").first().map(String::as_str),
+        Some("whatsapp.db")
     );
     engine.shutdown().await;
 }

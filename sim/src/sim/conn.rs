@@ -80,6 +80,7 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
         pings: std::collections::HashMap::new(),
         code_request: None,
         code_attempt: None,
+        muted: false,
     };
     let _ = session.run(plan, registered, actions).await;
     channel.close().await;
@@ -102,6 +103,8 @@ struct Session<'a> {
     /// The phone's side of the last code typed, until the companion's key
     /// bundle answers it.
     code_attempt: Option<link_code::Attempt>,
+    /// A half-open zombie (`Action::Mute`): it reads, answers nothing.
+    muted: bool,
 }
 
 impl Session<'_> {
@@ -135,7 +138,8 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 node = self.channel.recv() => {
-                    if self.on_node(node?).await? {
+                    let node = node?;
+                    if !self.muted && self.on_node(node).await? {
                         return Ok(());
                     }
                 }
@@ -566,6 +570,10 @@ impl Session<'_> {
                 Ok(true)
             }
             Action::Close => Ok(true),
+            Action::Mute => {
+                self.muted = true;
+                Ok(false)
+            }
             Action::Deliver(stanza) => {
                 self.channel.send(&stanza).await?;
                 Ok(false)

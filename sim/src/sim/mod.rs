@@ -88,6 +88,10 @@ pub enum Action {
     },
     Replaced,
     Close,
+    /// The connection stays open and the server answers nothing more, as a
+    /// link that silently vanished (or a half-open server) looks to the
+    /// client: no FIN, no RST, no pong.
+    Mute,
     /// Send this stanza (an encrypted message built by the simulator).
     Deliver(wacore_binary::Node),
     /// Ping the client as the real server does (`urn:xmpp:ping`); the time

@@ -7,6 +7,7 @@ mod cert_guard;
 mod connect_errors;
 mod content;
 mod inbound;
+mod keepalive;
 mod query;
 mod send;
 
@@ -27,6 +28,7 @@ use super::backend::{
     Answer, EventSink, OpenError, OpenOptions, Outgoing, Query, Sent, WaBackend, WaClient, WaEvent,
 };
 use super::close::CloseSignal;
+use super::liveness::Liveness;
 use crate::session_files::SessionFiles;
 
 /// Connection settings shared by every session.
@@ -41,6 +43,8 @@ pub struct WhatsAppBackend {
     /// `None` is the library's own. Tests put the simulator's media host
     /// here, as the WebSocket URL points at its server.
     pub http: Option<Arc<dyn HttpClient>>,
+    /// When a connection that answers nothing is given up.
+    pub liveness: Liveness,
 }
 
 impl std::fmt::Debug for WhatsAppBackend {
@@ -50,6 +54,7 @@ impl std::fmt::Debug for WhatsAppBackend {
             .field("version", &self.version)
             .field("media_cap", &self.media_cap)
             .field("http", &self.http.as_ref().map(|_| "custom"))
+            .field("liveness", &self.liveness)
             .finish()
     }
 }
@@ -85,6 +90,7 @@ pub struct WhatsAppClient {
     bot: Arc<Mutex<Option<Bot>>>,
     /// The session's event channel, for what the library only logs.
     events: EventSink,
+    liveness: Liveness,
 }
 
 impl WaBackend for WhatsAppBackend {
@@ -149,6 +155,7 @@ impl WaBackend for WhatsAppBackend {
             client,
             bot: Arc::new(Mutex::new(Some(bot))),
             events,
+            liveness: self.liveness,
         })
     }
 }
@@ -188,13 +195,23 @@ fn store_error(message: String) -> OpenError {
 impl WaClient for WhatsAppClient {
     async fn run(&self) {
         let bot = self.bot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let failure = connect_errors::capture(async {
+        let run = connect_errors::capture(async {
             match bot {
                 Some(bot) => bot.run().await,
                 None => self.client.run().await,
             }
-        })
-        .await;
+        });
+        tokio::pin!(run);
+        let failure = tokio::select! {
+            failure = &mut run => failure,
+            silent_for = keepalive::until_silent(&self.client, self.liveness) => {
+                // Said first, so the close the disconnect causes does not
+                // pass for the reason.
+                let _ = self.events.send(WaEvent::Closed(CloseSignal::NoAnswer { silent_for }));
+                self.client.disconnect().await;
+                run.await
+            }
+        };
         if let Some(connect_errors::ConnectFailure::CertificateInvalid(detail)) = failure {
             let _ = self
                 .events
