@@ -10,6 +10,7 @@
 pub mod baileys;
 pub mod fake_backend;
 pub mod log_capture;
+pub mod netns;
 pub mod pairing;
 pub mod process;
 pub mod receiver;

@@ -13,5 +13,6 @@ mod headless;
 mod import;
 mod lifecycle;
 mod messages;
+mod network;
 mod pair_code;
 mod tmux;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use wabridge_sim::{baileys, log_capture, pairing, receiver, screen, sim, tmux};
+pub use wabridge_sim::{baileys, log_capture, netns, pairing, receiver, screen, sim, tmux};
 
 pub mod process {
     use std::path::Path;

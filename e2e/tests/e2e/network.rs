@@ -1,0 +1,95 @@
+//! Real network faults between wabridge and WhatsApp: the binary runs in a
+//! network namespace of the test's own, the simulator listens on the host's
+//! end of a veth pair, and the test black-holes the path in between
+//! (packets vanish: no FIN, no RST), as Wi-Fi going off does. Needs root,
+//! iproute2 and iptables (`.ci/run` installs iptables; CI runs as root).
+
+use crate::support;
+
+use std::time::{Duration, Instant};
+
+use support::netns::NetPath;
+use support::pairing::pair_and_stop;
+use support::process::{BINARY, Running, write_config};
+use support::sim::Simulator;
+use wabridge::paths::DataDir;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// How many stderr lines so far contain `needle`.
+fn count(running: &Running, needle: &str) -> usize {
+    running.seen.iter().filter(|l| l.contains(needle)).count()
+}
+
+/// Reads stderr until `needle` has appeared `times` times.
+fn until_seen(running: &mut Running, needle: &str, times: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while count(running, needle) < times {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not seen {times} time(s) within {within:?}:\n{}",
+            running.seen.join("\n")
+        );
+        let _ = running.next_line(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without_a_qr() {
+    let mut path = NetPath::create();
+    let sim = Simulator::start_on(&format!("{}:0", path.host_ip()))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    pair_and_stop(&sim, &DataDir::new(&data), "shop", None).await;
+    let bound = Duration::from_secs(5);
+    let config = write_config(
+        tmp.path(),
+        &sim.ws_url(),
+        &format!(
+            "dead_after = \"{}s\"\n\n[[sessions]]\nid = \"shop\"\n",
+            bound.as_secs()
+        ),
+    );
+
+    tokio::task::spawn_blocking(move || {
+        let mut command = path.command(BINARY);
+        command
+            .args(["--headless", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("HOME", tmp.path());
+        let mut running = Running::spawn(command);
+        until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
+
+        // Wi-Fi off: nothing gets through, and nothing says so.
+        path.black_hole();
+        let off = Instant::now();
+        until_seen(&mut running, "no answer from WhatsApp for", 1, bound * 4);
+        let noticed = off.elapsed();
+        assert!(
+            noticed < bound + Duration::from_secs(4),
+            "noticed after {noticed:?} (bound {bound:?})"
+        );
+        // It stays off a while; the retries meanwhile find nobody.
+        std::thread::sleep(bound * 2);
+        assert_eq!(count(&running, "WhatsApp Connected: shop"), 1);
+
+        // Wi-Fi back: the session logs in again with its credentials.
+        path.restore();
+        let on = Instant::now();
+        until_seen(&mut running, "WhatsApp Connected: shop", 2, WAIT);
+        eprintln!(
+            "black hole noticed after {noticed:.1?}; connected again {:.1?} after the link came back",
+            on.elapsed()
+        );
+        assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
+        assert!(data.join("sessions/shop/whatsapp.db").exists(), "credentials kept");
+        running.terminate(Duration::from_secs(20));
+        drop(path);
+    })
+    .await
+    .unwrap();
+}
