@@ -93,3 +93,63 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
     .await
     .unwrap();
 }
+
+/// A poor link is not a dead one: with a fifth of the packets lost each way
+/// the pings still get through often enough, and the session stays up; a
+/// link taken down and brought back is noticed and recovered like a black
+/// hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
+    let mut path = NetPath::create();
+    let sim = Simulator::start_on(&format!("{}:0", path.host_ip()))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    pair_and_stop(&sim, &DataDir::new(&data), "shop", None).await;
+    let bound = Duration::from_secs(5);
+    let config = write_config(
+        tmp.path(),
+        &sim.ws_url(),
+        &format!(
+            "dead_after = \"{}s\"\n\n[[sessions]]\nid = \"shop\"\n",
+            bound.as_secs()
+        ),
+    );
+
+    tokio::task::spawn_blocking(move || {
+        let mut command = path.command(BINARY);
+        command
+            .args(["--headless", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("HOME", tmp.path());
+        let mut running = Running::spawn(command);
+        until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
+
+        path.lose(20);
+        let lossy_until = Instant::now() + bound * 4;
+        while Instant::now() < lossy_until {
+            let _ = running.next_line(Duration::from_millis(200));
+        }
+        assert_eq!(
+            count(&running, "Connection closed for shop"),
+            0,
+            "20 % loss for {:?} closed the session:\n{}",
+            bound * 4,
+            running.seen.join("\n")
+        );
+        path.restore();
+
+        path.link(false);
+        until_seen(&mut running, "no answer from WhatsApp for", 1, bound * 4);
+        path.link(true);
+        until_seen(&mut running, "WhatsApp Connected: shop", 2, WAIT);
+        assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
+        running.terminate(Duration::from_secs(20));
+        drop(path);
+    })
+    .await
+    .unwrap();
+}
