@@ -141,6 +141,7 @@ impl Engine {
         outbound: Option<Arc<dyn Outbound>>,
     ) -> Engine {
         let (events, _) = broadcast::channel(1024);
+        let (reachable, _) = broadcast::channel(16);
         let backend = Arc::new(backend);
         let spawn = {
             let data = data.clone();
@@ -161,6 +162,7 @@ impl Engine {
                     command_rx,
                     request_rx,
                     Publisher::new(snapshot_tx.clone(), events.clone(), outbound.clone()),
+                    reachable.clone(),
                 );
                 SessionHandle {
                     commands: command_tx,

@@ -41,6 +41,15 @@ pub enum Command {
     Stop,
 }
 
+/// How long after a "reachable again" a session retries: its own share of
+/// one second, the same every time (sessions spread out, tests stay exact).
+fn spread(id: &str) -> std::time::Duration {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    std::time::Duration::from_millis(hash % 1000)
+}
+
 /// Where the supervisor goes next.
 enum Next {
     Connect,
@@ -130,6 +139,12 @@ pub(crate) struct Supervisor<B: WaBackend> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) publisher: Publisher,
+    /// "WhatsApp is reachable": said by a session that connected after
+    /// failing, heard by the sessions waiting out a network failure.
+    reachable: broadcast::Sender<()>,
+    /// The last failure was the network's (lost, closed, no answer), not a
+    /// server's refusal: a sibling's success says it is over.
+    network_failure: bool,
     /// The live client and its event stream, kept across backoff retries.
     client: Option<(B::Client, mpsc::UnboundedReceiver<WaEvent>)>,
     attempt: u32,
@@ -147,6 +162,7 @@ impl<B: WaBackend> Supervisor<B> {
         commands: mpsc::Receiver<Command>,
         requests: mpsc::Receiver<Request>,
         publisher: Publisher,
+        reachable: broadcast::Sender<()>,
     ) -> Self {
         Supervisor {
             backend,
@@ -156,6 +172,8 @@ impl<B: WaBackend> Supervisor<B> {
             commands,
             requests,
             publisher,
+            reachable,
+            network_failure: false,
             client: None,
             attempt: 0,
             previous_was_restart: false,
@@ -383,6 +401,10 @@ impl<B: WaBackend> Supervisor<B> {
             }
             WaEvent::Connected { phone, lid } => {
                 tracing::info!("WhatsApp Connected: {}", self.id());
+                if self.attempt > 0 {
+                    // No subscriber (nobody waiting) is fine.
+                    let _ = self.reachable.send(());
+                }
                 outcome.connected = true;
                 self.attempt = 0;
                 self.pair_phone = None;
@@ -453,6 +475,10 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     fn back_off(&mut self, status: u16, description: &str) -> Next {
+        self.network_failure = matches!(
+            status,
+            close::STATUS_CONNECTION_LOST | close::STATUS_CONNECTION_CLOSED
+        );
         self.attempt = self.attempt.saturating_add(1);
         let delay = self.policy.delay(self.attempt);
         tracing::info!(
@@ -483,10 +509,26 @@ impl<B: WaBackend> Supervisor<B> {
         Next::WaitForOperator
     }
 
-    async fn wait_to_retry(&mut self, retry_at: Instant) -> Next {
+    async fn wait_to_retry(&mut self, mut retry_at: Instant) -> Next {
+        let mut reachable = self.reachable.subscribe();
         loop {
             tokio::select! {
                 _ = sleep_until(retry_at) => return Next::Connect,
+                // Another session got through: the network is back, so this
+                // one need not sleep out its backoff. Spread over a second,
+                // so a recovering server is not hit by all at once.
+                Ok(()) = reachable.recv(), if self.network_failure => {
+                    let soon = now() + spread(self.id());
+                    if soon < retry_at {
+                        tracing::info!(
+                            "WhatsApp is reachable again; retrying {} in {:.1}s",
+                            self.id(),
+                            (soon - now()).as_secs_f64()
+                        );
+                        retry_at = soon;
+                        self.publisher.update(|s| s.next_retry_at = Some(soon));
+                    }
+                }
                 command = self.commands.recv() => {
                     return self.obey_while_idle(command.unwrap_or(Command::Stop)).await;
                 }

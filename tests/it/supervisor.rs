@@ -529,3 +529,60 @@ async fn a_pairing_code_on_screen_is_not_replaced_by_the_next_qr_code() {
         s.state
     );
 }
+
+/// When the network comes back, one session getting through tells the
+/// others waiting out a network failure: they retry within a second
+/// (spread, not all at once) instead of sleeping out up to a minute.
+#[tokio::test(start_paused = true)]
+async fn a_session_that_gets_through_brings_the_others_back_within_a_second() {
+    let h = Harness::new();
+    h.backend.script(
+        "waiting",
+        [
+            Conn::unreachable(),
+            Conn::unreachable(),
+            Conn::unreachable(),
+            Conn::Stays(vec![connected()]),
+        ],
+    );
+    h.backend.script(
+        "refused",
+        [
+            Conn::closes_with(CloseSignal::ConnectFailure { code: 503 }),
+            Conn::closes_with(CloseSignal::ConnectFailure { code: 503 }),
+            Conn::Stays(vec![connected()]),
+        ],
+    );
+    h.start("waiting");
+    // Three failures: 5 s, 10 s, then a 20 s wait from t = 15 s.
+    h.until("waiting", |s| s.attempt == 3).await;
+    // Refused twice by the server: waiting 10 s when the network news comes.
+    h.start("refused");
+    h.until("refused", |s| s.attempt == 2).await;
+    h.backend.script(
+        "back",
+        [Conn::unreachable(), Conn::Stays(vec![connected()])],
+    );
+    h.start("back");
+    let back = h
+        .until("back", |s| s.state == SessionState::Connected)
+        .await;
+    assert_eq!(back.attempt, 0);
+    let reconnected_at = *h.backend.run_times("back").last().unwrap();
+
+    let waiting = h
+        .until("waiting", |s| s.state == SessionState::Connected)
+        .await;
+    let retried_at = *h.backend.run_times("waiting").last().unwrap();
+    assert!(
+        retried_at - reconnected_at < Duration::from_secs(1),
+        "retried {:?} after the other session got through",
+        retried_at - reconnected_at
+    );
+    assert_eq!(waiting.attempt, 0);
+    // A server's refusal (503) is not a network failure: it keeps its backoff.
+    h.until("refused", |s| s.state == SessionState::Connected)
+        .await;
+    let refused_times = h.backend.run_times("refused");
+    assert_eq!(gaps(&refused_times), [5, 10], "{refused_times:?}");
+}
