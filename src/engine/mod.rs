@@ -161,8 +161,12 @@ impl Engine {
                     policy,
                     command_rx,
                     request_rx,
-                    Publisher::new(snapshot_tx.clone(), events.clone(), outbound.clone()),
-                    reachable.clone(),
+                    Publisher::new(
+                        snapshot_tx.clone(),
+                        events.clone(),
+                        outbound.clone(),
+                        reachable.clone(),
+                    ),
                 );
                 SessionHandle {
                     commands: command_tx,

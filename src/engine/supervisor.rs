@@ -65,6 +65,9 @@ pub(crate) struct Publisher {
     snapshot: watch::Sender<SessionSnapshot>,
     events: broadcast::Sender<EngineEvent>,
     outbound: Option<Arc<dyn Outbound>>,
+    /// "WhatsApp is reachable": said by a session that connected after
+    /// failing, heard by the sessions waiting out a network failure.
+    reachable: broadcast::Sender<()>,
     /// A close recorded but not yet published: it goes out with the state
     /// it leads to, so no view ever sees a close next to the old state.
     pending_close: Option<LastClose>,
@@ -77,11 +80,13 @@ impl Publisher {
         snapshot: watch::Sender<SessionSnapshot>,
         events: broadcast::Sender<EngineEvent>,
         outbound: Option<Arc<dyn Outbound>>,
+        reachable: broadcast::Sender<()>,
     ) -> Self {
         Publisher {
             snapshot,
             events,
             outbound,
+            reachable,
             pending_close: None,
             progress: MessageProgress::default(),
         }
@@ -139,9 +144,6 @@ pub(crate) struct Supervisor<B: WaBackend> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) publisher: Publisher,
-    /// "WhatsApp is reachable": said by a session that connected after
-    /// failing, heard by the sessions waiting out a network failure.
-    reachable: broadcast::Sender<()>,
     /// The last failure was the network's (lost, closed, no answer), not a
     /// server's refusal: a sibling's success says it is over.
     network_failure: bool,
@@ -162,7 +164,6 @@ impl<B: WaBackend> Supervisor<B> {
         commands: mpsc::Receiver<Command>,
         requests: mpsc::Receiver<Request>,
         publisher: Publisher,
-        reachable: broadcast::Sender<()>,
     ) -> Self {
         Supervisor {
             backend,
@@ -172,7 +173,6 @@ impl<B: WaBackend> Supervisor<B> {
             commands,
             requests,
             publisher,
-            reachable,
             network_failure: false,
             client: None,
             attempt: 0,
@@ -403,7 +403,7 @@ impl<B: WaBackend> Supervisor<B> {
                 tracing::info!("WhatsApp Connected: {}", self.id());
                 if self.attempt > 0 {
                     // No subscriber (nobody waiting) is fine.
-                    let _ = self.reachable.send(());
+                    let _ = self.publisher.reachable.send(());
                 }
                 outcome.connected = true;
                 self.attempt = 0;
@@ -510,7 +510,7 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     async fn wait_to_retry(&mut self, mut retry_at: Instant) -> Next {
-        let mut reachable = self.reachable.subscribe();
+        let mut reachable = self.publisher.reachable.subscribe();
         loop {
             tokio::select! {
                 _ = sleep_until(retry_at) => return Next::Connect,
