@@ -6,6 +6,7 @@
 
 use crate::support;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::netns::NetPath;
@@ -34,16 +35,25 @@ fn until_seen(running: &mut Running, needle: &str, times: usize, within: Duratio
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without_a_qr() {
-    let mut path = NetPath::create();
+/// A session paired beforehand, the simulator on the host's end of a path
+/// of the test's own, and the config for the real binary (headless,
+/// liveness bound `bound`) to run in the path's namespace.
+struct Behind {
+    path: NetPath,
+    config: PathBuf,
+    data: PathBuf,
+    _sim: Simulator,
+    tmp: tempfile::TempDir,
+}
+
+async fn paired_behind_a_path(bound: Duration) -> Behind {
+    let path = NetPath::create();
     let sim = Simulator::start_on(&format!("{}:0", path.host_ip()))
         .await
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     pair_and_stop(&sim, &DataDir::new(&data), "shop", None).await;
-    let bound = Duration::from_secs(5);
     let config = write_config(
         tmp.path(),
         &sim.ws_url(),
@@ -52,17 +62,38 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
             bound.as_secs()
         ),
     );
+    Behind {
+        path,
+        config,
+        data,
+        _sim: sim,
+        tmp,
+    }
+}
 
-    tokio::task::spawn_blocking(move || {
-        let mut command = path.command(BINARY);
-        command
+impl Behind {
+    /// Starts the binary in the namespace; returns once the session is up.
+    fn start_connected(&self) -> Running {
+        let mut wabridge = self.path.command(BINARY);
+        wabridge
             .args(["--headless", "--config"])
-            .arg(&config)
+            .arg(&self.config)
             .arg("--data-dir")
-            .arg(&data)
-            .env("HOME", tmp.path());
-        let mut running = Running::spawn(command);
+            .arg(&self.data)
+            .env("HOME", self.tmp.path());
+        let mut running = Running::spawn(wabridge);
         until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
+        running
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without_a_qr() {
+    let bound = Duration::from_secs(5);
+    let mut behind = paired_behind_a_path(bound).await;
+    tokio::task::spawn_blocking(move || {
+        let mut running = behind.start_connected();
+        let (path, data) = (&mut behind.path, &behind.data);
 
         // Wi-Fi off: nothing gets through, and nothing says so.
         path.black_hole();
@@ -88,7 +119,6 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
         assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
         assert!(data.join("sessions/shop/whatsapp.db").exists(), "credentials kept");
         running.terminate(Duration::from_secs(20));
-        drop(path);
     })
     .await
     .unwrap();
@@ -100,33 +130,11 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
 /// hole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
-    let mut path = NetPath::create();
-    let sim = Simulator::start_on(&format!("{}:0", path.host_ip()))
-        .await
-        .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    pair_and_stop(&sim, &DataDir::new(&data), "shop", None).await;
     let bound = Duration::from_secs(5);
-    let config = write_config(
-        tmp.path(),
-        &sim.ws_url(),
-        &format!(
-            "dead_after = \"{}s\"\n\n[[sessions]]\nid = \"shop\"\n",
-            bound.as_secs()
-        ),
-    );
-
+    let mut behind = paired_behind_a_path(bound).await;
     tokio::task::spawn_blocking(move || {
-        let mut command = path.command(BINARY);
-        command
-            .args(["--headless", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .env("HOME", tmp.path());
-        let mut running = Running::spawn(command);
-        until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
+        let mut running = behind.start_connected();
+        let path = &mut behind.path;
 
         path.lose(20);
         let lossy_until = Instant::now() + bound * 4;
@@ -148,7 +156,6 @@ async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
         until_seen(&mut running, "WhatsApp Connected: shop", 2, WAIT);
         assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
         running.terminate(Duration::from_secs(20));
-        drop(path);
     })
     .await
     .unwrap();
