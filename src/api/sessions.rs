@@ -170,6 +170,12 @@ pub(super) fn session_json(s: &SessionSnapshot, now: std::time::Instant) -> Valu
         "attempt": s.attempt,
         "nextRetryInSeconds": s.next_retry_at.map(|at| at.saturating_duration_since(now).as_secs()),
         "lastClose": s.last_close.as_ref().map(|c| json!({ "status": c.status, "reason": c.description })),
+        // How fresh the link is known to be: seconds since WhatsApp last
+        // answered a ping (while connected).
+        "lastAnswerSecondsAgo": (s.state == SessionState::Connected)
+            .then_some(s.last_answer_at)
+            .flatten()
+            .map(|at| now.saturating_duration_since(at).as_secs()),
         "phone": s.phone,
         "hasWebhook": s.has_webhook,
         "webhook": backlog,

@@ -31,6 +31,8 @@ pub enum WaEvent {
         phone: Option<String>,
         lid: Option<String>,
     },
+    /// WhatsApp answered one of our liveness pings: the link is there.
+    Answered,
     /// A stream error that did not (yet) end the connection.
     StreamError {
         code: String,

@@ -96,6 +96,10 @@ pub struct SessionSnapshot {
     /// The linked account's LID (digits), once known.
     pub lid: Option<String>,
     pub has_webhook: bool,
+    /// When WhatsApp last answered (a ping, or the login): how fresh the
+    /// link is known to be. On the wire negative: it is in the past.
+    #[serde(default, with = "remaining::option", rename = "last_answer_in_ms")]
+    pub last_answer_at: Option<Instant>,
     /// Webhook deliveries waiting, when forwarding is on.
     pub backlog: Option<BacklogInfo>,
 }
@@ -111,6 +115,7 @@ impl SessionSnapshot {
             phone: None,
             lid: None,
             has_webhook: false,
+            last_answer_at: None,
             backlog: None,
         }
     }

@@ -399,6 +399,7 @@ impl<B: WaBackend> Supervisor<B> {
                     s.lid = lid;
                 });
             }
+            WaEvent::Answered => self.publisher.update(|s| s.last_answer_at = Some(now)),
             WaEvent::Connected { phone, lid } => {
                 tracing::info!("WhatsApp Connected: {}", self.id());
                 if self.attempt > 0 {
@@ -412,6 +413,7 @@ impl<B: WaBackend> Supervisor<B> {
                     s.state = SessionState::Connected;
                     s.attempt = 0;
                     s.next_retry_at = None;
+                    s.last_answer_at = Some(now);
                     if phone.is_some() {
                         s.phone = phone;
                     }

@@ -211,20 +211,25 @@ impl App {
         self.sessions.get(self.selected)
     }
 
-    /// True while something on screen counts down (retry, QR, pairing code,
-    /// ban): only then does the runner tick once a second.
+    /// True while something on screen counts (a retry, QR, pairing code or
+    /// ban countdown; the selected session's "last answer … ago"): only
+    /// then does the runner tick once a second.
     pub fn needs_tick(&self) -> bool {
-        self.sessions.iter().any(|s| {
-            s.next_retry_at.is_some()
-                || matches!(
-                    s.state,
-                    SessionState::QrScanRequired(_)
-                        | SessionState::PairingCode { .. }
-                        | SessionState::Halted(
-                            crate::engine::close::HaltReason::TemporaryBan { .. }
-                        )
-                )
-        })
+        let answer_age_shown = self
+            .selected_session()
+            .is_some_and(|s| s.state == SessionState::Connected && s.last_answer_at.is_some());
+        answer_age_shown
+            || self.sessions.iter().any(|s| {
+                s.next_retry_at.is_some()
+                    || matches!(
+                        s.state,
+                        SessionState::QrScanRequired(_)
+                            | SessionState::PairingCode { .. }
+                            | SessionState::Halted(
+                                crate::engine::close::HaltReason::TemporaryBan { .. }
+                            )
+                    )
+            })
     }
 
     fn pairing_in_progress(&self) -> bool {

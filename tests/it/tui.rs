@@ -656,3 +656,16 @@ fn a_pairing_code_shows_whole_with_its_countdown() {
     assert!(text.contains("4 F R A - N 6 D J"), "{text}");
     assert!(text.contains("expires in 180s"), "{text}");
 }
+
+#[test]
+fn a_connected_session_shows_how_fresh_its_link_is_and_keeps_it_ticking() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![SessionSnapshot {
+        last_answer_at: Some(now - Duration::from_secs(4)),
+        ..connected("shop", "15551234567")
+    }]));
+    let text = screen(&app, now, 120, 30);
+    assert!(text.contains("Last answer from WhatsApp: 4s ago"), "{text}");
+    assert!(app.needs_tick(), "the age counts up on screen");
+}

@@ -459,10 +459,17 @@ async fn a_silent_connection_is_given_up_within_the_bound_and_reconnected() {
     let device = pair(&engine, &mut changes, &sim, "shop").await;
     // Quiet but alive: the pings keep it up well past the bound.
     tokio::time::sleep(bound * 2).await;
+    let idle = engine.snapshot(&id("shop")).unwrap();
     assert_eq!(
-        engine.snapshot(&id("shop")).unwrap().state,
+        idle.state,
         SessionState::Connected,
         "an idle session that answers its pings stays connected"
+    );
+    // Its pings' answers keep the link's freshness current for the views.
+    let answered_ago = idle.last_answer_at.expect("answers recorded").elapsed();
+    assert!(
+        answered_ago <= Liveness::with_bound(bound).probe_every * 2,
+        "last answer {answered_ago:?} ago"
     );
 
     let muted_at = std::time::Instant::now();

@@ -10,11 +10,17 @@ use tokio::time::Instant;
 use whatsapp_rust::prelude::Client;
 use whatsapp_rust::wacore::iq::keepalive::KeepaliveSpec;
 
+use crate::engine::backend::{EventSink, WaEvent};
 use crate::engine::liveness::Liveness;
 
 /// Resolves with how long the connection has been silent, once that is
-/// `liveness.dead_after` or more; never while it answers.
-pub(super) async fn until_silent(client: &Client, liveness: Liveness) -> Duration {
+/// `liveness.dead_after` or more; never while it answers. Each answer is
+/// told to `events` (views show how fresh the link is).
+pub(super) async fn until_silent(
+    client: &Client,
+    liveness: Liveness,
+    events: &EventSink,
+) -> Duration {
     let mut last_answer = Instant::now();
     loop {
         tokio::time::sleep(liveness.probe_every).await;
@@ -27,6 +33,7 @@ pub(super) async fn until_silent(client: &Client, liveness: Liveness) -> Duratio
         let ping = KeepaliveSpec::with_timeout(liveness.probe_every);
         if client.execute(ping).await.is_ok() {
             last_answer = Instant::now();
+            let _ = events.send(WaEvent::Answered);
         }
         if let Some(silent_for) = liveness.dead(last_answer.into_std(), Instant::now().into_std()) {
             return silent_for;

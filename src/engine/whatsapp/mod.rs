@@ -204,7 +204,7 @@ impl WaClient for WhatsAppClient {
         tokio::pin!(run);
         let failure = tokio::select! {
             failure = &mut run => failure,
-            silent_for = keepalive::until_silent(&self.client, self.liveness) => {
+            silent_for = keepalive::until_silent(&self.client, self.liveness, &self.events) => {
                 // Said first, so the close the disconnect causes does not
                 // pass for the reason.
                 let _ = self.events.send(WaEvent::Closed(CloseSignal::NoAnswer { silent_for }));

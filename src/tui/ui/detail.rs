@@ -156,6 +156,15 @@ fn describe(session: &SessionSnapshot, now: Instant, theme: Theme) -> Vec<Line<'
     if !detail.is_empty() {
         lines.push(Line::from(detail));
     }
+    if session.state == SessionState::Connected
+        && let Some(at) = session.last_answer_at
+    {
+        let ago = crate::engine::close::human_duration(now.saturating_duration_since(at));
+        lines.push(Line::styled(
+            format!("Last answer from WhatsApp: {ago} ago"),
+            theme.dim(),
+        ));
+    }
     if let Some(close) = &session.last_close {
         lines.push(Line::styled(
             format!(
