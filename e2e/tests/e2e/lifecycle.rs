@@ -467,10 +467,7 @@ async fn a_silent_connection_is_given_up_within_the_bound_and_reconnected() {
     );
     // Its pings' answers keep the link's freshness current for the views.
     let answered_ago = idle.last_answer_at.expect("answers recorded").elapsed();
-    assert!(
-        answered_ago <= Liveness::with_bound(bound).probe_every * 2,
-        "last answer {answered_ago:?} ago"
-    );
+    assert!(answered_ago < bound, "last answer {answered_ago:?} ago");
 
     let muted_at = std::time::Instant::now();
     let closed = close_with(&mut changes, &sim, device, Action::Mute, |s| {
