@@ -430,7 +430,7 @@ impl Config {
                 ));
             }
             if let Some(url) = &session.webhook_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
+                && !crate::session_files::is_webhook_url(url)
             {
                 return Err((
                     "sessions.webhook_url".into(),

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::paths::{self, DataDir, SessionId};
 
+/// Webhooks are posted over HTTP(S) only; every way a URL comes in (config,
+/// API, dashboard, import) refuses anything else.
+pub fn is_webhook_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 const STORE_FILE: &str = "whatsapp.db";
 const SETTINGS_FILE: &str = "session.json";
 /// Everything SQLite may create for one database.

@@ -60,7 +60,7 @@ pub async fn start(
         .ok_or_else(|| ApiError::bad_request("sessionId is required"))?;
     let id = session_id(&raw)?;
     if let Some(url) = &request.webhook_url
-        && !(url.starts_with("http://") || url.starts_with("https://"))
+        && !crate::session_files::is_webhook_url(url)
     {
         return Err(ApiError::bad_request(
             "webhookUrl must be an http:// or https:// URL",

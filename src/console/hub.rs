@@ -17,6 +17,8 @@ use crate::engine::{Command, Engine, EngineEvent, InboundMessage, SessionSnapsho
 pub const LOG_TAIL: usize = 500;
 /// Live frames a dashboard may fall behind by before it is resynced.
 const FEED_CAPACITY: usize = 4096;
+/// Answers to one dashboard's requests waiting to be sent to it.
+pub const NOTICE_QUEUE: usize = 16;
 
 /// Cheap to clone; every clone serves the same feed.
 #[derive(Clone)]
@@ -100,35 +102,39 @@ impl Console {
     /// Everything a dashboard shows now, and every change from now on, with
     /// nothing missed or repeated between the two.
     pub fn attach(&self) -> Attachment {
-        let state = lock(&self.inner.state);
-        Attachment {
-            backfill: Backfill {
-                instance: self.inner.instance,
-                sessions: state.sessions.values().cloned().collect(),
-                messages: state.messages.iter().cloned().collect(),
-                logs: state.logs.iter().cloned().collect(),
-            },
-            live: self.inner.feed.subscribe(),
-        }
+        self.attachment(true)
     }
 
     /// The sessions only, for a dashboard that fell behind: its messages
     /// were skipped (and counted), its session states must be right.
     fn resync(&self) -> Attachment {
-        let mut attachment = self.attach();
-        attachment.backfill.messages.clear();
-        attachment.backfill.logs.clear();
-        attachment
+        self.attachment(false)
     }
 
-    /// Carries out an operator's request; the error is a sentence for the
-    /// operator.
-    pub async fn execute(&self, request: Request) -> Result<(), String> {
-        let result = self.try_execute(request).await;
-        if let Err(e) = &result {
-            tracing::warn!("dashboard request refused: {e}");
+    fn attachment(&self, with_history: bool) -> Attachment {
+        let state = lock(&self.inner.state);
+        Attachment {
+            backfill: Backfill {
+                instance: self.inner.instance,
+                sessions: state.sessions.values().cloned().collect(),
+                messages: history(&state.messages, with_history),
+                logs: history(&state.logs, with_history),
+            },
+            live: self.inner.feed.subscribe(),
         }
-        result
+    }
+
+    /// Carries out an operator's request on a task of its own, so a slow
+    /// one (a logout) never holds up the next; a refusal, a sentence for the
+    /// operator, goes to `notices` (the dashboard that asked).
+    pub fn execute_detached(&self, request: Request, notices: mpsc::Sender<String>) {
+        let console = self.clone();
+        tokio::spawn(async move {
+            if let Err(text) = console.try_execute(request).await {
+                tracing::warn!("dashboard request refused: {text}");
+                let _ = notices.send(text).await;
+            }
+        });
     }
 
     async fn try_execute(&self, request: Request) -> Result<(), String> {
@@ -143,7 +149,7 @@ impl Console {
             Request::Reconnect { session } => command(session, Command::ReconnectNow).await,
             Request::Logout { session } => command(session, Command::Logout).await,
             Request::PairWithPhone { session, phone } => {
-                if !(7..=15).contains(&phone.len()) || !phone.bytes().all(|b| b.is_ascii_digit()) {
+                if !crate::engine::phone::is_phone_number(&phone) {
                     return Err(format!(
                         "{session}: the phone number must be 7 to 15 digits with country code"
                     ));
@@ -159,7 +165,7 @@ impl Console {
                 url,
                 token,
             } => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                if !crate::session_files::is_webhook_url(&url) {
                     return Err(format!(
                         "{session}: the webhook must be an http:// or https:// URL"
                     ));
@@ -276,6 +282,15 @@ async fn pump(
                 None => logs_open = false,
             },
         }
+    }
+}
+
+/// A buffer's items oldest first, or none.
+fn history<T: Clone>(items: &VecDeque<T>, wanted: bool) -> Vec<T> {
+    if wanted {
+        items.iter().cloned().collect()
+    } else {
+        Vec::new()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use tokio::sync::mpsc;
 
-use super::hub::Console;
+use super::hub::{Console, NOTICE_QUEUE};
 use super::wire::{Request, ServiceFrame};
 
 /// What the dashboard hears.
@@ -30,24 +30,17 @@ pub const REQUEST_QUEUE: usize = 32;
 pub const EVENT_QUEUE: usize = 1024;
 
 impl Link {
-    /// The dashboard of the service in this process.
+    /// The dashboard of the service in this process: the same attachment
+    /// and requests as over the socket (`server.rs`), through channels.
     pub fn in_process(console: Console) -> Link {
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (requests, mut request_rx) = mpsc::channel::<Request>(REQUEST_QUEUE);
-        let feed_console = console.clone();
-        let notices = event_tx.clone();
         tokio::spawn(async move {
-            let mut attachment = feed_console.attach();
-            let backfill = ServiceFrame::Backfill(attachment.backfill.clone());
-            if event_tx
-                .send(LinkEvent::Frame(Box::new(backfill)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            while let Some(frames) = attachment.next(&feed_console).await {
-                for frame in frames {
+            let mut attachment = console.attach();
+            let (notice_tx, mut notices) = mpsc::channel(NOTICE_QUEUE);
+            let mut frames = vec![ServiceFrame::Backfill(attachment.backfill.clone())];
+            loop {
+                for frame in frames.drain(..) {
                     if event_tx
                         .send(LinkEvent::Frame(Box::new(frame)))
                         .await
@@ -56,20 +49,17 @@ impl Link {
                         return;
                     }
                 }
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(request) = request_rx.recv().await {
-                let console = console.clone();
-                let notices = notices.clone();
-                // Never hold the next request behind a slow one (a logout).
-                tokio::spawn(async move {
-                    if let Err(text) = console.execute(request).await {
-                        let _ = notices
-                            .send(LinkEvent::Frame(Box::new(ServiceFrame::Notice { text })))
-                            .await;
-                    }
-                });
+                tokio::select! {
+                    next = attachment.next(&console) => match next {
+                        Some(next) => frames = next,
+                        None => return,
+                    },
+                    Some(text) = notices.recv() => frames.push(ServiceFrame::Notice { text }),
+                    request = request_rx.recv() => match request {
+                        Some(request) => console.execute_detached(request, notice_tx.clone()),
+                        None => return,
+                    },
+                }
             }
         });
         Link { events, requests }

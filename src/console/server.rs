@@ -13,7 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::hub::Console;
+use super::hub::{Console, NOTICE_QUEUE};
 use super::wire::{
     self, DashboardFrame, MAX_REQUEST_LINE, PROTOCOL, ReadError, ServiceFrame, write_frame,
 };
@@ -21,8 +21,6 @@ use crate::paths::DataDir;
 
 /// How long a dashboard has to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
-/// Answers to one dashboard's requests waiting to be written.
-const NOTICE_QUEUE: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -194,13 +192,6 @@ async fn read_requests(
                 return Err(std::io::Error::other("a second hello").into());
             }
         };
-        let console = console.clone();
-        let notices = notices.clone();
-        // A slow request (a logout) never holds up the next one.
-        tokio::spawn(async move {
-            if let Err(text) = console.execute(request).await {
-                let _ = notices.send(text).await;
-            }
-        });
+        console.execute_detached(request, notices.clone());
     }
 }

@@ -3,6 +3,11 @@
 //! stored LID↔PN pair, or the group's participant list. Never invented: when
 //! all fail the LID is passed on, flagged unresolved.
 
+/// A phone number as WhatsApp takes it: 7 to 15 digits, country code first.
+pub fn is_phone_number(digits: &str) -> bool {
+    (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The user part of a JID string: `"919075167132:3@s.whatsapp.net"` →
 /// `"919075167132"`.
 pub fn user_of(jid: &str) -> &str {

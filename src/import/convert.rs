@@ -347,7 +347,7 @@ fn webhook(json: &Value) -> Result<Option<Webhook>, String> {
     let Some(url) = text("webhookUrl")? else {
         return Ok(None);
     };
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    if !crate::session_files::is_webhook_url(&url) {
         return Err("field `webhookUrl`: not an http:// or https:// URL".into());
     }
     Ok(Some(Webhook {

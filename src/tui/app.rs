@@ -580,7 +580,7 @@ impl App {
             },
             PromptKind::Webhook(session) => {
                 let url = input.trim().to_string();
-                if url.starts_with("http://") || url.starts_with("https://") {
+                if crate::session_files::is_webhook_url(&url) {
                     vec![Effect::Request(Request::SetWebhook {
                         session,
                         url,
@@ -636,8 +636,7 @@ fn phone_digits(input: &str) -> Option<String> {
         .chars()
         .filter(|c| !matches!(c, ' ' | '+' | '-' | '(' | ')'))
         .collect();
-    let valid = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
-    valid.then_some(digits)
+    crate::engine::phone::is_phone_number(&digits).then_some(digits)
 }
 
 fn matches_filter(message: &InboundMessage, filter: &str) -> bool {
