@@ -3,6 +3,7 @@
 //! per session is in flight), retries what may succeed later, and parks what
 //! never will. A hanging receiver only ever delays its own session.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +12,13 @@ use sha2::Sha256;
 use tokio::sync::{Notify, watch};
 
 use super::outbox::{Delivery, OutboxError};
-use super::outbox_thread::OutboxThread;
+use super::outbox_thread::{DeliveryLimits, OutboxThread};
 use crate::paths::SessionId;
+
+/// Deliveries a worker reads from its queue at once (when messages go one
+/// per POST; at most `max_post_bytes` of them together): acknowledging one
+/// then costs no wait for the outbox thread until the run is sent.
+const WINDOW: usize = 32;
 
 /// Where a session's deliveries go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,8 +188,8 @@ impl Deliverer {
         // a receiver that keeps answering is not re-sent the same delivery
         // as fast as it answers while its acks cannot be written.
         let mut failures = 0u32;
-        // The head read together with the last ack, used at once.
-        let mut prefetched = None;
+        // The deliveries read at once from the queue, sent front first.
+        let mut window = VecDeque::new();
         loop {
             // The hub dropped this worker (its session was deleted): stop
             // before touching the queue a new session of the id may own.
@@ -192,16 +198,16 @@ impl Deliverer {
             }
             let current = target.borrow_and_update().clone();
             let step = self
-                .next_step(&session, current.as_ref(), prefetched.take())
+                .next_step(&session, current.as_ref(), &mut window)
                 .await;
             let wait = match step {
-                Ok((wait, next)) => {
+                Ok(wait) => {
                     failures = 0;
-                    prefetched = next;
                     wait
                 }
                 Err(e) => {
                     failures += 1;
+                    window.clear();
                     let delay = retry_delay(&self.settings, failures, now_ms() as u64);
                     tracing::error!(
                         "webhook outbox of {session}: {e}; trying again in {}",
@@ -216,6 +222,9 @@ impl Deliverer {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // What was read may be stale by the time the worker wakes (a
+            // dead letter replayed ahead of it): read afresh then.
+            window.clear();
             let sleep = async {
                 match wait {
                     Some(delay) => tokio::time::sleep(delay).await,
@@ -230,50 +239,53 @@ impl Deliverer {
         }
     }
 
-    /// Looks at the session's head (the one `prefetched` with the last ack,
-    /// or read now) and sends it if due. Returns how long to wait before
-    /// looking again (`Some(0)` = at once, None = until woken) and, after a
-    /// delivery, the next head.
+    fn limits(&self) -> DeliveryLimits {
+        DeliveryLimits {
+            max_messages: self.settings.max_messages_per_post,
+            max_bytes: self.settings.max_post_bytes,
+            window: WINDOW,
+        }
+    }
+
+    /// Takes the front of `window` (reading the queue first when it is
+    /// empty) and sends it if due. Returns how long to wait before looking
+    /// again: `Some(0)` at once, None until woken.
     async fn next_step(
         &self,
         session: &SessionId,
         target: Option<&Target>,
-        prefetched: Option<Delivery>,
-    ) -> Result<(Option<Duration>, Option<Delivery>), OutboxError> {
+        window: &mut VecDeque<Delivery>,
+    ) -> Result<Option<Duration>, OutboxError> {
         // Nowhere to send it: sleep until told.
         let Some(target) = target else {
-            return Ok((None, None));
+            return Ok(None);
         };
-        let head = match prefetched {
-            Some(head) => Some(head),
-            None => {
-                self.outbox
-                    .next_delivery(
-                        session,
-                        self.settings.max_messages_per_post,
-                        self.settings.max_post_bytes,
-                        now_ms(),
-                    )
-                    .await?
-            }
-        };
-        match head {
-            Some(delivery) => self.attempt_if_due(session, target, delivery).await,
-            None => Ok((None, None)),
+        if window.is_empty() {
+            let read = self
+                .outbox
+                .next_deliveries(session, self.limits(), now_ms())
+                .await?;
+            window.extend(read);
+        }
+        match window.pop_front() {
+            Some(delivery) => self.attempt_if_due(session, target, delivery, window).await,
+            None => Ok(None),
         }
     }
 
-    /// Sends `delivery` if it is due and records the outcome.
+    /// Sends `delivery` if it is due and records the outcome; `window` holds
+    /// the deliveries queued behind it.
     async fn attempt_if_due(
         &self,
         session: &SessionId,
         target: &Target,
         delivery: Delivery,
-    ) -> Result<(Option<Duration>, Option<Delivery>), OutboxError> {
+        window: &mut VecDeque<Delivery>,
+    ) -> Result<Option<Duration>, OutboxError> {
         let now = now_ms();
         let members = delivery.members.clone();
         if let Some(wait) = due_in(delivery.next_attempt_ms, now, self.settings.retry_max) {
-            return Ok((Some(wait), None));
+            return Ok(Some(wait));
         }
         if now - delivery.created_ms > self.settings.max_age.as_millis() as i64 {
             let reason = format!(
@@ -285,7 +297,7 @@ impl Deliverer {
                 delivery.delivery_id
             );
             self.outbox.bury(session, members, reason).await?;
-            return Ok((Some(Duration::ZERO), None));
+            return Ok(Some(Duration::ZERO));
         }
         let verdict = match judge(self.post(target, &delivery).await) {
             // One message too large on its own can never get through.
@@ -294,23 +306,26 @@ impl Deliverer {
             }
             verdict => verdict,
         };
+        if verdict != DeliveryVerdict::Delivered {
+            // The queue's head changes: what was read behind it waits.
+            window.clear();
+        }
         match verdict {
+            // More was read behind it: record this one without waiting (the
+            // outbox thread runs it before anything sent later) and go on.
+            DeliveryVerdict::Delivered if !window.is_empty() => {
+                self.outbox.ack_detached(session, members);
+            }
             DeliveryVerdict::Delivered => {
-                // One trip to the outbox for the ack and the next head.
+                // One trip to the outbox for the ack and the next run.
                 let next = self
                     .outbox
-                    .ack_and_next(
-                        session,
-                        members,
-                        self.settings.max_messages_per_post,
-                        self.settings.max_post_bytes,
-                        now_ms(),
-                    )
+                    .ack_and_next(session, members, self.limits(), now_ms())
                     .await?;
+                window.extend(next);
                 // An empty queue: sleep until an enqueue wakes the worker
                 // (a wake-up sent meanwhile is kept by the Notify).
-                let wait = next.as_ref().map(|_| Duration::ZERO);
-                return Ok((wait, next));
+                return Ok((!window.is_empty()).then_some(Duration::ZERO));
             }
             DeliveryVerdict::Retry(error) => {
                 let attempt = delivery.attempts + 1;
@@ -338,7 +353,7 @@ impl Deliverer {
                 self.outbox.bury(session, members, reason).await?;
             }
         }
-        Ok((Some(Duration::ZERO), None))
+        Ok(Some(Duration::ZERO))
     }
 
     async fn post(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {

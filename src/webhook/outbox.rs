@@ -205,26 +205,69 @@ impl Outbox {
 
     /// The head and the batch it was sent in, if any.
     fn head_row(&self, session: &str) -> Result<Option<(Delivery, Option<String>)>, OutboxError> {
-        Ok(self
-            .conn()
-            .prepare_cached(
-                "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms, batch_id
-                 FROM deliveries WHERE session = ?1 AND dead = 0 ORDER BY seq LIMIT 1",
-            )?
-            .query_row([session], |row| {
-                let head = Delivery {
-                    seq: row.get(0)?,
-                    delivery_id: row.get(1)?,
-                    session: row.get(2)?,
-                    body: row.get(3)?,
-                    created_ms: row.get(4)?,
-                    attempts: row.get(5)?,
-                    next_attempt_ms: row.get(6)?,
-                    members: vec![row.get(0)?],
-                };
-                Ok((head, row.get(7)?))
-            })
-            .optional()?)
+        Ok(self.live_rows(session, i64::MIN, 1)?.pop())
+    }
+
+    /// Up to `limit` live rows of `session` after `after_seq`, in order,
+    /// each with the batch it was sent in, if any.
+    fn live_rows(
+        &self,
+        session: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(Delivery, Option<String>)>, OutboxError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(
+            "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms, batch_id
+             FROM deliveries WHERE session = ?1 AND dead = 0 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![session, after_seq, limit as i64], |row| {
+            let delivery = Delivery {
+                seq: row.get(0)?,
+                delivery_id: row.get(1)?,
+                session: row.get(2)?,
+                body: row.get(3)?,
+                created_ms: row.get(4)?,
+                attempts: row.get(5)?,
+                next_attempt_ms: row.get(6)?,
+                members: vec![row.get(0)?],
+            };
+            Ok((delivery, row.get(7)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The next delivery (as [`Self::next_delivery`]) and, when messages go
+    /// one per POST, the due single rows right behind it: up to `window`
+    /// deliveries of at most `max_bytes` together (the first always), so a
+    /// worker reads its queue once per run of POSTs instead of once per
+    /// POST. Stops at the first row that is part of a recorded batch or not
+    /// due, so order is the queue's.
+    pub fn next_deliveries(
+        &self,
+        session: &str,
+        max_messages: usize,
+        max_bytes: usize,
+        now_ms: i64,
+        window: usize,
+    ) -> Result<Vec<Delivery>, OutboxError> {
+        let Some(head) = self.next_delivery(session, max_messages, max_bytes, now_ms)? else {
+            return Ok(Vec::new());
+        };
+        if max_messages > 1 || head.members.len() > 1 || head.next_attempt_ms > now_ms {
+            return Ok(vec![head]);
+        }
+        let mut bytes = head.body.len();
+        let mut deliveries = vec![head];
+        let after = deliveries[0].seq;
+        for (row, batch) in self.live_rows(session, after, window.saturating_sub(1))? {
+            bytes += row.body.len();
+            if batch.is_some() || row.next_attempt_ms > now_ms || bytes > max_bytes {
+                break;
+            }
+            deliveries.push(row);
+        }
+        Ok(deliveries)
     }
 
     /// What to send next for a session: its head, or, with `max_messages`
@@ -707,6 +750,40 @@ mod tests {
                 .unwrap()),
             ["d"]
         );
+    }
+
+    #[test]
+    fn a_run_of_single_deliveries_stops_at_its_size_a_recorded_batch_or_a_retry() {
+        let (_tmp, outbox) = outbox();
+        for id in ["a", "b", "c", "d", "e", "f"] {
+            outbox.enqueue("s", None, &upsert(id), 0).unwrap();
+        }
+        let run = |max_bytes, window, now| {
+            let deliveries = outbox
+                .next_deliveries("s", 1, max_bytes, now, window)
+                .unwrap();
+            deliveries.iter().flat_map(ids).collect::<Vec<_>>()
+        };
+        assert_eq!(run(usize::MAX, 4, 0), ["a", "b", "c", "d"]);
+        let one = upsert("a").len();
+        assert_eq!(run(2 * one + 1, 10, 0), ["a", "b"]);
+        assert_eq!(run(10, 10, 0), ["a"], "the head goes even over the cap");
+
+        // Rows recorded in a batch (from an earlier setting) are not
+        // passed: the run ends before them.
+        let seqs: Vec<i64> = outbox
+            .next_deliveries("s", 1, usize::MAX, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|d| d.seq)
+            .collect();
+        assert!(outbox.split_batch(&seqs[2..6]).unwrap());
+        assert_eq!(run(usize::MAX, 10, 0), ["a", "b"]);
+
+        // A head waiting for its retry goes alone.
+        outbox.retry_later(&seqs[..1], 100, "HTTP 500").unwrap();
+        assert_eq!(run(usize::MAX, 10, 0), ["a"]);
+        assert_eq!(run(usize::MAX, 10, 100), ["a", "b"]);
     }
 
     #[test]

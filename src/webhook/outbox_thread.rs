@@ -20,6 +20,34 @@ use super::outbox::{Backlog, DeadLetter, Delivery, Enqueued, Items, Outbox, Outb
 /// Enqueues that one group commit takes at most.
 const GROUP_MAX: usize = 256;
 
+/// How much one read of a session's queue hands its worker.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryLimits {
+    /// Messages merged into one POST.
+    pub max_messages: usize,
+    /// Bytes of a merged POST, and of the deliveries read at once.
+    pub max_bytes: usize,
+    /// Deliveries read at once.
+    pub window: usize,
+}
+
+impl DeliveryLimits {
+    fn next(
+        self,
+        outbox: &Outbox,
+        session: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Delivery>, OutboxError> {
+        outbox.next_deliveries(
+            session,
+            self.max_messages,
+            self.max_bytes,
+            now_ms,
+            self.window,
+        )
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
 /// Events to persist for one session, owned: (dedupe key, body) each.
@@ -111,41 +139,48 @@ impl OutboxThread {
         });
     }
 
-    pub async fn next_delivery(
+    /// The next deliveries of `session` (see [`Outbox::next_deliveries`]).
+    pub async fn next_deliveries(
         &self,
         session: &SessionId,
-        max_messages: usize,
-        max_bytes: usize,
+        limits: DeliveryLimits,
         now_ms: i64,
-    ) -> Result<Option<Delivery>, OutboxError> {
+    ) -> Result<Vec<Delivery>, OutboxError> {
         // Recording a new batch is a write, but changes no count.
         let session = session.clone();
-        self.call(None, move |o| {
-            o.next_delivery(session.as_str(), max_messages, max_bytes, now_ms)
-        })
-        .await
+        self.call(None, move |o| limits.next(o, session.as_str(), now_ms))
+            .await
     }
 
-    pub async fn ack(&self, session: &SessionId, seqs: Vec<i64>) -> Result<(), OutboxError> {
-        self.write(session, move |o| o.ack(&seqs)).await
-    }
-
-    /// Acknowledges `seqs` and reads the next delivery in one call: a
-    /// worker on a busy queue makes one trip per message, not two.
+    /// Acknowledges `seqs` and reads the next deliveries in one call: a
+    /// worker on a busy queue makes one trip per run of messages.
     pub async fn ack_and_next(
         &self,
         session: &SessionId,
         seqs: Vec<i64>,
-        max_messages: usize,
-        max_bytes: usize,
+        limits: DeliveryLimits,
         now_ms: i64,
-    ) -> Result<Option<Delivery>, OutboxError> {
+    ) -> Result<Vec<Delivery>, OutboxError> {
         let owned = session.clone();
         self.write(session, move |o| {
             o.ack(&seqs)?;
-            o.next_delivery(owned.as_str(), max_messages, max_bytes, now_ms)
+            limits.next(o, owned.as_str(), now_ms)
         })
         .await
+    }
+
+    /// Acknowledges `seqs` without waiting: it runs before anything sent
+    /// after it; a failure is logged and shown in the backlog (and the
+    /// delivery goes out again later under the same id).
+    pub fn ack_detached(&self, session: &SessionId, seqs: Vec<i64>) {
+        let session = session.clone();
+        self.send(Job::Call(Box::new(move |outbox| {
+            let outcome = outbox.ack(&seqs).map_err(|e| {
+                tracing::error!("webhook outbox of {session}: cannot record a delivery: {e}");
+                e.0
+            });
+            Touched(Some((session, outcome)))
+        })));
     }
 
     pub async fn retry_later(

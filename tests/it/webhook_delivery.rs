@@ -200,6 +200,48 @@ async fn nothing_is_lost_while_the_erp_is_down() {
 }
 
 #[tokio::test]
+async fn a_failure_inside_a_run_of_a_long_backlog_keeps_order_and_loses_nothing() {
+    // A backlog is sent in runs read at once, each POST acknowledged
+    // without waiting; a 500 and a 400 in the middle of a run must still
+    // repeat the failed delivery first and bury only the refused one.
+    let receiver = Receiver::start().await;
+    let rig = rig(None, settings());
+    let ids: Vec<String> = (0..100).map(|_| rig.send("Connected")).collect();
+    let ok = || Reply::Status(200);
+    let mut script: Vec<Reply> = (0..10).map(|_| ok()).collect();
+    script.push(Reply::Status(500));
+    script.extend((0..10).map(|_| ok()));
+    script.push(Reply::Status(400));
+    receiver.script(script);
+    rig.target
+        .send(Some(Target {
+            url: receiver.url(),
+            token: None,
+        }))
+        .unwrap();
+
+    let got = receiver.wait_for(101, WAIT).await;
+    let sent: Vec<String> = got
+        .iter()
+        .map(|r| r.header("x-wabridge-delivery").unwrap())
+        .collect();
+    let expected: Vec<String> = ids[..=10].iter().chain(&ids[10..]).cloned().collect();
+    assert_eq!(
+        sent, expected,
+        "the 500 is repeated at once, then the rest in order"
+    );
+    wait_until_empty(&rig).await;
+    let dead = rig.outbox.dead_letters("WA-1", 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].delivery_id, ids[20],
+        "only the refused one is buried"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), 101, "nothing is sent twice");
+}
+
+#[tokio::test]
 async fn a_huge_or_garbage_reply_is_harmless() {
     let receiver = Receiver::start().await;
     receiver.script([Reply::Huge(10 * 1024 * 1024)]);
