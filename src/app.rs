@@ -143,6 +143,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
         let engine =
             Engine::with_webhooks(backend, data.clone(), config.backoff.into(), Some(hooks));
+        engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
         for declared in &config.sessions {
             let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
             engine

@@ -122,6 +122,9 @@ pub struct WhatsappConfig {
     /// and reconnected (credentials kept).
     #[serde(deserialize_with = "duration")]
     pub dead_after: Duration,
+    /// Connections handshaking at once, at most: after an outage the
+    /// sessions queue for a slot instead of reaching WhatsApp all at once.
+    pub max_concurrent_handshakes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,6 +248,7 @@ impl Default for WhatsappConfig {
             ws_url: DEFAULT_WS_URL.to_string(),
             version: None,
             dead_after: crate::engine::liveness::Liveness::default().dead_after,
+            max_concurrent_handshakes: crate::engine::DEFAULT_MAX_HANDSHAKES,
         }
     }
 }
@@ -410,6 +414,12 @@ impl Config {
             return Err((
                 "whatsapp.dead_after".into(),
                 "must be at least 1s (WhatsApp needs time to answer a ping)".into(),
+            ));
+        }
+        if self.whatsapp.max_concurrent_handshakes == 0 {
+            return Err((
+                "whatsapp.max_concurrent_handshakes".into(),
+                "must be at least 1".into(),
             ));
         }
         if self.tui.message_buffer == 0 {
@@ -632,6 +642,20 @@ mod tests {
         assert_eq!(
             parse("").unwrap().whatsapp.dead_after,
             Duration::from_secs(30)
+        );
+        assert_eq!(
+            parse("[whatsapp]\nmax_concurrent_handshakes = 3\n")
+                .unwrap()
+                .whatsapp
+                .max_concurrent_handshakes,
+            3
+        );
+        let err = parse("[whatsapp]\nmax_concurrent_handshakes = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2, key `whatsapp.max_concurrent_handshakes`"),
+            "{err}"
         );
         let config = parse("[whatsapp]\ndead_after = \"45s\"\n").unwrap();
         assert_eq!(config.whatsapp.dead_after, Duration::from_secs(45));

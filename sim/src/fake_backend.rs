@@ -27,6 +27,9 @@ pub enum Conn {
     /// connection ends (the server's 515) before `PairSuccess` is reported,
     /// which then comes at the start of the next connection.
     PairsLate { phone: String },
+    /// The handshake takes this long (on the paused clock), then the
+    /// connection is up and stays.
+    HandshakeTakes(Duration),
 }
 
 impl Conn {
@@ -207,6 +210,10 @@ impl WaClient for FakeClient {
             let _ = self.sink.send(event);
         }
         let (events, stays) = match next {
+            Conn::HandshakeTakes(duration) => {
+                tokio::time::sleep(duration).await;
+                (vec![connected()], true)
+            }
             Conn::Ends(events) => (events, false),
             Conn::Stays(events) => (events, true),
             Conn::PairsLate { phone } => {

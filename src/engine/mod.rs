@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::paths::{DataDir, SessionId};
@@ -34,7 +34,7 @@ pub use state::{
     SessionState,
 };
 pub use supervisor::Command;
-use supervisor::{Publisher, Supervisor};
+use supervisor::{Pacing, Publisher, Supervisor};
 
 /// Now on tokio's clock (paused in tests), as the std `Instant` that
 /// snapshots carry, so views need no tokio to read them.
@@ -96,7 +96,10 @@ struct SessionHandle {
     task: JoinHandle<()>,
 }
 
-type Spawner = dyn Fn(SessionId) -> SessionHandle + Send + Sync;
+type Spawner = dyn Fn(SessionId, Arc<Semaphore>) -> SessionHandle + Send + Sync;
+
+/// Handshakes at once unless configured (`whatsapp.max_concurrent_handshakes`).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 10;
 
 /// Cheap to clone; every clone talks to the same sessions.
 #[derive(Clone)]
@@ -112,6 +115,8 @@ struct Inner {
     deleting: Mutex<std::collections::BTreeSet<SessionId>>,
     events: broadcast::Sender<EngineEvent>,
     outbound: Option<Arc<dyn Outbound>>,
+    /// The cap on connections handshaking at once, shared by the sessions.
+    handshakes: Mutex<Arc<Semaphore>>,
     spawn: Box<Spawner>,
 }
 
@@ -147,7 +152,7 @@ impl Engine {
             let data = data.clone();
             let events = events.clone();
             let outbound = outbound.clone();
-            move |id: SessionId| {
+            move |id: SessionId, handshakes: Arc<Semaphore>| {
                 let (command_tx, command_rx) = mpsc::channel(16);
                 let (request_tx, request_rx) = mpsc::channel(64);
                 let mut first = SessionSnapshot::new(id.clone());
@@ -158,7 +163,7 @@ impl Engine {
                     backend.clone(),
                     data.clone(),
                     SessionFiles::new(&data, &id),
-                    policy,
+                    Pacing { policy, handshakes },
                     command_rx,
                     request_rx,
                     Publisher::new(
@@ -184,6 +189,7 @@ impl Engine {
                 deleting: Mutex::new(Default::default()),
                 events,
                 outbound,
+                handshakes: Mutex::new(Arc::new(Semaphore::new(DEFAULT_MAX_HANDSHAKES))),
                 spawn: Box::new(spawn),
             }),
         };
@@ -194,6 +200,12 @@ impl Engine {
             ));
         }
         engine
+    }
+
+    /// At most `max` sessions handshake at once (at least one); applies to
+    /// the sessions started from now on, so set it before starting any.
+    pub fn limit_handshakes(&self, max: usize) {
+        *lock(&self.inner.handshakes) = Arc::new(Semaphore::new(max.max(1)));
     }
 
     /// Starts every session saved in the data dir.
@@ -262,7 +274,8 @@ impl Engine {
         if sessions.get(id).is_some_and(|h| !h.task.is_finished()) {
             return false;
         }
-        sessions.insert(id.clone(), (self.inner.spawn)(id.clone()));
+        let handshakes = lock(&self.inner.handshakes).clone();
+        sessions.insert(id.clone(), (self.inner.spawn)(id.clone(), handshakes));
         true
     }
 

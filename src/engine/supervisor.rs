@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 
 use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
 use super::backoff::BackoffPolicy;
@@ -44,10 +44,16 @@ pub enum Command {
 /// How long after a "reachable again" a session retries: its own share of
 /// one second, the same every time (sessions spread out, tests stay exact).
 fn spread(id: &str) -> std::time::Duration {
-    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    std::time::Duration::from_millis(hash % 1000)
+    std::time::Duration::from_secs_f64(super::backoff::stable_fraction(id, 0))
+}
+
+/// How fast a session reconnects.
+pub(crate) struct Pacing {
+    pub(crate) policy: BackoffPolicy,
+    /// One permit per connection between its start and its handshake's end
+    /// (connected, or showing a pairing code to a person): the engine's cap
+    /// on handshakes at once, shared by every session.
+    pub(crate) handshakes: Arc<Semaphore>,
 }
 
 /// Where the supervisor goes next.
@@ -140,7 +146,7 @@ pub(crate) struct Supervisor<B: WaBackend> {
     pub(crate) backend: Arc<B>,
     pub(crate) data: DataDir,
     pub(crate) files: SessionFiles,
-    pub(crate) policy: BackoffPolicy,
+    pacing: Pacing,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) publisher: Publisher,
@@ -160,7 +166,7 @@ impl<B: WaBackend> Supervisor<B> {
         backend: Arc<B>,
         data: DataDir,
         files: SessionFiles,
-        policy: BackoffPolicy,
+        pacing: Pacing,
         commands: mpsc::Receiver<Command>,
         requests: mpsc::Receiver<Request>,
         publisher: Publisher,
@@ -169,7 +175,7 @@ impl<B: WaBackend> Supervisor<B> {
             backend,
             data,
             files,
-            policy,
+            pacing,
             commands,
             requests,
             publisher,
@@ -291,6 +297,16 @@ impl<B: WaBackend> Supervisor<B> {
         let Some((client, mut events)) = self.client.take() else {
             unreachable!("open_client succeeded");
         };
+        // Wait for a handshake slot, still obeying the operator: after an
+        // outage hundreds of sessions come due together, and WhatsApp should
+        // not see them all at once from one address.
+        let mut handshake = tokio::select! {
+            permit = self.pacing.handshakes.clone().acquire_owned() => permit.ok(),
+            command = self.commands.recv() => {
+                self.client = Some((client, events));
+                return self.obey_while_idle(command.unwrap_or(Command::Stop)).await;
+            }
+        };
         let mut outcome = RunOutcome {
             previous_was_restart: self.previous_was_restart,
             ..RunOutcome::default()
@@ -314,7 +330,12 @@ impl<B: WaBackend> Supervisor<B> {
                     run.abort();
                     break;
                 }
-                Some(event) = events.recv() => self.on_event(event, &mut outcome),
+                Some(event) = events.recv() => {
+                    self.on_event(event, &mut outcome);
+                    if outcome.connected || self.waiting_for_a_person() {
+                        handshake.take();
+                    }
+                }
                 Some(request) = self.requests.recv() => {
                     let live = outcome.connected && outcome.close.is_none() && operator.is_none();
                     run_or_refuse(live.then(|| client.clone()), request);
@@ -447,6 +468,17 @@ impl<B: WaBackend> Supervisor<B> {
         }
     }
 
+    /// A pairing code or passkey prompt is up: the handshake is over, the
+    /// rest is a person's pace.
+    fn waiting_for_a_person(&self) -> bool {
+        matches!(
+            self.publisher.snapshot.borrow().state,
+            SessionState::QrScanRequired(_)
+                | SessionState::PairingCode { .. }
+                | SessionState::PasskeyRequired
+        )
+    }
+
     async fn decide(&mut self, outcome: RunOutcome) -> Next {
         let verdict = close::classify(&outcome, now());
         self.previous_was_restart = verdict.decision == Decision::RestartNow;
@@ -482,9 +514,9 @@ impl<B: WaBackend> Supervisor<B> {
             close::STATUS_CONNECTION_LOST | close::STATUS_CONNECTION_CLOSED
         );
         self.attempt = self.attempt.saturating_add(1);
-        let delay = self.policy.delay(self.attempt);
+        let delay = self.pacing.policy.reconnect_delay(self.attempt, self.id());
         tracing::info!(
-            "Attempting to reconnect {} (attempt {}) in {}s with existing credentials...",
+            "Attempting to reconnect {} (attempt {}) in {:.1}s with existing credentials...",
             self.id(),
             self.attempt,
             delay.as_secs_f64()

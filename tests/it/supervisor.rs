@@ -87,6 +87,31 @@ fn gaps(times: &[Instant]) -> Vec<u64> {
     times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect()
 }
 
+/// The wait before reconnect `attempt` of `session`: the seed's step plus
+/// the session's jitter (checked to be at most a fifth of the step).
+fn reconnect_wait(attempt: u32, session: &str) -> Duration {
+    let step = seed_policy().delay(attempt);
+    let wait = seed_policy().reconnect_delay(attempt, session);
+    assert!(
+        wait >= step && wait <= step.mul_f64(1.2),
+        "{wait:?} for {step:?}"
+    );
+    wait
+}
+
+/// Asserts that the gaps between `times` are these waits (to the
+/// millisecond the timer rounds up to).
+fn assert_gaps_are(times: &[Instant], waits: &[Duration]) {
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps.len(), waits.len());
+    for (gap, wait) in gaps.iter().zip(waits) {
+        assert!(
+            *gap >= *wait && *gap <= *wait + Duration::from_millis(1),
+            "gaps {gaps:?}, waits {waits:?}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn failed_connects_follow_5_10_20_40_60_60_then_reset_on_connected() {
     let (logs, _guard) = LogCapture::install();
@@ -103,17 +128,27 @@ async fn failed_connects_follow_5_10_20_40_60_60_then_reset_on_connected() {
     })
     .await;
     let times = h.backend.run_times("s1");
-    assert_eq!(gaps(&times[..8]), [5, 10, 20, 40, 60, 60, 5]);
+    // 5, 10, 20, 40, 60, 60, then 5 again, each plus the session's jitter.
+    let waits: Vec<Duration> = [1, 2, 3, 4, 5, 6, 1]
+        .into_iter()
+        .map(|attempt| reconnect_wait(attempt, "s1"))
+        .collect();
+    assert_gaps_are(&times[..8], &waits);
 
     let lines = logs.lines_with("Attempting to reconnect s1");
     assert!(
-        lines[0]
-            .ends_with("Attempting to reconnect s1 (attempt 1) in 5s with existing credentials..."),
+        lines[0].ends_with(&format!(
+            "Attempting to reconnect s1 (attempt 1) in {:.1}s with existing credentials...",
+            waits[0].as_secs_f64()
+        )),
         "{lines:?}"
     );
-    assert!(lines[4].contains("(attempt 5) in 60s"), "{lines:?}");
+    assert!(
+        lines[4].contains(&format!("(attempt 5) in {:.1}s", waits[4].as_secs_f64())),
+        "{lines:?}"
+    );
     // After Connected the counter starts over.
-    assert!(lines[6].contains("(attempt 1) in 5s"), "{lines:?}");
+    assert!(lines[6].contains("(attempt 1) in "), "{lines:?}");
     assert_eq!(logs.lines_with("WhatsApp Connected: s1").len(), 1);
     assert!(
         !logs
@@ -135,7 +170,11 @@ async fn snapshot_shows_attempt_and_the_real_retry_instant() {
         .await;
     assert_eq!(s.state, SessionState::Disconnected);
     let left = s.next_retry_at.unwrap() - now();
-    assert_eq!(left, Duration::from_secs(10));
+    assert_eq!(
+        left,
+        reconnect_wait(2, "s1"),
+        "the real instant, jitter included"
+    );
     assert_eq!(s.state.api_status(), "Disconnected");
     assert_eq!(s.last_close.as_ref().unwrap().status, 408);
 }
@@ -248,7 +287,7 @@ async fn reconnect_now_skips_the_wait_and_keeps_the_count() {
         .await;
     let times = h.backend.run_times("s1");
     assert_eq!(gaps(&times)[1], 3, "retried 3s into a 10s wait");
-    assert_eq!(s.next_retry_at.unwrap() - now(), Duration::from_secs(20));
+    assert_eq!(s.next_retry_at.unwrap() - now(), reconnect_wait(3, "s1"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -585,4 +624,51 @@ async fn a_session_that_gets_through_brings_the_others_back_within_a_second() {
         .await;
     let refused_times = h.backend.run_times("refused");
     assert_eq!(gaps(&refused_times), [5, 10], "{refused_times:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_more_sessions_handshake_at_once_than_the_cap() {
+    let h = Harness::new();
+    h.engine.limit_handshakes(2);
+    let names: Vec<String> = (1..=6).map(|n| format!("s{n}")).collect();
+    for name in &names {
+        h.backend
+            .script(name, [Conn::HandshakeTakes(Duration::from_secs(1))]);
+    }
+    let started = now();
+    for name in &names {
+        h.start(name);
+    }
+    for name in &names {
+        h.until(name, |s| s.state == SessionState::Connected).await;
+    }
+    // Two at a time: each pair starts when the one before has connected.
+    let mut starts: Vec<u64> = names
+        .iter()
+        .map(|name| (h.backend.run_times(name)[0] - started).as_secs())
+        .collect();
+    starts.sort();
+    assert_eq!(starts, [0, 0, 1, 1, 2, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_showing_a_qr_code_does_not_hold_a_handshake_slot() {
+    let h = Harness::new();
+    h.engine.limit_handshakes(1);
+    h.backend.script(
+        "new",
+        [Conn::Stays(vec![WaEvent::QrCode {
+            payload: "2@ref".into(),
+            valid_for: Duration::from_secs(60),
+        }])],
+    );
+    h.start("new");
+    h.until("new", |s| {
+        matches!(s.state, SessionState::QrScanRequired(_))
+    })
+    .await;
+    // Nobody scans for a long while; the next session connects meanwhile.
+    h.start("shop");
+    h.until("shop", |s| s.state == SessionState::Connected)
+        .await;
 }

@@ -31,6 +31,7 @@ pub const CODE_REF_PREFIX: &str = "3@sim-code-";
 
 pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
     let plan = inner.next_plan();
+    let handshaking = inner.handshakes.enter();
     let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
     };
@@ -41,12 +42,11 @@ pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
         inner.emit(SimEvent::Closed { conn });
         return;
     }
-    let established = match noise::respond(&inner.server, &mut frames).await {
-        Ok(established) => established,
-        Err(_) => {
-            inner.emit(SimEvent::Closed { conn });
-            return;
-        }
+    let established = noise::respond(&inner.server, &mut frames).await;
+    drop(handshaking);
+    let Ok(established) = established else {
+        inner.emit(SimEvent::Closed { conn });
+        return;
     };
     let Established {
         handshake,

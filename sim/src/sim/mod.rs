@@ -18,7 +18,7 @@ mod transport;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -196,6 +196,39 @@ pub struct Inner {
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
     /// Round trips of answered server pings, oldest first.
     ping_times: Mutex<Vec<Duration>>,
+    /// Connections between their TCP accept and the end of their Noise
+    /// handshake, now and at most since the last look.
+    handshakes: Gauge,
+}
+
+/// A count and its peak.
+#[derive(Default)]
+pub(crate) struct Gauge {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Gauge {
+    /// Counts one in until the returned guard is dropped.
+    pub(crate) fn enter(&self) -> GaugeGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        GaugeGuard(self)
+    }
+
+    /// The peak since the last call; starts over from the count now.
+    fn take_peak(&self) -> usize {
+        self.peak
+            .swap(self.now.load(Ordering::SeqCst), Ordering::SeqCst)
+    }
+}
+
+pub(crate) struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Inner {
@@ -311,6 +344,7 @@ impl Simulator {
             media: media::MediaHost::default(),
             contacts: tokio::sync::Mutex::default(),
             ping_times: Mutex::default(),
+            handshakes: Gauge::default(),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -651,6 +685,12 @@ impl Simulator {
     /// The round trips of the server pings answered since the last call.
     pub fn take_ping_times(&self) -> Vec<Duration> {
         std::mem::take(&mut *self.inner.ping_times.lock().unwrap())
+    }
+
+    /// The most connections that were handshaking at once (TCP accepted,
+    /// Noise handshake not finished) since the last call.
+    pub fn take_handshake_peak(&self) -> usize {
+        self.inner.handshakes.take_peak()
     }
 
     pub fn live_connections(&self) -> usize {
