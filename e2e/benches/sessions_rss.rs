@@ -15,10 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sim::Simulator;
-use tokio::sync::broadcast;
-use wabridge::engine::backoff::BackoffPolicy;
-use wabridge::engine::{Engine, EngineEvent, SessionState};
-use wabridge::paths::{DataDir, SessionId};
+use wabridge::paths::DataDir;
 
 const SESSIONS: usize = 100;
 /// How long each process sits idle before its memory is read.
@@ -36,7 +33,8 @@ async fn main() {
     let paired = DataDir::new(tmp.path().join("paired"));
 
     let started = Instant::now();
-    pair_all(&sim, &paired).await;
+    let names: Vec<String> = (0..SESSIONS).map(name).collect();
+    pairing::pair_many(&sim, &paired, &names).await;
     println!(
         "paired {SESSIONS} sessions through the simulator in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -60,37 +58,6 @@ async fn main() {
         "per extra session: {:.0} KiB (1 → {SESSIONS})",
         (rss(SESSIONS) - rss(1)) / (SESSIONS - 1) as f64
     );
-}
-
-/// Pairs every session at once, as 100 phones scanning 100 screens.
-async fn pair_all(sim: &Simulator, data: &DataDir) {
-    let policy = BackoffPolicy {
-        base: Duration::from_millis(200),
-        max: Duration::from_secs(2),
-    };
-    let engine = Engine::new(pairing::backend(sim), data.clone(), policy);
-    let mut changes: broadcast::Receiver<EngineEvent> = engine.subscribe();
-    for n in 0..SESSIONS {
-        engine
-            .add_session(&SessionId::parse(&name(n)).unwrap(), None, None)
-            .unwrap();
-    }
-    let mut connected = std::collections::HashSet::new();
-    while connected.len() < SESSIONS {
-        let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await else {
-            continue;
-        };
-        match &s.state {
-            SessionState::QrScanRequired(offer) if offer.index == 1 => {
-                sim.scan(&offer.payload);
-            }
-            SessionState::Connected => {
-                connected.insert(s.id.clone());
-            }
-            _ => {}
-        }
-    }
-    engine.shutdown().await;
 }
 
 fn copy_sessions(from: &Path, to: &Path, count: usize) {

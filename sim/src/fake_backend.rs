@@ -28,7 +28,7 @@ pub enum Conn {
     /// which then comes at the start of the next connection.
     PairsLate { phone: String },
     /// The handshake takes this long (on the paused clock), then the
-    /// connection is up and stays.
+    /// connection is up and stays; a disconnect meanwhile ends it.
     HandshakeTakes(Duration),
 }
 
@@ -211,8 +211,11 @@ impl WaClient for FakeClient {
         }
         let (events, stays) = match next {
             Conn::HandshakeTakes(duration) => {
-                tokio::time::sleep(duration).await;
-                (vec![connected()], true)
+                tokio::select! {
+                    _ = tokio::time::sleep(duration) => (vec![connected()], true),
+                    // Disconnected mid-handshake: the attempt just ends.
+                    _ = self.hang_up.notified() => (vec![], false),
+                }
             }
             Conn::Ends(events) => (events, false),
             Conn::Stays(events) => (events, true),

@@ -77,3 +77,35 @@ pub async fn pair_and_stop(
         _ => unreachable!(),
     }
 }
+
+/// Pairs every session of `names` at once, as many phones scanning as many
+/// screens, and stops them once all are connected.
+pub async fn pair_many(sim: &Simulator, data: &DataDir, names: &[String]) {
+    let policy = BackoffPolicy {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(2),
+    };
+    let engine = Engine::new(backend(sim), data.clone(), policy);
+    let mut changes = engine.subscribe();
+    for name in names {
+        engine
+            .add_session(&SessionId::parse(name).unwrap(), None, None)
+            .unwrap();
+    }
+    let mut connected = std::collections::HashSet::new();
+    while connected.len() < names.len() {
+        let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await else {
+            continue;
+        };
+        match &s.state {
+            SessionState::QrScanRequired(offer) if offer.index == 1 => {
+                sim.scan(&offer.payload);
+            }
+            SessionState::Connected => {
+                connected.insert(s.id.clone());
+            }
+            _ => {}
+        }
+    }
+    engine.shutdown().await;
+}

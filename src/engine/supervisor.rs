@@ -27,6 +27,11 @@ async fn sleep_until(at: Instant) {
 /// How long a connection may take to wind down after a disconnect.
 pub(crate) const RUN_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a connection attempt may sit in its handshake before a
+/// sibling's success says to start it over: a healthy handshake takes a
+/// fraction of this.
+const STALLED_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What the operator (TUI, API) can ask of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -322,9 +327,27 @@ impl<B: WaBackend> Supervisor<B> {
         // Set once the operator interrupted: a connection stuck mid-handshake
         // may not notice the disconnect, so it gets a grace period, no more.
         let mut give_up_at = None;
+        let started = now();
+        let mut reachable = self.publisher.reachable.subscribe();
+        let mut stalled = false;
         loop {
             tokio::select! {
                 _ = &mut run => break,
+                // A sibling just got through. An attempt of ours still in its
+                // handshake after a while began while the path was dead: its
+                // lost SYN or hello would be resent only seconds from now
+                // (TCP waits 1, 2, 4, 8 s between), so start it over.
+                Ok(()) = reachable.recv(), if handshake.is_some() && give_up_at.is_none() => {
+                    if now() - started >= STALLED_HANDSHAKE {
+                        tracing::info!(
+                            "WhatsApp is reachable again; starting {}'s stalled connection attempt over",
+                            self.id()
+                        );
+                        client.disconnect().await;
+                        stalled = true;
+                        give_up_at = Some(now() + RUN_EXIT_GRACE);
+                    }
+                }
                 _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
                     tracing::debug!("connection of {} ignored the disconnect; aborting it", self.id());
                     run.abort();
@@ -366,6 +389,7 @@ impl<B: WaBackend> Supervisor<B> {
             // A disconnected client is finished; the next connection builds a
             // new one over the same store.
             Some(command) => self.obey_after_disconnect(command),
+            None if stalled => Next::Connect,
             None => {
                 // The adapter disconnects a client whose link went silent:
                 // finished like one the operator disconnected.

@@ -672,3 +672,28 @@ async fn a_session_showing_a_qr_code_does_not_hold_a_handshake_slot() {
     h.until("shop", |s| s.state == SessionState::Connected)
         .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_stalled_in_its_handshake_starts_over_when_a_sibling_gets_through() {
+    let h = Harness::new();
+    // "stuck" began while the path was dead: its hello would only be
+    // resent much later. "first" fails, then gets through on its retry.
+    h.backend
+        .script("stuck", [Conn::HandshakeTakes(Duration::from_secs(60))]);
+    h.backend.script("first", [Conn::unreachable()]);
+    let started = now();
+    h.start("stuck");
+    h.start("first");
+    h.until("first", |s| s.state == SessionState::Connected)
+        .await;
+    let through = now() - started;
+    let s = h
+        .until("stuck", |s| s.state == SessionState::Connected)
+        .await;
+    assert!(
+        now() - started < through + Duration::from_secs(1),
+        "started over at once, not after its 60 s handshake"
+    );
+    assert_eq!(s.attempt, 0, "starting over is not a failed attempt");
+    assert_eq!(h.backend.run_times("stuck").len(), 2);
+}
