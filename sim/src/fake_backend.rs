@@ -86,6 +86,8 @@ struct Shared {
     late: Mutex<std::collections::HashMap<String, Vec<WaEvent>>>,
     /// Sessions whose logout the server answers only after this long.
     slow_logout: Mutex<std::collections::HashMap<String, Duration>>,
+    /// What the reachability probe finds (no server at first).
+    server_reachable: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Default)]
@@ -112,6 +114,13 @@ impl FakeBackend {
             .lock()
             .unwrap()
             .insert(id.to_string(), delay);
+    }
+
+    /// Whether the server answers the engine's reachability probe.
+    pub fn set_server_reachable(&self, reachable: bool) {
+        self.shared
+            .server_reachable
+            .store(reachable, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn store_unreadable(&self, id: &str) {
@@ -168,6 +177,12 @@ pub struct FakeClient {
 
 impl WaBackend for FakeBackend {
     type Client = FakeClient;
+
+    async fn server_reachable(&self) -> bool {
+        self.shared
+            .server_reachable
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
 
     async fn open(
         &self,

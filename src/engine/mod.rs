@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod close;
 pub mod inbound;
 pub mod liveness;
+pub mod network_watch;
 pub mod outbound;
 pub mod phone;
 pub mod progress;
@@ -148,6 +149,12 @@ impl Engine {
         let (events, _) = broadcast::channel(1024);
         let (reachable, _) = broadcast::channel(16);
         let backend = Arc::new(backend);
+        let waiting_on_network = Arc::new(network_watch::WaitingOnNetwork::default());
+        tokio::spawn(network_watch::watch(
+            Arc::downgrade(&backend),
+            waiting_on_network.clone(),
+            reachable.clone(),
+        ));
         let spawn = {
             let data = data.clone();
             let events = events.clone();
@@ -163,7 +170,11 @@ impl Engine {
                     backend.clone(),
                     data.clone(),
                     SessionFiles::new(&data, &id),
-                    Pacing { policy, handshakes },
+                    Pacing {
+                        policy,
+                        handshakes,
+                        waiting_on_network: waiting_on_network.clone(),
+                    },
                     command_rx,
                     request_rx,
                     Publisher::new(

@@ -12,6 +12,7 @@ use super::backend::{OpenError, OpenOptions, WaBackend, WaClient, WaEvent};
 use super::backoff::BackoffPolicy;
 use super::close::{self, CloseSignal, Decision, HaltReason, RunOutcome};
 use super::inbound::MessageForwarder;
+use super::network_watch::{NetworkWait, WaitingOnNetwork};
 use super::now;
 use super::outbound::Outbound;
 use super::progress::MessageProgress;
@@ -59,6 +60,8 @@ pub(crate) struct Pacing {
     /// (connected, or showing a pairing code to a person): the engine's cap
     /// on handshakes at once, shared by every session.
     pub(crate) handshakes: Arc<Semaphore>,
+    /// Sessions waiting out a network failure, for the network watch.
+    pub(crate) waiting_on_network: Arc<WaitingOnNetwork>,
 }
 
 /// Where the supervisor goes next.
@@ -155,9 +158,10 @@ pub(crate) struct Supervisor<B: WaBackend> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) requests: mpsc::Receiver<Request>,
     pub(crate) publisher: Publisher,
-    /// The last failure was the network's (lost, closed, no answer), not a
-    /// server's refusal: a sibling's success says it is over.
-    network_failure: bool,
+    /// Set while the last failure was the network's (lost, closed, no
+    /// answer), not a server's refusal: a sibling's success or the network
+    /// watch says when it is over.
+    network_wait: Option<NetworkWait>,
     /// The live client and its event stream, kept across backoff retries.
     client: Option<(B::Client, mpsc::UnboundedReceiver<WaEvent>)>,
     attempt: u32,
@@ -184,7 +188,7 @@ impl<B: WaBackend> Supervisor<B> {
             commands,
             requests,
             publisher,
-            network_failure: false,
+            network_wait: None,
             client: None,
             attempt: 0,
             previous_was_restart: false,
@@ -453,6 +457,7 @@ impl<B: WaBackend> Supervisor<B> {
                 }
                 outcome.connected = true;
                 self.attempt = 0;
+                self.network_wait = None;
                 self.pair_phone = None;
                 self.publisher.update(|s| {
                     s.state = SessionState::Connected;
@@ -533,10 +538,11 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     fn back_off(&mut self, status: u16, description: &str) -> Next {
-        self.network_failure = matches!(
+        let network = matches!(
             status,
             close::STATUS_CONNECTION_LOST | close::STATUS_CONNECTION_CLOSED
         );
+        self.network_wait = network.then(|| NetworkWait::new(&self.pacing.waiting_on_network));
         self.attempt = self.attempt.saturating_add(1);
         let delay = self.pacing.policy.reconnect_delay(self.attempt, self.id());
         tracing::info!(
@@ -562,6 +568,7 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     fn halt(&mut self, reason: HaltReason) -> Next {
+        self.network_wait = None;
         tracing::warn!("Session {} halted: {}", self.id(), reason.describe(now()));
         self.publisher.set_state(SessionState::Halted(reason));
         Next::WaitForOperator
@@ -575,7 +582,7 @@ impl<B: WaBackend> Supervisor<B> {
                 // Another session got through: the network is back, so this
                 // one need not sleep out its backoff. Spread over a second,
                 // so a recovering server is not hit by all at once.
-                Ok(()) = reachable.recv(), if self.network_failure => {
+                Ok(()) = reachable.recv(), if self.network_wait.is_some() => {
                     let soon = now() + spread(self.id());
                     if soon < retry_at {
                         tracing::info!(
@@ -661,6 +668,7 @@ impl<B: WaBackend> Supervisor<B> {
     /// Deletes this session's store files (only those) and marks it logged
     /// out, so a restart does not start a pairing nobody asked for.
     fn wipe_credentials(&mut self) {
+        self.network_wait = None;
         match self.files.delete_credentials() {
             Ok(()) => tracing::warn!("Session {} logged out; credentials deleted", self.id()),
             Err(e) => tracing::error!("cannot delete credentials of {}: {e}", self.id()),

@@ -697,3 +697,39 @@ async fn an_attempt_stalled_in_its_handshake_starts_over_when_a_sibling_gets_thr
     assert_eq!(s.attempt, 0, "starting over is not a failed attempt");
     assert_eq!(h.backend.run_times("stuck").len(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn sessions_waiting_on_the_network_retry_within_two_seconds_of_the_server_answering_again() {
+    let h = Harness::new();
+    h.backend.script("s1", (0..3).map(|_| Conn::unreachable()));
+    h.start("s1");
+    // Three failures in: a 20 s wait (plus jitter) ahead.
+    let s = h
+        .until("s1", |s| s.attempt == 3 && s.next_retry_at.is_some())
+        .await;
+    assert!(s.next_retry_at.unwrap() - now() >= Duration::from_secs(20));
+    tokio::time::advance(Duration::from_secs(3)).await;
+
+    // The path is back: the probe gets through, and the session with it.
+    h.backend.set_server_reachable(true);
+    let back = now();
+    h.until("s1", |s| s.state == SessionState::Connected).await;
+    assert!(
+        now() - back <= Duration::from_secs(2),
+        "connected {:?} after the server answered again",
+        now() - back
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_reachable_all_along_wakes_nobody() {
+    // The probe always gets through, yet connects fail (not the path's
+    // fault): the sessions keep their backoff, nobody is hurried.
+    let h = Harness::new();
+    h.backend.set_server_reachable(true);
+    h.backend.script("s1", (0..3).map(|_| Conn::unreachable()));
+    h.start("s1");
+    h.until("s1", |s| s.state == SessionState::Connected).await;
+    let waits: Vec<Duration> = (1..=3).map(|n| reconnect_wait(n, "s1")).collect();
+    assert_gaps_are(&h.backend.run_times("s1"), &waits);
+}

@@ -96,6 +96,17 @@ pub struct WhatsAppClient {
 impl WaBackend for WhatsAppBackend {
     type Client = WhatsAppClient;
 
+    async fn server_reachable(&self) -> bool {
+        let Some(address) = server_address(&self.ws_url) else {
+            return false;
+        };
+        let connect = tokio::net::TcpStream::connect(address);
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
+            Ok(Ok(_))
+        )
+    }
+
     async fn open(
         &self,
         files: &SessionFiles,
@@ -389,5 +400,52 @@ fn logout_code(out: &whatsapp_rust::types::events::LoggedOut) -> u16 {
     match (&out.reason, stream_code) {
         (ConnectFailureReason::LoggedOut, Some(516)) => 516,
         (reason, _) => u16::try_from(reason.code()).unwrap_or(401),
+    }
+}
+
+/// `host:port` of a `ws://` or `wss://` URL (the scheme's port when none is
+/// given), for the reachability probe.
+fn server_address(ws_url: &str) -> Option<String> {
+    let (scheme, rest) = ws_url.split_once("://")?;
+    let default_port = match scheme {
+        "wss" => 443,
+        "ws" => 80,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?']).next()?;
+    // "host:port", "[v6]:port", or a bare host.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && !port.contains(']'));
+    Some(if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default_port}")
+    })
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::server_address;
+
+    #[test]
+    fn the_probe_targets_the_servers_host_and_port() {
+        assert_eq!(
+            server_address("wss://web.whatsapp.com/ws/chat").as_deref(),
+            Some("web.whatsapp.com:443")
+        );
+        assert_eq!(
+            server_address("ws://10.231.0.1:40123/ws/chat").as_deref(),
+            Some("10.231.0.1:40123")
+        );
+        assert_eq!(
+            server_address("wss://[::1]:8443/ws").as_deref(),
+            Some("[::1]:8443")
+        );
+        assert_eq!(
+            server_address("wss://[::1]/ws").as_deref(),
+            Some("[::1]:443")
+        );
+        assert_eq!(server_address("http://x/ws"), None);
     }
 }
