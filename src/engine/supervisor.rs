@@ -337,10 +337,11 @@ impl<B: WaBackend> Supervisor<B> {
         loop {
             tokio::select! {
                 _ = &mut run => break,
-                // A sibling just got through. An attempt of ours still in its
-                // handshake after a while began while the path was dead: its
-                // lost SYN or hello would be resent only seconds from now
-                // (TCP waits 1, 2, 4, 8 s between), so start it over.
+                // The server is reachable again. An attempt of ours still in
+                // its handshake after a while began while the path was dead:
+                // its lost SYN or hello would be resent only seconds from now
+                // (TCP waits 1, 2, 4, 8 s between), and a pending connect
+                // does not heed a disconnect, so end it now and start over.
                 Ok(()) = reachable.recv(), if handshake.is_some() && give_up_at.is_none() => {
                     if now() - started >= STALLED_HANDSHAKE {
                         tracing::info!(
@@ -348,8 +349,9 @@ impl<B: WaBackend> Supervisor<B> {
                             self.id()
                         );
                         client.disconnect().await;
+                        run.abort();
                         stalled = true;
-                        give_up_at = Some(now() + RUN_EXIT_GRACE);
+                        break;
                     }
                 }
                 _ = sleep_until(give_up_at.unwrap_or_else(Instant::now)), if give_up_at.is_some() => {
