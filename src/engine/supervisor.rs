@@ -48,9 +48,10 @@ pub enum Command {
 }
 
 /// How long after a "reachable again" a session retries: its own share of
-/// one second, the same every time (sessions spread out, tests stay exact).
+/// half a second, the same every time (sessions spread out, tests stay
+/// exact). The handshake cap keeps the rest of the queue in order.
 fn spread(id: &str) -> std::time::Duration {
-    std::time::Duration::from_secs_f64(super::backoff::stable_fraction(id, 0))
+    std::time::Duration::from_secs_f64(0.5 * super::backoff::stable_fraction(id, 0))
 }
 
 /// How fast a session reconnects.
@@ -582,7 +583,7 @@ impl<B: WaBackend> Supervisor<B> {
             tokio::select! {
                 _ = sleep_until(retry_at) => return Next::Connect,
                 // Another session got through: the network is back, so this
-                // one need not sleep out its backoff. Spread over a second,
+                // one need not sleep out its backoff. Spread over half a second,
                 // so a recovering server is not hit by all at once.
                 Ok(()) = reachable.recv(), if self.network_wait.is_some() => {
                     let soon = now() + spread(self.id());
