@@ -178,7 +178,7 @@ pub struct FakeClient {
 impl WaBackend for FakeBackend {
     type Client = FakeClient;
 
-    async fn server_reachable(&self) -> bool {
+    async fn server_reachable(&self, _within: Duration) -> bool {
         self.shared
             .server_reachable
             .load(std::sync::atomic::Ordering::SeqCst)

@@ -8,6 +8,7 @@
 //! the simulator's self-made chain is built in the `wabridge-e2e` package.
 
 pub mod baileys;
+pub mod delay_proxy;
 pub mod fake_backend;
 pub mod log_capture;
 pub mod netns;

@@ -241,10 +241,10 @@ pub trait WaBackend: Send + Sync + 'static {
         events: EventSink,
     ) -> impl Future<Output = Result<Self::Client, OpenError>> + Send;
 
-    /// Whether WhatsApp's server can be reached right now (a TCP connect,
-    /// nothing more, answered within about a second): asked once a second
-    /// while sessions wait out a network failure.
-    fn server_reachable(&self) -> impl Future<Output = bool> + Send;
+    /// Whether WhatsApp's server can be reached right now: a TCP connect,
+    /// nothing more, that got through `within`. Asked twice a second while
+    /// sessions wait out a network failure.
+    fn server_reachable(&self, within: Duration) -> impl Future<Output = bool> + Send;
 }
 
 /// One client over one store. Cheap to clone (a shared handle), so the

@@ -3,10 +3,10 @@
 //! one of their own retries happens to get through: up to a minute after
 //! the path is back, or longer while their attempts sit in the kernel's SYN
 //! resends. While any session waits on the network, one cheap probe (a TCP
-//! connect to the server, no handshake) runs once a second for the whole
+//! connect to the server, no handshake) runs twice a second for the whole
 //! process; when it gets through after failing, every waiting session hears
-//! "reachable" and retries within its spread second. A probe that always
-//! gets through (the failures are not the path's) wakes nobody.
+//! "reachable" and retries within its spread half second. A probe that
+//! always gets through (the failures are not the path's) wakes nobody.
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,8 +16,9 @@ use tokio::sync::broadcast;
 
 use super::backend::WaBackend;
 
-/// How often the server is probed while sessions wait on the network.
-pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often the server is probed while sessions wait on the network, and
+/// how long each probe may take.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// How many sessions wait on the network now.
 #[derive(Debug, Default)]
@@ -46,8 +47,12 @@ pub(crate) async fn watch<B: WaBackend>(
     reachable: broadcast::Sender<()>,
 ) {
     let mut was_down = false;
+    // A probe lost in a dead path takes its whole time: the next one starts
+    // right after it, not a period later.
+    let mut every = tokio::time::interval(PROBE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(PROBE_EVERY).await;
+        every.tick().await;
         let Some(backend) = backend.upgrade() else {
             return;
         };
@@ -55,7 +60,7 @@ pub(crate) async fn watch<B: WaBackend>(
             was_down = false;
             continue;
         }
-        let up = backend.server_reachable().await;
+        let up = backend.server_reachable(PROBE_EVERY).await;
         if up && was_down {
             tracing::info!(
                 "WhatsApp's server can be reached again; waking the sessions waiting for the network"

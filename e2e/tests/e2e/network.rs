@@ -9,9 +9,10 @@ use crate::support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::delay_proxy::DelayProxy;
 use support::netns::NetPath;
 use support::pairing::pair_and_stop;
-use support::process::{BINARY, Running, write_config};
+use support::process::{BINARY, Running, headless, write_config};
 use support::sim::Simulator;
 use wabridge::paths::DataDir;
 
@@ -159,4 +160,43 @@ async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
     })
     .await
     .unwrap();
+}
+
+/// A slow link is not a dead one: with half a second added each way (a
+/// second per round trip, through a delaying proxy: this kernel has no
+/// netem), the session logs in and stays up, its pings answered in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_second_of_latency_each_way_stays_connected() {
+    let bound = Duration::from_secs(5);
+    let sim = Simulator::start().await.unwrap();
+    let proxy = DelayProxy::start(sim.addr(), Duration::from_millis(500)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    pair_and_stop(&sim, &DataDir::new(&data), "shop", None).await;
+    let config = write_config(
+        tmp.path(),
+        &proxy.ws_url(),
+        "dead_after = \"5s\"\n\n[[sessions]]\nid = \"shop\"\n",
+    );
+    let mut wabridge = headless(&config, &data);
+    wabridge.env("HOME", tmp.path());
+    tokio::task::spawn_blocking(move || {
+        let mut running = Running::spawn(wabridge);
+        until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
+        let slow_until = Instant::now() + bound * 4;
+        while Instant::now() < slow_until {
+            let _ = running.next_line(Duration::from_millis(200));
+        }
+        assert_eq!(
+            count(&running, "Connection closed for shop"),
+            0,
+            "a second per round trip for {:?} closed the session:\n{}",
+            bound * 4,
+            running.seen.join("\n")
+        );
+        running.terminate(Duration::from_secs(20));
+    })
+    .await
+    .unwrap();
+    drop(proxy);
 }

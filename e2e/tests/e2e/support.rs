@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use wabridge_sim::{baileys, log_capture, netns, pairing, receiver, screen, sim, tmux};
+pub use wabridge_sim::{
+    baileys, delay_proxy, log_capture, netns, pairing, receiver, screen, sim, tmux,
+};
 
 pub mod process {
     use std::path::Path;

@@ -96,15 +96,12 @@ pub struct WhatsAppClient {
 impl WaBackend for WhatsAppBackend {
     type Client = WhatsAppClient;
 
-    async fn server_reachable(&self) -> bool {
+    async fn server_reachable(&self, within: std::time::Duration) -> bool {
         let Some(address) = server_address(&self.ws_url) else {
             return false;
         };
         let connect = tokio::net::TcpStream::connect(address);
-        matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(within, connect).await, Ok(Ok(_)))
     }
 
     async fn open(
