@@ -172,3 +172,27 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Debian's libfaketime (package `faketime`, which `.ci/run` installs), to
+/// run a binary under a wall clock the test moves.
+pub fn libfaketime() -> std::path::PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|lib| lib.exists());
+    found.expect("libfaketime is missing: install Debian's faketime package (bash .ci/run does)")
+}
+
+/// Runs `command` under libfaketime with the wall clock offset read from
+/// `offset_file` at every reading (write "+1h" to it to step the clock);
+/// the monotonic clock is the real one.
+pub fn with_movable_wall_clock(command: &mut Command, offset_file: &Path) {
+    std::fs::write(offset_file, "+0\n").unwrap();
+    command
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME_TIMESTAMP_FILE", offset_file)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+}

@@ -176,6 +176,9 @@ pub(super) fn session_json(s: &SessionSnapshot, now: std::time::Instant) -> Valu
             .then_some(s.last_answer_at)
             .flatten()
             .map(|at| now.saturating_duration_since(at).as_secs()),
+        // The last offline sync was cut short: how many items the server
+        // had announced (null once a sync finishes).
+        "offlineSyncInterrupted": s.interrupted_sync.map(|items| json!({ "announced": items })),
         "phone": s.phone,
         "hasWebhook": s.has_webhook,
         "webhook": backlog,

@@ -33,6 +33,14 @@ pub enum WaEvent {
     },
     /// WhatsApp answered one of our liveness pings: the link is there.
     Answered,
+    /// At login, the server announced `items` that arrived while the
+    /// session was away (messages, receipts, notifications): the offline
+    /// sync begins.
+    OfflineSyncAnnounced {
+        items: u32,
+    },
+    /// The offline sync finished: what was announced has been delivered.
+    OfflineSyncDone,
     /// A stream error that did not (yet) end the connection.
     StreamError {
         code: String,

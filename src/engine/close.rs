@@ -49,6 +49,9 @@ pub struct RunOutcome {
     /// The previous run also ended in an immediate restart: a second one in a
     /// row is backed off, so a server that keeps sending 515 cannot spin us.
     pub previous_was_restart: bool,
+    /// Items the server announced for the offline sync, while it has not
+    /// finished: set when the run ends, the sync was cut short.
+    pub offline_sync_pending: Option<u32>,
 }
 
 /// Why a session stopped and waits for the operator.

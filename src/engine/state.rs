@@ -102,6 +102,12 @@ pub struct SessionSnapshot {
     pub last_answer_at: Option<Instant>,
     /// Webhook deliveries waiting, when forwarding is on.
     pub backlog: Option<BacklogInfo>,
+    /// The last offline sync was cut short by a disconnect (until one
+    /// finishes): the server announced this many items. Nothing is lost
+    /// (what was not acknowledged comes again at the next login), but the
+    /// catch-up is not over.
+    #[serde(default)]
+    pub interrupted_sync: Option<u32>,
 }
 
 impl SessionSnapshot {
@@ -117,6 +123,7 @@ impl SessionSnapshot {
             has_webhook: false,
             last_answer_at: None,
             backlog: None,
+            interrupted_sync: None,
         }
     }
 }

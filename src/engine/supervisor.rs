@@ -452,6 +452,20 @@ impl<B: WaBackend> Supervisor<B> {
                 });
             }
             WaEvent::Answered => self.publisher.update(|s| s.last_answer_at = Some(now)),
+            WaEvent::OfflineSyncAnnounced { items } => {
+                tracing::info!(
+                    "Offline sync of {}: {items} item(s) to catch up on",
+                    self.id()
+                );
+                outcome.offline_sync_pending = Some(items);
+            }
+            WaEvent::OfflineSyncDone => {
+                outcome.offline_sync_pending = None;
+                if self.publisher.snapshot.borrow().interrupted_sync.is_some() {
+                    tracing::info!("Offline sync of {} finished", self.id());
+                    self.publisher.update(|s| s.interrupted_sync = None);
+                }
+            }
             WaEvent::Connected { phone, lid } => {
                 tracing::info!("WhatsApp Connected: {}", self.id());
                 if self.attempt > 0 {
@@ -512,6 +526,13 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     async fn decide(&mut self, outcome: RunOutcome) -> Next {
+        if let Some(items) = outcome.offline_sync_pending {
+            tracing::warn!(
+                "Offline sync of {} interrupted: the connection closed before the {items} item(s) the server announced were all delivered; what was not acknowledged comes again at the next login",
+                self.id()
+            );
+            self.publisher.update(|s| s.interrupted_sync = Some(items));
+        }
         let verdict = close::classify(&outcome, now());
         self.previous_was_restart = verdict.decision == Decision::RestartNow;
         let reconnects = matches!(verdict.decision, Decision::Backoff | Decision::RestartNow);

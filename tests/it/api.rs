@@ -639,3 +639,35 @@ async fn lookups_like_the_old_bridge() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_interrupted_offline_sync_shows_in_the_session_list() {
+    let api = api();
+    let cut = Conn::Ends(vec![
+        connected(),
+        WaEvent::OfflineSyncAnnounced { items: 6 },
+        WaEvent::Closed(wabridge::engine::close::CloseSignal::SocketClosed {
+            detail: "stream ended (EOF)".into(),
+        }),
+    ]);
+    api.backend.script("WA-1", [cut]);
+    // Then the network stays away: nothing finishes the sync.
+    api.backend
+        .script("WA-1", (0..1000).map(|_| Conn::unreachable()));
+    api.start("WA-1").await;
+    let list = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_, list) = api.call(Method::GET, "/sessions", None).await;
+            if !list["sessions"][0]["offlineSyncInterrupted"].is_null() {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the interrupted sync is shown");
+    assert_eq!(
+        list["sessions"][0]["offlineSyncInterrupted"],
+        json!({"announced": 6})
+    );
+}

@@ -6,24 +6,12 @@
 
 use crate::support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use support::process::{Running, free_port, headless, write_config};
+use support::process::{Running, free_port, headless, with_movable_wall_clock, write_config};
 use support::receiver::{Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Debian's libfaketime (package `faketime`, which `.ci/run` installs).
-fn libfaketime() -> PathBuf {
-    let found = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|lib| lib.exists());
-    found.expect("libfaketime is missing: install Debian's faketime package (bash .ci/run does)")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_jump_does_not_expire_waiting_deliveries() {
@@ -43,14 +31,9 @@ async fn a_wall_clock_jump_does_not_expire_waiting_deliveries() {
         ),
     );
     let offset = tmp.path().join("faketime");
-    std::fs::write(&offset, "+0\n").unwrap();
     let mut command = headless(&config, &tmp.path().join("data"));
-    command
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME_TIMESTAMP_FILE", &offset)
-        .env("FAKETIME_NO_CACHE", "1")
-        // Only the wall clock moves; timers run on the real monotonic one.
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    // Only the wall clock moves; timers run on the real monotonic one.
+    with_movable_wall_clock(&mut command, &offset);
     let mut running = Running::spawn(command);
 
     let first = erp.wait_for(1, WAIT).await;

@@ -167,6 +167,7 @@ async fn every_frame_round_trips_and_countdowns_keep_their_time_left() {
                 oldest_at: Some(now - Duration::from_secs(90)),
                 write_error: Some("disk full".into()),
             }),
+            interrupted_sync: Some(6),
             ..SessionSnapshot::new(id("retrying"))
         },
         SessionSnapshot {

@@ -669,3 +669,18 @@ fn a_connected_session_shows_how_fresh_its_link_is_and_keeps_it_ticking() {
     assert!(text.contains("Last answer from WhatsApp: 4s ago"), "{text}");
     assert!(app.needs_tick(), "the age counts up on screen");
 }
+
+#[test]
+fn an_interrupted_offline_sync_is_shown_not_only_logged() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![SessionSnapshot {
+        interrupted_sync: Some(6),
+        ..connected("shop", "15551234567")
+    }]));
+    let text = screen(&app, now, 120, 30);
+    assert!(
+        text.contains("Offline sync interrupted (6 item(s) announced)"),
+        "{text}"
+    );
+}

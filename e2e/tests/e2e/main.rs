@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod attach;
 mod cert_guard;
+mod clock;
 mod crash;
 mod headless;
 mod import;

@@ -370,3 +370,62 @@ async fn an_incoming_document_reaches_the_webhook_with_its_bytes() {
     );
     engine.shutdown().await;
 }
+
+/// A session away while a customer wrote catches up at login (the offline
+/// sync). When the connection drops halfway through it, the session says
+/// its sync was interrupted (not only in the log), and the next login
+/// delivers every message, each once.
+#[tokio::test]
+async fn an_offline_sync_cut_short_is_reported_and_nothing_is_lost() {
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let receiver = Receiver::start().await;
+    let (engine, device) = paired_session(&sim, &data, &receiver).await;
+    engine.shutdown().await;
+    drop(engine);
+
+    let asha = Person::asha();
+    let mut sent = Vec::new();
+    for n in 0..6 {
+        let text = format!("written while you were away, {n}");
+        sent.push(
+            sim.send_text(device, &asha, Addressing::LidWithPn, &text)
+                .await
+                .unwrap(),
+        );
+    }
+    sim.cut_next_offline_sync(2);
+
+    let hooks = WebhookHub::open(&data, DeliverySettings::default()).unwrap();
+    let policy = BackoffPolicy {
+        base: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+    };
+    let engine = Engine::with_webhooks(backend(&sim), data.clone(), policy, Some(hooks));
+    let mut changes = engine.subscribe();
+    engine.start_saved().unwrap();
+    let cut = support::until(&mut changes, "shop", |s| s.interrupted_sync.is_some()).await;
+    assert_eq!(
+        cut.interrupted_sync,
+        Some(6),
+        "the 6 items the server announced"
+    );
+    // The next login finishes the sync, and the note goes.
+    support::until(&mut changes, "shop", |s| {
+        s.state == SessionState::Connected && s.interrupted_sync.is_none()
+    })
+    .await;
+
+    let got = receiver.wait_for_upserts(6, WAIT).await;
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent, "every message, once");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.upserts().len(), 6, "none twice");
+    engine.shutdown().await;
+}

@@ -292,6 +292,28 @@ impl Session<'_> {
                 .device
                 .and_then(|d| self.inner.unreceipted.lock().unwrap().get(&d).cloned())
                 .unwrap_or_default();
+            let cut = match missed.len() {
+                0 => None,
+                _ => self.inner.cut_offline_sync.lock().unwrap().take(),
+            };
+            if let Some(after) = cut {
+                let preview = NodeBuilder::new("ib")
+                    .children([NodeBuilder::new("offline_preview")
+                        .attr("count", missed.len().to_string())
+                        .attr("message", missed.len().to_string())
+                        .attr("notification", "0")
+                        .attr("receipt", "0")
+                        .attr("appdata", "0")
+                        .attr("call", "0")
+                        .attr("status", "0")
+                        .build()])
+                    .build();
+                self.channel.send(&preview).await?;
+                for (_, stanza) in missed.iter().take(after) {
+                    self.channel.send(stanza).await?;
+                }
+                anyhow::bail!("offline sync cut after {after} of {}", missed.len());
+            }
             for (_, stanza) in &missed {
                 self.channel.send(stanza).await?;
             }

@@ -199,6 +199,9 @@ pub struct Inner {
     /// Connections between their TCP accept and the end of their Noise
     /// handshake, now and at most since the last look.
     handshakes: Gauge,
+    /// The next offline sync is announced, then cut off (the socket closed)
+    /// after this many of the missed messages.
+    cut_offline_sync: Mutex<Option<usize>>,
 }
 
 /// A count and its peak.
@@ -345,6 +348,7 @@ impl Simulator {
             contacts: tokio::sync::Mutex::default(),
             ping_times: Mutex::default(),
             handshakes: Gauge::default(),
+            cut_offline_sync: Mutex::default(),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -685,6 +689,14 @@ impl Simulator {
     /// The round trips of the server pings answered since the last call.
     pub fn take_ping_times(&self) -> Vec<Duration> {
         std::mem::take(&mut *self.inner.ping_times.lock().unwrap())
+    }
+
+    /// The next login that has missed messages waiting gets them announced
+    /// (`<offline_preview>`), then only the first `after` of them before
+    /// the connection drops: an offline sync cut short. None of them is
+    /// receipted, so the next login gets them all again.
+    pub fn cut_next_offline_sync(&self, after: usize) {
+        *self.inner.cut_offline_sync.lock().unwrap() = Some(after);
     }
 
     /// The most connections that were handshaking at once (TCP accepted,

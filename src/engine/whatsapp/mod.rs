@@ -380,6 +380,12 @@ impl Forwarder {
             Event::PairingQrCodesExhausted(exhausted) if exhausted.disconnected => {
                 WaEvent::Closed(CloseSignal::QrCodesExhausted)
             }
+            Event::OfflineSyncPreview(preview) if preview.total > 0 => {
+                WaEvent::OfflineSyncAnnounced {
+                    items: preview.total.unsigned_abs(),
+                }
+            }
+            Event::OfflineSyncCompleted(_) => WaEvent::OfflineSyncDone,
             _ => return None,
         })
     }

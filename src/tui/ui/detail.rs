@@ -165,6 +165,14 @@ fn describe(session: &SessionSnapshot, now: Instant, theme: Theme) -> Vec<Line<'
             theme.dim(),
         ));
     }
+    if let Some(items) = session.interrupted_sync {
+        lines.push(Line::styled(
+            format!(
+                "Offline sync interrupted ({items} item(s) announced): the rest comes at the next login"
+            ),
+            theme.error(),
+        ));
+    }
     if let Some(close) = &session.last_close {
         lines.push(Line::styled(
             format!(
