@@ -175,9 +175,11 @@ async fn a_paired_session_through_every_kind_of_close() {
         s.state == SessionState::Connected && s.attempt == 0
     })
     .await;
-    for (attempt, delay) in [(1, "0.05s"), (2, "0.1s"), (3, "0.2s"), (4, "0.2s")] {
+    // 50 ms, 100 ms, 200 ms, 200 ms, each plus the session's jitter.
+    for attempt in 1..=4 {
+        let delay = fast().reconnect_delay(attempt, "shop").as_secs_f64();
         let line = format!(
-            "Attempting to reconnect shop (attempt {attempt}) in {delay} with existing credentials..."
+            "Attempting to reconnect shop (attempt {attempt}) in {delay:.1}s with existing credentials..."
         );
         assert!(
             !logs.lines_with(&line).is_empty(),
