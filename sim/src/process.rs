@@ -58,11 +58,22 @@ pub fn free_port() -> u16 {
 /// Writes a config that points at `ws_url` with a pinned version and fast
 /// backoff; `extra` is appended verbatim.
 pub fn write_config(dir: &Path, ws_url: &str, extra: &str) -> std::path::PathBuf {
+    write_config_with_backoff(dir, ws_url, ("100ms", "400ms"), extra)
+}
+
+/// `write_config` with the backoff's base and cap given, e.g. the seed's
+/// `("5s", "60s")`.
+pub fn write_config_with_backoff(
+    dir: &Path,
+    ws_url: &str,
+    (base, max): (&str, &str),
+    extra: &str,
+) -> std::path::PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
         format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\n\n[backoff]\nbase = \"100ms\"\nmax = \"400ms\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n\n{extra}"
+            "[api]\nlisten = \"127.0.0.1:0\"\n\n[backoff]\nbase = \"{base}\"\nmax = \"{max}\"\n\n[whatsapp]\nws_url = \"{ws_url}\"\nversion = \"2.3000.1015901307\"\n\n{extra}"
         ),
     )
     .unwrap();

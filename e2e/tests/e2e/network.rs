@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use support::delay_proxy::DelayProxy;
 use support::netns::NetPath;
 use support::pairing::pair_and_stop;
-use support::process::{BINARY, Running, headless, write_config};
+use support::process::{BINARY, Running, headless, write_config, write_config_with_backoff};
 use support::sim::Simulator;
 use wabridge::paths::DataDir;
 
@@ -47,7 +47,8 @@ struct Behind {
     tmp: tempfile::TempDir,
 }
 
-async fn paired_behind_a_path(bound: Duration) -> Behind {
+/// `backoff` is the reconnect schedule's base and cap, e.g. the seed's.
+async fn paired_behind_a_path(bound: Duration, backoff: (&str, &str)) -> Behind {
     let path = NetPath::create();
     let sim = Simulator::start_on(&format!("{}:0", path.host_ip()))
         .await
@@ -55,9 +56,10 @@ async fn paired_behind_a_path(bound: Duration) -> Behind {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     pair_and_stop(&sim, &DataDir::new(&data), "shop", None).await;
-    let config = write_config(
+    let config = write_config_with_backoff(
         tmp.path(),
         &sim.ws_url(),
+        backoff,
         &format!(
             "dead_after = \"{}s\"\n\n[[sessions]]\nid = \"shop\"\n",
             bound.as_secs()
@@ -91,7 +93,8 @@ impl Behind {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without_a_qr() {
     let bound = Duration::from_secs(5);
-    let mut behind = paired_behind_a_path(bound).await;
+    // The seed's schedule: 5 s, 10 s, ... between retries.
+    let mut behind = paired_behind_a_path(bound, ("5s", "60s")).await;
     tokio::task::spawn_blocking(move || {
         let mut running = behind.start_connected();
         let (path, data) = (&mut behind.path, &behind.data);
@@ -105,17 +108,33 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
             noticed < bound + Duration::from_secs(4),
             "noticed after {noticed:?} (bound {bound:?})"
         );
-        // It stays off a while; the retries meanwhile find nobody.
-        std::thread::sleep(bound * 2);
+        // It stays off a while; the retries meanwhile find nobody. The
+        // first, 5 s after noticing, is 9 s into its connect when the path
+        // comes back, waiting for the kernel to resend its SYN.
+        std::thread::sleep(Duration::from_secs(14));
         assert_eq!(count(&running, "WhatsApp Connected: shop"), 1);
 
-        // Wi-Fi back: the session logs in again with its credentials.
+        // Wi-Fi back: the session logs in again with its credentials, as
+        // soon as the probe gets through, not when its stuck attempt or its
+        // backoff ends.
         path.restore();
         let on = Instant::now();
         until_seen(&mut running, "WhatsApp Connected: shop", 2, WAIT);
+        let back = on.elapsed();
         eprintln!(
-            "black hole noticed after {noticed:.1?}; connected again {:.1?} after the link came back",
-            on.elapsed()
+            "black hole noticed after {noticed:.1?}; connected again {back:.1?} after the link came back"
+        );
+        assert!(
+            back < Duration::from_secs(2),
+            "back {back:?} after the path was (goal 2 s)"
+        );
+        // Not by luck of timing: the probe found the path back and the stuck
+        // attempt started over.
+        assert_eq!(
+            count(&running, "starting shop's stalled connection attempt over"),
+            1,
+            "{}",
+            running.seen.join("\n")
         );
         assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
         assert!(data.join("sessions/shop/whatsapp.db").exists(), "credentials kept");
@@ -132,7 +151,7 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
     let bound = Duration::from_secs(5);
-    let mut behind = paired_behind_a_path(bound).await;
+    let mut behind = paired_behind_a_path(bound, ("100ms", "400ms")).await;
     tokio::task::spawn_blocking(move || {
         let mut running = behind.start_connected();
         let path = &mut behind.path;
