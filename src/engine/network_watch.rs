@@ -7,6 +7,9 @@
 //! process; when it gets through after failing, every waiting session hears
 //! "reachable" and retries within its spread half second. A probe that
 //! always gets through (the failures are not the path's) wakes nobody.
+//! When the kernel reports a link, address or route change (netlink, on
+//! Linux), the probe runs at once instead of at the next tick: a cable
+//! plugged back in or Wi-Fi rejoined is tried the moment it happens.
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,27 +50,91 @@ pub(crate) async fn watch<B: WaBackend>(
     reachable: broadcast::Sender<()>,
 ) {
     let mut was_down = false;
+    // The OS reported a change since the path was last found up (for the
+    // log: what brought the sessions back).
+    let mut os_changed = false;
     // A probe lost in a dead path takes its whole time: the next one starts
     // right after it, not a period later.
     let mut every = tokio::time::interval(PROBE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut os_changes = os_network_changes();
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            Some(()) = os_changes.recv() => os_changed = true,
+        }
+        // One that came while the last probe ran counts too.
+        while os_changes.try_recv().is_ok() {
+            os_changed = true;
+        }
         let Some(backend) = backend.upgrade() else {
             return;
         };
         if waiting.0.load(Ordering::SeqCst) == 0 {
-            was_down = false;
+            (was_down, os_changed) = (false, false);
             continue;
         }
         let up = backend.server_reachable(PROBE_EVERY).await;
         if up && was_down {
+            let cause = if os_changed {
+                " (the OS reported a network change)"
+            } else {
+                ""
+            };
             tracing::info!(
-                "WhatsApp's server can be reached again; waking the sessions waiting for the network"
+                "WhatsApp's server can be reached again{cause}; waking the sessions waiting for the network"
             );
             // Nobody listening (all reconnected meanwhile) is fine.
             let _ = reachable.send(());
         }
         was_down = !up;
+        os_changed &= !up;
+    }
+}
+
+/// Link, address and route changes the kernel reports, one `()` each (a
+/// burst may be one); never anything where netlink is not there.
+fn os_network_changes() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(target_os = "linux")]
+    match netlink::subscribe() {
+        Ok(socket) => {
+            tokio::spawn(netlink::forward(socket, tx));
+        }
+        Err(e) => tracing::warn!("cannot watch the OS's network changes (netlink): {e}"),
+    }
+    #[cfg(not(target_os = "linux"))]
+    drop(tx);
+    rx
+}
+
+#[cfg(target_os = "linux")]
+mod netlink {
+    use netlink_sys::protocols::NETLINK_ROUTE;
+    use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
+
+    /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE |
+    /// RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE` (linux/rtnetlink.h).
+    const GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
+
+    pub(super) fn subscribe() -> std::io::Result<TokioSocket> {
+        let mut socket = TokioSocket::new(NETLINK_ROUTE)?;
+        socket.socket_mut().bind(&SocketAddr::new(0, GROUPS))?;
+        Ok(socket)
+    }
+
+    /// Every notification becomes one `()` (dropped while one is waiting:
+    /// a probe covers them all). Ends when the watch is gone.
+    pub(super) async fn forward(socket: TokioSocket, changes: tokio::sync::mpsc::Sender<()>) {
+        loop {
+            tokio::select! {
+                received = socket.recv_from_full() => if let Err(e) = received {
+                    tracing::warn!("netlink: {e}; no longer watching the OS's network changes");
+                    return;
+                },
+                () = changes.closed() => return,
+            }
+            let _ = changes.try_send(());
+        }
     }
 }
