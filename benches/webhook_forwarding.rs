@@ -33,6 +33,8 @@ const RATE_MESSAGES: usize = 5_000;
 const STEADY_RATE: u64 = 1_000;
 const STEADY_SECONDS: u64 = 5;
 const BACKLOG: usize = 1_000_000;
+/// Sessions receiving live messages at once.
+const LIVE_SESSIONS: usize = 20;
 
 /// Arrival instants by message id.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -175,6 +177,8 @@ async fn run() {
         );
     }
 
+    many_sessions_live(&hub, &client, &url, &arrivals).await;
+
     // Steady 1,000 msg/s: enqueue → 2xx.
     arrivals.lock().unwrap().clear();
     let mut enqueued = HashMap::new();
@@ -215,6 +219,73 @@ async fn run() {
         )
         .await;
     }
+}
+
+/// Live traffic of a busy bridge: `LIVE_SESSIONS` sessions each publishing
+/// one message at a time (as the library hands live messages over), their
+/// commits grouped, each session's worker posting its own queue; next to
+/// as many raw reqwest loops at once, in the same run.
+async fn many_sessions_live(
+    hub: &Arc<WebhookHub>,
+    client: &reqwest::Client,
+    url: &str,
+    arrivals: &Arrivals,
+) {
+    let per_session = RATE_MESSAGES / LIVE_SESSIONS;
+    let started = Instant::now();
+    let raw: Vec<_> = (0..LIVE_SESSIONS)
+        .map(|s| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                for n in 0..per_session {
+                    let body = message(&format!("raw-live-{s}-{n}")).body("shop");
+                    client.post(&url).body(body).send().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in raw {
+        task.await.unwrap();
+    }
+    let raw_rate = (per_session * LIVE_SESSIONS) as f64 / started.elapsed().as_secs_f64();
+
+    arrivals.lock().unwrap().clear();
+    let sessions: Vec<SessionId> = (0..LIVE_SESSIONS)
+        .map(|s| SessionId::parse(&format!("live-{s}")).unwrap())
+        .collect();
+    for session in &sessions {
+        hub.set_target(
+            session,
+            Some(Target {
+                url: url.to_string(),
+                token: Some("erp".into()),
+            }),
+        );
+    }
+    let started = Instant::now();
+    let ours: Vec<_> = sessions
+        .into_iter()
+        .map(|session| {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for n in 0..per_session {
+                    let id = format!("{session}-{n}");
+                    hub.publish_batch(&session, &[(&message(&id), Some(&id))])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in ours {
+        task.await.unwrap();
+    }
+    wait_for(arrivals, per_session * LIVE_SESSIONS).await;
+    let ours_rate = (per_session * LIVE_SESSIONS) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "forwarding, {LIVE_SESSIONS} sessions each publishing 1 at a time, 1 per POST: {ours_rate:.0} msg/s durable vs {raw_rate:.0} msg/s from {LIVE_SESSIONS} raw reqwest loops ({:.2}×)",
+        ours_rate / raw_rate
+    );
 }
 
 async fn drain_backlog(root: &std::path::Path, per_post: usize, raw_rate: f64) {

@@ -603,9 +603,10 @@ impl<B: WaBackend> Supervisor<B> {
         loop {
             tokio::select! {
                 _ = sleep_until(retry_at) => return Next::Connect,
-                // Another session got through: the network is back, so this
-                // one need not sleep out its backoff. Spread over half a second,
-                // so a recovering server is not hit by all at once.
+                // The network is back (another session got through, or the
+                // network watch's probe did), so this one need not sleep out
+                // its backoff. Spread over half a second, so a recovering
+                // server is not hit by all at once.
                 Ok(()) = reachable.recv(), if self.network_wait.is_some() => {
                     let soon = now() + spread(self.id());
                     if soon < retry_at {
