@@ -132,9 +132,11 @@ impl WebhookHub {
         if !self.has_target(session) {
             return;
         }
+        // Woken once the event is on disk: a worker reading its queue
+        // before the commit would not find it.
+        let worker = self.workers().get(session).map(|w| w.wake.clone());
         self.outbox
-            .enqueue_detached(session, owned(session, &[(event, None)]), now_ms());
-        self.wake(session);
+            .enqueue_detached(session, owned(session, &[(event, None)]), now_ms(), worker);
     }
 
     /// Resolves once every event handed over before is on disk.

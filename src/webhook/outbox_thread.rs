@@ -50,6 +50,29 @@ impl DeliveryLimits {
 
 type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
+/// Who hears that an enqueue is on disk (or failed): its caller, or, for
+/// one sent without waiting, the session's delivery worker, woken then so
+/// that it reads the new rows.
+enum Answer {
+    Caller(Reply<Vec<Enqueued>>),
+    Wake(Option<Arc<Notify>>),
+}
+
+impl Answer {
+    fn give(self, result: Result<Vec<Enqueued>, OutboxError>) {
+        match self {
+            Answer::Caller(reply) => {
+                let _ = reply.send(result);
+            }
+            Answer::Wake(worker) => {
+                if let Some(worker) = worker {
+                    worker.notify_one();
+                }
+            }
+        }
+    }
+}
+
 /// Events to persist for one session, owned: (dedupe key, body) each.
 pub type OwnedItems = Vec<(Option<String>, Vec<u8>)>;
 
@@ -58,11 +81,19 @@ enum Job {
         session: SessionId,
         items: OwnedItems,
         now_ms: i64,
-        reply: Reply<Vec<Enqueued>>,
+        answer: Answer,
     },
     /// Any other call; returns the session whose backlog it may have
-    /// changed (None for reads) and whether it failed.
-    Call(Box<dyn FnOnce(&Outbox) -> Touched + Send>),
+    /// changed (None for reads) and whether it failed. `after_enqueues`:
+    /// the enqueues sent before it are committed first (order as sent).
+    /// A delivery worker's acks and reads of its own queue go without: the
+    /// rows those enqueues add are new ones, which the worker hears about
+    /// once they are committed, and committing them early would cost one
+    /// fsync per ack in a flood instead of one per group.
+    Call {
+        op: Box<dyn FnOnce(&Outbox) -> Touched + Send>,
+        after_enqueues: bool,
+    },
 }
 
 /// What a call did to a session's backlog: nothing (a read), or a write to
@@ -121,21 +152,27 @@ impl OutboxThread {
             session: session.clone(),
             items,
             now_ms,
-            reply,
+            answer: Answer::Caller(reply),
         });
         answer.await.unwrap_or_else(|_| Err(gone()))
     }
 
     /// Queues `items` for `session` without waiting: still persisted in
-    /// order with everything else sent before and after it; a failure is
-    /// logged and shown in the backlog.
-    pub fn enqueue_detached(&self, session: &SessionId, items: OwnedItems, now_ms: i64) {
-        let (reply, _) = oneshot::channel();
+    /// order with everything else sent before and after it; `worker` is
+    /// woken once they are on disk; a failure is logged and shown in the
+    /// backlog.
+    pub fn enqueue_detached(
+        &self,
+        session: &SessionId,
+        items: OwnedItems,
+        now_ms: i64,
+        worker: Option<Arc<Notify>>,
+    ) {
         self.send(Job::Enqueue {
             session: session.clone(),
             items,
             now_ms,
-            reply,
+            answer: Answer::Wake(worker),
         });
     }
 
@@ -148,8 +185,10 @@ impl OutboxThread {
     ) -> Result<Vec<Delivery>, OutboxError> {
         // Recording a new batch is a write, but changes no count.
         let session = session.clone();
-        self.call(None, move |o| limits.next(o, session.as_str(), now_ms))
-            .await
+        self.submit(false, None, move |o| {
+            limits.next(o, session.as_str(), now_ms)
+        })
+        .await
     }
 
     /// Acknowledges `seqs` and reads the next deliveries in one call: a
@@ -162,7 +201,7 @@ impl OutboxThread {
         now_ms: i64,
     ) -> Result<Vec<Delivery>, OutboxError> {
         let owned = session.clone();
-        self.write(session, move |o| {
+        self.submit(false, Some(session.clone()), move |o| {
             o.ack(&seqs)?;
             limits.next(o, owned.as_str(), now_ms)
         })
@@ -174,13 +213,16 @@ impl OutboxThread {
     /// delivery goes out again later under the same id).
     pub fn ack_detached(&self, session: &SessionId, seqs: Vec<i64>) {
         let session = session.clone();
-        self.send(Job::Call(Box::new(move |outbox| {
-            let outcome = outbox.ack(&seqs).map_err(|e| {
-                tracing::error!("webhook outbox of {session}: cannot record a delivery: {e}");
-                e.0
-            });
-            Touched(Some((session, outcome)))
-        })));
+        self.send(Job::Call {
+            op: Box::new(move |outbox| {
+                let outcome = outbox.ack(&seqs).map_err(|e| {
+                    tracing::error!("webhook outbox of {session}: cannot record a delivery: {e}");
+                    e.0
+                });
+                Touched(Some((session, outcome)))
+            }),
+            after_enqueues: false,
+        });
     }
 
     pub async fn retry_later(
@@ -285,13 +327,25 @@ impl OutboxThread {
         touches: Option<SessionId>,
         op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
     ) -> Result<T, OutboxError> {
+        self.submit(true, touches, op).await
+    }
+
+    async fn submit<T: Send + 'static>(
+        &self,
+        after_enqueues: bool,
+        touches: Option<SessionId>,
+        op: impl FnOnce(&Outbox) -> Result<T, OutboxError> + Send + 'static,
+    ) -> Result<T, OutboxError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Call(Box::new(move |outbox| {
-            let result = op(outbox);
-            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.0.clone());
-            let _ = reply.send(result);
-            Touched(touches.map(|session| (session, outcome)))
-        })));
+        self.send(Job::Call {
+            op: Box::new(move |outbox| {
+                let result = op(outbox);
+                let outcome = result.as_ref().map(|_| ()).map_err(|e| e.0.clone());
+                let _ = reply.send(result);
+                Touched(touches.map(|session| (session, outcome)))
+            }),
+            after_enqueues,
+        });
         answer.await.unwrap_or_else(|_| Err(gone()))
     }
 
@@ -310,8 +364,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The thread: takes what is queued, commits runs of enqueues together,
-/// runs other calls one by one, in arrival order.
+/// The thread: takes what is queued, commits the enqueues in it together,
+/// runs other calls one by one, in arrival order (a delivery worker's own
+/// acks and reads may pass the enqueues waiting for their commit).
 fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: &Published) {
     while let Some(first) = queue.blocking_recv() {
         let mut jobs = vec![first];
@@ -327,12 +382,13 @@ fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: 
                     session,
                     items,
                     now_ms,
-                    reply,
-                } => enqueues.push((session, items, now_ms, reply)),
-                Job::Call(call) => {
-                    // Order: what was enqueued before this call goes first.
-                    commit_group(&outbox, published, std::mem::take(&mut enqueues));
-                    if let Touched(Some((session, outcome))) = call(&outbox) {
+                    answer,
+                } => enqueues.push((session, items, now_ms, answer)),
+                Job::Call { op, after_enqueues } => {
+                    if after_enqueues {
+                        commit_group(&outbox, published, std::mem::take(&mut enqueues));
+                    }
+                    if let Touched(Some((session, outcome))) = op(&outbox) {
                         publish(&outbox, published, &session, outcome);
                     }
                 }
@@ -342,7 +398,7 @@ fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: 
     }
 }
 
-type PendingEnqueue = (SessionId, OwnedItems, i64, Reply<Vec<Enqueued>>);
+type PendingEnqueue = (SessionId, OwnedItems, i64, Answer);
 
 fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnqueue>) {
     if enqueues.is_empty() {
@@ -376,13 +432,13 @@ fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnq
     }
     match result {
         Ok(all) => {
-            for ((.., reply), queued) in enqueues.into_iter().zip(all) {
-                let _ = reply.send(Ok(queued));
+            for ((.., answer), queued) in enqueues.into_iter().zip(all) {
+                answer.give(Ok(queued));
             }
         }
         Err(e) => {
-            for (.., reply) in enqueues {
-                let _ = reply.send(Err(e.clone()));
+            for (.., answer) in enqueues {
+                answer.give(Err(e.clone()));
             }
         }
     }
