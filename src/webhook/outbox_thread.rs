@@ -8,7 +8,7 @@
 //! after every change publishes the session's backlog, so readers (views,
 //! `/health`) never wait for the disk.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -376,6 +376,10 @@ fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: 
             jobs.push(job);
         }
         let mut enqueues = Vec::new();
+        // Backlogs to publish once this run of jobs is done (the last
+        // outcome per session), not after every job: a flood's acks would
+        // otherwise each cost a read of the oldest row and a wake-up.
+        let mut touched = BTreeMap::new();
         for job in jobs {
             match job {
                 Job::Enqueue {
@@ -386,21 +390,41 @@ fn run(outbox: Arc<Outbox>, mut queue: mpsc::UnboundedReceiver<Job>, published: 
                 } => enqueues.push((session, items, now_ms, answer)),
                 Job::Call { op, after_enqueues } => {
                     if after_enqueues {
-                        commit_group(&outbox, published, std::mem::take(&mut enqueues));
+                        // What was sent before it is done, views included
+                        // (a flush then reads the backlogs it waited for).
+                        commit_group(&outbox, std::mem::take(&mut enqueues), &mut touched);
+                        publish_all(&outbox, published, &mut touched);
                     }
                     if let Touched(Some((session, outcome))) = op(&outbox) {
-                        publish(&outbox, published, &session, outcome);
+                        touched.insert(session, outcome);
                     }
                 }
             }
         }
-        commit_group(&outbox, published, enqueues);
+        commit_group(&outbox, enqueues, &mut touched);
+        publish_all(&outbox, published, &mut touched);
+    }
+}
+
+fn publish_all(
+    outbox: &Outbox,
+    published: &Published,
+    touched: &mut BTreeMap<SessionId, Result<(), String>>,
+) {
+    for (session, outcome) in std::mem::take(touched) {
+        publish(outbox, published, &session, outcome);
     }
 }
 
 type PendingEnqueue = (SessionId, OwnedItems, i64, Answer);
 
-fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnqueue>) {
+/// Commits `enqueues` in one transaction, answers each, and notes the
+/// sessions they touched (with the outcome) in `touched`.
+fn commit_group(
+    outbox: &Outbox,
+    enqueues: Vec<PendingEnqueue>,
+    touched: &mut BTreeMap<SessionId, Result<(), String>>,
+) {
     if enqueues.is_empty() {
         return;
     }
@@ -443,7 +467,7 @@ fn commit_group(outbox: &Outbox, published: &Published, enqueues: Vec<PendingEnq
         }
     }
     for session in sessions {
-        publish(outbox, published, &session, outcome.clone());
+        touched.insert(session, outcome.clone());
     }
 }
 
