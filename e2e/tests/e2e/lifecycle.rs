@@ -407,6 +407,26 @@ async fn a_server_that_never_answers_leads_to_backoff_not_a_hang() {
     engine.shutdown().await;
 }
 
+/// The simulator's scripted plans are for clients: a bare TCP connect (the
+/// network watch's reachability probe) takes none, so a test's script
+/// still reaches the session it was written for.
+#[tokio::test]
+async fn a_reachability_probe_takes_no_connection_plan() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start().await.unwrap();
+    sim.push_plan(ConnPlan::failure(503));
+    let probe = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    drop(probe);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::new(backend(&sim), DataDir::new(tmp.path().join("data")), fast());
+    let mut changes = engine.subscribe();
+    engine.add_session(&id("shop"), None, None).unwrap();
+    let s = until(&mut changes, "shop", |s| s.attempt == 1).await;
+    assert_eq!(s.last_close.unwrap().status, 503, "the client got the plan");
+    engine.shutdown().await;
+}
+
 /// A store the real client cannot open is moved aside, never deleted.
 #[tokio::test]
 async fn a_corrupt_store_is_moved_aside_with_its_bytes() {

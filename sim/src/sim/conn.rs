@@ -30,11 +30,13 @@ const QR_REFS: usize = 6;
 pub const CODE_REF_PREFIX: &str = "3@sim-code-";
 
 pub async fn serve(inner: Arc<Inner>, tcp: TcpStream, conn: u64) {
-    let plan = inner.next_plan();
     let handshaking = inner.handshakes.enter();
     let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
         return;
     };
+    // Plans are for clients: a bare TCP connect (a reachability probe)
+    // that never speaks WebSocket takes none.
+    let plan = inner.next_plan();
     let mut frames = Frames::new(ws);
     if plan == ConnPlan::Silent {
         // Accept and say nothing: the client must give up on its own.
