@@ -127,6 +127,33 @@ impl Running {
         Some(line)
     }
 
+    /// How many stderr lines read so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.seen.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Reads stderr until `needle` has appeared `times` times; panics with
+    /// everything seen after `within`.
+    pub fn until_seen(&mut self, needle: &str, times: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(needle) < times {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not seen {times} time(s) within {within:?}:\n{}",
+                self.seen.join("\n")
+            );
+            let _ = self.next_line(Duration::from_millis(200));
+        }
+    }
+
+    /// Reads stderr for `duration` (into `seen`).
+    pub fn read_for(&mut self, duration: Duration) {
+        let until = Instant::now() + duration;
+        while Instant::now() < until {
+            let _ = self.next_line(Duration::from_millis(200));
+        }
+    }
+
     /// Waits for a stderr line containing `needle`; panics with everything
     /// seen so far after `within`.
     pub fn expect_line(&mut self, needle: &str, within: Duration) -> String {

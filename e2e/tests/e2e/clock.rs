@@ -6,7 +6,7 @@
 
 use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::pairing::pair_and_stop;
 use support::process::{Running, headless, with_movable_wall_clock, write_config};
@@ -14,18 +14,6 @@ use support::sim::Simulator;
 use wabridge::paths::DataDir;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn count(running: &Running, needle: &str) -> usize {
-    running.seen.iter().filter(|l| l.contains(needle)).count()
-}
-
-/// Reads stderr for `duration`.
-fn watch(running: &mut Running, duration: Duration) {
-    let until = Instant::now() + duration;
-    while Instant::now() < until {
-        let _ = running.next_line(Duration::from_millis(200));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_step_is_not_taken_for_a_dead_link() {
@@ -44,19 +32,15 @@ async fn a_wall_clock_step_is_not_taken_for_a_dead_link() {
     with_movable_wall_clock(&mut command, &offset);
     tokio::task::spawn_blocking(move || {
         let mut running = Running::spawn(command);
-        let deadline = Instant::now() + WAIT;
-        while count(&running, "WhatsApp Connected: shop") == 0 {
-            assert!(Instant::now() < deadline, "{}", running.seen.join("\n"));
-            let _ = running.next_line(Duration::from_millis(200));
-        }
+        running.until_seen("WhatsApp Connected: shop", 1, WAIT);
         // An hour ahead, then back, each held for longer than the library's
         // keepalive period (15–30 s).
         for step in ["+1h", "+0"] {
             std::fs::write(&offset, format!("{step}\n")).unwrap();
-            watch(&mut running, Duration::from_secs(32));
+            running.read_for(Duration::from_secs(32));
         }
         eprintln!("{}", running.seen.join("\n"));
-        assert_eq!(count(&running, "no answer from WhatsApp"), 0);
+        assert_eq!(running.count("no answer from WhatsApp"), 0);
         running.terminate(Duration::from_secs(20));
     })
     .await

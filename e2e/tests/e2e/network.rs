@@ -18,24 +18,6 @@ use wabridge::paths::DataDir;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// How many stderr lines so far contain `needle`.
-fn count(running: &Running, needle: &str) -> usize {
-    running.seen.iter().filter(|l| l.contains(needle)).count()
-}
-
-/// Reads stderr until `needle` has appeared `times` times.
-fn until_seen(running: &mut Running, needle: &str, times: usize, within: Duration) {
-    let deadline = Instant::now() + within;
-    while count(running, needle) < times {
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} not seen {times} time(s) within {within:?}:\n{}",
-            running.seen.join("\n")
-        );
-        let _ = running.next_line(Duration::from_millis(200));
-    }
-}
-
 /// A session paired beforehand, the simulator on the host's end of a path
 /// of the test's own, and the config for the real binary (headless,
 /// liveness bound `bound`) to run in the path's namespace.
@@ -85,7 +67,7 @@ impl Behind {
             .arg(&self.data)
             .env("HOME", self.tmp.path());
         let mut running = Running::spawn(wabridge);
-        until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
+        running.until_seen("WhatsApp Connected: shop", 1, WAIT);
         running
     }
 }
@@ -102,7 +84,7 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
         // Wi-Fi off: nothing gets through, and nothing says so.
         path.black_hole();
         let off = Instant::now();
-        until_seen(&mut running, "no answer from WhatsApp for", 1, bound * 4);
+        running.until_seen("no answer from WhatsApp for", 1, bound * 4);
         let noticed = off.elapsed();
         assert!(
             noticed < bound + Duration::from_secs(4),
@@ -112,14 +94,14 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
         // first, 5 s after noticing, is 9 s into its connect when the path
         // comes back, waiting for the kernel to resend its SYN.
         std::thread::sleep(Duration::from_secs(14));
-        assert_eq!(count(&running, "WhatsApp Connected: shop"), 1);
+        assert_eq!(running.count("WhatsApp Connected: shop"), 1);
 
         // Wi-Fi back: the session logs in again with its credentials, as
         // soon as the probe gets through, not when its stuck attempt or its
         // backoff ends.
         path.restore();
         let on = Instant::now();
-        until_seen(&mut running, "WhatsApp Connected: shop", 2, WAIT);
+        running.until_seen("WhatsApp Connected: shop", 2, WAIT);
         let back = on.elapsed();
         eprintln!(
             "black hole noticed after {noticed:.1?}; connected again {back:.1?} after the link came back"
@@ -131,12 +113,12 @@ async fn wifi_off_for_a_while_is_noticed_within_the_bound_and_comes_back_without
         // Not by luck of timing: the probe found the path back and the stuck
         // attempt started over.
         assert_eq!(
-            count(&running, "starting shop's stalled connection attempt over"),
+            running.count("starting shop's stalled connection attempt over"),
             1,
             "{}",
             running.seen.join("\n")
         );
-        assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
+        assert_eq!(running.count("Scan with WhatsApp"), 0, "no QR");
         assert!(data.join("sessions/shop/whatsapp.db").exists(), "credentials kept");
         running.terminate(Duration::from_secs(20));
     })
@@ -158,12 +140,9 @@ async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
         let path = &mut behind.path;
 
         path.lose(20);
-        let lossy_until = Instant::now() + bound * 4;
-        while Instant::now() < lossy_until {
-            let _ = running.next_line(Duration::from_millis(200));
-        }
+        running.read_for(bound * 4);
         assert_eq!(
-            count(&running, "Connection closed for shop"),
+            running.count("Connection closed for shop"),
             0,
             "20 % loss for {:?} closed the session:\n{}",
             bound * 4,
@@ -174,22 +153,16 @@ async fn a_lossy_link_stays_connected_and_a_link_down_and_up_recovers() {
         // The cable out a while, then back in: the kernel says so, and the
         // session retries at once rather than when its backoff ends.
         path.link(false);
-        until_seen(&mut running, "no answer from WhatsApp for", 1, bound * 4);
+        running.until_seen("no answer from WhatsApp for", 1, bound * 4);
         std::thread::sleep(Duration::from_secs(2));
         path.link(true);
-        until_seen(
-            &mut running,
+        running.until_seen(
             "can be reached again (the OS reported a network change)",
             1,
             Duration::from_secs(2),
         );
-        until_seen(
-            &mut running,
-            "WhatsApp Connected: shop",
-            2,
-            Duration::from_secs(2),
-        );
-        assert_eq!(count(&running, "Scan with WhatsApp"), 0, "no QR");
+        running.until_seen("WhatsApp Connected: shop", 2, Duration::from_secs(2));
+        assert_eq!(running.count("Scan with WhatsApp"), 0, "no QR");
         running.terminate(Duration::from_secs(20));
     })
     .await
@@ -216,13 +189,10 @@ async fn half_a_second_of_latency_each_way_stays_connected() {
     wabridge.env("HOME", tmp.path());
     tokio::task::spawn_blocking(move || {
         let mut running = Running::spawn(wabridge);
-        until_seen(&mut running, "WhatsApp Connected: shop", 1, WAIT);
-        let slow_until = Instant::now() + bound * 4;
-        while Instant::now() < slow_until {
-            let _ = running.next_line(Duration::from_millis(200));
-        }
+        running.until_seen("WhatsApp Connected: shop", 1, WAIT);
+        running.read_for(bound * 4);
         assert_eq!(
-            count(&running, "Connection closed for shop"),
+            running.count("Connection closed for shop"),
             0,
             "a second per round trip for {:?} closed the session:\n{}",
             bound * 4,
