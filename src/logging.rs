@@ -27,6 +27,12 @@ pub fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::new(directives)
 }
 
+/// Lines that may wait for the log file's writer thread before new ones
+/// are dropped (and counted). The library's default, 128,000, preallocates
+/// 4 MiB that an idle bridge never uses; the writer drains thousands of lines
+/// a second, so this only matters if the disk stalls.
+const FILE_BUFFERED_LINES: usize = 8192;
+
 /// Installs the global subscriber: lines go to the file, to `tail` (the
 /// dashboards' log pane, in this process or attached) and, with `stderr`,
 /// to stderr as well (headless: systemd's journal reads it; with the
@@ -35,7 +41,11 @@ pub fn filter_for(level: &str) -> EnvFilter {
 /// a file.
 pub fn init(config: &LogConfig, dir: &Path, stderr: bool, tail: mpsc::Sender<String>) -> LogGuard {
     let file = match open_appender(dir, config.max_files) {
-        Ok(appender) => Some(tracing_appender::non_blocking(appender)),
+        Ok(appender) => Some(
+            tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(FILE_BUFFERED_LINES)
+                .finish(appender),
+        ),
         Err(e) => {
             eprintln!(
                 "wabridge: cannot write logs to {}: {e}; logging to stderr only",

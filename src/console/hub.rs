@@ -15,8 +15,11 @@ use crate::engine::{Command, Engine, EngineEvent, InboundMessage, SessionSnapsho
 
 /// Log lines kept for a dashboard that attaches.
 pub const LOG_TAIL: usize = 500;
-/// Live frames a dashboard may fall behind by before it is resynced.
-const FEED_CAPACITY: usize = 4096;
+/// Live frames a dashboard may fall behind by before it is resynced. Every
+/// slot is allocated up front and keeps its last frame (~280 bytes each):
+/// 1024 is a second of a 100-session flood, and a dashboard that falls
+/// further behind is resynced, not left wrong.
+const FEED_CAPACITY: usize = 1024;
 /// Answers to one dashboard's requests waiting to be sent to it.
 pub const NOTICE_QUEUE: usize = 16;
 

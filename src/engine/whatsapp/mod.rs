@@ -10,6 +10,7 @@ mod inbound;
 mod keepalive;
 mod query;
 mod send;
+mod store_config;
 
 pub use cert_guard::certificate_chain_is_verified;
 pub use connect_errors::note as note_library_error;
@@ -114,7 +115,7 @@ impl WaBackend for WhatsAppBackend {
         let path = path.to_str().ok_or_else(|| {
             OpenError::Other(format!("store path {} is not UTF-8", path.display()))
         })?;
-        let store = SqliteStore::new(path)
+        let store = SqliteStore::with_config(path, store_config::session_store_config())
             .await
             .map_err(|e| store_error(error_chain(&e)))?;
         let hook = options.inbound.map(|sink| inbound::DurabilityHook {
