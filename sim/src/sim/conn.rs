@@ -258,7 +258,7 @@ impl Session<'_> {
         let mut reply = NodeBuilder::new("iq")
             .attr("from", SERVER)
             .attr("type", "result")
-            .attr("id", id);
+            .attr("id", id.clone());
         if xmlns == "w:sync:app:state" {
             reply = reply.children([up_to_date(&node)]);
         }
@@ -267,6 +267,28 @@ impl Session<'_> {
             && let Some(wanted) = node.get_optional_child("key")
         {
             reply = reply.children([self.bundles(wanted).await]);
+        }
+        // A device asks how many of its one-time pre-keys the server still
+        // holds, and tops them up when they run low (Baileys at each login;
+        // whatsapp-rust keeps a flag instead). Without a count Baileys fails
+        // its check on every login.
+        if xmlns == "encrypt" && kind == "get" && node.get_optional_child("count").is_some() {
+            let left = self.uploaded_keys().map_or(0, |keys| keys.one_time.len());
+            reply = reply.children([NodeBuilder::new("count")
+                .attr("value", left.to_string())
+                .build()]);
+        }
+        // The key-bundle check after login: a reply without `<digest>`
+        // makes Baileys upload pre-keys again at every login; 404 is what
+        // tells a device that the server has no bundle for it.
+        if xmlns == "encrypt" && kind == "get" && node.get_optional_child("digest").is_some() {
+            match self.uploaded_keys() {
+                Some(keys) => reply = reply.children([keys.digest()]),
+                None => {
+                    self.send_iq_error(&id, 404, "item-not-found").await?;
+                    return Ok(false);
+                }
+            }
         }
         if xmlns == "w:m" && node.get_optional_child("media_conn").is_some() {
             reply = reply.children([NodeBuilder::new("media_conn")
@@ -425,6 +447,19 @@ impl Session<'_> {
             pairing_ref: companion.pairing_ref,
         });
         Ok(())
+    }
+
+    /// A copy of the keys the device logged in here uploaded, if any.
+    fn uploaded_keys(&self) -> Option<UploadedKeys> {
+        let keys = self
+            .inner
+            .keys
+            .lock()
+            .unwrap()
+            .get(&self.device?)
+            .cloned()?;
+        let keys = keys.lock().unwrap().clone();
+        Some(keys)
     }
 
     /// The `<list>` answering a pre-key fetch: a bundle for each person the

@@ -75,6 +75,40 @@ impl UploadedKeys {
             one_time,
         })
     }
+
+    /// `<digest>` answering the device's key-bundle check: what the server
+    /// holds for it (one-time pre-keys not handed out yet), with the SHA-1
+    /// the device recomputes from its own copies to see that they match.
+    pub fn digest(&self) -> Node {
+        let id24 = |id: u32| id.to_be_bytes()[1..].to_vec();
+        let (skey_id, skey_value, skey_signature) = &self.signed_pre_key;
+        let one_time_values: Vec<&[u8]> = self.one_time.iter().map(|(_, v)| &v[..]).collect();
+        let hash = wacore::prekeys::compute_key_bundle_digest(
+            &self.identity,
+            skey_value,
+            skey_signature,
+            &one_time_values,
+        );
+        let leaf = |tag: &'static str, bytes: Vec<u8>| NodeBuilder::new(tag).bytes(bytes).build();
+        NodeBuilder::new("digest")
+            .children([
+                leaf("registration", self.registration_id.to_be_bytes().to_vec()),
+                leaf("type", vec![5]),
+                leaf("identity", self.identity.to_vec()),
+                NodeBuilder::new("skey")
+                    .children([
+                        leaf("id", id24(*skey_id)),
+                        leaf("value", skey_value.to_vec()),
+                        leaf("signature", skey_signature.clone()),
+                    ])
+                    .build(),
+                NodeBuilder::new("list")
+                    .children(self.one_time.iter().map(|(id, _)| leaf("id", id24(*id))))
+                    .build(),
+                leaf("hash", hash),
+            ])
+            .build()
+    }
 }
 
 /// Who writes, as the server addresses them.

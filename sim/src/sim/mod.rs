@@ -709,6 +709,27 @@ impl Simulator {
         self.inner.live.lock().unwrap().len()
     }
 
+    /// Live connections of logged-in devices: (connection id, device),
+    /// oldest first. A connection id that stays means the same socket
+    /// stayed up; a device that reconnected has a new one.
+    pub fn live_logins(&self) -> Vec<(u64, u32)> {
+        self.inner
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| Some((l.conn, l.device?)))
+            .collect()
+    }
+
+    /// `count` consecutive device numbers the phone will never link, for
+    /// clients that bring their own credentials (another library's peers):
+    /// the server keeps pre-keys per device number, so theirs must not
+    /// land on a device the phone linked. Returns the first.
+    pub fn reserve_devices(&self, count: u16) -> u16 {
+        self.inner.next_device.fetch_add(count, Ordering::SeqCst)
+    }
+
     /// Live connection ids, oldest first.
     pub fn connection_ids(&self) -> Vec<u64> {
         self.inner
