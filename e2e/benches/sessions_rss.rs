@@ -194,6 +194,11 @@ fn run_binary(
         .arg("--data-dir")
         .arg(data)
         .env("HOME", scratch)
+        // As a service runs: with RUST_BACKTRACE set (developers' shells
+        // often have it), every library error resolves a backtrace and the
+        // figures grow by tens of MiB (wabridge warns about it at start).
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
