@@ -160,3 +160,42 @@ impl tracing::field::Visit for MessageText {
         }
     }
 }
+
+/// A warning when the environment turns on backtraces for library errors
+/// (`RUST_LIB_BACKTRACE`, else `RUST_BACKTRACE`, not `0`, as std decides).
+/// The WhatsApp library builds its errors with backtraces then, and its log
+/// lines print them resolved: resolving loads the binary's symbol tables,
+/// measured at 37 MiB more for one session. Panics keep their backtraces
+/// with `RUST_LIB_BACKTRACE=0`.
+pub fn library_backtraces_warning(
+    rust_backtrace: Option<&str>,
+    rust_lib_backtrace: Option<&str>,
+) -> Option<&'static str> {
+    let enabled = match (rust_lib_backtrace, rust_backtrace) {
+        (Some(lib), _) => lib != "0",
+        (None, Some(all)) => all != "0",
+        (None, None) => false,
+    };
+    enabled.then_some(
+        "RUST_BACKTRACE is set, so every error inside the WhatsApp library captures a \
+         backtrace and its log line resolves it (tens of MiB of memory, CPU on each); \
+         set RUST_LIB_BACKTRACE=0 to keep backtraces for panics only",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::library_backtraces_warning as warning;
+
+    #[test]
+    fn backtraces_for_library_errors_are_warned_about_as_std_enables_them() {
+        assert!(warning(None, None).is_none());
+        assert!(warning(Some("0"), None).is_none());
+        assert!(warning(Some("1"), None).is_some());
+        assert!(warning(Some("full"), None).is_some());
+        // RUST_LIB_BACKTRACE decides for library errors when it is set.
+        assert!(warning(Some("1"), Some("0")).is_none());
+        assert!(warning(None, Some("1")).is_some());
+        assert!(warning(Some("0"), Some("1")).is_some());
+    }
+}
