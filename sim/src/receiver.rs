@@ -47,6 +47,8 @@ struct Shared {
     replies: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
     arrived: Notify,
+    /// Messages in the `messages.upsert` requests received.
+    upserted: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -89,6 +91,14 @@ impl Receiver {
 
     pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
+    }
+
+    /// How many messages the `messages.upsert` requests received so far
+    /// carried (repeats included): cheap to poll, unlike `upserts`.
+    pub fn upserted_messages(&self) -> usize {
+        self.shared
+            .upserted
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until at least `n` requests arrived (bounded wait).
@@ -139,6 +149,14 @@ impl Receiver {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body)
+        && json["event"] == "messages.upsert"
+    {
+        let messages = json["messages"].as_array().map_or(0, Vec::len);
+        shared
+            .upserted
+            .fetch_add(messages, std::sync::atomic::Ordering::SeqCst);
+    }
     shared.received.lock().unwrap().push(Received {
         headers,
         body,

@@ -145,6 +145,19 @@ impl Person {
     pub fn dev() -> Person {
         Person::new("300000000000005", "4915112345678", "Dev")
     }
+
+    /// Person `n` of a crowd (a benchmark's contacts and group members):
+    /// LID `7` and `n` in 14 digits, number `4917` and `n` in 8 digits,
+    /// name `Person <n>`. Distinct people for distinct `n`, and none of
+    /// them is one of the named people above or the simulated account.
+    pub fn numbered(n: u32) -> Person {
+        assert!(n < 100_000_000, "numbered people have 8 digits");
+        Person {
+            lid: format!("7{n:014}"),
+            pn: format!("4917{n:08}"),
+            name: format!("Person {n}"),
+        }
+    }
 }
 
 /// How the stanza names the sender (ARCHITECTURE.md: a sender's number).
@@ -236,6 +249,12 @@ impl Contact {
                 NodeBuilder::new("skey").children(skey).build(),
             ])
             .build()
+    }
+
+    /// Drops the session toward `address`: the next message to it starts
+    /// a new one from its pre-keys.
+    pub fn forget(&mut self, address: &ProtocolAddress) {
+        self.sessions.0.lock().unwrap().remove(address);
     }
 
     /// Decrypts what `sender` encrypted to this person (`kind` "pkmsg" or

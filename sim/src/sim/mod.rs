@@ -544,11 +544,30 @@ impl Simulator {
             .get(&device)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("device {device} has not uploaded pre-keys"))?;
-        let address = wacore::libsignal::protocol::ProtocolAddress::new(
+        Ok((keys, self.device_address(device)))
+    }
+
+    /// The Signal address of linked `device`, as people encrypt to it.
+    fn device_address(&self, device: u32) -> wacore::libsignal::protocol::ProtocolAddress {
+        wacore::libsignal::protocol::ProtocolAddress::new(
             &format!("{}:{device}", self.inner.phone.lid),
             device.into(),
-        );
-        Ok((keys, address))
+        )
+    }
+
+    /// Everyone forgets their Signal session with linked `device`, and the
+    /// server drops the messages it still holds for it: for a device whose
+    /// store is restored from a copy made before those sessions existed
+    /// (a benchmark measuring each run on fresh copies), so that the next
+    /// message from each person starts a new session (`pkmsg`) instead of
+    /// continuing one the device never had. Its uploaded pre-keys stay:
+    /// the copy still holds every one the server has not handed out.
+    pub async fn forget_sessions(&self, device: u32) {
+        let address = self.device_address(device);
+        for contact in self.inner.contacts.lock().await.values_mut() {
+            contact.forget(&address);
+        }
+        self.inner.unreceipted.lock().unwrap().remove(&device);
     }
 
     /// Keeps `stanza` until the device receipts it, and sends it now if the
