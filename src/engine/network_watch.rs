@@ -63,10 +63,6 @@ pub(crate) async fn watch<B: WaBackend>(
             _ = every.tick() => {}
             Some(()) = os_changes.recv() => os_changed = true,
         }
-        // One that came while the last probe ran counts too.
-        while os_changes.try_recv().is_ok() {
-            os_changed = true;
-        }
         let Some(backend) = backend.upgrade() else {
             return;
         };
@@ -75,6 +71,9 @@ pub(crate) async fn watch<B: WaBackend>(
             continue;
         }
         let up = backend.server_reachable(PROBE_EVERY).await;
+        // A report that came while the probe ran counts: the link coming up
+        // both answers a probe under way and makes the kernel report it.
+        os_changed |= drained(&mut os_changes);
         if up && was_down {
             let cause = if os_changed {
                 " (the OS reported a network change)"
@@ -90,6 +89,15 @@ pub(crate) async fn watch<B: WaBackend>(
         was_down = !up;
         os_changed &= !up;
     }
+}
+
+/// Whether any report is waiting (taking them all).
+fn drained(changes: &mut tokio::sync::mpsc::Receiver<()>) -> bool {
+    let mut any = false;
+    while changes.try_recv().is_ok() {
+        any = true;
+    }
+    any
 }
 
 /// Link, address and route changes the kernel reports, one `()` each (a
