@@ -194,6 +194,45 @@ async fn group_messages_carry_the_participants_number_not_the_groups() {
     engine.shutdown().await;
 }
 
+/// More chats writing at once than the client keeps lanes for
+/// (`client_caches.rs`): idle lanes are dropped and made again, and every
+/// chat's messages still reach the ERP, each chat's in the order written.
+#[tokio::test]
+async fn many_chats_writing_at_once_each_keep_their_order() {
+    const PEOPLE: u32 = 40;
+    const ROUNDS: usize = 3;
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let receiver = Receiver::start().await;
+    let (engine, device) = paired_session(&sim, &data, &receiver).await;
+    let people: Vec<Person> = (0..PEOPLE).map(Person::numbered).collect();
+    for round in 0..ROUNDS {
+        for person in &people {
+            let text = format!("{} round {round}", person.name);
+            sim.send_text(device, person, Addressing::LidWithPn, &text)
+                .await
+                .unwrap();
+        }
+    }
+
+    let got = receiver
+        .wait_for_upserts(people.len() * ROUNDS, Duration::from_secs(90))
+        .await;
+    for person in &people {
+        let rounds: Vec<&str> = got
+            .iter()
+            .filter(|m| m["from"] == person.pn.as_str())
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        let written: Vec<String> = (0..ROUNDS)
+            .map(|round| format!("{} round {round}", person.name))
+            .collect();
+        assert_eq!(rounds, written, "{}'s messages, in order", person.name);
+    }
+    engine.shutdown().await;
+}
+
 /// `/sessions/send` with a document, as the ERP sends invoices: uploaded
 /// encrypted to the media host, and the customer's phone opens the file.
 #[tokio::test]

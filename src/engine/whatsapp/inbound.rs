@@ -3,8 +3,7 @@
 //! under the size cap) and hands them to the engine's sink before the
 //! library acknowledges them to the server.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use whatsapp_rust::prelude::{Client, InboundMessage, MessageInfo};
@@ -12,6 +11,7 @@ use whatsapp_rust::types::message::MessageSource;
 use whatsapp_rust::{InboundDurabilityHook, Jid};
 
 use super::content::{self, MediaRef};
+use super::group_info::GroupCache;
 use crate::engine::backend::{InboundSink, IncomingMedia, IncomingMessage};
 use crate::engine::phone::{self, Lookups};
 
@@ -142,7 +142,7 @@ impl DurabilityHook {
         };
         let participant_pn = group
             .as_ref()
-            .and_then(|g| g.pn_by_lid.get(phone::user_of(&sender)).cloned());
+            .and_then(|g| g.numbers.number_of(phone::user_of(&sender)));
         let from = phone::resolve(&Lookups {
             sender: &sender,
             sender_alt: sender_alt.as_deref(),
@@ -237,76 +237,4 @@ impl whatsapp_rust::wacore::download::DownloadWriter for CappedBuffer {
             .truncate(usize::try_from(len).unwrap_or(usize::MAX));
         Ok(())
     }
-}
-
-/// What the webhook needs of a group, fetched once per group.
-#[derive(Debug, Default)]
-pub struct GroupEntry {
-    pub subject: String,
-    /// LID user → phone digits, from the participant list.
-    pub pn_by_lid: HashMap<String, String>,
-}
-
-/// How long a message waits for its group's first metadata fetch.
-const GROUP_FETCH_WAIT: Duration = Duration::from_secs(5);
-/// After a failed fetch, messages of that group stop waiting for this long.
-const GROUP_FETCH_PAUSE: Duration = Duration::from_secs(300);
-
-/// Group metadata, fetched once per group. The first message of a group
-/// waits for it (bounded), as the old bridge did: its name and the members'
-/// numbers belong on that message too.
-#[derive(Default)]
-pub struct GroupCache {
-    entries: Mutex<HashMap<String, Arc<GroupEntry>>>,
-    /// When a group's fetch last failed.
-    failed: Mutex<HashMap<String, std::time::Instant>>,
-}
-
-impl GroupCache {
-    async fn lookup(&self, client: &Arc<Client>, chat: &Jid) -> Option<Arc<GroupEntry>> {
-        let key = chat.to_string();
-        if let Some(entry) = lock(&self.entries).get(&key) {
-            return Some(entry.clone());
-        }
-        if lock(&self.failed)
-            .get(&key)
-            .is_some_and(|at| at.elapsed() < GROUP_FETCH_PAUSE)
-        {
-            return None;
-        }
-        let fetched = tokio::time::timeout(GROUP_FETCH_WAIT, client.groups().get_metadata(chat))
-            .await
-            .map_err(|_| format!("no answer within {GROUP_FETCH_WAIT:?}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        match fetched {
-            Ok(metadata) => {
-                let entry = Arc::new(GroupEntry {
-                    subject: metadata.subject.clone(),
-                    pn_by_lid: metadata
-                        .participants
-                        .iter()
-                        .filter_map(|p| {
-                            let lid = p.lid.as_ref().or(Some(&p.jid).filter(|j| j.is_lid()))?;
-                            Some((
-                                lid.user.to_string(),
-                                p.phone_number.as_ref()?.user.to_string(),
-                            ))
-                        })
-                        .collect(),
-                });
-                lock(&self.entries).insert(key, entry.clone());
-                Some(entry)
-            }
-            Err(e) => {
-                tracing::warn!("cannot fetch group info of {chat}: {e}");
-                lock(&self.failed).insert(key, std::time::Instant::now());
-                None
-            }
-        }
-    }
-}
-
-/// A poisoned cache only means a panic elsewhere mid-insert; the map is fine.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -4,8 +4,10 @@
 //! Incoming messages go through `inbound` (the durability hook).
 
 mod cert_guard;
+mod client_caches;
 mod connect_errors;
 mod content;
+mod group_info;
 mod inbound;
 mod keepalive;
 mod query;
@@ -120,7 +122,7 @@ impl WaBackend for WhatsAppBackend {
             .map_err(|e| store_error(error_chain(&e)))?;
         let hook = options.inbound.map(|sink| inbound::DurabilityHook {
             sink,
-            groups: Arc::new(inbound::GroupCache::default()),
+            groups: Arc::new(group_info::GroupCache::default()),
             media_cap: self.media_cap,
         });
         let forwarder = Forwarder {
@@ -131,6 +133,7 @@ impl WaBackend for WhatsAppBackend {
         let client_slot = forwarder.client.clone();
         let mut builder = Bot::builder()
             .with_backend(store)
+            .with_cache_config(client_caches::client_cache_config())
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&self.ws_url))
             .with_event_handler(forwarder);
         if let Some(http) = &self.http {
