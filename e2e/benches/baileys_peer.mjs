@@ -18,11 +18,19 @@
 // once every one did, `close <i> <status> <message>` when one closes. A closed
 // socket is not reconnected (the bench reports it as a failure). It then idles
 // until it is killed. BAILEYS_PEER_LOG=<pino level> logs Baileys to stderr.
+//
+// Messages people send the sessions are handled as the old bridge needed them
+// for its webhook, and counted: `received <texts> <undecryptable>` (all
+// sockets together) at most twice a second while the counts change. The old
+// bridge's payload names the group (`groupName`, shared/design.md §5), which
+// Baileys only knows from the group's metadata: as wabridge does, each socket
+// asks for it (`groupMetadata`) on a group's first message and keeps it; a
+// message counts once that is done.
 
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import pino from 'pino';
-import makeWASocket, { makeCacheableSignalKeyStore, useMultiFileAuthState } from 'baileys';
+import makeWASocket, { makeCacheableSignalKeyStore, proto, useMultiFileAuthState } from 'baileys';
 
 const [url, countArg, scratch, firstDeviceArg] = process.argv.slice(2);
 const count = Number(countArg);
@@ -56,6 +64,39 @@ async function authFolder(i) {
     return { state, saveCreds, fresh };
 }
 
+let texts = 0;
+let undecryptable = 0;
+let reportDue = false;
+function countReceived(undecrypted) {
+    if (undecrypted) undecryptable += 1;
+    else texts += 1;
+    if (reportDue) return;
+    reportDue = true;
+    setTimeout(() => {
+        reportDue = false;
+        console.log(`received ${texts} ${undecryptable}`);
+    }, 500);
+}
+
+/** Counts the people's messages socket `sock` receives (see the top). */
+function countMessages(sock) {
+    const groups = new Map();
+    sock.ev.on('messages.upsert', async ({ messages }) => {
+        for (const m of messages) {
+            if (m.key.fromMe) continue;
+            const text = m.message?.conversation ?? m.message?.extendedTextMessage?.text;
+            const undecrypted = m.messageStubType === proto.WebMessageInfo.StubType.CIPHERTEXT;
+            if (text === undefined && !undecrypted) continue; // protocol messages
+            const jid = m.key.remoteJid;
+            if (jid?.endsWith('@g.us')) {
+                if (!groups.has(jid)) groups.set(jid, sock.groupMetadata(jid).catch(() => null));
+                await groups.get(jid);
+            }
+            countReceived(undecrypted);
+        }
+    });
+}
+
 let open = 0;
 /** Starts socket i; resolves when it is open or closed. */
 function connect(i, { state, saveCreds }) {
@@ -73,6 +114,7 @@ function connect(i, { state, saveCreds }) {
     sock.ev.on('creds.update', () => {
         saving = saving.then(saveCreds, saveCreds);
     });
+    countMessages(sock);
     return new Promise((settled) => {
         let opened = false;
         sock.ev.on('connection.update', async ({ connection, lastDisconnect }) => {

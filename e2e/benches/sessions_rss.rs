@@ -10,14 +10,37 @@
 //! which Baileys then keeps cached for minutes). `live` is how many of the
 //! process's logins the simulator holds after the idle period; `!` marks a
 //! run where one dropped or reconnected meanwhile.
+//!
+//! A second table does the same with 1, 20 and 100 sessions that each
+//! receive realistic content first (issue #15, `sessions_rss/content.rs`):
+//! 1,000 Signal-encrypted messages from 500 people (500 Signal sessions) and
+//! in 50 groups of 100 members (5,000 LID mappings), delivered through the
+//! simulator; then RSS after the same idle period, how long until every
+//! message was receipted, and how many reached wabridge's webhook (a
+//! receiver on 127.0.0.1) or were decrypted by the peer. Every run starts
+//! from fresh copies of the prepared sessions (wabridge's and Baileys').
 //! Prints figures; asserts none.
 //!
-//! Run: `cargo bench -p wabridge-e2e --bench sessions_rss`
+//! Run: `cargo bench -p wabridge-e2e --bench sessions_rss`. On 2 cores it
+//! takes about 35 minutes: pairing 100 sessions ~100 s, Baileys' first
+//! logins ~60 s, the idle table ~2 min, wabridge fed ~2 min; the rest is
+//! Baileys decrypting 121,000 messages (~10 ms each, its one Node thread
+//! busy, the simulator mostly idle).
+//!
+//! For shorter runs: `SESSIONS_RSS_IDLE=0` leaves out the idle table,
+//! `SESSIONS_RSS_CONTENT=1,20` picks the content table's rows (`none`: no
+//! table), `SESSIONS_RSS_PEER=0` leaves out Baileys, and
+//! `SESSIONS_RSS_HEAPTRACK=<prefix>` runs wabridge under heaptrack, writing
+//! `<prefix>-<sessions>.zst` (its RSS column then reads heaptrack's wrapper,
+//! not wabridge).
 //!
 //! The Baileys side needs `node` and `npm` on PATH: the first run installs
 //! Baileys into `target/bench-cache/baileys-peer` (from the npm registry;
 //! later runs reuse it). Without them it prints why the peer was skipped and
 //! reports wabridge alone.
+
+#[path = "sessions_rss/content.rs"]
+mod content;
 
 use wabridge_sim::pairing;
 use wabridge_sim::sim;
@@ -92,7 +115,12 @@ async fn main() {
     );
     println!("sessions │ {columns} │ {columns} │ RSS ratio");
     let mut figures = Vec::new();
-    for count in COUNTS {
+    let idle_counts = if std::env::var("SESSIONS_RSS_IDLE").as_deref() == Ok("0") {
+        &[][..]
+    } else {
+        &COUNTS[..]
+    };
+    for &count in idle_counts {
         let data = tmp.path().join(format!("run-{count}"));
         copy_sessions(paired.root(), &data, count);
         let ours = run_binary(&sim, &data, tmp.path(), count, peer_devices.clone());
@@ -104,6 +132,7 @@ async fn main() {
         figures.push((count, ours, theirs.and_then(Result::ok)));
     }
     print_per_session(&figures);
+    content::measure(&sim, &paired, tmp.path(), peer.as_ref().ok()).await;
 }
 
 fn print_row(count: usize, ours: &Run, theirs: Option<&Result<Run, String>>) {
@@ -178,19 +207,48 @@ fn run_binary(
     count: usize,
     peer_devices: std::ops::Range<u32>,
 ) -> Run {
-    let config = scratch.join(format!("config-{count}.toml"));
+    let config = write_config(sim, &scratch.join(format!("config-{count}.toml")), "");
+    let (child, elapsed) = start_binary(data, &config, scratch, count);
+    let mine = || logins(sim, |d| !peer_devices.contains(&d));
+    let (rss_kib, live, stayed) = idle_and_measure(&child, mine(), mine);
+    stop(child);
+    Run {
+        elapsed,
+        rss_kib,
+        live,
+        stayed,
+    }
+}
+
+/// A config pointing at the simulator; `sessions` is appended as it is.
+fn write_config(sim: &Simulator, path: &Path, sessions: &str) -> PathBuf {
     std::fs::write(
-        &config,
+        path,
         format!(
-            "[api]\nlisten = \"127.0.0.1:0\"\n[whatsapp]\nws_url = \"{}\"\nversion = \"2.3000.1015901307\"\n",
+            "[api]\nlisten = \"127.0.0.1:0\"\n[whatsapp]\nws_url = \"{}\"\nversion = \"2.3000.1015901307\"\n{sessions}",
             sim.ws_url()
         ),
     )
     .unwrap();
+    path.to_path_buf()
+}
+
+/// Starts the binary on `config` and `data` and waits for `count`
+/// "WhatsApp Connected" lines; returns it and how long that took.
+fn start_binary(data: &Path, config: &Path, scratch: &Path, count: usize) -> (Child, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_insecure-sim-client"))
+    let mut command = match std::env::var("HEAPTRACK_OUT") {
+        Ok(out) => {
+            let mut c = Command::new("heaptrack");
+            c.args(["-o", &format!("{out}-{count}")])
+                .arg(env!("CARGO_BIN_EXE_insecure-sim-client"));
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_insecure-sim-client")),
+    };
+    let mut child = command
         .args(["--headless", "--config"])
-        .arg(&config)
+        .arg(config)
         .arg("--data-dir")
         .arg(data)
         .env("HOME", scratch)
@@ -207,9 +265,10 @@ fn run_binary(
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        // Reads to the end: a full pipe would stall the process.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("WhatsApp Connected:") && tx.send(()).is_err() {
-                break;
+            if line.contains("WhatsApp Connected:") {
+                let _ = tx.send(());
             }
         }
     });
@@ -217,23 +276,18 @@ fn run_binary(
         rx.recv_timeout(OPEN_TIMEOUT)
             .expect("every session connects");
     }
-    let elapsed = started.elapsed();
-    let (rss_kib, live, stayed) =
-        idle_and_measure(&child, || logins(sim, |d| !peer_devices.contains(&d)));
-    stop(child);
-    Run {
-        elapsed,
-        rss_kib,
-        live,
-        stayed,
-    }
+    (child, started.elapsed())
 }
 
 /// Lets `child` idle for `SETTLE`, then reads its RSS; `logins` says which
 /// simulator connections are the child's. Returns the RSS, how many of them
-/// are live at the end, and whether they are the same as at the start.
-fn idle_and_measure(child: &Child, logins: impl Fn() -> Vec<u64>) -> (u64, usize, bool) {
-    let at_open = logins();
+/// are live at the end, and whether they are the same as `at_open` (its
+/// logins when all were open).
+fn idle_and_measure(
+    child: &Child,
+    at_open: Vec<u64>,
+    logins: impl Fn() -> Vec<u64>,
+) -> (u64, usize, bool) {
     std::thread::sleep(SETTLE);
     let rss = vm_rss_kib(child.id());
     let after = logins();
@@ -281,6 +335,9 @@ struct BaileysPeer {
 
 impl BaileysPeer {
     fn prepare(sim: &Simulator, auth: &Path) -> Result<BaileysPeer, String> {
+        if std::env::var("SESSIONS_RSS_PEER").as_deref() == Ok("0") {
+            return Err("SESSIONS_RSS_PEER=0".into());
+        }
         let (dir, node_version) = install()?;
         std::fs::copy(
             concat!(env!("CARGO_MANIFEST_DIR"), "/benches/baileys_peer.mjs"),
@@ -296,7 +353,7 @@ impl BaileysPeer {
         // what it generated cached for minutes; that is not an idle
         // session's memory, so this process is not measured.
         let started = Instant::now();
-        let mut node = peer.spawn(&sim.ws_url(), SESSIONS)?;
+        let mut node = peer.spawn(&sim.ws_url(), SESSIONS, &peer.auth)?;
         let opened = node.wait_all_open(PREPARE_TIMEOUT);
         stop(node.child);
         opened.map_err(|why| format!("first logins: {why}"))?;
@@ -311,15 +368,15 @@ impl BaileysPeer {
     /// wabridge is.
     fn run(&self, sim: &Simulator, count: usize) -> Result<Run, String> {
         let started = Instant::now();
-        let mut node = self.spawn(&sim.ws_url(), count)?;
+        let mut node = self.spawn(&sim.ws_url(), count, &self.auth)?;
         if let Err(why) = node.wait_all_open(OPEN_TIMEOUT) {
             stop(node.child);
             return Err(why);
         }
         let elapsed = started.elapsed();
         let devices = self.devices();
-        let (rss_kib, live, stayed) =
-            idle_and_measure(&node.child, || logins(sim, |d| devices.contains(&d)));
+        let theirs = || logins(sim, |d| devices.contains(&d));
+        let (rss_kib, live, stayed) = idle_and_measure(&node.child, theirs(), theirs);
         let closes = node.closes();
         stop(node.child);
         if !closes.is_empty() {
@@ -337,12 +394,13 @@ impl BaileysPeer {
         self.first_device..self.first_device + SESSIONS as u32
     }
 
-    fn spawn(&self, ws_url: &str, count: usize) -> Result<NodeChild, String> {
+    /// Node with the first `count` sessions of the auth folders in `auth`.
+    fn spawn(&self, ws_url: &str, count: usize, auth: &Path) -> Result<NodeChild, String> {
         let mut child = Command::new("node")
             .arg("baileys_peer.mjs")
             .arg(ws_url)
             .arg(count.to_string())
-            .arg(&self.auth)
+            .arg(auth)
             .arg(self.first_device.to_string())
             .current_dir(&self.dir)
             .stdin(Stdio::null())
