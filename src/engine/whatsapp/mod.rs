@@ -10,6 +10,7 @@ mod content;
 mod group_info;
 mod inbound;
 mod keepalive;
+pub mod pg_store;
 mod query;
 mod send;
 mod store_config;

@@ -1,0 +1,228 @@
+//! The schema, as numbered migrations embedded in the binary. [`migrate`]
+//! applies the missing ones in one transaction under an advisory lock, so
+//! hosts starting at once apply each migration exactly once, and refuses a
+//! database a newer wabridge has migrated further than this one knows.
+
+use deadpool_postgres::Pool;
+
+/// `pg_advisory_xact_lock` key of the migration ("wabridge" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
+
+/// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
+/// only: an applied migration never changes.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The version this binary brings a database to.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Every table's key starts with `session`. Times the library passes are
+/// unix seconds (`bigint`), as in its SQLite store.
+const V1: &str = r#"
+CREATE TABLE session_leases (
+    session text PRIMARY KEY,
+    owner text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    fence bigint NOT NULL
+);
+
+CREATE TABLE wa_device (
+    session text PRIMARY KEY,
+    device jsonb NOT NULL
+);
+
+CREATE TABLE wa_identities (
+    session text NOT NULL,
+    address text NOT NULL,
+    key bytea NOT NULL,
+    PRIMARY KEY (session, address)
+);
+
+CREATE TABLE wa_sessions (
+    session text NOT NULL,
+    address text NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (session, address)
+);
+
+CREATE TABLE wa_prekeys (
+    session text NOT NULL,
+    id integer NOT NULL,
+    key bytea NOT NULL,
+    uploaded boolean NOT NULL,
+    PRIMARY KEY (session, id)
+);
+
+CREATE TABLE wa_signed_prekeys (
+    session text NOT NULL,
+    id integer NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (session, id)
+);
+
+CREATE TABLE wa_sender_keys (
+    session text NOT NULL,
+    address text NOT NULL,
+    record bytea NOT NULL,
+    PRIMARY KEY (session, address)
+);
+
+CREATE TABLE wa_app_state_keys (
+    session text NOT NULL,
+    key_id bytea NOT NULL,
+    key_data bytea NOT NULL,
+    fingerprint bytea NOT NULL,
+    timestamp bigint NOT NULL,
+    PRIMARY KEY (session, key_id)
+);
+
+CREATE TABLE wa_app_state_versions (
+    session text NOT NULL,
+    name text NOT NULL,
+    state bytea NOT NULL,
+    PRIMARY KEY (session, name)
+);
+
+CREATE TABLE wa_app_state_mutation_macs (
+    session text NOT NULL,
+    name text NOT NULL,
+    index_mac bytea NOT NULL,
+    version bigint NOT NULL,
+    value_mac bytea NOT NULL,
+    PRIMARY KEY (session, name, index_mac)
+);
+
+CREATE TABLE wa_sender_key_devices (
+    session text NOT NULL,
+    group_jid text NOT NULL,
+    device_jid text NOT NULL,
+    has_key boolean NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (session, group_jid, device_jid)
+);
+CREATE INDEX wa_sender_key_devices_device ON wa_sender_key_devices (session, device_jid);
+
+CREATE TABLE wa_lid_pn_mapping (
+    session text NOT NULL,
+    lid text NOT NULL,
+    phone_number text NOT NULL,
+    created_at bigint NOT NULL,
+    learning_source text NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (session, lid)
+);
+CREATE INDEX wa_lid_pn_mapping_pn ON wa_lid_pn_mapping (session, phone_number, updated_at);
+
+CREATE TABLE wa_base_keys (
+    session text NOT NULL,
+    address text NOT NULL,
+    message_id text NOT NULL,
+    base_key bytea NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (session, address, message_id)
+);
+
+CREATE TABLE wa_device_registry (
+    session text NOT NULL,
+    user_id text NOT NULL,
+    devices_json text NOT NULL,
+    timestamp bigint NOT NULL,
+    phash text,
+    raw_id bigint,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (session, user_id)
+);
+
+CREATE TABLE wa_group_metadata (
+    session text NOT NULL,
+    group_jid text NOT NULL,
+    info bytea NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (session, group_jid)
+);
+
+CREATE TABLE wa_tc_tokens (
+    session text NOT NULL,
+    jid text NOT NULL,
+    token bytea NOT NULL,
+    token_timestamp bigint NOT NULL,
+    sender_timestamp bigint,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (session, jid)
+);
+
+CREATE TABLE wa_sent_messages (
+    session text NOT NULL,
+    chat_jid text NOT NULL,
+    message_id text NOT NULL,
+    payload bytea NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (session, chat_jid, message_id)
+);
+CREATE INDEX wa_sent_messages_created ON wa_sent_messages (session, created_at);
+
+CREATE TABLE wa_pending_inbound (
+    session text NOT NULL,
+    chat text NOT NULL,
+    sender text NOT NULL,
+    id text NOT NULL,
+    message bytea NOT NULL,
+    inserted_at bigint NOT NULL,
+    PRIMARY KEY (session, chat, sender, id)
+);
+CREATE INDEX wa_pending_inbound_inserted ON wa_pending_inbound (session, inserted_at);
+
+CREATE TABLE wa_msg_secrets (
+    session text NOT NULL,
+    chat text NOT NULL,
+    sender text NOT NULL,
+    msg_id text NOT NULL,
+    secret bytea NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    message_ts bigint NOT NULL,
+    PRIMARY KEY (session, chat, sender, msg_id)
+);
+CREATE INDEX wa_msg_secrets_expires ON wa_msg_secrets (session, expires_at);
+"#;
+
+/// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from
+/// many hosts at once; an error if the database is at a newer version.
+pub async fn migrate(pool: &Pool) -> anyhow::Result<()> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS wabridge_schema_version (
+            version integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM wabridge_schema_version",
+            &[],
+        )
+        .await?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        anyhow::bail!(
+            "the database's schema is at version {current}, newer than this wabridge knows \
+             ({SCHEMA_VERSION}): a newer wabridge migrated it; run that version"
+        );
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i32 + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| anyhow::anyhow!("schema migration {version} failed: {e}"))?;
+        tx.execute(
+            "INSERT INTO wabridge_schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
