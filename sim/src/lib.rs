@@ -13,6 +13,7 @@ pub mod fake_backend;
 pub mod log_capture;
 pub mod netns;
 pub mod pairing;
+pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod screen;

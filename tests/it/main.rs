@@ -16,6 +16,7 @@ mod engine_webhooks;
 mod import_fixture;
 mod import_safety;
 mod outbox_model;
+mod pg_store;
 mod product_binary;
 mod store_errors;
 mod supervisor;

@@ -1,0 +1,579 @@
+//! The PostgreSQL store (`pg_store`), against a real server each test
+//! starts (`wabridge_sim::postgres`): a paired session's state survives the
+//! trip through the database and still decrypts, sessions sharing the schema
+//! see only their own rows, a write by a host whose lease moved is refused,
+//! and migrations may run from many hosts at once.
+
+use crate::support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use support::baileys::{copy_auth, fixture_json, import};
+use wabridge::engine::whatsapp::pg_store::{self, PgStore, SCHEMA_VERSION, take_lease};
+use wabridge::import::Outcome;
+use wabridge::paths::DataDir;
+use wabridge_sim::postgres::TestPostgres;
+use wacore::libsignal::protocol::{
+    CiphertextMessage, PreKeySignalMessage, ProtocolAddress, SenderKeyName, SignalMessage,
+    UsePQRatchet, group_decrypt, message_decrypt, message_encrypt,
+};
+use wacore::store::traits::{
+    AppSyncStore, DeviceStore, LidPnMappingEntry, ProtocolStore, SignalStore, TcTokenEntry,
+};
+use whatsapp_rust::bytes::Bytes;
+use whatsapp_rust::prelude::SqliteStore;
+use whatsapp_rust::store::persistence_manager::PersistenceManager;
+use whatsapp_rust::store::signal_adapter::SignalProtocolStoreAdapter;
+use whatsapp_rust::store::signal_cache::SignalStoreCache;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A server with the schema migrated, and a pool on it.
+async fn database() -> (TestPostgres, Pool) {
+    let server = tokio::task::spawn_blocking(TestPostgres::start)
+        .await
+        .unwrap();
+    let pool = pg_store::pool_from_url(&server.url()).unwrap();
+    pg_store::migrate(&pool).await.unwrap();
+    (server, pool)
+}
+
+/// `session`'s store for `owner`, who takes its lease.
+async fn leased(pool: &Pool, session: &str, owner: &str) -> PgStore {
+    let fence = take_lease(pool, session, owner, LEASE)
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    PgStore::open(pool.clone(), session, fence)
+}
+
+fn b64(value: &Value) -> Vec<u8> {
+    STANDARD.decode(value.as_str().unwrap()).unwrap()
+}
+
+/// The Baileys fixture imported as session "shop" into the library's own
+/// SQLite store (the importer's path); returns that file.
+async fn imported(tmp: &tempfile::TempDir) -> std::path::PathBuf {
+    let old = tmp.path().join("old/shop");
+    copy_auth(&old);
+    let data = DataDir::new(tmp.path().join("data"));
+    let report = import(&data, &old, false).await;
+    assert_eq!(report.sessions[0].outcome, Outcome::Imported, "{report}");
+    tmp.path().join("data/sessions/shop/whatsapp.db")
+}
+
+/// Every row of the SQLite store, written into `to` through the trait's
+/// (batch) methods.
+async fn copy_sqlite_into(path: &std::path::Path, to: &PgStore) {
+    let from = SqliteStore::new(path.to_str().unwrap()).await.unwrap();
+    to.save(&from.load().await.unwrap().expect("a device"))
+        .await
+        .unwrap();
+    let db = rusqlite::Connection::open(path).unwrap();
+    let rows = |sql: &str| -> Vec<(String, Vec<u8>)> {
+        let mut statement = db.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let arcs = |rows: Vec<(String, Vec<u8>)>| -> Vec<(Arc<str>, Bytes)> {
+        rows.into_iter()
+            .map(|(a, r)| (Arc::from(a), Bytes::from(r)))
+            .collect()
+    };
+    let sessions = arcs(rows("SELECT address, record FROM sessions"));
+    assert!(!sessions.is_empty());
+    to.put_sessions_batch(&sessions).await.unwrap();
+    let identities: Vec<(Arc<str>, [u8; 32])> = rows("SELECT address, key FROM identities")
+        .into_iter()
+        .map(|(a, k)| (Arc::from(a), k.try_into().unwrap()))
+        .collect();
+    to.put_identities_batch(&identities).await.unwrap();
+    to.put_sender_keys_batch(&arcs(rows("SELECT address, record FROM sender_keys")))
+        .await
+        .unwrap();
+    for uploaded in [true, false] {
+        let keys: Vec<(u32, Bytes)> = rows(&format!(
+            "SELECT CAST(id AS TEXT), key FROM prekeys WHERE uploaded = {}",
+            uploaded as u8
+        ))
+        .into_iter()
+        .map(|(id, key)| (id.parse().unwrap(), Bytes::from(key)))
+        .collect();
+        to.store_prekeys_batch(&keys, uploaded).await.unwrap();
+    }
+    for (id, record) in rows("SELECT CAST(id AS TEXT), record FROM signed_prekeys") {
+        to.store_signed_prekey(id.parse().unwrap(), &record)
+            .await
+            .unwrap();
+    }
+    to.put_lid_mappings(&from.get_all_lid_mappings().await.unwrap())
+        .await
+        .unwrap();
+    for (_, key_id) in rows("SELECT '', key_id FROM app_state_keys") {
+        let key = from.get_sync_key(&key_id).await.unwrap().unwrap();
+        to.set_sync_key(&key_id, key).await.unwrap();
+    }
+    for jid in from.get_all_tc_token_jids().await.unwrap() {
+        let token = from.get_tc_token(&jid).await.unwrap().unwrap();
+        to.put_tc_token(&jid, &token).await.unwrap();
+    }
+}
+
+/// whatsapp-rust's own Signal stores over a backend.
+async fn signal_stores(
+    backend: Arc<dyn wacore::store::traits::Backend>,
+) -> SignalProtocolStoreAdapter {
+    let manager = PersistenceManager::new(backend).await.unwrap();
+    SignalProtocolStoreAdapter::new(
+        manager.get_device_arc().await,
+        Arc::new(SignalStoreCache::new()),
+    )
+}
+
+/// The Signal address whatsapp-rust gives a peer JID (`u@lid` → `u@lid.0`).
+fn address_of(jid: &str) -> ProtocolAddress {
+    let (user, server) = jid.split_once('@').unwrap();
+    let server = if server == "s.whatsapp.net" {
+        "c.us"
+    } else {
+        server
+    };
+    ProtocolAddress::new(&format!("{user}@{server}"), 0.into())
+}
+
+/// The checks the import tests make on the SQLite store (`import_fixture`),
+/// made on a store read back from PostgreSQL over a fresh pool: the same
+/// linked device, its mappings, pre-keys and tokens, every held-back message
+/// decrypts, and what it encrypts the peers decrypt.
+#[tokio::test]
+async fn a_paired_session_survives_the_round_trip_through_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = imported(&tmp).await;
+    let (server, pool) = database().await;
+    let written = leased(&pool, "WA-shop-001", "host-a").await;
+    copy_sqlite_into(&sqlite, &written).await;
+    let fence = written.fence();
+    drop(written);
+    pool.close();
+
+    let pool = pg_store::pool_from_url(&server.url()).unwrap();
+    let store = PgStore::open(pool.clone(), "WA-shop-001", fence);
+
+    // The same linked device.
+    let device = store.load().await.unwrap().expect("a device row");
+    let want = fixture_json("expected.json");
+    let key = |pair: &wacore::libsignal::protocol::KeyPair| {
+        STANDARD.encode(pair.public_key.public_key_bytes())
+    };
+    assert_eq!(device.pn.unwrap().to_string(), want["pn"]);
+    assert_eq!(device.lid.unwrap().to_string(), want["lid"]);
+    assert_eq!(key(&device.noise_key), want["noisePub"]);
+    assert_eq!(key(&device.identity_key), want["identityPub"]);
+    assert_eq!(key(&device.signed_pre_key), want["signedPreKeyPub"]);
+    assert_eq!(device.signed_pre_key_id, want["signedPreKeyId"]);
+    assert_eq!(device.registration_id, want["registrationId"]);
+    assert_eq!(STANDARD.encode(device.adv_secret_key), want["advSecret"]);
+    let account = device.account.expect("the ADV identity");
+    assert_eq!(
+        STANDARD.encode(account.account_signature_key.as_ref().unwrap()),
+        want["accountSignatureKey"]
+    );
+    assert_eq!(device.push_name, want["pushName"]);
+    assert_eq!(device.next_pre_key_id, want["nextPreKeyId"]);
+    assert_eq!(
+        device.first_unupload_pre_key_id,
+        want["firstUnuploadedPreKeyId"]
+    );
+    assert!(device.server_has_prekeys);
+    // Not serialized: filled on load as the SQLite store fills them.
+    assert_eq!(
+        *device.device_props,
+        *wacore::store::device::DEVICE_PROPS,
+        "device props"
+    );
+    let key_id = b64(&want["appStateKeyId"]);
+    let sync_key = store.get_sync_key(&key_id).await.unwrap();
+    assert!(sync_key.is_some_and(|k| k.key_data.len() == 32));
+    assert_eq!(store.get_latest_sync_key_id().await.unwrap(), Some(key_id));
+
+    // Mappings, pre-keys, tokens, identities.
+    let alice = store.get_lid_mapping("260477250707536").await.unwrap();
+    assert_eq!(alice.unwrap().phone_number, "919075167132");
+    let own = store.get_pn_mapping("15550001111").await.unwrap();
+    assert_eq!(own.unwrap().lid, "100000000000001");
+    for id in 5..=30 {
+        assert!(
+            store.load_prekey(id).await.unwrap().is_some(),
+            "pre-key {id}"
+        );
+    }
+    assert!(store.load_prekey(4).await.unwrap().is_none());
+    assert_eq!(store.get_max_prekey_id().await.unwrap(), 30);
+    let alice_token = store.get_tc_token("260477250707536").await.unwrap();
+    assert_eq!(alice_token.unwrap().token, b"alice-tc-token");
+    let carol = store.load_identity("88888888888888:3@lid.0").await.unwrap();
+    assert!(carol.is_some());
+
+    // Every message peers sent after the folder was saved decrypts.
+    let mut stores = signal_stores(Arc::new(store.clone())).await;
+    let vectors = fixture_json("vectors.json");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+    for vector in vectors.as_array().unwrap() {
+        let note = vector["note"].as_str().unwrap();
+        let ciphertext = b64(&vector["ciphertext"]);
+        let sender = address_of(vector["jid"].as_str().unwrap());
+        let plaintext = match vector["type"].as_str().unwrap() {
+            "skmsg" => {
+                let name = SenderKeyName::new(
+                    vector["group"].as_str().unwrap().to_string(),
+                    sender.as_str().to_string(),
+                );
+                group_decrypt(&ciphertext, &mut stores.sender_key_store, &name)
+                    .await
+                    .unwrap_or_else(|e| panic!("{note}: {e}"))
+            }
+            kind => {
+                let message = match kind {
+                    "pkmsg" => CiphertextMessage::PreKeySignalMessage(
+                        PreKeySignalMessage::try_from(&ciphertext[..]).unwrap(),
+                    ),
+                    _ => CiphertextMessage::SignalMessage(
+                        SignalMessage::try_from(&ciphertext[..]).unwrap(),
+                    ),
+                };
+                message_decrypt(
+                    &message,
+                    &sender,
+                    &mut stores.session_store,
+                    &mut stores.identity_store,
+                    &mut stores.pre_key_store,
+                    &stores.signed_pre_key_store,
+                    &mut rng,
+                    UsePQRatchet::No,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{note}: {e}"))
+                .plaintext
+                .to_vec()
+            }
+        };
+        assert_eq!(plaintext, b64(&vector["plaintext"]), "{note}");
+    }
+
+    // What we encrypt on the restored sessions, the peers decrypt.
+    let mut ours = signal_stores(Arc::new(store.clone())).await;
+    let peers = fixture_json("peers.json");
+    let me = peers["meAddr"].as_str().unwrap();
+    for (peer, address) in [
+        ("alice", "260477250707536@lid"),
+        ("bob", "447700900123@c.us"),
+        ("carol", "88888888888888:3@lid"),
+        ("dave", "12025550143@c.us"),
+    ] {
+        let to = ProtocolAddress::new(address, 0.into());
+        let text = format!("to {peer} from the restored device");
+        let sealed = message_encrypt(
+            text.as_bytes(),
+            &to,
+            &mut ours.session_store,
+            &mut ours.identity_store,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("encrypt to {peer}: {e}"));
+        let peer_db = tmp.path().join(format!("{peer}.db"));
+        drop(peer_store(&peer_db, &peers[peer], me).await);
+        let backend = SqliteStore::new(peer_db.to_str().unwrap()).await.unwrap();
+        let mut theirs = signal_stores(Arc::new(backend)).await;
+        let our_address = ProtocolAddress::new("100000000000001:7@lid", 0.into());
+        let opened = message_decrypt(
+            &sealed,
+            &our_address,
+            &mut theirs.session_store,
+            &mut theirs.identity_store,
+            &mut theirs.pre_key_store,
+            &theirs.signed_pre_key_store,
+            &mut rng,
+            UsePQRatchet::No,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{peer} decrypts: {e}"));
+        assert_eq!(opened.plaintext.to_vec(), text.into_bytes(), "{peer}");
+    }
+}
+
+/// A store holding a peer's own libsignal-node state, as their device.
+async fn peer_store(path: &std::path::Path, state: &Value, me: &str) -> SqliteStore {
+    let store = SqliteStore::new(path.to_str().unwrap()).await.unwrap();
+    store.create().await.unwrap();
+    let mut device = store.load().await.unwrap().unwrap();
+    let public = b64(&state["identity"]["pubKey"]);
+    let private = b64(&state["identity"]["privKey"]);
+    let private = wacore::libsignal::protocol::PrivateKey::deserialize(&private).unwrap();
+    device.identity_key = wacore::libsignal::protocol::KeyPair::new(
+        wacore::libsignal::protocol::PublicKey::deserialize(&public).unwrap(),
+        private,
+    );
+    let registration_id = state["regId"].as_u64().unwrap() as u32;
+    device.registration_id = registration_id;
+    store.save(&device).await.unwrap();
+    let record = wabridge::import::libsignal_session_record(
+        &state["sessions"][me],
+        public[1..].try_into().unwrap(),
+        registration_id,
+    )
+    .unwrap();
+    store
+        .put_session("100000000000001:7@lid.0", &record)
+        .await
+        .unwrap();
+    store
+}
+
+fn mapping(lid: &str, phone: &str) -> LidPnMappingEntry {
+    LidPnMappingEntry {
+        lid: lid.into(),
+        phone_number: phone.into(),
+        created_at: 1_764_000_000,
+        updated_at: 1_764_000_000,
+        learning_source: "usync".into(),
+    }
+}
+
+/// Two sessions write the same keys with different values: each reads back
+/// its own, a third sees nothing, and a delete in one leaves the other.
+#[tokio::test]
+async fn sessions_sharing_the_schema_see_only_their_own_rows() {
+    let (_server, pool) = database().await;
+    let one = leased(&pool, "WA-shop-001", "host-a").await;
+    let two = leased(&pool, "WA-shop-002", "host-a").await;
+    let empty = leased(&pool, "WA-shop-003", "host-a").await;
+    let address = "5511987650001@c.us.0";
+    for (store, byte, phone) in [(&one, 1u8, "5511987650001"), (&two, 2u8, "5511987650002")] {
+        store.put_identity(address, [byte; 32]).await.unwrap();
+        store.put_session(address, &[byte; 40]).await.unwrap();
+        store
+            .put_sender_key("group@g.us::x", &[byte; 8])
+            .await
+            .unwrap();
+        store
+            .store_prekeys_batch(&[(7, Bytes::from(vec![byte; 16]))], false)
+            .await
+            .unwrap();
+        store
+            .put_lid_mappings(&[mapping("100000012345678", phone)])
+            .await
+            .unwrap();
+        store
+            .put_tc_token(
+                "100000012345678",
+                &TcTokenEntry {
+                    token: vec![byte],
+                    token_timestamp: 1,
+                    sender_timestamp: None,
+                },
+            )
+            .await
+            .unwrap();
+        let mut device = wacore::store::Device::new();
+        device.push_name = format!("shop {byte}");
+        store.save(&device).await.unwrap();
+    }
+    for (store, byte, phone) in [(&one, 1u8, "5511987650001"), (&two, 2u8, "5511987650002")] {
+        let who = store.session();
+        assert_eq!(
+            store.load_identity(address).await.unwrap(),
+            Some([byte; 32]),
+            "{who}"
+        );
+        assert_eq!(
+            store.get_session(address).await.unwrap().unwrap()[..],
+            [byte; 40],
+            "{who}"
+        );
+        assert_eq!(
+            store.get_sender_key("group@g.us::x").await.unwrap(),
+            Some(vec![byte; 8])
+        );
+        assert_eq!(
+            store.load_prekey(7).await.unwrap().unwrap()[..],
+            [byte; 16],
+            "{who}"
+        );
+        let mappings = store.get_all_lid_mappings().await.unwrap();
+        assert_eq!(mappings.len(), 1, "{who}");
+        assert_eq!(mappings[0].phone_number, phone, "{who}");
+        assert!(
+            store.get_pn_mapping(phone).await.unwrap().is_some(),
+            "{who}"
+        );
+        let token = store
+            .get_tc_token("100000012345678")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(token.token, vec![byte], "{who}");
+        assert_eq!(
+            store.load().await.unwrap().unwrap().push_name,
+            format!("shop {byte}")
+        );
+    }
+    assert!(one.get_pn_mapping("5511987650002").await.unwrap().is_none());
+    assert!(empty.load_identity(address).await.unwrap().is_none());
+    assert!(empty.get_session(address).await.unwrap().is_none());
+    assert!(empty.get_all_lid_mappings().await.unwrap().is_empty());
+    assert!(empty.get_all_tc_token_jids().await.unwrap().is_empty());
+    assert_eq!(empty.get_max_prekey_id().await.unwrap(), 0);
+    assert!(!empty.exists().await.unwrap());
+    assert!(
+        !empty
+            .has_signal_state_for_user("5511987650001")
+            .await
+            .unwrap()
+    );
+    assert!(
+        one.has_signal_state_for_user("5511987650001")
+            .await
+            .unwrap()
+    );
+
+    one.delete_session(address).await.unwrap();
+    one.delete_identity(address).await.unwrap();
+    assert!(one.get_session(address).await.unwrap().is_none());
+    assert!(two.get_session(address).await.unwrap().is_some());
+    assert!(two.load_identity(address).await.unwrap().is_some());
+}
+
+/// After another host took the lease over, a write through the old store is
+/// refused as fenced and changes nothing; reads still work, and the new
+/// holder writes.
+#[tokio::test]
+async fn a_write_after_a_takeover_is_fenced_and_changes_nothing() {
+    let (_server, pool) = database().await;
+    let session = "WA-shop-001";
+    // Host A's lease lapses at once, so host B may take it over.
+    let fence_a = take_lease(&pool, session, "host-a", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let old = PgStore::open(pool.clone(), session, fence_a);
+    old.put_session("peer@c.us.0", b"before").await.unwrap();
+
+    let fence_b = take_lease(&pool, session, "host-b", LEASE)
+        .await
+        .unwrap()
+        .expect("an expired lease is taken over");
+    assert!(fence_b > fence_a);
+    assert_eq!(
+        take_lease(&pool, session, "host-c", LEASE).await.unwrap(),
+        None,
+        "a held lease is not taken"
+    );
+
+    let refused = old.put_session("peer@c.us.0", b"after").await.unwrap_err();
+    assert!(pg_store::is_fenced(&refused), "{refused:?}");
+    let chain = error_chain(&refused);
+    assert!(chain.contains("fenced"), "{chain}");
+    assert!(old.put_identity("peer@c.us.0", [9; 32]).await.is_err());
+    assert!(old.save(&wacore::store::Device::new()).await.is_err());
+    assert!(old.take_sent_message("c", "m").await.is_err());
+
+    assert_eq!(
+        old.get_session("peer@c.us.0").await.unwrap().unwrap()[..],
+        b"before"[..],
+        "the row is unchanged and reads still work"
+    );
+    assert!(old.load_identity("peer@c.us.0").await.unwrap().is_none());
+
+    let new = PgStore::open(pool.clone(), session, fence_b);
+    new.put_session("peer@c.us.0", b"new holder").await.unwrap();
+    assert_eq!(
+        old.get_session("peer@c.us.0").await.unwrap().unwrap()[..],
+        b"new holder"[..]
+    );
+}
+
+/// A takeover waits for a write the old holder has in flight (the lease row
+/// is held `FOR SHARE` until that write commits).
+#[tokio::test]
+async fn a_takeover_waits_for_the_write_in_flight() {
+    let (_server, pool) = database().await;
+    let session = "WA-shop-001";
+    take_lease(&pool, session, "host-a", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut writer = pool.get().await.unwrap();
+    let tx = writer.transaction().await.unwrap();
+    tx.query_one(
+        "SELECT fence FROM session_leases WHERE session = $1 FOR SHARE",
+        &[&session],
+    )
+    .await
+    .unwrap();
+    let takeover = tokio::spawn({
+        let pool = pool.clone();
+        async move { take_lease(&pool, session, "host-b", LEASE).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!takeover.is_finished(), "the takeover waited for the write");
+    tx.commit().await.unwrap();
+    let fence = tokio::time::timeout(Duration::from_secs(10), takeover)
+        .await
+        .expect("the takeover goes on once the write committed")
+        .unwrap();
+    assert_eq!(fence, Some(2));
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut layer = error.source();
+    while let Some(inner) = layer {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        layer = inner.source();
+    }
+    text
+}
+
+/// Hosts starting at once both migrate a fresh database (the advisory lock
+/// serializes them, each version is applied once); migrating again changes
+/// nothing; a database a newer wabridge migrated is refused.
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_run_at_once() {
+    let server = tokio::task::spawn_blocking(TestPostgres::start)
+        .await
+        .unwrap();
+    let first = pg_store::pool_from_url(&server.url()).unwrap();
+    let second = pg_store::pool_from_url(&server.url()).unwrap();
+    let (a, b) = tokio::join!(pg_store::migrate(&first), pg_store::migrate(&second));
+    a.unwrap();
+    b.unwrap();
+    pg_store::migrate(&first).await.unwrap();
+    let conn = first.get().await.unwrap();
+    let row = conn
+        .query_one(
+            "SELECT count(*)::int, max(version) FROM wabridge_schema_version",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), SCHEMA_VERSION, "each version once");
+    assert_eq!(row.get::<_, i32>(1), SCHEMA_VERSION);
+
+    conn.execute(
+        "INSERT INTO wabridge_schema_version (version) VALUES ($1)",
+        &[&(SCHEMA_VERSION + 1)],
+    )
+    .await
+    .unwrap();
+    let refused = pg_store::migrate(&second).await.unwrap_err().to_string();
+    assert!(refused.contains("newer"), "{refused}");
+}
