@@ -23,7 +23,8 @@ use wacore::libsignal::protocol::{
     UsePQRatchet, group_decrypt, message_decrypt, message_encrypt,
 };
 use wacore::store::traits::{
-    AppSyncStore, DeviceStore, LidPnMappingEntry, ProtocolStore, SignalStore, TcTokenEntry,
+    AppStateSyncKey, AppSyncStore, DeviceStore, LidPnMappingEntry, ProtocolStore, SignalStore,
+    TcTokenEntry,
 };
 use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::prelude::SqliteStore;
@@ -576,4 +577,446 @@ async fn migrations_are_idempotent_and_safe_to_run_at_once() {
     .unwrap();
     let refused = pg_store::migrate(&second).await.unwrap_err().to_string();
     assert!(refused.contains("newer"), "{refused}");
+}
+
+/// One script of calls covering every method, run on the library's own
+/// SQLite store and on ours: the answers must be the same (batches with
+/// duplicate keys, merges, newer-wins tokens, takes, expiry sweeps).
+#[tokio::test]
+async fn every_method_answers_as_the_librarys_sqlite_store_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::new(tmp.path().join("ref.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let (_server, pool) = database().await;
+    let ours = leased(&pool, "WA-shop-001", "host-a").await;
+    let want = script(&sqlite).await;
+    let got = script(&ours).await;
+    for (n, (want, got)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(got, want, "answer {n}");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+async fn script(store: &dyn wacore::store::traits::Backend) -> Vec<String> {
+    use wacore::appstate::processor::AppStateMutationMAC;
+    use wacore::store::traits::{
+        DeviceInfo, DeviceListRecord, MsgSecretEntry, PendingInboundKey, PendingInboundRow,
+    };
+    let mut out: Vec<String> = Vec::new();
+    macro_rules! note {
+        ($e:expr) => {
+            out.push(format!("{} = {:?}", stringify!($e), $e))
+        };
+    }
+    fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+        v.sort();
+        v
+    }
+    let arc = |s: &str| -> Arc<str> { Arc::from(s) };
+    let bytes = |b: &[u8]| Bytes::from(b.to_vec());
+
+    // Device.
+    note!(store.exists().await.unwrap());
+    note!(store.create().await.unwrap());
+    note!(store.exists().await.unwrap());
+    let mut device = store.load().await.unwrap().unwrap();
+    device.push_name = "Shop".into();
+    device.pn = Some("15550001111@s.whatsapp.net".parse().unwrap());
+    device.lid = Some("100000000000001@lid".parse().unwrap());
+    device.next_pre_key_id = 31;
+    device.edge_routing_info = Some(vec![1, 2, 3]);
+    store.save(&device).await.unwrap();
+    let loaded = store.load().await.unwrap().unwrap();
+    note!(serde_json::to_value(&loaded).unwrap() == serde_json::to_value(&device).unwrap());
+    note!(*loaded.device_props == *wacore::store::device::DEVICE_PROPS);
+    note!(store.create().await.is_err());
+
+    // Identities and sessions, batches with a repeated key.
+    let a = "111@c.us.0";
+    let b = "111:2@c.us.0";
+    store.put_identity(a, [1; 32]).await.unwrap();
+    store
+        .put_identities_batch(&[(arc(a), [2; 32]), (arc(b), [3; 32]), (arc(a), [4; 32])])
+        .await
+        .unwrap();
+    note!(store.load_identity(a).await.unwrap());
+    note!(store.load_identity(b).await.unwrap());
+    note!(store.has_signal_state_for_user("111").await.unwrap());
+    note!(store.has_signal_state_for_user("11").await.unwrap());
+    store.delete_identity(a).await.unwrap();
+    note!(store.load_identity(a).await.unwrap());
+    store
+        .put_sessions_batch(&[
+            (arc(a), bytes(b"s1")),
+            (arc(b), bytes(b"s2")),
+            (arc(a), bytes(b"s3")),
+        ])
+        .await
+        .unwrap();
+    note!(store.get_session(a).await.unwrap());
+    note!(store.has_session(b).await.unwrap());
+    store.put_session(b, b"s4").await.unwrap();
+    note!(store.get_session(b).await.unwrap());
+    store.delete_session(b).await.unwrap();
+    note!(store.has_session(b).await.unwrap());
+
+    // Pre-keys.
+    note!(store.get_max_prekey_id().await.unwrap());
+    store
+        .store_prekeys_batch(
+            &[(1, bytes(b"p1")), (2, bytes(b"p2")), (1, bytes(b"p1b"))],
+            false,
+        )
+        .await
+        .unwrap();
+    store.store_prekey(9, b"p9", true).await.unwrap();
+    note!(sorted(
+        store.load_prekeys_batch(&[1, 2, 3, 9]).await.unwrap()
+    ));
+    store.remove_prekey(2).await.unwrap();
+    store.mark_prekeys_uploaded(&[1, 2]).await.unwrap();
+    note!(store.load_prekey(2).await.unwrap());
+    note!(store.get_max_prekey_id().await.unwrap());
+    store.store_signed_prekey(2, b"sp2").await.unwrap();
+    store.store_signed_prekey(1, b"sp1").await.unwrap();
+    store.store_signed_prekey(1, b"sp1b").await.unwrap();
+    note!(sorted(store.load_all_signed_prekeys().await.unwrap()));
+    store.remove_signed_prekey(2).await.unwrap();
+    note!(store.load_signed_prekey(2).await.unwrap());
+    note!(sorted(store.load_all_signed_prekeys().await.unwrap()));
+
+    // Sender keys.
+    store
+        .put_sender_keys_batch(&[(arc("g::x"), bytes(b"k1")), (arc("g::x"), bytes(b"k2"))])
+        .await
+        .unwrap();
+    note!(store.get_sender_key("g::x").await.unwrap());
+    store.put_sender_key("g::y", b"k3").await.unwrap();
+    store.delete_sender_key("g::x").await.unwrap();
+    note!(store.get_sender_key("g::x").await.unwrap());
+    note!(store.get_sender_key("g::y").await.unwrap());
+
+    // App state.
+    let key = |n: u8| AppStateSyncKey {
+        key_data: vec![n; 32],
+        fingerprint: vec![n; 4],
+        timestamp: n as i64,
+    };
+    note!(store.get_latest_sync_key_id().await.unwrap());
+    store.set_sync_key(&[0, 2], key(2)).await.unwrap();
+    store.set_sync_key(&[0, 1], key(1)).await.unwrap();
+    note!(store.get_latest_sync_key_id().await.unwrap());
+    note!(store.get_sync_key(&[0, 1]).await.unwrap());
+    note!(store.get_sync_key(&[0, 3]).await.unwrap());
+    let empty = store.get_version("regular").await.unwrap();
+    note!((empty.version, empty.index_value_map.len()));
+    let mut state = empty.clone();
+    state.version = 7;
+    state.hash = [5; 128];
+    state.index_value_map.insert("i".into(), vec![1, 2]);
+    store.set_version("regular", state).await.unwrap();
+    let back = store.get_version("regular").await.unwrap();
+    note!((
+        back.version,
+        back.hash,
+        sorted(back.index_value_map.into_iter().collect())
+    ));
+    let mac = |i: u8, v: u8| AppStateMutationMAC {
+        index_mac: vec![i; 32],
+        value_mac: vec![v; 32],
+    };
+    store
+        .put_mutation_macs("regular", 7, &[mac(1, 1), mac(2, 2), mac(1, 3)])
+        .await
+        .unwrap();
+    note!(store.get_mutation_mac("regular", &[1; 32]).await.unwrap());
+    note!(sorted(
+        store
+            .get_mutation_macs("regular", &[[1; 32], [2; 32], [3; 32]])
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    ));
+    store
+        .delete_mutation_macs("regular", &[vec![1; 32]])
+        .await
+        .unwrap();
+    note!(store.get_mutation_mac("regular", &[1; 32]).await.unwrap());
+    store
+        .put_mutation_macs("other", 1, &[mac(2, 9)])
+        .await
+        .unwrap();
+    store.clear_mutation_macs("regular").await.unwrap();
+    note!(store.get_mutation_mac("regular", &[2; 32]).await.unwrap());
+    note!(store.get_mutation_mac("other", &[2; 32]).await.unwrap());
+
+    // Sender-key distribution per device.
+    store
+        .set_sender_key_status("g1", &[("d1", true), ("d2", false), ("d1", false)])
+        .await
+        .unwrap();
+    store
+        .set_sender_key_status("g2", &[("d2", true)])
+        .await
+        .unwrap();
+    note!(sorted(store.get_sender_key_devices("g1").await.unwrap()));
+    store.delete_sender_key_device_rows(&["d2"]).await.unwrap();
+    note!(sorted(store.get_sender_key_devices("g1").await.unwrap()));
+    note!(sorted(store.get_sender_key_devices("g2").await.unwrap()));
+    store.clear_sender_key_devices("g1").await.unwrap();
+    note!(store.get_sender_key_devices("g1").await.unwrap());
+    store
+        .set_sender_key_status("g3", &[("d3", true)])
+        .await
+        .unwrap();
+    store.clear_all_sender_key_devices().await.unwrap();
+    note!(store.get_sender_key_devices("g3").await.unwrap());
+
+    // LID mappings: an update keeps created_at; the newest LID for a number.
+    let lid = |lid: &str, pn: &str, created: i64, updated: i64| LidPnMappingEntry {
+        lid: lid.into(),
+        phone_number: pn.into(),
+        created_at: created,
+        updated_at: updated,
+        learning_source: format!("src{updated}"),
+    };
+    store
+        .put_lid_mapping(&lid("L1", "P1", 10, 10))
+        .await
+        .unwrap();
+    store
+        .put_lid_mappings(&[
+            lid("L1", "P1", 20, 20),
+            lid("L2", "P1", 15, 30),
+            lid("L2", "P1", 16, 25),
+        ])
+        .await
+        .unwrap();
+    let show = |e: Option<LidPnMappingEntry>| {
+        e.map(|e| {
+            (
+                e.lid,
+                e.phone_number,
+                e.created_at,
+                e.updated_at,
+                e.learning_source,
+            )
+        })
+    };
+    note!(show(store.get_lid_mapping("L1").await.unwrap()));
+    note!(show(store.get_lid_mapping("L2").await.unwrap()));
+    note!(show(store.get_pn_mapping("P1").await.unwrap()));
+    note!(show(store.get_pn_mapping("P9").await.unwrap()));
+    note!(store.get_all_lid_mappings().await.unwrap().len());
+
+    // Base keys.
+    store.save_base_key(a, "m1", b"base").await.unwrap();
+    note!(store.has_same_base_key(a, "m1", b"base").await.unwrap());
+    note!(store.has_same_base_key(a, "m1", b"other").await.unwrap());
+    store.delete_base_key(a, "m1").await.unwrap();
+    note!(store.has_same_base_key(a, "m1", b"base").await.unwrap());
+
+    // Device lists.
+    let list = |user: &str, ts: i64, raw: Option<u32>| DeviceListRecord {
+        user: user.into(),
+        devices: vec![
+            DeviceInfo::new(0, None),
+            DeviceInfo::new(3, Some(2)).with_hosting(true),
+        ],
+        timestamp: ts,
+        phash: Some(format!("h{ts}")),
+        raw_id: raw,
+    };
+    store
+        .update_device_lists(vec![
+            list("u1", 1, None),
+            list("u2", 2, Some(7)),
+            list("u1", 3, Some(8)),
+        ])
+        .await
+        .unwrap();
+    note!(store.get_devices("u1").await.unwrap());
+    store.update_device_list(list("u2", 4, None)).await.unwrap();
+    note!(store.get_devices("u2").await.unwrap());
+    store.delete_devices("u1").await.unwrap();
+    note!(store.get_devices("u1").await.unwrap());
+
+    // Group metadata.
+    store.put_group_metadata("g@g.us", b"info1").await.unwrap();
+    store.put_group_metadata("g@g.us", b"info2").await.unwrap();
+    note!(store.get_group_metadata("g@g.us").await.unwrap());
+    store.delete_group_metadata("g@g.us").await.unwrap();
+    note!(store.get_group_metadata("g@g.us").await.unwrap());
+
+    // Trusted-contact tokens.
+    let token = |t: &[u8], ts: i64, sender: Option<i64>| TcTokenEntry {
+        token: t.to_vec(),
+        token_timestamp: ts,
+        sender_timestamp: sender,
+    };
+    let show_token =
+        |e: Option<TcTokenEntry>| e.map(|e| (e.token, e.token_timestamp, e.sender_timestamp));
+    store
+        .put_tc_token("t1", &token(b"a", 100, None))
+        .await
+        .unwrap();
+    store
+        .touch_tc_token_sender_timestamp("t1", 50)
+        .await
+        .unwrap();
+    store
+        .touch_tc_token_sender_timestamp("t1", 40)
+        .await
+        .unwrap();
+    note!(show_token(store.get_tc_token("t1").await.unwrap()));
+    store
+        .store_received_tc_token("t1", b"older", 90)
+        .await
+        .unwrap();
+    note!(show_token(store.get_tc_token("t1").await.unwrap()));
+    store
+        .store_received_tc_token("t1", b"newer", 110)
+        .await
+        .unwrap();
+    note!(show_token(store.get_tc_token("t1").await.unwrap()));
+    store
+        .touch_tc_token_sender_timestamp("t2", 60)
+        .await
+        .unwrap();
+    note!(show_token(store.get_tc_token("t2").await.unwrap()));
+    store
+        .store_received_tc_token("t2", b"real", 10)
+        .await
+        .unwrap();
+    note!(show_token(store.get_tc_token("t2").await.unwrap()));
+    store
+        .store_received_tc_token("t3", b"fresh", 5)
+        .await
+        .unwrap();
+    note!(show_token(store.get_tc_token("t3").await.unwrap()));
+    store
+        .put_tc_token("t4", &token(b"", 1, None))
+        .await
+        .unwrap();
+    store
+        .put_tc_token("t5", &token(b"x", 1, Some(1000)))
+        .await
+        .unwrap();
+    note!(sorted(store.get_all_tc_token_jids().await.unwrap()));
+    note!(store.delete_expired_tc_tokens(50, 55).await.unwrap());
+    note!(sorted(store.get_all_tc_token_jids().await.unwrap()));
+    store.delete_tc_token("t1").await.unwrap();
+    note!(show_token(store.get_tc_token("t1").await.unwrap()));
+
+    // Sent messages: a take is a take.
+    store.store_sent_message("c", "m1", b"one").await.unwrap();
+    store
+        .store_sent_message("c", "m1", b"one again")
+        .await
+        .unwrap();
+    store.store_sent_message("c", "m2", b"two").await.unwrap();
+    note!(store.take_sent_message("c", "m1").await.unwrap());
+    note!(store.take_sent_message("c", "m1").await.unwrap());
+    let now = wacore::time::now_secs();
+    note!(
+        store
+            .delete_expired_sent_messages(now - 3600)
+            .await
+            .unwrap()
+    );
+    note!(store.delete_expired_sent_messages(now + 10).await.unwrap());
+    note!(store.take_sent_message("c", "m2").await.unwrap());
+
+    // Pending inbound.
+    let row = |id: &'static str, message: &'static [u8]| PendingInboundRow {
+        chat: "c",
+        sender: "s",
+        id,
+        message,
+    };
+    store
+        .store_pending_inbound_batch(&[row("i1", b"x"), row("i2", b"y"), row("i1", b"z")])
+        .await
+        .unwrap();
+    store
+        .store_pending_inbound("c", "s", "i3", b"w")
+        .await
+        .unwrap();
+    note!(store.get_pending_inbound("c", "s", "i1").await.unwrap());
+    note!(store.get_pending_inbound("c", "other", "i1").await.unwrap());
+    store
+        .delete_pending_inbound_batch(&[PendingInboundKey {
+            chat: "c",
+            sender: "s",
+            id: "i1",
+        }])
+        .await
+        .unwrap();
+    store.delete_pending_inbound("c", "s", "i2").await.unwrap();
+    note!(store.get_pending_inbound("c", "s", "i1").await.unwrap());
+    note!(
+        store
+            .delete_expired_pending_inbound(now - 3600)
+            .await
+            .unwrap()
+    );
+    note!(
+        store
+            .delete_expired_pending_inbound(now + 10)
+            .await
+            .unwrap()
+    );
+    note!(store.get_pending_inbound("c", "s", "i3").await.unwrap());
+
+    // Message secrets: the later deadline (0 = never) and the known parent
+    // time win.
+    let secret = |id: &str, n: u8, expires: i64, ts: i64| {
+        let jid = |s: &str| s.parse::<wacore_binary::Jid>().unwrap();
+        MsgSecretEntry::new(
+            &jid("1@s.whatsapp.net"),
+            &jid("2@s.whatsapp.net"),
+            id,
+            [n; 32],
+            expires,
+            ts,
+        )
+    };
+    note!(
+        store
+            .put_msg_secrets(vec![
+                secret("a", 1, 100, 0),
+                secret("b", 2, 100, 7),
+                secret("a", 3, 0, 5)
+            ])
+            .await
+            .unwrap()
+    );
+    note!(
+        store
+            .put_msg_secrets(vec![secret("b", 4, 200, 0), secret("c", 5, 120, 0)])
+            .await
+            .unwrap()
+    );
+    let get =
+        |id: &'static str| store.get_msg_secret_with_ts("1@s.whatsapp.net", "2@s.whatsapp.net", id);
+    note!(get("a").await.unwrap());
+    note!(get("b").await.unwrap());
+    note!(store.delete_expired_msg_secrets(150).await.unwrap());
+    note!(get("c").await.unwrap());
+    note!(get("a").await.unwrap().is_some());
+    note!(store.delete_expired_msg_secrets(250).await.unwrap());
+    note!(get("b").await.unwrap());
+    store
+        .put_msg_secret("1@s.whatsapp.net", "2@s.whatsapp.net", "d", &[6; 32])
+        .await
+        .unwrap();
+    note!(
+        store
+            .get_msg_secret("1@s.whatsapp.net", "2@s.whatsapp.net", "d")
+            .await
+            .unwrap()
+    );
+    out
 }
