@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use support::baileys::{copy_auth, fixture_json, import};
-use wabridge::engine::whatsapp::pg_store::{self, PgStore, SCHEMA_VERSION, take_lease};
+use wabridge::engine::whatsapp::pg_store::{self, PgStore, Pool, SCHEMA_VERSION, take_lease};
 use wabridge::import::Outcome;
 use wabridge::paths::DataDir;
 use wabridge_sim::postgres::TestPostgres;

@@ -16,4 +16,5 @@ mod lifecycle;
 mod messages;
 mod network;
 mod pair_code;
+mod pg_store;
 mod tmux;

@@ -10,6 +10,7 @@ mod content;
 mod group_info;
 mod inbound;
 mod keepalive;
+mod pg_backend;
 pub mod pg_store;
 mod query;
 mod send;
@@ -17,6 +18,7 @@ mod store_config;
 
 pub use cert_guard::certificate_chain_is_verified;
 pub use connect_errors::note as note_library_error;
+pub use pg_backend::{FenceSource, PgBackend};
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -24,6 +26,7 @@ use whatsapp_rust::bot::Bot;
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::prelude::{Client, Event, EventHandler, SqliteStore};
+use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust::types::events::{ConnectFailureReason, UndecryptableMessage};
 use whatsapp_rust::types::presence::ReceiptType;
 use whatsapp_rust_tokio_transport::TokioWebSocketTransportFactory;
@@ -121,6 +124,19 @@ impl WaBackend for WhatsAppBackend {
         let store = SqliteStore::with_config(path, store_config::session_store_config())
             .await
             .map_err(|e| store_error(error_chain(&e)))?;
+        self.open_over(Arc::new(store), options, events).await
+    }
+}
+
+impl WhatsAppBackend {
+    /// A client over `store`, whichever backend holds it (the session's
+    /// SQLite file, or the shared PostgreSQL schema: `PgBackend`).
+    async fn open_over(
+        &self,
+        store: Arc<dyn Backend>,
+        options: OpenOptions,
+        events: EventSink,
+    ) -> Result<WhatsAppClient, OpenError> {
         let hook = options.inbound.map(|sink| inbound::DurabilityHook {
             sink,
             groups: Arc::new(group_info::GroupCache::default()),
@@ -133,7 +149,7 @@ impl WaBackend for WhatsAppBackend {
         };
         let client_slot = forwarder.client.clone();
         let mut builder = Bot::builder()
-            .with_backend(store)
+            .with_backend_arc(store)
             .with_cache_config(client_caches::client_cache_config())
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&self.ws_url))
             .with_event_handler(forwarder);

@@ -32,9 +32,12 @@ mod signal;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Transaction};
 use whatsapp_rust::store::error::StoreError;
 
+/// The connection pool callers hand to [`PgStore::open`], [`migrate`] and
+/// [`take_lease`].
+pub use deadpool_postgres::Pool;
 pub use lease::take_lease;
 pub use schema::{SCHEMA_VERSION, migrate};
 

@@ -1,0 +1,57 @@
+//! The WhatsApp backend over the shared PostgreSQL store (`pg_store`)
+//! instead of each session's SQLite file: the same client, the same
+//! settings, another `Backend` under it.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use super::pg_store::PgStore;
+use super::{WhatsAppBackend, WhatsAppClient};
+use crate::engine::backend::{EventSink, OpenError, OpenOptions, WaBackend};
+use crate::paths::SessionId;
+use crate::session_files::SessionFiles;
+
+/// The fence counter of this host's lease on a session, `None` when it
+/// holds none (its store must not be opened then).
+pub type FenceSource = Arc<dyn Fn(&SessionId) -> Option<u64> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct PgBackend {
+    /// Connection settings, as for SQLite.
+    pub whatsapp: WhatsAppBackend,
+    /// Shared by every session of the process; the schema is migrated.
+    pub pool: Pool,
+    pub fences: FenceSource,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("whatsapp", &self.whatsapp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WaBackend for PgBackend {
+    type Client = WhatsAppClient;
+
+    async fn server_reachable(&self, within: std::time::Duration) -> bool {
+        self.whatsapp.server_reachable(within).await
+    }
+
+    async fn open(
+        &self,
+        files: &SessionFiles,
+        options: OpenOptions,
+        events: EventSink,
+    ) -> Result<WhatsAppClient, OpenError> {
+        let fence = (self.fences)(&files.id).ok_or_else(|| {
+            OpenError::Other(format!("this host holds no lease on session {}", files.id))
+        })?;
+        let store = PgStore::open(self.pool.clone(), files.id.as_str(), fence);
+        self.whatsapp
+            .open_over(Arc::new(store), options, events)
+            .await
+    }
+}
