@@ -1,0 +1,5 @@
+//! Several wabridge hosts sharing one PostgreSQL: every session served by
+//! exactly one host at a time (docs/cluster.md). Without `[cluster]` in the
+//! config nothing here runs.
+
+pub mod lease;
