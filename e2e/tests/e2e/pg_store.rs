@@ -1,6 +1,6 @@
 //! The real client on the PostgreSQL store (`PgBackend`) instead of the
 //! session's SQLite file: a session paired through the simulator receives
-//! encrypted messages, and after its host stopped, another host with a data
+//! and sends encrypted messages, and after its host stopped, another host with a data
 //! dir of its own takes the lease over and carries on with the same linked
 //! device (no QR) and the same Signal sessions, from the database alone.
 
@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use support::pairing::{backend, scan_first_qr};
 use support::receiver::Receiver;
-use support::sim::{self, Addressing, Person, Simulator};
+use support::sim::{self, Addressing, Person, SimEvent, Simulator};
 use tokio::sync::broadcast;
+use wabridge::engine::backend::Outgoing;
 use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::whatsapp::pg_store::{self, PgStore, take_lease};
 use wabridge::engine::whatsapp::{FenceSource, PgBackend};
@@ -56,6 +57,32 @@ async fn host(sim: &Simulator, pool: &pg_store::Pool, host: &str, data: &DataDir
         Engine::with_webhooks(backend, data.clone(), policy, Some(hooks)),
         fence,
     )
+}
+
+/// Sends `text` to Ben through `engine`; his phone decrypts it.
+async fn reply(sim: &Simulator, engine: &Engine, text: &str) {
+    let mut sim_events = sim.events();
+    let sent = engine
+        .send(
+            &id(SESSION),
+            Outgoing {
+                to: "447700900123@s.whatsapp.net".into(),
+                text: text.into(),
+                media: None,
+            },
+        )
+        .await
+        .unwrap();
+    let received = sim::wait_for(
+        &mut sim_events,
+        WAIT,
+        |e| matches!(e, SimEvent::MessageToPerson { id, .. } if *id == sent.id),
+    )
+    .await;
+    let SimEvent::MessageToPerson { to, text: got, .. } = received else {
+        unreachable!()
+    };
+    assert_eq!((to.as_str(), got.as_str()), ("447700900123", text));
 }
 
 async fn wait_connected(changes: &mut broadcast::Receiver<EngineEvent>) {
@@ -103,6 +130,9 @@ async fn a_session_on_postgres_pairs_receives_and_moves_to_another_host() {
     assert_eq!(got[0]["id"], first);
     assert_eq!(got[0]["text"], "order 42 please");
     assert_eq!(got[0]["from"], "919075167132");
+    let ben = Person::ben();
+    sim.add_person(&ben).await;
+    reply(&sim, &engine, "Your order ships today").await;
     engine.shutdown().await;
 
     // What the client wrote is in the database, under the session.
