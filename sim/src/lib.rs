@@ -2,7 +2,7 @@
 //! whatsapp-rust client connects to, and the helpers the integration tests,
 //! benchmarks and the simulator example share (a webhook receiver, pairing
 //! through the simulator, a scripted backend, QR readers, tmux, child
-//! processes).
+//! processes, a throwaway PostgreSQL server).
 //!
 //! Nothing here turns off a certificate check: a client that should accept
 //! the simulator's self-made chain is built in the `wabridge-e2e` package.

@@ -6,7 +6,68 @@ use whatsapp_rust::store::traits::{AppStateSyncKey, AppSyncStore};
 use whatsapp_rust::wacore::appstate::hash::HashState;
 use whatsapp_rust::wacore::appstate::processor::AppStateMutationMAC;
 
-use super::{PgStore, Result, last_per_key, serialization};
+use super::{PgStore, Result, last_per_key};
+
+/// A collection's state as stored: a format byte, the version, the
+/// mismatch flag, the 128-byte hash, then each index → value as
+/// length-prefixed bytes (big-endian lengths). JSON would spell every byte
+/// of a map that holds one entry per synced item as a decimal number.
+const STATE_FORMAT: u8 = 1;
+
+fn encode_state(state: &HashState) -> Vec<u8> {
+    let entries: usize = state
+        .index_value_map
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.len())
+        .sum();
+    let mut out = Vec::with_capacity(1 + 8 + 1 + 128 + 4 + entries);
+    out.push(STATE_FORMAT);
+    out.extend_from_slice(&state.version.to_be_bytes());
+    out.push(u8::from(state.mac_mismatch_fatal));
+    out.extend_from_slice(&state.hash);
+    out.extend_from_slice(&(state.index_value_map.len() as u32).to_be_bytes());
+    for (index, value) in &state.index_value_map {
+        out.extend_from_slice(&(index.len() as u32).to_be_bytes());
+        out.extend_from_slice(index.as_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+fn decode_state(bytes: &[u8]) -> std::result::Result<HashState, String> {
+    let mut rest = bytes;
+    let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+        if rest.len() < n {
+            return Err(format!("truncated at byte {}", bytes.len() - rest.len()));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let format = take(1)?[0];
+    if format != STATE_FORMAT {
+        return Err(format!("unknown format {format}"));
+    }
+    let mut state = HashState {
+        version: u64::from_be_bytes(take(8)?.try_into().unwrap()),
+        mac_mismatch_fatal: take(1)?[0] != 0,
+        ..HashState::default()
+    };
+    state.hash.copy_from_slice(take(128)?);
+    let count = u32::from_be_bytes(take(4)?.try_into().unwrap());
+    for _ in 0..count {
+        let len = u32::from_be_bytes(take(4)?.try_into().unwrap()) as usize;
+        let index = String::from_utf8(take(len)?.to_vec()).map_err(|e| e.to_string())?;
+        let len = u32::from_be_bytes(take(4)?.try_into().unwrap()) as usize;
+        let value = take(len)?.to_vec();
+        state.index_value_map.insert(index, value);
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes past the end", rest.len()));
+    }
+    Ok(state)
+}
 
 #[whatsapp_rust::async_trait]
 impl AppSyncStore for PgStore {
@@ -57,7 +118,7 @@ impl AppSyncStore for PgStore {
         let data: Vec<u8> = row.get(0);
         // As the SQLite store: a state that does not decode resets the
         // collection, which then re-syncs from version 0.
-        Ok(serde_json::from_slice(&data).unwrap_or_else(|e| {
+        Ok(decode_state(&data).unwrap_or_else(|e| {
             tracing::warn!(
                 collection = name,
                 "app-state version does not decode ({e}); re-syncing it"
@@ -67,7 +128,7 @@ impl AppSyncStore for PgStore {
     }
 
     async fn set_version(&self, name: &str, state: HashState) -> Result<()> {
-        let data = serde_json::to_vec(&state).map_err(serialization)?;
+        let data = encode_state(&state);
         self.write(
             "INSERT INTO wa_app_state_versions (session, name, state) VALUES ($1, $2, $3)
              ON CONFLICT (session, name) DO UPDATE SET state = excluded.state",
@@ -175,5 +236,34 @@ impl AppSyncStore for PgStore {
             )
             .await?;
         Ok(row.map(|row| row.get(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_reads_back_as_written_and_a_damaged_one_is_refused() {
+        let mut state = HashState {
+            version: 42,
+            mac_mismatch_fatal: true,
+            ..HashState::default()
+        };
+        state.hash = [7; 128];
+        state.index_value_map.insert("idx-é".into(), vec![1, 2, 3]);
+        state.index_value_map.insert(String::new(), Vec::new());
+        let bytes = encode_state(&state);
+        let back = decode_state(&bytes).unwrap();
+        assert_eq!(back.version, 42);
+        assert!(back.mac_mismatch_fatal);
+        assert_eq!(back.hash, [7; 128]);
+        assert_eq!(back.index_value_map, state.index_value_map);
+        assert!(decode_state(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_state(&[bytes.as_slice(), &[0]].concat()).is_err());
+        assert!(decode_state(&[2]).is_err());
+        let empty = decode_state(&encode_state(&HashState::default())).unwrap();
+        assert_eq!(empty.version, 0);
+        assert!(empty.index_value_map.is_empty());
     }
 }

@@ -47,12 +47,21 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// its sessions.
 const POOL_SIZE: usize = 16;
 
+/// A store call fails, rather than hangs, when the database cannot be
+/// reached (the library reports the store error; the session backs off).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a call waits for a free connection of the pool.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A connection pool for a `postgres://` URL, shared by every session of the
 /// process. No TLS yet: it comes with the `[cluster]` config work.
 pub fn pool_from_url(database_url: &str) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = database_url
+    let mut config: tokio_postgres::Config = database_url
         .parse()
         .map_err(|e| anyhow::anyhow!("database_url is not a PostgreSQL URL: {e}"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
     let manager = Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -60,32 +69,26 @@ pub fn pool_from_url(database_url: &str) -> anyhow::Result<Pool> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager).max_size(POOL_SIZE).build()?)
+    Ok(Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()?)
 }
 
 /// A write refused because the session's lease moved to another host.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "fenced: the lease on session {session} moved to another host (ours is fence {ours}, the lease's is {theirs})"
+    "fenced: the lease on session {session} moved to another host (this store writes under fence {ours}, the lease is {})",
+    match .theirs { Some(fence) => format!("at fence {fence}"), None => "gone".to_string() }
 )]
 pub struct Fenced {
     pub session: String,
     pub ours: u64,
-    /// `None` when the lease row is gone.
-    pub theirs: FenceSeen,
-}
-
-/// What the lease row said when a write was refused.
-#[derive(Debug)]
-pub struct FenceSeen(pub Option<u64>);
-
-impl std::fmt::Display for FenceSeen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(fence) => write!(f, "{fence}"),
-            None => f.write_str("gone"),
-        }
-    }
+    /// The lease's counter, `None` when the lease row is gone.
+    pub theirs: Option<u64>,
 }
 
 /// Whether a store error is a fenced write (see [`Fenced`]).
@@ -161,7 +164,7 @@ impl PgStore {
             return Err(StoreError::Database(Box::new(Fenced {
                 session: self.session.to_string(),
                 ours: self.fence,
-                theirs: FenceSeen(theirs),
+                theirs,
             })));
         }
         Ok(tx)
