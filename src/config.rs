@@ -24,6 +24,103 @@ pub struct Config {
     pub tui: TuiConfig,
     pub webhook: WebhookConfig,
     pub sessions: Vec<DeclaredSession>,
+    /// Several hosts sharing one PostgreSQL (docs/cluster.md); `None` runs
+    /// alone on the data dir, as always.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: where the shared database is, this host's name in it, and
+/// the lease timings (defaults: `LeaseTimings::default()`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `postgres://user:password@host:port/db`; its password is never shown
+    /// (see [`ClusterConfig::database_url_redacted`]).
+    pub database_url: String,
+    /// This host's name in the lease table; default: the hostname.
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub lease_ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub renew_every_secs: Option<u64>,
+    #[serde(default)]
+    pub margin_secs: Option<u64>,
+    #[serde(default)]
+    pub takeover_every_secs: Option<u64>,
+    #[serde(default)]
+    pub takeover_batch: Option<usize>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("database_url", &self.database_url_redacted())
+            .field("node", &self.node)
+            .field("timings", &self.timings())
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// The lease timings, defaults where unset.
+    pub fn timings(&self) -> crate::cluster::lease::LeaseTimings {
+        let d = crate::cluster::lease::LeaseTimings::default();
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        crate::cluster::lease::LeaseTimings {
+            ttl: secs(self.lease_ttl_secs, d.ttl),
+            renew_every: secs(self.renew_every_secs, d.renew_every),
+            margin: secs(self.margin_secs, d.margin),
+            takeover_every: secs(self.takeover_every_secs, d.takeover_every),
+            takeover_batch: self.takeover_batch.unwrap_or(d.takeover_batch),
+        }
+    }
+
+    /// This host's name: `node`, or the machine's hostname.
+    pub fn node_name(&self) -> Option<String> {
+        self.node.clone().or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+    }
+
+    /// The database URL with its password replaced by `***`, for logs and
+    /// screens.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url_password(&self.database_url)
+    }
+}
+
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`; a
+/// `password=` query parameter is masked too.
+pub fn redact_url_password(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(query) = out.find('?') {
+        let (head, tail) = out.split_at(query + 1);
+        let masked: Vec<String> = tail
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{head}{}", masked.join("&"));
+    }
+    out
 }
 
 /// Keeps one POST's body within what receivers take.
@@ -428,6 +525,9 @@ impl Config {
         if self.log.max_files == 0 {
             return Err(("log.max_files".into(), "must be at least 1".into()));
         }
+        if let Some(cluster) = &self.cluster {
+            validate_cluster(cluster)?;
+        }
         let mut seen = std::collections::HashSet::new();
         for session in &self.sessions {
             if let Err(e) = SessionId::parse(&session.id) {
@@ -450,6 +550,61 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_cluster(cluster: &ClusterConfig) -> Result<(), (String, String)> {
+    let url = &cluster.database_url;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        || url.parse::<tokio_postgres::Config>().is_err()
+    {
+        return Err((
+            "cluster.database_url".into(),
+            format!(
+                "`{}` is not a PostgreSQL URL; write it like \"postgres://wabridge:PASSWORD@db.internal:5432/wabridge\"",
+                redact_url_password(url)
+            ),
+        ));
+    }
+    match cluster.node_name() {
+        None => {
+            return Err((
+                "cluster.node".into(),
+                "is not set and the hostname cannot be read; name this host".into(),
+            ));
+        }
+        Some(node)
+            if node.is_empty()
+                || node.len() > 64
+                || node.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err((
+                "cluster.node".into(),
+                format!("`{node}` must be 1 to 64 characters without spaces"),
+            ));
+        }
+        Some(_) => {}
+    }
+    for (key, value) in [
+        ("cluster.renew_every_secs", cluster.renew_every_secs),
+        ("cluster.takeover_every_secs", cluster.takeover_every_secs),
+    ] {
+        if value == Some(0) {
+            return Err((key.into(), "must be at least 1".into()));
+        }
+    }
+    if let Some(problem) = cluster.timings().problem() {
+        let key = if problem.contains("batch") {
+            "cluster.takeover_batch"
+        } else if problem.contains("failed renewal") {
+            "cluster.renew_every_secs"
+        } else if cluster.margin_secs.is_some() {
+            "cluster.margin_secs"
+        } else {
+            "cluster.lease_ttl_secs"
+        };
+        return Err((key.into(), problem));
+    }
+    Ok(())
 }
 
 /// 1-based line number of a byte offset.
@@ -673,6 +828,102 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("key `whatsapp.version`"), "{err}");
+    }
+
+    #[test]
+    fn without_a_cluster_section_nothing_is_clustered() {
+        assert!(parse("").unwrap().cluster.is_none());
+    }
+
+    #[test]
+    fn a_cluster_takes_a_url_a_node_and_timings() {
+        let config = parse(
+            "[cluster]\ndatabase_url = \"postgres://wb:s3cret@db:5432/wabridge\"\nnode = \"host-a\"\nlease_ttl_secs = 6\nrenew_every_secs = 2\nmargin_secs = 2\ntakeover_every_secs = 1\ntakeover_batch = 3\n",
+        )
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.node_name().as_deref(), Some("host-a"));
+        let t = cluster.timings();
+        assert_eq!(t.ttl, Duration::from_secs(6));
+        assert_eq!(t.renew_every, Duration::from_secs(2));
+        assert_eq!(t.margin, Duration::from_secs(2));
+        assert_eq!(t.takeover_every, Duration::from_secs(1));
+        assert_eq!(t.takeover_batch, 3);
+        // The password shows nowhere.
+        let shown = format!("{cluster:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://wb:***@db:5432/wabridge"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn cluster_defaults_are_the_designed_timings_and_the_hostname() {
+        let config = parse("[cluster]\ndatabase_url = \"postgres://db/wabridge\"\n").unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(
+            cluster.timings(),
+            crate::cluster::lease::LeaseTimings::default()
+        );
+        assert!(cluster.node_name().is_some_and(|n| !n.is_empty()));
+    }
+
+    #[test]
+    fn cluster_errors_name_the_line_and_key_and_never_the_password() {
+        let err = parse("[cluster]\ndatabase_url = \"mysql://wb:s3cret@db/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key `cluster.database_url`"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let url = "database_url = \"postgres://db/wabridge\"\n";
+        let err = parse(&format!(
+            "[cluster]\n{url}lease_ttl_secs = 6\nrenew_every_secs = 3\nmargin_secs = 2\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 4, key `cluster.renew_every_secs`"),
+            "{err}"
+        );
+        assert!(err.contains("one failed renewal"), "{err}");
+        let err = parse(&format!(
+            "[cluster]\n{url}lease_ttl_secs = 6\nmargin_secs = 6\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 4, key `cluster.margin_secs`"), "{err}");
+        let err = parse(&format!("[cluster]\n{url}takeover_batch = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3, key `cluster.takeover_batch`"),
+            "{err}"
+        );
+        let err = parse(&format!("[cluster]\n{url}takeover_every_secs = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `cluster.takeover_every_secs`"), "{err}");
+        let err = parse(&format!("[cluster]\n{url}node = \"a b\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3, key `cluster.node`"), "{err}");
+        let err = parse("[cluster]\nnode = \"a\"\n").unwrap_err().to_string();
+        assert!(err.contains("database_url"), "{err}");
+        let err = parse(&format!("[cluster]\n{url}lease_ttl = 6\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3, key `cluster.lease_ttl`"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(
+            redact_url_password("postgres://u:p%40ss@h:5/d?sslmode=require&password=x"),
+            "postgres://u:***@h:5/d?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url_password("postgres://h/d"), "postgres://h/d");
+        assert_eq!(redact_url_password("postgres://u@h/d"), "postgres://u@h/d");
     }
 
     #[test]
