@@ -3,3 +3,5 @@
 //! config nothing here runs.
 
 pub mod lease;
+pub mod manager;
+pub mod store;

@@ -359,6 +359,28 @@ impl Engine {
         }
     }
 
+    /// Ends a session's task on this host and forgets it here, keeping its
+    /// credentials and files: a cluster host whose lease on it ended. The
+    /// task gets `grace` to disconnect, then is aborted. False when the
+    /// session did not run here.
+    pub async fn stop_session(&self, id: &SessionId, grace: Duration) -> bool {
+        let Some(handle) = lock(&self.inner.sessions).remove(id) else {
+            return false;
+        };
+        let _ = handle.commands.try_send(Command::Stop);
+        let mut task = handle.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            tracing::warn!("session {id} did not stop within {grace:?}; aborting it");
+            task.abort();
+            let _ = task.await;
+        }
+        let _ = self
+            .inner
+            .events
+            .send(EngineEvent::SessionRemoved(id.clone()));
+        true
+    }
+
     /// Sends a message through the session's live connection.
     pub async fn send(&self, id: &SessionId, message: Outgoing) -> Result<Sent, RequestError> {
         match self.request(id, Op::Send(message)).await? {

@@ -10,7 +10,7 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 
 /// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
 /// only: an applied migration never changes.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The version this binary brings a database to.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -183,6 +183,17 @@ CREATE TABLE wa_msg_secrets (
     PRIMARY KEY (session, chat, sender, msg_id)
 );
 CREATE INDEX wa_msg_secrets_expires ON wa_msg_secrets (session, expires_at);
+"#;
+
+/// The sessions a cluster serves (`src/cluster/`): any host adds one, the
+/// host that takes its lease runs it. Settings as the API gave them.
+const V2: &str = r#"
+CREATE TABLE cluster_sessions (
+    id text PRIMARY KEY,
+    webhook_url text,
+    webhook_token text,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 "#;
 
 /// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from

@@ -1,0 +1,609 @@
+//! The lease manager (docs/cluster.md): renews the leases this host holds,
+//! stops a session the moment its lease can no longer be proven (self-
+//! fencing), and takes expired or never-owned leases in bounded, spread
+//! rounds, starting their sessions. The database and the engine sit behind
+//! two small traits, so the rules run on tokio's paused clock in tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::lease::{HeldLease, LeaseTimings, pick_takeovers};
+use crate::paths::SessionId;
+
+/// How long a stopped session's task gets to disconnect cleanly before it
+/// is aborted: a fenced session must go at once.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A session whose lease may be taken, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Takeable {
+    pub id: SessionId,
+    pub webhook_url: Option<String>,
+    pub webhook_token: Option<String>,
+}
+
+/// The lease table (`store::PgLeases` in production).
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Extends the leases `node` still holds at these fences; returns the
+    /// ones it extended (the others are lost).
+    fn renew(
+        &self,
+        node: &str,
+        held: &[(SessionId, u64)],
+        ttl: Duration,
+    ) -> impl Future<Output = anyhow::Result<Vec<SessionId>>> + Send;
+    /// Sessions with no lease or an expired one.
+    fn takeable(&self) -> impl Future<Output = anyhow::Result<Vec<Takeable>>> + Send;
+    /// Takes the lease if it is free or expired; its new fence.
+    fn take(
+        &self,
+        id: &SessionId,
+        node: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = anyhow::Result<Option<u64>>> + Send;
+}
+
+/// What the manager does to the sessions on this host (the engine).
+pub trait Sessions: Send + Sync + 'static {
+    /// Starts serving a session whose lease this host now holds.
+    fn start(&self, session: &Takeable);
+    /// Stops serving it: the socket is dropped, the credentials kept.
+    fn stop(&self, id: &SessionId) -> impl Future<Output = ()> + Send;
+}
+
+impl Sessions for crate::engine::Engine {
+    fn start(&self, session: &Takeable) {
+        if let Err(e) = self.add_session(
+            &session.id,
+            session.webhook_url.clone(),
+            session.webhook_token.clone(),
+        ) {
+            tracing::error!("cannot start session {} on this host: {e}", session.id);
+        }
+    }
+
+    async fn stop(&self, id: &SessionId) {
+        self.stop_session(id, STOP_GRACE).await;
+    }
+}
+
+/// The fence of each lease this host holds, for the store's writes
+/// (`PgBackend`'s fence source). A session absent here must not open.
+#[derive(Clone, Default)]
+pub struct Fences(Arc<Mutex<HashMap<SessionId, u64>>>);
+
+impl Fences {
+    pub fn get(&self, id: &SessionId) -> Option<u64> {
+        lock(&self.0).get(id).copied()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    held: BTreeMap<SessionId, HeldLease>,
+    /// Dropped sessions whose task has not ended yet: not taken again
+    /// until it has (one task per session, ever).
+    stopping: BTreeSet<SessionId>,
+}
+
+struct Shared<S, E> {
+    node: String,
+    timings: LeaseTimings,
+    store: S,
+    sessions: E,
+    fences: Fences,
+    state: Mutex<State>,
+    /// Wakes the fencer when the deadlines changed.
+    changed: Notify,
+    /// Asks for a takeover round now (a session was just added).
+    take_now: Notify,
+}
+
+/// The running manager; its tasks end when it is dropped.
+pub struct LeaseManager {
+    fences: Fences,
+    held: Arc<dyn Fn() -> Vec<SessionId> + Send + Sync>,
+    take_now: Arc<dyn Fn() + Send + Sync>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LeaseManager {
+    /// Starts renewing, fencing and taking for `node`.
+    pub fn start<S: LeaseStore, E: Sessions>(
+        node: String,
+        timings: LeaseTimings,
+        store: S,
+        sessions: E,
+        fences: Fences,
+    ) -> LeaseManager {
+        let shared = Arc::new(Shared {
+            node,
+            timings,
+            store,
+            sessions,
+            fences: fences.clone(),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            take_now: Notify::new(),
+        });
+        let tasks = vec![
+            tokio::spawn(renew_loop(shared.clone())),
+            tokio::spawn(fence_loop(shared.clone())),
+            tokio::spawn(take_loop(shared.clone())),
+        ];
+        let for_held = shared.clone();
+        let for_take = shared;
+        LeaseManager {
+            fences,
+            held: Arc::new(move || lock(&for_held.state).held.keys().cloned().collect()),
+            take_now: Arc::new(move || for_take.take_now.notify_one()),
+            tasks,
+        }
+    }
+
+    pub fn fences(&self) -> Fences {
+        self.fences.clone()
+    }
+
+    /// The sessions whose lease this host holds now.
+    pub fn held(&self) -> Vec<SessionId> {
+        (self.held)()
+    }
+
+    /// Runs a takeover round now rather than at the next tick.
+    pub fn take_now(&self) {
+        (self.take_now)()
+    }
+
+    /// `take_now` as a handle others can keep (the API's).
+    pub fn nudge(&self) -> Arc<dyn Fn() + Send + Sync> {
+        self.take_now.clone()
+    }
+}
+
+impl Drop for LeaseManager {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Stops serving `id`: the fence goes first (nothing opens its store
+/// again), then the session's task, in the background.
+fn drop_session<S: LeaseStore, E: Sessions>(shared: &Arc<Shared<S, E>>, id: SessionId, why: &str) {
+    lock(&shared.fences.0).remove(&id);
+    lock(&shared.state).stopping.insert(id.clone());
+    tracing::warn!(
+        "session {id}: {why}; stopped on this host ({}), credentials kept",
+        shared.node
+    );
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        shared.sessions.stop(&id).await;
+        lock(&shared.state).stopping.remove(&id);
+    });
+}
+
+async fn renew_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
+    let t = shared.timings;
+    let mut tick = tokio::time::interval(t.renew_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let held: Vec<(SessionId, u64)> = lock(&shared.state)
+            .held
+            .iter()
+            .map(|(id, lease)| (id.clone(), lease.fence))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        // Noted before sending: the database's expiry is later than this.
+        let sent = Instant::now();
+        let renewal = shared.store.renew(&shared.node, &held, t.ttl);
+        let renewed = match tokio::time::timeout(t.renew_every, renewal).await {
+            Ok(Ok(renewed)) => renewed,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot renew {} lease(s): {e:#}", held.len());
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "renewing {} lease(s) took over {:?}; trying again",
+                    held.len(),
+                    t.renew_every
+                );
+                continue;
+            }
+        };
+        let renewed: BTreeSet<SessionId> = renewed.into_iter().collect();
+        let mut lost = Vec::new();
+        {
+            let mut state = lock(&shared.state);
+            for (id, fence) in held {
+                let Some(lease) = state.held.get_mut(&id) else {
+                    continue;
+                };
+                if lease.fence != fence {
+                    continue;
+                }
+                if renewed.contains(&id) {
+                    *lease = lease.renewed(sent, &t);
+                } else {
+                    state.held.remove(&id);
+                    lost.push(id);
+                }
+            }
+        }
+        shared.changed.notify_one();
+        for id in lost {
+            drop_session(&shared, id, "its lease moved to another host");
+        }
+    }
+}
+
+async fn fence_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
+    loop {
+        let now = Instant::now();
+        let (expired, next) = {
+            let mut state = lock(&shared.state);
+            let expired: Vec<SessionId> = state
+                .held
+                .iter()
+                .filter(|(_, lease)| !lease.may_serve(now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                state.held.remove(id);
+            }
+            let next = state.held.values().map(HeldLease::serve_until).min();
+            (expired, next)
+        };
+        for id in expired {
+            drop_session(
+                &shared,
+                id,
+                "no lease renewal succeeded in time (self-fenced before the lease could end)",
+            );
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = shared.changed.notified() => {}
+                }
+            }
+            None => shared.changed.notified().await,
+        }
+    }
+}
+
+/// Spreads hosts' picks: another seed per node and per round.
+fn seed(node: &str, round: u64) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (node, round).hash(&mut hasher);
+    hasher.finish()
+}
+
+async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
+    let t = shared.timings;
+    let mut tick = tokio::time::interval(t.takeover_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.take_now.notified() => {}
+        }
+        round += 1;
+        let candidates = match shared.store.takeable().await {
+            Ok(candidates) => candidates,
+            Err(e) => {
+                tracing::warn!("cannot list the leases to take: {e:#}");
+                continue;
+            }
+        };
+        let candidates: Vec<Takeable> = {
+            let state = lock(&shared.state);
+            candidates
+                .into_iter()
+                .filter(|c| !state.held.contains_key(&c.id) && !state.stopping.contains(&c.id))
+                .collect()
+        };
+        for session in pick_takeovers(&candidates, t.takeover_batch, seed(&shared.node, round)) {
+            let sent = Instant::now();
+            match shared.store.take(&session.id, &shared.node, t.ttl).await {
+                Ok(Some(fence)) => {
+                    lock(&shared.fences.0).insert(session.id.clone(), fence);
+                    lock(&shared.state)
+                        .held
+                        .insert(session.id.clone(), HeldLease::granted(fence, sent, &t));
+                    shared.changed.notify_one();
+                    tracing::info!(
+                        "session {}: lease taken by {} (fence {fence}); starting it",
+                        session.id,
+                        shared.node
+                    );
+                    shared.sessions.start(&session);
+                }
+                // Another host was faster.
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot take the lease on {}: {e:#}", session.id),
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lease table on tokio's clock (the "database's clock").
+    #[derive(Default)]
+    struct FakeDb {
+        sessions: Vec<SessionId>,
+        /// session → (owner, expires, fence)
+        leases: HashMap<SessionId, (String, Instant, u64)>,
+        down: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct Db(Arc<Mutex<FakeDb>>);
+
+    impl LeaseStore for Db {
+        async fn renew(
+            &self,
+            node: &str,
+            held: &[(SessionId, u64)],
+            ttl: Duration,
+        ) -> anyhow::Result<Vec<SessionId>> {
+            let mut db = lock(&self.0);
+            anyhow::ensure!(!db.down, "database unreachable");
+            let now = Instant::now();
+            let mut renewed = Vec::new();
+            for (id, fence) in held {
+                if let Some(lease) = db.leases.get_mut(id)
+                    && lease.0 == node
+                    && lease.2 == *fence
+                {
+                    lease.1 = now + ttl;
+                    renewed.push(id.clone());
+                }
+            }
+            Ok(renewed)
+        }
+
+        async fn takeable(&self) -> anyhow::Result<Vec<Takeable>> {
+            let db = lock(&self.0);
+            anyhow::ensure!(!db.down, "database unreachable");
+            let now = Instant::now();
+            Ok(db
+                .sessions
+                .iter()
+                .filter(|id| db.leases.get(*id).is_none_or(|l| l.1 < now))
+                .map(|id| Takeable {
+                    id: id.clone(),
+                    webhook_url: None,
+                    webhook_token: None,
+                })
+                .collect())
+        }
+
+        async fn take(
+            &self,
+            id: &SessionId,
+            node: &str,
+            ttl: Duration,
+        ) -> anyhow::Result<Option<u64>> {
+            let mut db = lock(&self.0);
+            anyhow::ensure!(!db.down, "database unreachable");
+            let now = Instant::now();
+            let fence = match db.leases.get(id) {
+                Some(lease) if lease.1 >= now => return Ok(None),
+                Some(lease) => lease.2 + 1,
+                None => 1,
+            };
+            db.leases
+                .insert(id.clone(), (node.into(), now + ttl, fence));
+            Ok(Some(fence))
+        }
+    }
+
+    /// What a host's engine was told, in order.
+    #[derive(Clone, Default)]
+    struct Host(Arc<Mutex<Vec<String>>>);
+
+    impl Sessions for Host {
+        fn start(&self, session: &Takeable) {
+            lock(&self.0).push(format!("start {}", session.id));
+        }
+
+        async fn stop(&self, id: &SessionId) {
+            lock(&self.0).push(format!("stop {id}"));
+        }
+    }
+
+    impl Host {
+        fn log(&self) -> Vec<String> {
+            lock(&self.0).clone()
+        }
+    }
+
+    fn timings() -> LeaseTimings {
+        LeaseTimings {
+            ttl: Duration::from_secs(6),
+            renew_every: Duration::from_secs(2),
+            margin: Duration::from_secs(2),
+            takeover_every: Duration::from_secs(1),
+            takeover_batch: 2,
+        }
+    }
+
+    fn db_with(n: usize) -> Db {
+        let db = Db::default();
+        lock(&db.0).sessions = (0..n)
+            .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
+            .collect();
+        db
+    }
+
+    async fn run_for(secs: f64) {
+        // Small steps, so every timer fires at its own instant.
+        let steps = (secs * 10.0) as u32;
+        for _ in 0..steps {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn id(s: &str) -> SessionId {
+        SessionId::parse(s).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_sessions_are_taken_a_batch_a_round_and_kept_by_renewal() {
+        let db = db_with(5);
+        let host = Host::default();
+        let manager = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            host.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        assert_eq!(manager.held().len(), 2, "one round takes at most the batch");
+        run_for(3.0).await;
+        assert_eq!(manager.held().len(), 5);
+        assert_eq!(manager.fences().get(&id("s0")), Some(1));
+        // Renewals keep them far past one TTL.
+        run_for(30.0).await;
+        assert_eq!(manager.held().len(), 5);
+        assert!(
+            host.log().iter().all(|l| l.starts_with("start")),
+            "{:?}",
+            host.log()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_database_a_host_stops_before_its_leases_can_end() {
+        let db = db_with(1);
+        let host = Host::default();
+        let manager = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            host.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        assert_eq!(manager.held(), vec![id("s0")]);
+        lock(&db.0).down = true;
+        let cut = Instant::now();
+        let expires = lock(&db.0).leases[&id("s0")].1;
+        // Wait until the host dropped the session.
+        while !manager.held().is_empty() {
+            run_for(0.1).await;
+        }
+        let stopped = Instant::now();
+        assert!(
+            stopped <= expires - Duration::from_secs(1),
+            "stopped a margin early"
+        );
+        assert!(
+            stopped > cut + Duration::from_secs(1),
+            "not before it had to"
+        );
+        run_for(0.1).await;
+        assert_eq!(host.log(), vec!["start s0", "stop s0"]);
+        assert_eq!(
+            manager.fences().get(&id("s0")),
+            None,
+            "its store cannot open"
+        );
+        // Back: the lease expired, the host takes it again, under a new fence.
+        lock(&db.0).down = false;
+        run_for(8.0).await;
+        assert_eq!(manager.held(), vec![id("s0")]);
+        assert_eq!(manager.fences().get(&id("s0")), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_by_another_host_is_dropped_at_the_next_renewal() {
+        let db = db_with(1);
+        let host = Host::default();
+        let manager = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            host.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        // Another host took it (say, after this one stalled).
+        lock(&db.0).leases.insert(
+            id("s0"),
+            ("b".into(), Instant::now() + Duration::from_secs(6), 2),
+        );
+        run_for(2.5).await;
+        assert!(manager.held().is_empty());
+        assert_eq!(host.log(), vec!["start s0", "stop s0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_hosts_sessions_are_shared_by_the_survivors() {
+        let db = db_with(8);
+        let dead = Host::default();
+        let first = LeaseManager::start(
+            "dead".into(),
+            timings(),
+            db.clone(),
+            dead,
+            Fences::default(),
+        );
+        run_for(5.0).await;
+        assert_eq!(first.held().len(), 8);
+        drop(first);
+        let (b, c) = (Host::default(), Host::default());
+        let mb = LeaseManager::start(
+            "b".into(),
+            timings(),
+            db.clone(),
+            b.clone(),
+            Fences::default(),
+        );
+        let mc = LeaseManager::start(
+            "c".into(),
+            timings(),
+            db.clone(),
+            c.clone(),
+            Fences::default(),
+        );
+        run_for(12.0).await;
+        assert_eq!(
+            mb.held().len() + mc.held().len(),
+            8,
+            "every session taken once"
+        );
+        assert!(
+            !mb.held().is_empty() && !mc.held().is_empty(),
+            "{:?} {:?}",
+            mb.held(),
+            mc.held()
+        );
+        assert!(mb.held().iter().all(|s| !mc.held().contains(s)));
+    }
+}

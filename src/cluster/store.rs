@@ -1,0 +1,153 @@
+//! The lease table and the cluster's session list in PostgreSQL: the SQL
+//! of docs/cluster.md. It lives here, not in `pg_store`, because the lease
+//! protocol (renew, take, list) is the cluster's; `pg_store` only reads a
+//! lease's counter to fence the client's writes (and keeps `take_lease` for
+//! its own tests). Plain tokio-postgres: nothing here names a WhatsApp type.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use super::manager::{LeaseStore, Takeable};
+use crate::paths::SessionId;
+
+/// The cluster's database: the pool every part of the process shares.
+#[derive(Clone)]
+pub struct PgLeases {
+    pub pool: Pool,
+}
+
+impl std::fmt::Debug for PgLeases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgLeases")
+    }
+}
+
+impl PgLeases {
+    /// Adds `id` to the sessions the cluster serves (or updates the webhook
+    /// settings given); the host that takes its lease runs it (and pairs it
+    /// when new). Returns whether it was new.
+    pub async fn add_session(
+        &self,
+        id: &SessionId,
+        webhook_url: Option<&str>,
+        webhook_token: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_one(
+                "INSERT INTO cluster_sessions (id, webhook_url, webhook_token)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE
+                    SET webhook_url = coalesce(excluded.webhook_url, cluster_sessions.webhook_url),
+                        webhook_token = coalesce(excluded.webhook_token, cluster_sessions.webhook_token)
+                 RETURNING (xmax = 0)",
+                &[&id.as_str(), &webhook_url, &webhook_token],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Lets `node`'s leases on `sessions` expire now, so other hosts take
+    /// them at their next round: for a clean shutdown, once the sessions'
+    /// sockets are closed.
+    pub async fn release(&self, node: &str, sessions: &[SessionId]) -> anyhow::Result<u64> {
+        let sessions: Vec<&str> = sessions.iter().map(SessionId::as_str).collect();
+        let conn = self.pool.get().await?;
+        Ok(conn
+            .execute(
+                "UPDATE session_leases SET expires_at = now()
+                  WHERE session = ANY($1) AND owner = $2 AND expires_at > now()",
+                &[&sessions, &node],
+            )
+            .await?)
+    }
+
+    /// Every lease: (session, owner, unexpired), by session.
+    pub async fn owners(&self) -> anyhow::Result<Vec<(String, String, bool)>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT session, owner, expires_at > now() FROM session_leases ORDER BY session",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl LeaseStore for PgLeases {
+    async fn renew(
+        &self,
+        node: &str,
+        held: &[(SessionId, u64)],
+        ttl: Duration,
+    ) -> anyhow::Result<Vec<SessionId>> {
+        let sessions: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let fences: Vec<i64> = held.iter().map(|(_, f)| *f as i64).collect();
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "UPDATE session_leases l
+                    SET expires_at = now() + make_interval(secs => $4)
+                   FROM unnest($1::text[], $2::bigint[]) AS h(session, fence)
+                  WHERE l.session = h.session AND l.fence = h.fence AND l.owner = $3
+                  RETURNING l.session",
+                &[&sessions, &fences, &node, &secs(ttl)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| SessionId::parse(r.get::<_, &str>(0)).ok())
+            .collect())
+    }
+
+    async fn takeable(&self) -> anyhow::Result<Vec<Takeable>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT c.id, c.webhook_url, c.webhook_token
+                   FROM cluster_sessions c
+                   LEFT JOIN session_leases l ON l.session = c.id
+                  WHERE l.session IS NULL OR l.expires_at < now()
+                  ORDER BY c.id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(Takeable {
+                    id: SessionId::parse(r.get::<_, &str>(0)).ok()?,
+                    webhook_url: r.get(1),
+                    webhook_token: r.get(2),
+                })
+            })
+            .collect())
+    }
+
+    async fn take(&self, id: &SessionId, node: &str, ttl: Duration) -> anyhow::Result<Option<u64>> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "INSERT INTO session_leases (session, owner, expires_at, fence)
+                 VALUES ($1, $2, now() + make_interval(secs => $3), 1)
+                 ON CONFLICT (session) DO UPDATE
+                    SET owner = excluded.owner,
+                        expires_at = excluded.expires_at,
+                        fence = session_leases.fence + 1
+                    WHERE session_leases.expires_at < now()
+                 RETURNING fence",
+                &[&id.as_str(), &node, &secs(ttl)],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+}
