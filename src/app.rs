@@ -7,11 +7,13 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::Config;
+use crate::cluster::manager::{Fences, LeaseManager};
+use crate::cluster::store::PgLeases;
+use crate::config::{ClusterConfig, Config};
 use crate::console::{self, Console, Link};
 use crate::engine::Engine;
 use crate::engine::liveness::Liveness;
-use crate::engine::whatsapp::WhatsAppBackend;
+use crate::engine::whatsapp::{PgBackend, WhatsAppBackend, pg_store};
 use crate::paths::{DataDir, DataDirError, SessionId};
 use crate::webhook::hub::WebhookHub;
 use crate::{api, headless, import, logging, tui};
@@ -141,24 +143,43 @@ pub fn run(cli: Cli) -> Result<(), String> {
             liveness: Liveness::with_bound(config.whatsapp.dead_after),
         };
         let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
-        let engine =
-            Engine::with_webhooks(backend, data.clone(), config.backoff.into(), Some(hooks));
-        engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
-        for declared in &config.sessions {
-            let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
-            engine
-                .add_session(
-                    &id,
-                    declared.webhook_url.clone(),
-                    declared.webhook_token.clone(),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        let saved = engine
-            .start_saved()
-            .map_err(|e| format!("cannot list sessions: {e}"))?;
+        let (engine, cluster) = match &config.cluster {
+            None => {
+                let engine = Engine::with_webhooks(
+                    backend,
+                    data.clone(),
+                    config.backoff.into(),
+                    Some(hooks),
+                );
+                engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
+                for declared in &config.sessions {
+                    let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
+                    engine
+                        .add_session(
+                            &id,
+                            declared.webhook_url.clone(),
+                            declared.webhook_token.clone(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                }
+                engine
+                    .start_saved()
+                    .map_err(|e| format!("cannot list sessions: {e}"))?;
+                (engine, None)
+            }
+            Some(cluster) => {
+                let (engine, running) =
+                    start_cluster(&config, cluster, backend, &data, hooks).await?;
+                (engine, Some(running))
+            }
+        };
         let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
-        let api_task = start_api(&config, engine.clone(), api_stopped).await?;
+        let cluster_api = cluster.as_ref().map(|c| api::ClusterApi {
+            node: c.node.clone(),
+            leases: c.leases.clone(),
+            take_now: c.take_now.clone(),
+        });
+        let api_task = start_api(&config, engine.clone(), cluster_api, api_stopped).await?;
         let console = Console::start(engine.clone(), tail_rx, config.tui.message_buffer);
         let socket = console::server::serve(console.clone(), &data)
             .inspect_err(|e| tracing::error!("{e}; `wabridge attach` cannot reach this service"))
@@ -166,7 +187,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         tracing::info!(
             "wabridge {} started with {} session(s); data dir {}",
             env!("CARGO_PKG_VERSION"),
-            engine.snapshots().len().max(saved),
+            engine.snapshots().len(),
             data.root().display()
         );
         let backtraces = logging::library_backtraces_warning(
@@ -192,10 +213,105 @@ pub fn run(cli: Cli) -> Result<(), String> {
             let _ = socket.await;
         }
         let _ = stop_api.send(true);
+        // No new leases from here; the held ones lapse once the sessions
+        // are down (released at once below, so survivors take them now).
+        let held = cluster
+            .as_ref()
+            .map(|c| c.manager.held())
+            .unwrap_or_default();
+        // Dropping the manager stops its rounds: nothing is taken any more.
+        let cluster = cluster.map(|c| (c.leases, c.node));
         engine.shutdown().await;
+        if let Some((leases, node)) = cluster
+            && !held.is_empty()
+            && let Err(e) = leases.release(&node, &held).await
+        {
+            tracing::warn!("cannot release the leases (they expire on their own): {e:#}");
+        }
         let _ = api_task.await;
         Ok(())
     })
+}
+
+/// This host in a cluster: its lease manager and what the views need.
+struct ClusterHost {
+    node: String,
+    leases: PgLeases,
+    manager: LeaseManager,
+    take_now: std::sync::Arc<dyn Fn() + Send + Sync>,
+}
+
+/// `[cluster]`: the shared database (migrated), an engine whose sessions
+/// live in it and open only under a lease this host holds, the declared
+/// sessions added to the cluster's list, and the lease manager that takes,
+/// renews and drops them. Sessions saved in the data dir are not started:
+/// in a cluster the database says which sessions exist.
+async fn start_cluster(
+    config: &Config,
+    cluster: &ClusterConfig,
+    backend: WhatsAppBackend,
+    data: &DataDir,
+    hooks: std::sync::Arc<WebhookHub>,
+) -> Result<(Engine, ClusterHost), String> {
+    let node = cluster
+        .node_name()
+        .ok_or("cluster.node is not set and the hostname cannot be read")?;
+    let shown = cluster.database_url_redacted();
+    let pool = pg_store::pool_from_url(&cluster.database_url)
+        .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
+    pg_store::migrate(&pool)
+        .await
+        .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
+    let fences = Fences::default();
+    let source = fences.clone();
+    let backend = PgBackend {
+        whatsapp: backend,
+        pool: pool.clone(),
+        fences: std::sync::Arc::new(move |id: &SessionId| source.get(id)),
+    };
+    let engine = Engine::with_webhooks(backend, data.clone(), config.backoff.into(), Some(hooks));
+    engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
+    let leases = PgLeases { pool };
+    for declared in &config.sessions {
+        let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
+        leases
+            .add_session(
+                &id,
+                declared.webhook_url.as_deref(),
+                declared.webhook_token.as_deref(),
+            )
+            .await
+            .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
+    }
+    let timings = cluster.timings();
+    tracing::info!(
+        "cluster node {node} on {shown}: lease TTL {:?}, renewed every {:?}, margin {:?}, takeover every {:?} (at most {} a round)",
+        timings.ttl,
+        timings.renew_every,
+        timings.margin,
+        timings.takeover_every,
+        timings.takeover_batch
+    );
+    let manager = LeaseManager::start(
+        node.clone(),
+        timings,
+        leases.clone(),
+        engine.clone(),
+        fences,
+    );
+    let take_now: std::sync::Arc<dyn Fn() + Send + Sync> = {
+        let nudge = manager.nudge();
+        std::sync::Arc::new(move || nudge())
+    };
+    Ok((
+        engine,
+        ClusterHost {
+            node,
+            leases,
+            manager,
+            take_now,
+        },
+    ))
 }
 
 /// The dashboard of the service running on `data`, until the operator
@@ -239,6 +355,7 @@ fn import_baileys(
 async fn start_api(
     config: &Config,
     engine: Engine,
+    cluster: Option<api::ClusterApi>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listen = config.api.listen;
@@ -253,7 +370,9 @@ async fn start_api(
         allow_from: config.api.allow_from.clone(),
         listen: Some(bound),
     };
-    let router = api::router(api::ApiState::with_access(engine, access));
+    let mut state = api::ApiState::with_access(engine, access);
+    state.cluster = cluster;
+    let router = api::router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -51,7 +51,10 @@ pub async fn health(
     let count = |f: fn(&SessionState) -> bool| sessions.iter().filter(|s| f(&s.state)).count();
     let connected = count(|s| *s == SessionState::Connected);
     let qr_pending = count(|s| s.api_status() == "QR Scan Required");
-    let details: Vec<Value> = sessions.iter().map(|s| session_json(s, now)).collect();
+    let details: Vec<Value> = sessions
+        .iter()
+        .map(|s| session_json(&state, s, now))
+        .collect();
     // Degraded: a session that should be up is not, or the ERP is behind.
     let stale_backlog = details.iter().any(|d| {
         d["webhook"]["oldestAgeSeconds"]
@@ -73,7 +76,7 @@ pub async fn health(
     if !trusted.is_some_and(|Extension(Trusted(t))| t) {
         return Json(json!({ "status": overall }));
     }
-    Json(json!({
+    let mut body = json!({
         "status": overall,
         "uptime": state.started.elapsed().as_secs_f64(),
         "memory": { "rss": rss_bytes() },
@@ -85,7 +88,12 @@ pub async fn health(
             "details": details,
         },
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    }))
+    });
+    // In a cluster, which host answered (each session says it too).
+    if let Some(cluster) = &state.cluster {
+        body["node"] = json!(cluster.node);
+    }
+    Json(body)
 }
 
 /// Reads one figure of a session's backlog at `now`.

@@ -34,6 +34,19 @@ pub struct ApiState {
     pub send_slots: Arc<tokio::sync::Semaphore>,
     /// How long `/sessions/start` waits for a QR code or a connection.
     pub start_wait: Duration,
+    /// In a cluster (`[cluster]`): this host's name and the shared session
+    /// list; `None` on a single host.
+    pub cluster: Option<ClusterApi>,
+}
+
+/// What the API needs of the cluster: the node's name (shown as `node` on
+/// each session this host serves), where sessions are added, and a nudge
+/// for the lease manager to take a new one now.
+#[derive(Clone)]
+pub struct ClusterApi {
+    pub node: String,
+    pub leases: crate::cluster::store::PgLeases,
+    pub take_now: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl ApiState {
@@ -55,6 +68,7 @@ impl ApiState {
             access,
             send_slots: Arc::new(tokio::sync::Semaphore::new(send::CONCURRENT_SENDS)),
             start_wait: Duration::from_secs(40),
+            cluster: None,
         }
     }
 }

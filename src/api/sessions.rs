@@ -56,6 +56,7 @@ pub async fn start(
     let Json(request) = body?;
     let raw = request
         .session_id
+        .clone()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request("sessionId is required"))?;
     let id = session_id(&raw)?;
@@ -66,17 +67,28 @@ pub async fn start(
             "webhookUrl must be an http:// or https:// URL",
         ));
     }
-    let started = state
-        .engine
-        .add_session(&id, request.webhook_url, request.webhook_token)?;
-    let mut watch = state.engine.watch(&id).ok_or_else(ApiError::not_found)?;
+    let deadline = tokio::time::Instant::now() + state.start_wait;
+    let (started, mut watch) = match &state.cluster {
+        None => {
+            let started =
+                state
+                    .engine
+                    .add_session(&id, request.webhook_url, request.webhook_token)?;
+            let watch = state.engine.watch(&id).ok_or_else(ApiError::not_found)?;
+            (started, watch)
+        }
+        Some(cluster) => match cluster_start(&state, cluster, &id, &request, deadline).await? {
+            Some(watch) => (false, watch),
+            // Another host holds its lease (or will take it): it runs there.
+            None => return Ok(Json(json!({ "status": "Connecting", "node": null }))),
+        },
+    };
     // An existing session that stopped (logged out, halted) starts again; a
     // running one keeps its single socket.
     let current = watch.borrow().state.clone();
     if !started && matches!(current, SessionState::LoggedOut | SessionState::Halted(_)) {
         state.engine.command(&id, Command::ReconnectNow).await?;
     }
-    let deadline = tokio::time::Instant::now() + state.start_wait;
     let settled = tokio::time::timeout_at(
         deadline,
         watch.wait_for(|s| {
@@ -95,6 +107,50 @@ pub async fn start(
         Some(qr) => json!({ "qr": qr, "status": session.state.api_status() }),
         None => json!({ "status": session.state.api_status() }),
     }))
+}
+
+/// In a cluster: adds the session to the shared list (any host may), asks
+/// this host's lease manager to take it now, and waits until `deadline`
+/// for it to run here. `None` when another host runs it.
+async fn cluster_start(
+    state: &ApiState,
+    cluster: &super::ClusterApi,
+    id: &SessionId,
+    request: &StartRequest,
+    deadline: tokio::time::Instant,
+) -> Result<Option<tokio::sync::watch::Receiver<SessionSnapshot>>, ApiError> {
+    if state.engine.watch(id).is_none() {
+        cluster
+            .leases
+            .add_session(
+                id,
+                request.webhook_url.as_deref(),
+                request.webhook_token.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot add the session to the cluster: {e:#}"),
+                )
+            })?;
+        (cluster.take_now)();
+    } else if request.webhook_url.is_some() || request.webhook_token.is_some() {
+        state.engine.add_session(
+            id,
+            request.webhook_url.clone(),
+            request.webhook_token.clone(),
+        )?;
+    }
+    loop {
+        if let Some(watch) = state.engine.watch(id) {
+            return Ok(Some(watch));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// `GET /sessions/{id}/status`
@@ -144,12 +200,26 @@ pub async fn list(State(state): Shared) -> Json<Value> {
         .engine
         .snapshots()
         .iter()
-        .map(|s| session_json(s, now))
+        .map(|s| session_json(&state, s, now))
         .collect();
     Json(json!({ "sessions": sessions }))
 }
 
-pub(super) fn session_json(s: &SessionSnapshot, now: std::time::Instant) -> Value {
+/// A session as `/sessions` and `/health` list it; in a cluster, with the
+/// `node` that serves it (this host: it serves only what it holds).
+pub(super) fn session_json(
+    state: &ApiState,
+    s: &SessionSnapshot,
+    now: std::time::Instant,
+) -> Value {
+    let mut value = single_session_json(s, now);
+    if let Some(cluster) = &state.cluster {
+        value["node"] = json!(cluster.node);
+    }
+    value
+}
+
+fn single_session_json(s: &SessionSnapshot, now: std::time::Instant) -> Value {
     let backlog = s.backlog.as_ref().map(|backlog| {
         json!({
             "pending": backlog.pending,

@@ -202,6 +202,9 @@ pub struct Inner {
     /// The next offline sync is announced, then cut off (the socket closed)
     /// after this many of the missed messages.
     cut_offline_sync: Mutex<Option<usize>>,
+    /// The most live logins each device had at once, ever: above 1 means
+    /// two clients were connected as one linked device at the same time.
+    peak_logins: Mutex<std::collections::HashMap<u32, usize>>,
 }
 
 /// A count and its peak.
@@ -248,7 +251,14 @@ impl Inner {
     }
 
     fn register(&self, live: Live) {
-        self.live.lock().unwrap().push(live);
+        let mut lives = self.live.lock().unwrap();
+        if let Some(device) = live.device {
+            let now = 1 + lives.iter().filter(|l| l.device == Some(device)).count();
+            let mut peaks = self.peak_logins.lock().unwrap();
+            let peak = peaks.entry(device).or_default();
+            *peak = (*peak).max(now);
+        }
+        lives.push(live);
     }
 
     fn unregister(&self, conn: u64) {
@@ -349,6 +359,7 @@ impl Simulator {
             ping_times: Mutex::default(),
             handshakes: Gauge::default(),
             cut_offline_sync: Mutex::default(),
+            peak_logins: Mutex::default(),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -739,6 +750,19 @@ impl Simulator {
             .iter()
             .filter_map(|l| Some((l.conn, l.device?)))
             .collect()
+    }
+
+    /// The most connections that were logged in as `device` at the same
+    /// time since the simulator started (0: it never logged in). Above 1,
+    /// two clients served one linked device at once.
+    pub fn peak_logins(&self, device: u32) -> usize {
+        self.inner
+            .peak_logins
+            .lock()
+            .unwrap()
+            .get(&device)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// `count` consecutive device numbers the phone will never link, for
