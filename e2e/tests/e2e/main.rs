@@ -9,6 +9,7 @@ mod api;
 mod attach;
 mod cert_guard;
 mod clock;
+mod cluster;
 mod crash;
 mod headless;
 mod import;

@@ -1,0 +1,470 @@
+//! Two real processes (`insecure-sim-client`) with `[cluster]` on one
+//! PostgreSQL and one simulator, each with its own data dir and node name.
+//! Sessions paired into the database are shared between them by lease; a
+//! host killed with SIGKILL loses its sessions to the survivor within the
+//! lease TTL and a few seconds (no QR, every message that arrived meanwhile
+//! delivered, never two logins of one device at once), and a host paused
+//! past its leases drops its sessions on waking while the other keeps them.
+
+use crate::support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::pairing::backend;
+use support::process::{Running, free_port, headless};
+use support::receiver::Receiver;
+use support::sim::{Addressing, Person, SimEvent, Simulator};
+use wabridge::cluster::manager::LeaseStore;
+use wabridge::cluster::store::PgLeases;
+use wabridge::engine::backoff::BackoffPolicy;
+use wabridge::engine::whatsapp::{FenceSource, PgBackend, pg_store};
+use wabridge::engine::{Engine, EngineEvent, SessionState};
+use wabridge::paths::{DataDir, SessionId};
+use wabridge_sim::postgres::TestPostgres;
+
+const TTL: Duration = Duration::from_secs(6);
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The database, the simulator and the paired sessions (id → device).
+struct Setup {
+    _server: TestPostgres,
+    url: String,
+    leases: PgLeases,
+    sim: Simulator,
+    devices: BTreeMap<String, u32>,
+    tmp: tempfile::TempDir,
+}
+
+/// Pairs `count` sessions into a fresh database through an in-process
+/// engine on `PgBackend` (the phone scans each QR), adds them to
+/// `cluster_sessions` with `webhook`, and leaves their leases expired, so
+/// the hosts started next take them.
+async fn setup(count: usize, webhook: &str) -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = tokio::task::spawn_blocking(TestPostgres::start)
+        .await
+        .unwrap();
+    let url = server.url();
+    let pool = pg_store::pool_from_url(&url).unwrap();
+    pg_store::migrate(&pool).await.unwrap();
+    let leases = PgLeases { pool: pool.clone() };
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..count).map(|i| format!("shop{i}")).collect();
+    let mut fences = HashMap::new();
+    for name in &names {
+        let id = SessionId::parse(name).unwrap();
+        leases
+            .add_session(&id, Some(webhook), Some("erp"))
+            .await
+            .unwrap();
+        // A lease that lapses at once: the pairing's writes carry its
+        // fence, and the hosts may take it as soon as they start.
+        let fence = leases.take(&id, "pairing", Duration::ZERO).await.unwrap();
+        fences.insert(id, fence.expect("a new lease"));
+    }
+    let fences: FenceSource = Arc::new(move |id: &SessionId| fences.get(id).copied());
+    let engine = Engine::new(
+        PgBackend {
+            whatsapp: backend(&sim),
+            pool,
+            fences,
+        },
+        DataDir::new(tmp.path().join("pairing")),
+        BackoffPolicy {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+        },
+    );
+    let mut changes = engine.subscribe();
+    let mut sim_events = sim.events();
+    for name in &names {
+        engine
+            .add_session(&SessionId::parse(name).unwrap(), None, None)
+            .unwrap();
+    }
+    // Which device each session is: the phone links the connection whose
+    // QR it scanned (the QR names the connection).
+    let mut by_conn: HashMap<u64, String> = HashMap::new();
+    let mut devices = BTreeMap::new();
+    let mut connected = HashSet::new();
+    let mut uploads = HashSet::new();
+    tokio::time::timeout(WAIT, async {
+        while connected.len() < count
+            || devices.len() < count
+            || !devices.values().all(|d| uploads.contains(d))
+        {
+            tokio::select! {
+                Ok(event) = changes.recv() => {
+                    let EngineEvent::SessionChanged(s) = event else { continue };
+                    match &s.state {
+                        SessionState::QrScanRequired(offer) if offer.index == 1 => {
+                            let conn = offer
+                                .payload
+                                .trim_start_matches("2@sim-ref-")
+                                .split('-')
+                                .next()
+                                .and_then(|n| n.parse::<u64>().ok())
+                                .expect("the simulator's QR names its connection");
+                            // Once per connection: a snapshot can repeat
+                            // the same code, and a second scan would link a
+                            // second device.
+                            if by_conn.insert(conn, s.id.to_string()).is_none() {
+                                sim.scan(&offer.payload);
+                            }
+                        }
+                        SessionState::Connected => {
+                            connected.insert(s.id.to_string());
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(event) = sim_events.recv() => match event {
+                    SimEvent::Paired { conn, device, .. } => {
+                        devices.insert(by_conn[&conn].clone(), u32::from(device));
+                    }
+                    SimEvent::PreKeysUploaded { device, .. } => {
+                        uploads.insert(device);
+                    }
+                    _ => {}
+                },
+            }
+        }
+    })
+    .await
+    .expect("every session paired and its pre-keys uploaded");
+    engine.shutdown().await;
+    Setup {
+        _server: server,
+        url,
+        leases,
+        sim,
+        devices,
+        tmp,
+    }
+}
+
+/// One host: the real binary with `[cluster]`, headless.
+struct Host {
+    node: String,
+    port: u16,
+    running: Running,
+}
+
+impl Host {
+    fn start(setup: &Setup, node: &str) -> Host {
+        let dir = setup.tmp.path().join(node);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[api]\nlisten = \"127.0.0.1:{port}\"\n\n[backoff]\nbase = \"100ms\"\nmax = \"400ms\"\n\n\
+                 [whatsapp]\nws_url = \"{}\"\nversion = \"2.3000.1015901307\"\n\n\
+                 [cluster]\ndatabase_url = \"{}\"\nnode = \"{node}\"\nlease_ttl_secs = {}\n\
+                 renew_every_secs = 2\nmargin_secs = 2\ntakeover_every_secs = 1\ntakeover_batch = 2\n",
+                setup.sim.ws_url(),
+                setup.url,
+                TTL.as_secs()
+            ),
+        )
+        .unwrap();
+        let running = Running::spawn(headless(&config, &dir.join("data")));
+        Host {
+            node: node.into(),
+            port,
+            running,
+        }
+    }
+
+    /// `/sessions` of this host: id → (status, node).
+    async fn sessions(&self) -> BTreeMap<String, (String, String)> {
+        let url = format!("http://127.0.0.1:{}/sessions", self.port);
+        let Ok(response) = reqwest::get(&url).await else {
+            return BTreeMap::new();
+        };
+        let Ok(body) = response.json::<serde_json::Value>().await else {
+            return BTreeMap::new();
+        };
+        body["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    (
+                        s["status"].as_str().unwrap().to_string(),
+                        s["node"].as_str().unwrap_or("").to_string(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn connected(sessions: &BTreeMap<String, (String, String)>) -> usize {
+        sessions.values().filter(|(s, _)| s == "Connected").count()
+    }
+
+    /// Reads what it printed so far.
+    fn drain(&mut self) {
+        while self.running.next_line(Duration::from_millis(1)).is_some() {}
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.running.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
+/// Waits until both hosts together serve every session Connected, each on
+/// its own node's name; returns what each serves.
+async fn until_all_served(
+    hosts: &mut [&mut Host],
+    count: usize,
+) -> Vec<BTreeMap<String, (String, String)>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut all = Vec::new();
+        for host in hosts.iter() {
+            all.push(host.sessions().await);
+        }
+        let connected: usize = all.iter().map(Host::connected).sum();
+        if connected == count {
+            for (host, sessions) in hosts.iter().zip(&all) {
+                assert!(
+                    sessions.values().all(|(_, node)| *node == host.node),
+                    "{sessions:?}"
+                );
+            }
+            return all;
+        }
+        if Instant::now() > deadline {
+            for host in hosts.iter_mut() {
+                host.drain();
+            }
+            panic!(
+                "not all {count} sessions Connected: {all:?}\n{}",
+                hosts
+                    .iter()
+                    .map(|h| h.running.seen.join("\n"))
+                    .collect::<Vec<_>>()
+                    .join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_host_s_sessions_connect_on_the_survivor_within_the_lease() {
+    const COUNT: usize = 6;
+    let receiver = Receiver::start().await;
+    let setup = setup(COUNT, &receiver.url()).await;
+    let mut a = Host::start(&setup, "host-a");
+    let mut b = Host::start(&setup, "host-b");
+    let served = until_all_served(&mut [&mut a, &mut b], COUNT).await;
+    let (dead, survivor) = if served[0].len() >= served[1].len() {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let moved: Vec<String> = dead.sessions().await.into_keys().collect();
+    println!(
+        "before: {} serves {}, {} serves {}",
+        dead.node,
+        moved.len(),
+        survivor.node,
+        COUNT - moved.len()
+    );
+
+    // SIGKILL: no goodbye, no release; its leases must expire.
+    let killed = Instant::now();
+    dead.running.child.kill().unwrap();
+    let _ = dead.running.child.wait();
+    // Messages that arrive while nobody serves the sessions.
+    let asha = Person::asha();
+    let mut sent = HashSet::new();
+    for name in &moved {
+        let device = setup.devices[name];
+        sent.insert(
+            setup
+                .sim
+                .send_text(device, &asha, Addressing::LidWithPn, &format!("to {name}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut saw_qr = false;
+    let failover = loop {
+        let sessions = survivor.sessions().await;
+        saw_qr |= sessions.values().any(|(s, _)| s == "QR Scan Required");
+        if Host::connected(&sessions) == COUNT {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < WAIT,
+            "the survivor did not take over: {sessions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "failover of {} session(s): all Connected on {} {:.1} s after the kill (lease TTL {:?})",
+        moved.len(),
+        survivor.node,
+        failover.as_secs_f64(),
+        TTL
+    );
+    assert!(
+        failover < TTL + Duration::from_secs(8),
+        "failover took {failover:?}"
+    );
+    survivor.drain();
+    assert!(!saw_qr, "no session asked for a QR");
+    assert_eq!(survivor.running.count("code 1 of"), 0, "no QR printed");
+    // Never two live logins of one device at once.
+    for (name, device) in &setup.devices {
+        assert_eq!(
+            setup.sim.peak_logins(*device),
+            1,
+            "{name} (device {device}) had two logins at once"
+        );
+    }
+    // What arrived while the dead host was gone reaches the ERP.
+    let got = receiver
+        .wait_for_upserts(sent.len(), Duration::from_secs(30))
+        .await;
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(sent.is_subset(&ids), "{sent:?} vs {ids:?}");
+    let owners = setup.leases.owners().await.unwrap();
+    assert!(
+        owners
+            .iter()
+            .all(|(_, owner, live)| *owner == survivor.node && *live),
+        "{owners:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_paused_past_its_leases_drops_its_sessions_on_waking() {
+    const COUNT: usize = 4;
+    let receiver = Receiver::start().await;
+    let setup = setup(COUNT, &receiver.url()).await;
+    let mut a = Host::start(&setup, "host-a");
+    let mut b = Host::start(&setup, "host-b");
+    let served = until_all_served(&mut [&mut a, &mut b], COUNT).await;
+    let (paused, other) = if served[0].len() >= served[1].len() {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let held = paused.sessions().await.len();
+    assert!(held > 0);
+
+    // SIGSTOP: its sockets stay open, it renews nothing; the other host
+    // takes the leases once they expire.
+    paused.signal("-STOP");
+    let stopped = Instant::now();
+    let deadline = stopped + WAIT;
+    loop {
+        if Host::connected(&other.sessions().await) == COUNT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} took nothing over",
+            other.node
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "{} took {held} session(s) of the paused {} after {:.1} s",
+        other.node,
+        paused.node,
+        stopped.elapsed().as_secs_f64()
+    );
+    let leases_before = setup.leases.owners().await.unwrap();
+    let fences_before = fences(&setup).await;
+
+    // Awake again, long after its leases ended.
+    paused.signal("-CONT");
+    let woke = Instant::now();
+    loop {
+        if paused.sessions().await.is_empty() {
+            break;
+        }
+        assert!(
+            woke.elapsed() < Duration::from_secs(10),
+            "{} kept serving after waking: {:?}",
+            paused.node,
+            paused.sessions().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{} dropped its {held} session(s) {:.2} s after waking",
+        paused.node,
+        woke.elapsed().as_secs_f64()
+    );
+    paused
+        .running
+        .until_seen("stopped on this host", held, Duration::from_secs(10));
+    // It stays out: for two renewal periods and a takeover round more,
+    // the other host keeps every session Connected on the same login, and
+    // the leases (owner, fence) do not change.
+    let logins_before = setup.sim.live_logins();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(Host::connected(&other.sessions().await), COUNT);
+    assert!(paused.sessions().await.is_empty());
+    paused.drain();
+    assert_eq!(
+        paused.running.count("lease taken by"),
+        held,
+        "the woken host took nothing back:\n{}",
+        paused.running.seen.join("\n")
+    );
+    assert_eq!(setup.leases.owners().await.unwrap(), leases_before);
+    assert_eq!(fences(&setup).await, fences_before);
+    let logins_after = setup.sim.live_logins();
+    for (_, device) in setup.devices.iter() {
+        let now: Vec<_> = logins_after.iter().filter(|(_, d)| d == device).collect();
+        assert_eq!(now.len(), 1, "device {device}: {logins_after:?}");
+        assert!(
+            logins_before.contains(now[0]),
+            "device {device} logged in again: {logins_before:?} -> {logins_after:?}"
+        );
+    }
+    assert!(
+        setup
+            .leases
+            .owners()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, owner, live)| *owner == other.node && *live)
+    );
+}
+
+/// Every lease's fence, by session.
+async fn fences(setup: &Setup) -> Vec<(String, i64)> {
+    let conn = setup.leases.pool.get().await.unwrap();
+    conn.query(
+        "SELECT session, fence FROM session_leases ORDER BY session",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
