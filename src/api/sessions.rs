@@ -78,9 +78,9 @@ pub async fn start(
             (started, watch)
         }
         Some(cluster) => match cluster_start(&state, cluster, &id, &request, deadline).await? {
-            Some(watch) => (false, watch),
-            // Another host holds its lease (or will take it): it runs there.
-            None => return Ok(Json(json!({ "status": "Connecting", "node": null }))),
+            Ok(watch) => (false, watch),
+            // Another host holds its lease: it runs (and shows its QR) there.
+            Err(node) => return Ok(Json(json!({ "status": "Connecting", "node": node }))),
         },
     };
     // An existing session that stopped (logged out, halted) starts again; a
@@ -111,14 +111,15 @@ pub async fn start(
 
 /// In a cluster: adds the session to the shared list (any host may), asks
 /// this host's lease manager to take it now, and waits until `deadline`
-/// for it to run here. `None` when another host runs it.
+/// for it to run here. `Err(node)` when another host holds its lease
+/// (`None`: nobody took it in time).
 async fn cluster_start(
     state: &ApiState,
     cluster: &super::ClusterApi,
     id: &SessionId,
     request: &StartRequest,
     deadline: tokio::time::Instant,
-) -> Result<Option<tokio::sync::watch::Receiver<SessionSnapshot>>, ApiError> {
+) -> Result<Result<tokio::sync::watch::Receiver<SessionSnapshot>, Option<String>>, ApiError> {
     if state.engine.watch(id).is_none() {
         cluster
             .leases
@@ -144,10 +145,14 @@ async fn cluster_start(
     }
     loop {
         if let Some(watch) = state.engine.watch(id) {
-            return Ok(Some(watch));
+            return Ok(Ok(watch));
+        }
+        let owner = cluster.leases.owner(id).await.ok().flatten();
+        if let Some(node) = owner.filter(|node| *node != cluster.node) {
+            return Ok(Err(Some(node)));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Ok(None);
+            return Ok(Err(None));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -179,6 +184,16 @@ pub async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let id = session_id(&raw)?;
     state.engine.delete_session(&id).await?;
+    // In a cluster its credentials and its place in the list are in the
+    // database: gone too, so no host takes it again.
+    if let Some(cluster) = &state.cluster {
+        cluster.leases.forget(&id).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("logged out, but cannot remove the session from the cluster: {e:#}"),
+            )
+        })?;
+    }
     Ok(Json(json!({ "status": "logged out" })))
 }
 

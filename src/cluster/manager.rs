@@ -245,7 +245,7 @@ async fn renew_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
         }
         shared.changed.notify_one();
         for id in lost {
-            drop_session(&shared, id, "its lease moved to another host");
+            drop_session(&shared, id, "its lease moved to another host or is gone");
         }
     }
 }

@@ -63,6 +63,45 @@ impl PgLeases {
             .await?)
     }
 
+    /// Forgets a session the cluster served: its WhatsApp state (every
+    /// `pg_store` table), its lease and its entry, in one transaction. For
+    /// the DELETE route, once the session logged out.
+    pub async fn forget(&self, id: &SessionId) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        for table in crate::engine::whatsapp::pg_store::SESSION_TABLES {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE session = $1"),
+                &[&id.as_str()],
+            )
+            .await?;
+        }
+        tx.execute(
+            "DELETE FROM session_leases WHERE session = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM cluster_sessions WHERE id = $1",
+            &[&id.as_str()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The node holding an unexpired lease on `id`, if any.
+    pub async fn owner(&self, id: &SessionId) -> anyhow::Result<Option<String>> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT owner FROM session_leases WHERE session = $1 AND expires_at > now()",
+                &[&id.as_str()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Every lease: (session, owner, unexpired), by session.
     pub async fn owners(&self) -> anyhow::Result<Vec<(String, String, bool)>> {
         let conn = self.pool.get().await?;

@@ -10,6 +10,7 @@ mod api_compat;
 mod backlog_views;
 mod cli;
 mod clock_jump;
+mod cluster_store;
 mod console;
 mod engine_messages;
 mod engine_webhooks;

@@ -468,3 +468,80 @@ async fn fences(setup: &Setup) -> Vec<(String, i64)> {
     .map(|r| (r.get(0), r.get(1)))
     .collect()
 }
+
+/// `POST /sessions/start` on `host` with `body`: the JSON answer.
+async fn start_session(host: &Host, body: serde_json::Value) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{}/sessions/start", host.port);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // The API may not listen yet.
+        if let Ok(response) = reqwest::Client::new().post(&url).json(&body).send().await {
+            return response.json().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no API on {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_started_through_the_api_pairs_on_the_host_that_takes_it() {
+    let receiver = Receiver::start().await;
+    let setup = setup(0, &receiver.url()).await;
+    let mut a = Host::start(&setup, "host-a");
+    let answer = start_session(
+        &a,
+        serde_json::json!({ "sessionId": "newshop", "webhookUrl": receiver.url() }),
+    )
+    .await;
+    assert_eq!(answer["status"], "QR Scan Required", "{answer}");
+    assert!(answer["qr"].as_str().unwrap().starts_with("data:image/png"));
+    // The host that took the lease shows the code (here on stderr).
+    let deadline = Instant::now() + WAIT;
+    let payload = loop {
+        if let Some(payload) = support::screen::qr_from_screen(&a.running.seen.join("\n")) {
+            break payload;
+        }
+        assert!(Instant::now() < deadline, "no QR printed");
+        let _ = a.running.next_line(Duration::from_millis(200));
+    };
+    assert!(setup.sim.scan(&payload));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sessions = a.sessions().await;
+        if sessions
+            .get("newshop")
+            .is_some_and(|(s, _)| s == "Connected")
+        {
+            assert_eq!(sessions["newshop"].1, "host-a");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sessions:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Known to the whole cluster: another host sends the caller to the
+    // node that serves it.
+    let b = Host::start(&setup, "host-b");
+    let answer = start_session(&b, serde_json::json!({ "sessionId": "newshop" })).await;
+    assert_eq!(answer["node"], "host-a", "{answer}");
+    assert!(b.sessions().await.is_empty());
+    let owners = setup.leases.owners().await.unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].1, "host-a");
+
+    // DELETE on the host serving it logs out and forgets it cluster-wide:
+    // no host takes it again.
+    let url = format!("http://127.0.0.1:{}/sessions/newshop", a.port);
+    let answer: serde_json::Value = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "logged out", "{answer}");
+    assert!(setup.leases.owners().await.unwrap().is_empty());
+    assert!(setup.leases.takeable().await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.sessions().await.is_empty() && b.sessions().await.is_empty());
+}

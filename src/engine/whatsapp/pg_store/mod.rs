@@ -39,7 +39,7 @@ use whatsapp_rust::store::error::StoreError;
 /// [`take_lease`].
 pub use deadpool_postgres::Pool;
 pub use lease::take_lease;
-pub use schema::{SCHEMA_VERSION, migrate};
+pub use schema::{SCHEMA_VERSION, SESSION_TABLES, migrate};
 
 type Result<T> = std::result::Result<T, StoreError>;
 

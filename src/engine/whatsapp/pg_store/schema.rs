@@ -12,6 +12,30 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 /// only: an applied migration never changes.
 const MIGRATIONS: &[&str] = &[V1, V2];
 
+/// The tables that hold a session's WhatsApp state (credentials, Signal
+/// and app state, caches), each keyed by `session` first: what forgetting
+/// a session deletes.
+pub const SESSION_TABLES: &[&str] = &[
+    "wa_device",
+    "wa_identities",
+    "wa_sessions",
+    "wa_prekeys",
+    "wa_signed_prekeys",
+    "wa_sender_keys",
+    "wa_app_state_keys",
+    "wa_app_state_versions",
+    "wa_app_state_mutation_macs",
+    "wa_sender_key_devices",
+    "wa_lid_pn_mapping",
+    "wa_base_keys",
+    "wa_device_registry",
+    "wa_group_metadata",
+    "wa_tc_tokens",
+    "wa_sent_messages",
+    "wa_pending_inbound",
+    "wa_msg_secrets",
+];
+
 /// The version this binary brings a database to.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 

@@ -1,0 +1,118 @@
+//! The cluster's lease SQL (`cluster::store::PgLeases`) against a real
+//! PostgreSQL: a session in `cluster_sessions` is takeable until a host
+//! takes it, a live lease is taken by nobody else, renewal checks owner and
+//! fence, an expired lease is taken over with the next fence, a released
+//! lease is takeable at once, and forgetting a session removes its state,
+//! lease and entry, and no other session's.
+
+use std::time::Duration;
+
+use wabridge::cluster::manager::LeaseStore;
+use wabridge::cluster::store::PgLeases;
+use wabridge::engine::whatsapp::pg_store;
+use wabridge::paths::SessionId;
+use wabridge_sim::postgres::TestPostgres;
+
+fn id(s: &str) -> SessionId {
+    SessionId::parse(s).unwrap()
+}
+
+async fn takeable(leases: &PgLeases) -> Vec<String> {
+    leases
+        .takeable()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn leases_are_taken_renewed_taken_over_released_and_forgotten() {
+    let server = tokio::task::spawn_blocking(TestPostgres::start)
+        .await
+        .unwrap();
+    let pool = pg_store::pool_from_url(&server.url()).unwrap();
+    pg_store::migrate(&pool).await.unwrap();
+    let leases = PgLeases { pool: pool.clone() };
+    let ttl = Duration::from_secs(60);
+
+    assert!(
+        leases
+            .add_session(&id("a"), Some("http://erp/a"), Some("t"))
+            .await
+            .unwrap()
+    );
+    assert!(leases.add_session(&id("b"), None, None).await.unwrap());
+    // Adding again keeps what it does not set.
+    assert!(!leases.add_session(&id("a"), None, None).await.unwrap());
+    let all = leases.takeable().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].webhook_url.as_deref(), Some("http://erp/a"));
+    assert_eq!(all[0].webhook_token.as_deref(), Some("t"));
+
+    // Host 1 takes `a`; nobody else can while the lease lives.
+    assert_eq!(leases.take(&id("a"), "one", ttl).await.unwrap(), Some(1));
+    assert_eq!(leases.take(&id("a"), "two", ttl).await.unwrap(), None);
+    assert_eq!(
+        leases.take(&id("a"), "one", ttl).await.unwrap(),
+        None,
+        "not twice"
+    );
+    assert_eq!(takeable(&leases).await, vec!["b"]);
+    assert_eq!(
+        leases.owner(&id("a")).await.unwrap().as_deref(),
+        Some("one")
+    );
+
+    // Renewal checks owner and fence.
+    let held = [(id("a"), 1)];
+    assert_eq!(
+        leases.renew("one", &held, ttl).await.unwrap(),
+        vec![id("a")]
+    );
+    assert!(leases.renew("two", &held, ttl).await.unwrap().is_empty());
+    assert!(
+        leases
+            .renew("one", &[(id("a"), 7)], ttl)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Expired (renewed with no time left), it is taken over at fence 2,
+    // and the old holder's renewal fails.
+    leases.renew("one", &held, Duration::ZERO).await.unwrap();
+    assert_eq!(takeable(&leases).await, vec!["a", "b"]);
+    assert_eq!(leases.take(&id("a"), "two", ttl).await.unwrap(), Some(2));
+    assert!(leases.renew("one", &held, ttl).await.unwrap().is_empty());
+
+    // Released on a clean stop: takeable at once.
+    assert_eq!(leases.release("two", &[id("a")]).await.unwrap(), 1);
+    assert_eq!(leases.release("one", &[id("a")]).await.unwrap(), 0);
+    assert_eq!(takeable(&leases).await, vec!["a", "b"]);
+    let owners = leases.owners().await.unwrap();
+    assert_eq!(owners, vec![("a".to_string(), "two".to_string(), false)]);
+
+    // Forgetting `a` removes its WhatsApp rows, lease and entry only.
+    let conn = pool.get().await.unwrap();
+    for session in ["a", "b"] {
+        conn.execute(
+            "INSERT INTO wa_identities (session, address, key) VALUES ($1, 'x', '\\x00')",
+            &[&session],
+        )
+        .await
+        .unwrap();
+    }
+    leases.forget(&id("a")).await.unwrap();
+    assert_eq!(takeable(&leases).await, vec!["b"]);
+    assert!(leases.owners().await.unwrap().is_empty());
+    let left: Vec<String> = conn
+        .query("SELECT session FROM wa_identities", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec!["b"]);
+}
