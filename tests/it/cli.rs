@@ -193,3 +193,42 @@ fn sigterm_mid_connect_exits_cleanly_and_keeps_the_session() {
     );
     assert!(data.join("sessions/s1/whatsapp.db").exists());
 }
+
+#[test]
+fn a_cluster_database_out_of_reach_stops_the_start_without_showing_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(
+        tmp.path(),
+        "ws://127.0.0.1:1/ws/chat",
+        &format!(
+            "[cluster]\ndatabase_url = \"postgres://wabridge:s3cret-pw@127.0.0.1:{port}/wabridge\"\nnode = \"host-a\"\n"
+        ),
+    );
+    let data = tmp.path().join("data");
+    let out = wabridge(&[
+        "--headless",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cluster database postgres://wabridge:***@127.0.0.1:{port}/wabridge"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let logs: String = std::fs::read_dir(data.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    assert!(!logs.contains("s3cret-pw"), "{logs}");
+}
