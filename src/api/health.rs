@@ -162,5 +162,16 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
+    // In a cluster: which node serves each session listed here (this one).
+    if let Some(cluster) = &state.cluster {
+        out.push_str("# HELP wabridge_session_node The cluster node serving the session.\n# TYPE wabridge_session_node gauge\n");
+        for s in &sessions {
+            let _ = writeln!(
+                out,
+                "wabridge_session_node{{session=\"{}\",node=\"{}\"}} 1",
+                s.id, cluster.node
+            );
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

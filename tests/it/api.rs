@@ -671,3 +671,61 @@ async fn an_interrupted_offline_sync_shows_in_the_session_list() {
         json!({"announced": 6})
     );
 }
+
+#[tokio::test]
+async fn in_a_cluster_the_views_name_the_node_and_alone_they_do_not() {
+    let alone = api();
+    alone
+        .backend
+        .script("WA-1", [Conn::Stays(vec![connected()])]);
+    alone.start("WA-1").await;
+    let (_, list) = alone.call(Method::GET, "/sessions", None).await;
+    assert!(list["sessions"][0].get("node").is_none(), "{list}");
+    let (_, health) = alone.call(Method::GET, "/health", None).await;
+    assert!(health.get("node").is_none(), "{health}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::default();
+    backend.script("WA-1", [Conn::Stays(vec![connected()])]);
+    let engine = Engine::new(
+        backend.clone(),
+        DataDir::new(tmp.path().join("data")),
+        support::fast_policy(),
+    );
+    engine
+        .add_session(&SessionId::parse("WA-1").unwrap(), None, None)
+        .unwrap();
+    let mut state = ApiState::new(engine.clone(), String::new());
+    // A pool connects lazily: the views never touch the database.
+    let pool = wabridge::engine::whatsapp::pg_store::pool_from_url(
+        "postgres://wabridge@127.0.0.1:1/wabridge",
+    )
+    .unwrap();
+    state.cluster = Some(wabridge::api::ClusterApi {
+        node: "host-a".into(),
+        leases: wabridge::cluster::store::PgLeases { pool },
+        take_now: std::sync::Arc::new(|| {}),
+    });
+    let clustered = Api {
+        tmp,
+        backend,
+        engine,
+        router: router(state),
+    };
+    let (_, list) = clustered.call(Method::GET, "/sessions", None).await;
+    assert_eq!(list["sessions"][0]["node"], "host-a", "{list}");
+    let (_, health) = clustered.call(Method::GET, "/health", None).await;
+    assert_eq!(health["node"], "host-a", "{health}");
+    assert_eq!(
+        health["sessions"]["details"][0]["node"], "host-a",
+        "{health}"
+    );
+    let (_, metrics) = clustered.call(Method::GET, "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("wabridge_session_node{session=\"WA-1\",node=\"host-a\"} 1"),
+        "{metrics}"
+    );
+}
