@@ -545,3 +545,61 @@ async fn a_session_started_through_the_api_pairs_on_the_host_that_takes_it() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(a.sessions().await.is_empty() && b.sessions().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_whose_lease_ended_never_connects_again() {
+    let receiver = Receiver::start().await;
+    let setup = setup(1, &receiver.url()).await;
+    let id = SessionId::parse("shop0").unwrap();
+    let device = setup.devices["shop0"];
+    let fence = setup
+        .leases
+        .take(&id, "in-process", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    // The fence the lease manager would hand out, switched off below.
+    let held = Arc::new(std::sync::Mutex::new(Some(fence)));
+    let source = held.clone();
+    let fences: FenceSource = Arc::new(move |_: &SessionId| *source.lock().unwrap());
+    let engine = Engine::new(
+        PgBackend {
+            whatsapp: backend(&setup.sim),
+            pool: setup.leases.pool.clone(),
+            fences,
+        },
+        DataDir::new(setup.tmp.path().join("in-process")),
+        BackoffPolicy {
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        },
+    );
+    let mut changes = engine.subscribe();
+    engine.add_session(&id, None, None).unwrap();
+    support::until(&mut changes, "shop0", |s| {
+        s.state == SessionState::Connected
+    })
+    .await;
+
+    // The lease ends; before anything stops the session, its connection
+    // drops. The client does not log in again, however often it retries.
+    *held.lock().unwrap() = None;
+    assert!(setup.sim.act_on(
+        support::sim::Target::Device(device),
+        support::sim::Action::Close
+    ));
+    let refused = support::until(&mut changes, "shop0", |s| {
+        s.last_close
+            .as_ref()
+            .is_some_and(|c| c.description.contains("lease"))
+    })
+    .await;
+    assert_ne!(refused.state, SessionState::Connected);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        setup.sim.live_logins().iter().all(|(_, d)| *d != device),
+        "{:?}",
+        setup.sim.live_logins()
+    );
+    engine.shutdown().await;
+}

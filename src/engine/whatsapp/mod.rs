@@ -98,6 +98,9 @@ pub struct WhatsAppClient {
     /// The session's event channel, for what the library only logs.
     events: EventSink,
     liveness: Liveness,
+    /// Asked before every connection: false stops it before it starts (a
+    /// clustered host whose lease on the session ended; `PgBackend`).
+    may_connect: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl WaBackend for WhatsAppBackend {
@@ -185,6 +188,7 @@ impl WhatsAppBackend {
             bot: Arc::new(Mutex::new(Some(bot))),
             events,
             liveness: self.liveness,
+            may_connect: None,
         })
     }
 }
@@ -223,6 +227,13 @@ fn store_error(message: String) -> OpenError {
 
 impl WaClient for WhatsAppClient {
     async fn run(&self) {
+        if self.may_connect.as_ref().is_some_and(|may| !may()) {
+            let detail = "this host no longer holds the session's lease".to_string();
+            let _ = self
+                .events
+                .send(WaEvent::Closed(CloseSignal::SocketClosed { detail }));
+            return;
+        }
         let bot = self.bot.lock().unwrap_or_else(|p| p.into_inner()).take();
         let run = connect_errors::capture(async {
             match bot {

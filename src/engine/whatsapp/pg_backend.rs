@@ -50,8 +50,15 @@ impl WaBackend for PgBackend {
             OpenError::Other(format!("this host holds no lease on session {}", files.id))
         })?;
         let store = PgStore::open(self.pool.clone(), files.id.as_str(), fence);
-        self.whatsapp
+        let mut client = self
+            .whatsapp
             .open_over(Arc::new(store), options, events)
-            .await
+            .await?;
+        // Every later connection of this client too needs the lease still
+        // held at this fence: a host that lost it (stalled past it, say)
+        // never reconnects, even before its session is stopped.
+        let (fences, id) = (self.fences.clone(), files.id.clone());
+        client.may_connect = Some(Arc::new(move || fences(&id) == Some(fence)));
+        Ok(client)
     }
 }
