@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::close::CloseSignal;
 use super::phone::Resolution;
+use crate::paths::SessionId;
 use crate::session_files::SessionFiles;
 
 /// What a client reports, in the order it happened.
@@ -248,6 +249,20 @@ pub trait WaBackend: Send + Sync + 'static {
         options: OpenOptions,
         events: EventSink,
     ) -> impl Future<Output = Result<Self::Client, OpenError>> + Send;
+
+    /// Deletes the credentials `id` keeps outside its session folder (the
+    /// supervisor deletes that folder's store itself), on an explicit
+    /// logout only. The SQLite backend keeps everything in the folder:
+    /// nothing to do. A backend over a shared database deletes the
+    /// session's rows there, and refuses (Err) when this host no longer
+    /// holds the session.
+    fn delete_credentials(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = id;
+        async { Ok(()) }
+    }
 
     /// Whether WhatsApp's server can be reached right now: a TCP connect,
     /// nothing more, that got through `within`. Asked twice a second while

@@ -395,7 +395,7 @@ impl<B: WaBackend> Supervisor<B> {
         match operator {
             // A disconnected client is finished; the next connection builds a
             // new one over the same store.
-            Some(command) => self.obey_after_disconnect(command),
+            Some(command) => self.obey_after_disconnect(command).await,
             None if stalled => Next::Connect,
             None => {
                 // The adapter disconnects a client whose link went silent:
@@ -555,7 +555,7 @@ impl<B: WaBackend> Supervisor<B> {
             }
             Decision::Wipe => {
                 self.drop_client().await;
-                self.wipe_credentials();
+                self.wipe_credentials().await;
                 Next::WaitForOperator
             }
         }
@@ -658,7 +658,7 @@ impl<B: WaBackend> Supervisor<B> {
                     self.id()
                 );
                 self.drop_client().await;
-                self.wipe_credentials();
+                self.wipe_credentials().await;
                 Next::WaitForOperator
             }
             Command::Stop => Next::Exit,
@@ -666,7 +666,7 @@ impl<B: WaBackend> Supervisor<B> {
     }
 
     /// A command that interrupted a running connection (already disconnected).
-    fn obey_after_disconnect(&mut self, command: Command) -> Next {
+    async fn obey_after_disconnect(&mut self, command: Command) -> Next {
         match command {
             Command::ReconnectNow => {
                 tracing::info!("Reconnecting {} now (operator request)", self.id());
@@ -677,7 +677,7 @@ impl<B: WaBackend> Supervisor<B> {
                 Next::Connect
             }
             Command::Logout => {
-                self.wipe_credentials();
+                self.wipe_credentials().await;
                 Next::WaitForOperator
             }
             Command::Stop => Next::Exit,
@@ -692,11 +692,19 @@ impl<B: WaBackend> Supervisor<B> {
 
     /// Deletes this session's store files (only those) and marks it logged
     /// out, so a restart does not start a pairing nobody asked for.
-    fn wipe_credentials(&mut self) {
+    /// The backend deletes what it keeps elsewhere (a cluster's database);
+    /// a host that no longer holds the session is refused there.
+    async fn wipe_credentials(&mut self) {
         self.network_wait = None;
-        match self.files.delete_credentials() {
-            Ok(()) => tracing::warn!("Session {} logged out; credentials deleted", self.id()),
-            Err(e) => tracing::error!("cannot delete credentials of {}: {e}", self.id()),
+        let stored = self.backend.delete_credentials(&self.files.id).await;
+        match (self.files.delete_credentials(), stored) {
+            (Ok(()), Ok(())) => {
+                tracing::warn!("Session {} logged out; credentials deleted", self.id())
+            }
+            (Err(e), _) => tracing::error!("cannot delete credentials of {}: {e}", self.id()),
+            (_, Err(e)) => {
+                tracing::error!("cannot delete the stored credentials of {}: {e}", self.id())
+            }
         }
         self.update_settings(|s| s.logged_out = true);
         self.attempt = 0;

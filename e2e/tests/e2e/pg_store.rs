@@ -188,3 +188,148 @@ fn asha_lid_entry() -> whatsapp_rust::store::traits::LidPnMappingEntry {
         learning_source: "stale host".into(),
     }
 }
+
+/// How many rows `session` has in each of the store's tables, the empty
+/// ones left out.
+async fn stored_rows(pool: &pg_store::Pool, session: &str) -> Vec<(String, i64)> {
+    let conn = pool.get().await.unwrap();
+    let mut rows = Vec::new();
+    for table in pg_store::SESSION_TABLES {
+        let row = conn
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE session = $1"),
+                &[&session],
+            )
+            .await
+            .unwrap();
+        let n: i64 = row.get(0);
+        if n > 0 {
+            rows.push((table.to_string(), n));
+        }
+    }
+    rows
+}
+
+/// The phone unlinks a device whose credentials live in the database: the
+/// 401 deletes them there (every store table of the session, nothing of
+/// its lease or its cluster entry), so no host that takes the lease later
+/// reconnects with dead credentials; the session pairs again on request.
+/// A host whose lease moved on (or that holds none) cannot delete them.
+#[tokio::test]
+async fn a_logout_on_postgres_deletes_the_credentials_in_the_database() {
+    use support::sim::{Action, Target};
+    use wabridge::engine::backend::WaBackend;
+
+    let server = tokio::task::spawn_blocking(TestPostgres::start)
+        .await
+        .unwrap();
+    let pool = pg_store::pool_from_url(&server.url()).unwrap();
+    pg_store::migrate(&pool).await.unwrap();
+    let sim = Simulator::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let leases = wabridge::cluster::store::PgLeases { pool: pool.clone() };
+    assert!(leases.add_session(&id(SESSION), None, None).await.unwrap());
+
+    // An earlier host held the session; this one took the lease after it.
+    let stale_fence = take_lease(&pool, SESSION, "host-old", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let data = DataDir::new(tmp.path().join("host-a"));
+    let (engine, fence) = host(&sim, &pool, "host-a", &data).await;
+    assert!(fence > stale_fence);
+    let mut changes = engine.subscribe();
+    let mut sim_events = sim.events();
+    engine.add_session(&id(SESSION), None, None).unwrap();
+    scan_first_qr(&sim, &mut changes, SESSION).await;
+    let device = sim::linked_device(&mut sim_events, WAIT).await;
+    wait_connected(&mut changes).await;
+    let before = stored_rows(&pool, SESSION).await;
+    assert!(
+        before.iter().any(|(t, _)| t == "wa_device") && before.len() > 1,
+        "{before:?}"
+    );
+
+    // The old host, and a host holding no lease, are refused: nothing goes.
+    let backend_with = |fences: FenceSource| PgBackend {
+        whatsapp: backend(&sim),
+        pool: pool.clone(),
+        fences,
+    };
+    let stale = backend_with(Arc::new(move |_: &SessionId| Some(stale_fence)));
+    let refused = stale.delete_credentials(&id(SESSION)).await.unwrap_err();
+    assert!(refused.contains("fenced"), "{refused}");
+    let none = backend_with(Arc::new(|_: &SessionId| None));
+    assert!(none.delete_credentials(&id(SESSION)).await.is_err());
+    // (The live session may add rows meanwhile; none may go.)
+    let after = stored_rows(&pool, SESSION).await;
+    for (table, n) in &before {
+        assert!(
+            after.iter().any(|(t, m)| t == table && m >= n),
+            "{table}: {before:?} then {after:?}"
+        );
+    }
+
+    // The phone removes the device: 401.
+    assert!(sim.act_on(
+        Target::Device(device),
+        Action::Failure {
+            reason: 401,
+            ban_code: None,
+            expire_secs: None,
+        }
+    ));
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
+                && s.state == SessionState::LoggedOut
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("Logged Out");
+    assert_eq!(
+        stored_rows(&pool, SESSION).await,
+        vec![],
+        "credentials deleted"
+    );
+    assert_eq!(
+        leases.owner(&id(SESSION)).await.unwrap(),
+        None,
+        "the lease row stays (lapsed in this test: TTL zero)"
+    );
+    let conn = pool.get().await.unwrap();
+    let kept = conn
+        .query_one(
+            "SELECT (SELECT count(*) FROM session_leases WHERE session = $1 AND fence = $2),
+                    (SELECT count(*) FROM cluster_sessions WHERE id = $1)",
+            &[&SESSION, &(fence as i64)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (kept.get::<_, i64>(0), kept.get::<_, i64>(1)),
+        (1, 1),
+        "the lease and the cluster's entry stay"
+    );
+
+    // Asked to reconnect, it pairs again: a new QR, from a fresh device row.
+    engine
+        .command(&id(SESSION), wabridge::engine::Command::ReconnectNow)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
+                && matches!(s.state, SessionState::QrScanRequired(_))
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a new QR");
+    engine.shutdown().await;
+}

@@ -40,6 +40,18 @@ impl WaBackend for PgBackend {
         self.whatsapp.server_reachable(within).await
     }
 
+    /// A fenced delete of the session's rows in the store (not its lease
+    /// nor its entry in `cluster_sessions`): under the fence this host
+    /// holds now, refused when it holds none or the lease moved on.
+    async fn delete_credentials(&self, id: &SessionId) -> Result<(), String> {
+        let fence =
+            (self.fences)(id).ok_or_else(|| format!("this host holds no lease on session {id}"))?;
+        PgStore::open(self.pool.clone(), id.as_str(), fence)
+            .wipe_session()
+            .await
+            .map_err(|e| with_causes(&e))
+    }
+
     async fn open(
         &self,
         files: &SessionFiles,
@@ -61,4 +73,17 @@ impl WaBackend for PgBackend {
         client.may_connect = Some(Arc::new(move || fences(&id) == Some(fence)));
         Ok(client)
     }
+}
+
+/// An error and what caused it, on one line (a store error's own message
+/// does not say that it was fenced).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }

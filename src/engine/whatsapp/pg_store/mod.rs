@@ -170,6 +170,27 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// Deletes everything the session keeps in [`SESSION_TABLES`] (its
+    /// linked device, Signal and app state, caches), in one fenced
+    /// transaction: what an explicit logout deletes. The lease and the
+    /// cluster's entry stay, so the session can be paired again by the host
+    /// holding its lease; a store whose lease moved is refused ([`Fenced`])
+    /// and deletes nothing.
+    pub async fn wipe_session(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = self.fenced(&mut conn).await?;
+        for table in SESSION_TABLES {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE session = $1"),
+                &[&&*self.session],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
     /// One fenced statement: runs `sql` with `params` after the fence check
     /// and commits; returns the rows it changed.
     async fn write(
