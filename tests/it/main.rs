@@ -14,6 +14,7 @@ mod cluster_store;
 mod console;
 mod engine_messages;
 mod engine_webhooks;
+mod fixture_device;
 mod import_fixture;
 mod import_safety;
 mod outbox_model;
