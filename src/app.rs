@@ -142,9 +142,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
             http: None,
             liveness: Liveness::with_bound(config.whatsapp.dead_after),
         };
-        let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
         let (engine, cluster) = match &config.cluster {
             None => {
+                let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
                 let engine = Engine::with_webhooks(
                     backend,
                     data.clone(),
@@ -168,8 +168,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 (engine, None)
             }
             Some(cluster) => {
-                let (engine, running) =
-                    start_cluster(&config, cluster, backend, &data, hooks).await?;
+                let (engine, running) = start_cluster(&config, cluster, backend, &data).await?;
                 (engine, Some(running))
             }
         };
@@ -242,7 +241,8 @@ struct ClusterHost {
 }
 
 /// `[cluster]`: the shared database (migrated), an engine whose sessions
-/// live in it and open only under a lease this host holds, the declared
+/// live in it and open only under a lease this host holds, its webhook
+/// outbox in the same database (fenced by the same leases), the declared
 /// sessions added to the cluster's list, and the lease manager that takes,
 /// renews and drops them. Sessions saved in the data dir are not started:
 /// in a cluster the database says which sessions exist.
@@ -251,7 +251,6 @@ async fn start_cluster(
     cluster: &ClusterConfig,
     backend: WhatsAppBackend,
     data: &DataDir,
-    hooks: std::sync::Arc<WebhookHub>,
 ) -> Result<(Engine, ClusterHost), String> {
     let node = cluster
         .node_name()
@@ -263,6 +262,17 @@ async fn start_cluster(
         .await
         .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
     let fences = Fences::default();
+    // The webhook outbox is the database's too: a session's undelivered
+    // messages follow its lease to whichever host serves it next.
+    let hooks = {
+        let source = fences.clone();
+        WebhookHub::open_cluster(
+            pool.clone(),
+            std::sync::Arc::new(move |id: &SessionId| source.get(id)),
+            config.webhook.delivery_settings(),
+        )
+        .await?
+    };
     let source = fences.clone();
     let backend = PgBackend {
         whatsapp: backend,

@@ -137,6 +137,22 @@ async fn cluster_start(
             })?;
         (cluster.take_now)();
     } else if request.webhook_url.is_some() || request.webhook_token.is_some() {
+        // Served here: the cluster's row first (the host that serves it
+        // next reads it there), then the running session.
+        cluster
+            .leases
+            .add_session(
+                id,
+                request.webhook_url.as_deref(),
+                request.webhook_token.as_deref(),
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot save the webhook in the cluster: {e:#}"),
+                )
+            })?;
         state.engine.add_session(
             id,
             request.webhook_url.clone(),

@@ -64,7 +64,8 @@ impl PgLeases {
     }
 
     /// Forgets a session the cluster served: its WhatsApp state (every
-    /// `pg_store` table), its lease and its entry, in one transaction. For
+    /// `pg_store` table), its webhook outbox rows, its lease and its entry,
+    /// in one transaction. For
     /// the DELETE route, once the session logged out.
     pub async fn forget(&self, id: &SessionId) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
@@ -76,6 +77,13 @@ impl PgLeases {
             )
             .await?;
         }
+        // Its webhook rows (the serving host's hub dropped them already,
+        // fenced; this catches any a failed drop left).
+        tx.execute(
+            "DELETE FROM webhook_outbox WHERE session = $1",
+            &[&id.as_str()],
+        )
+        .await?;
         tx.execute(
             "DELETE FROM session_leases WHERE session = $1",
             &[&id.as_str()],

@@ -70,6 +70,8 @@ impl Outbound for WebhookHub {
         let mut posted = self.posted().lock();
         if snapshot.state == SessionState::Stopped {
             posted.remove(&snapshot.id);
+            drop(posted);
+            self.session_stopped(&snapshot.id);
             return;
         }
         let status = snapshot.state.api_status();

@@ -12,7 +12,8 @@ use sha2::Sha256;
 use tokio::sync::{Notify, watch};
 
 use super::outbox::{Delivery, OutboxError};
-use super::outbox_thread::{DeliveryLimits, OutboxThread};
+use super::outbox_thread::DeliveryLimits;
+use super::queue::Queue;
 use crate::paths::SessionId;
 
 /// Deliveries a worker reads from its queue at once (when messages go one
@@ -153,13 +154,14 @@ pub fn due_in(next_attempt_ms: i64, now_ms: i64, retry_max: Duration) -> Option<
 }
 
 pub struct Deliverer {
-    outbox: OutboxThread,
+    outbox: Queue,
     client: reqwest::Client,
     settings: DeliverySettings,
 }
 
 impl Deliverer {
-    pub fn new(outbox: OutboxThread, settings: DeliverySettings) -> Result<Deliverer, String> {
+    pub fn new(outbox: impl Into<Queue>, settings: DeliverySettings) -> Result<Deliverer, String> {
+        let outbox = outbox.into();
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)

@@ -11,6 +11,8 @@ use super::deliver::{Deliverer, DeliverySettings, Target, now_ms};
 use super::outbox::{Backlog, DeadLetter, Enqueued, Outbox, OutboxError};
 use super::outbox_thread::{OutboxThread, OwnedItems};
 use super::payload::WebhookEvent;
+use super::pg_outbox::{FenceSource, PgOutbox};
+use super::queue::Queue;
 use crate::paths::{DataDir, SessionId};
 
 struct Worker {
@@ -27,7 +29,7 @@ pub fn target_of(settings: &crate::session_files::SessionSettings) -> Option<Tar
 }
 
 pub struct WebhookHub {
-    outbox: OutboxThread,
+    outbox: Queue,
     deliverer: Arc<Deliverer>,
     workers: Mutex<HashMap<SessionId, Worker>>,
     posted: super::bridge::PostedStatuses,
@@ -41,6 +43,27 @@ impl WebhookHub {
         let outbox = OutboxThread::start(Arc::new(
             Outbox::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
         ));
+        Self::over(outbox.into(), settings)
+    }
+
+    /// In a cluster: the outbox in the shared database (migrated), every
+    /// write fenced by the lease this host holds (`fences`). A session's
+    /// worker runs while the session runs here (it starts with the session
+    /// and stops when the session stops on this host), and starts from the
+    /// rows in the database: what a dead host left goes out from here,
+    /// under the same delivery ids.
+    pub async fn open_cluster(
+        pool: deadpool_postgres::Pool,
+        fences: FenceSource,
+        settings: DeliverySettings,
+    ) -> Result<Arc<WebhookHub>, String> {
+        let outbox = PgOutbox::start(pool, fences)
+            .await
+            .map_err(|e| format!("cannot open the cluster's webhook outbox: {e}"))?;
+        Self::over(outbox.into(), settings)
+    }
+
+    fn over(outbox: Queue, settings: DeliverySettings) -> Result<Arc<WebhookHub>, String> {
         tokio::spawn(prune_delivered_daily(outbox.clone(), settings.max_age));
         let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings)?);
         Ok(Arc::new(WebhookHub {
@@ -86,6 +109,16 @@ impl WebhookHub {
                     },
                 );
             }
+        }
+    }
+
+    /// The session stopped on this host. In a cluster its worker stops
+    /// too (its rows stay for whichever host serves it next); alone, a
+    /// worker lives as long as the process, as it always did.
+    pub fn session_stopped(&self, session: &SessionId) {
+        if self.outbox.is_shared() {
+            // Dropping the target sender ends the worker's loop.
+            self.workers().remove(session);
         }
     }
 
@@ -188,7 +221,7 @@ fn owned(session: &SessionId, events: &[(&WebhookEvent, Option<&str>)]) -> Owned
 
 /// Once at start and then daily, forgets what was delivered longer ago than
 /// a delivery may live.
-async fn prune_delivered_daily(outbox: OutboxThread, retention: std::time::Duration) {
+async fn prune_delivered_daily(outbox: Queue, retention: std::time::Duration) {
     let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
     loop {
         daily.tick().await;

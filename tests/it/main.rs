@@ -18,6 +18,7 @@ mod fixture_device;
 mod import_fixture;
 mod import_safety;
 mod outbox_model;
+mod pg_outbox;
 mod pg_store;
 mod product_binary;
 mod store_errors;

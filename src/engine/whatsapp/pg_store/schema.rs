@@ -10,7 +10,7 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 
 /// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
 /// only: an applied migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The tables that hold a session's WhatsApp state (credentials, Signal
 /// and app state, caches), each keyed by `session` first: what forgetting
@@ -218,6 +218,30 @@ CREATE TABLE cluster_sessions (
     webhook_token text,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+"#;
+
+/// The webhook outbox of a cluster (`src/webhook/pg_outbox.rs`): the same
+/// rows as the SQLite outbox of a single host (`dead`: 0 live, 1 dead
+/// letter, 2 delivered and kept only for its dedupe key), shared by every
+/// host, so the new owner of a session delivers what its old host could
+/// not, under the same delivery ids.
+const V3: &str = r#"
+CREATE TABLE webhook_outbox (
+    seq bigserial PRIMARY KEY,
+    delivery_id text NOT NULL UNIQUE,
+    session text NOT NULL,
+    dedupe_key text,
+    body bytea NOT NULL,
+    created_ms bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_ms bigint NOT NULL,
+    last_error text,
+    dead smallint NOT NULL DEFAULT 0,
+    batch_id text,
+    UNIQUE (session, dedupe_key)
+);
+CREATE INDEX webhook_outbox_by_session ON webhook_outbox (session, dead, seq);
+CREATE INDEX webhook_outbox_by_age ON webhook_outbox (session, dead, created_ms);
 "#;
 
 /// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from
