@@ -21,6 +21,11 @@ use crate::paths::SessionId;
 /// is aborted: a fenced session must go at once.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How many lease TTLs a host leaves a session alone after failing to
+/// start it: the lease it took lapses after one, and other hosts get the
+/// next rounds to try theirs.
+const FAILED_START_TTLS: u32 = 2;
+
 /// A session whose lease may be taken, with its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Takeable {
@@ -52,21 +57,23 @@ pub trait LeaseStore: Send + Sync + 'static {
 
 /// What the manager does to the sessions on this host (the engine).
 pub trait Sessions: Send + Sync + 'static {
-    /// Starts serving a session whose lease this host now holds.
-    fn start(&self, session: &Takeable);
+    /// Starts serving a session whose lease this host now holds; an error
+    /// if it cannot (the manager then lets the lease go).
+    fn start(&self, session: &Takeable) -> Result<(), String>;
     /// Stops serving it: the socket is dropped, the credentials kept.
     fn stop(&self, id: &SessionId) -> impl Future<Output = ()> + Send;
 }
 
 impl Sessions for crate::engine::Engine {
-    fn start(&self, session: &Takeable) {
-        if let Err(e) = self.add_session(
+    fn start(&self, session: &Takeable) -> Result<(), String> {
+        // `false` (its task already runs here) is started too.
+        self.add_session(
             &session.id,
             session.webhook_url.clone(),
             session.webhook_token.clone(),
-        ) {
-            tracing::error!("cannot start session {} on this host: {e}", session.id);
-        }
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     }
 
     async fn stop(&self, id: &SessionId) {
@@ -91,6 +98,8 @@ struct State {
     /// Dropped sessions whose task has not ended yet: not taken again
     /// until it has (one task per session, ever).
     stopping: BTreeSet<SessionId>,
+    /// Sessions this host failed to start, left to other hosts until then.
+    failed: BTreeMap<SessionId, Instant>,
 }
 
 struct Shared<S, E> {
@@ -293,6 +302,28 @@ fn seed(node: &str, round: u64) -> u64 {
     hasher.finish()
 }
 
+/// A session taken but not started: this host stops renewing its lease
+/// (it lapses at its expiry, with nothing running under it) and leaves it
+/// to the other hosts for `FAILED_START_TTLS` TTLs before trying again.
+fn give_up_lease<S: LeaseStore, E: Sessions>(
+    shared: &Arc<Shared<S, E>>,
+    id: &SessionId,
+    error: &str,
+) {
+    lock(&shared.fences.0).remove(id);
+    {
+        let mut state = lock(&shared.state);
+        state.held.remove(id);
+        let retry_at = Instant::now() + shared.timings.ttl * FAILED_START_TTLS;
+        state.failed.insert(id.clone(), retry_at);
+    }
+    shared.changed.notify_one();
+    tracing::error!(
+        "session {id}: cannot start it on this host ({}): {error}; its lease is left to lapse for another host",
+        shared.node
+    );
+}
+
 async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
     let t = shared.timings;
     let mut tick = tokio::time::interval(t.takeover_every);
@@ -312,10 +343,16 @@ async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
             }
         };
         let candidates: Vec<Takeable> = {
-            let state = lock(&shared.state);
+            let mut state = lock(&shared.state);
+            let now = Instant::now();
+            state.failed.retain(|_, until| *until > now);
             candidates
                 .into_iter()
-                .filter(|c| !state.held.contains_key(&c.id) && !state.stopping.contains(&c.id))
+                .filter(|c| {
+                    !state.held.contains_key(&c.id)
+                        && !state.stopping.contains(&c.id)
+                        && !state.failed.contains_key(&c.id)
+                })
                 .collect()
         };
         for session in pick_takeovers(&candidates, t.takeover_batch, seed(&shared.node, round)) {
@@ -332,7 +369,9 @@ async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
                         session.id,
                         shared.node
                     );
-                    shared.sessions.start(&session);
+                    if let Err(e) = shared.sessions.start(&session) {
+                        give_up_lease(&shared, &session.id, &e);
+                    }
                 }
                 // Another host was faster.
                 Ok(None) => {}
@@ -421,13 +460,19 @@ mod tests {
         }
     }
 
-    /// What a host's engine was told, in order.
+    /// What a host's engine was told, in order; its first `.1` starts fail.
     #[derive(Clone, Default)]
-    struct Host(Arc<Mutex<Vec<String>>>);
+    struct Host(Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>);
 
     impl Sessions for Host {
-        fn start(&self, session: &Takeable) {
+        fn start(&self, session: &Takeable) -> Result<(), String> {
             lock(&self.0).push(format!("start {}", session.id));
+            let mut failing = lock(&self.1);
+            if *failing > 0 {
+                *failing -= 1;
+                return Err("disk full".into());
+            }
+            Ok(())
         }
 
         async fn stop(&self, id: &SessionId) {
@@ -438,6 +483,12 @@ mod tests {
     impl Host {
         fn log(&self) -> Vec<String> {
             lock(&self.0).clone()
+        }
+
+        fn failing(starts: u32) -> Host {
+            let host = Host::default();
+            *lock(&host.1) = starts;
+            host
         }
     }
 
@@ -605,5 +656,63 @@ mod tests {
             mc.held()
         );
         assert!(mb.held().iter().all(|s| !mc.held().contains(s)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_fails_to_start_is_left_to_another_host() {
+        let db = db_with(1);
+        let broken = Host::failing(u32::MAX);
+        let a = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            broken.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        assert_eq!(broken.log(), vec!["start s0"]);
+        assert!(a.held().is_empty(), "not kept: {:?}", a.held());
+        assert_eq!(a.fences().get(&id("s0")), None, "its store cannot open");
+        let b_host = Host::default();
+        let b = LeaseManager::start(
+            "b".into(),
+            timings(),
+            db.clone(),
+            b_host.clone(),
+            Fences::default(),
+        );
+        // Not renewed, the lease lapses at its TTL; b takes it then, while
+        // a leaves it alone.
+        run_for(5.0).await;
+        assert!(b.held().is_empty(), "a's lease still runs");
+        run_for(2.0).await;
+        assert_eq!(b.held(), vec![id("s0")]);
+        assert_eq!(b.fences().get(&id("s0")), Some(2));
+        assert_eq!(b_host.log(), vec!["start s0"]);
+        run_for(20.0).await;
+        assert_eq!(b.held(), vec![id("s0")]);
+        assert_eq!(broken.log(), vec!["start s0"], "a tried once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alone_a_host_tries_a_failed_start_again_later() {
+        let db = db_with(1);
+        let host = Host::failing(1);
+        let manager = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            host.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        assert!(manager.held().is_empty());
+        // Two TTLs later it takes the lapsed lease again, and starts it.
+        run_for(11.0).await;
+        assert!(manager.held().is_empty(), "not before two TTLs");
+        run_for(2.0).await;
+        assert_eq!(manager.held(), vec![id("s0")]);
+        assert_eq!(manager.fences().get(&id("s0")), Some(2));
+        assert_eq!(host.log(), vec!["start s0", "start s0"]);
     }
 }
