@@ -92,13 +92,33 @@ pub async fn pair_many(sim: &Simulator, data: &DataDir, names: &[String]) {
             .add_session(&SessionId::parse(name).unwrap(), None, None)
             .unwrap();
     }
+    scan_until_connected(sim, &mut changes, names).await;
+    engine.shutdown().await;
+}
+
+/// Has the phone scan the first QR code of each connection of `names`
+/// among `changes`, each code once, until every one of them is Connected.
+/// A snapshot repeats its code whenever anything else in it changes (the
+/// pairing itself, a webhook set): a code scanned again while its
+/// connection lives would link a second device.
+pub async fn scan_until_connected(
+    sim: &Simulator,
+    changes: &mut broadcast::Receiver<EngineEvent>,
+    names: &[String],
+) {
+    let mut scanned = std::collections::HashSet::new();
     let mut connected = std::collections::HashSet::new();
     while connected.len() < names.len() {
         let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await else {
             continue;
         };
+        if !names.iter().any(|name| name == s.id.as_str()) {
+            continue;
+        }
         match &s.state {
-            SessionState::QrScanRequired(offer) if offer.index == 1 => {
+            SessionState::QrScanRequired(offer)
+                if offer.index == 1 && scanned.insert(offer.payload.clone()) =>
+            {
                 sim.scan(&offer.payload);
             }
             SessionState::Connected => {
@@ -107,5 +127,4 @@ pub async fn pair_many(sim: &Simulator, data: &DataDir, names: &[String]) {
             _ => {}
         }
     }
-    engine.shutdown().await;
 }

@@ -17,5 +17,6 @@ mod lifecycle;
 mod messages;
 mod network;
 mod pair_code;
+mod pairing;
 mod pg_store;
 mod tmux;
