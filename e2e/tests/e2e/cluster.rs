@@ -3,7 +3,9 @@
 //! Sessions paired into the database are shared between them by lease; a
 //! host killed with SIGKILL loses its sessions to the survivor within the
 //! lease TTL and a few seconds (no QR, every message that arrived meanwhile
-//! delivered, never two logins of one device at once), and a host paused
+//! delivered, and every message the dead host had persisted but could not
+//! deliver delivered by the survivor under its original delivery id, never
+//! two logins of one device at once), and a host paused
 //! past its leases drops its sessions on waking while the other keeps them.
 
 use crate::support;
@@ -163,6 +165,7 @@ impl Host {
             &config,
             format!(
                 "[api]\nlisten = \"127.0.0.1:{port}\"\n\n[backoff]\nbase = \"100ms\"\nmax = \"400ms\"\n\n\
+                 [webhook]\nretry_base = \"200ms\"\nretry_max = \"1s\"\n\n\
                  [whatsapp]\nws_url = \"{}\"\nversion = \"2.3000.1015901307\"\n\n\
                  [cluster]\ndatabase_url = \"{}\"\nnode = \"{node}\"\nlease_ttl_secs = {}\n\
                  renew_every_secs = 2\nmargin_secs = 2\ntakeover_every_secs = 1\ntakeover_batch = 2\n",
@@ -263,10 +266,104 @@ async fn until_all_served(
     }
 }
 
+/// A webhook receiver that answers 500 while told to fail and 200
+/// otherwise, and records every request: (delivery id, body, answer).
+#[derive(Clone, Default)]
+struct Erp {
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<(String, serde_json::Value, u16)>>>,
+    addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+}
+
+impl Erp {
+    async fn start() -> Erp {
+        let erp = Erp::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        erp.addr.set(listener.local_addr().unwrap()).unwrap();
+        let state = erp.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        let status = if state.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                            500
+                        } else {
+                            200
+                        };
+                        let id = headers
+                            .get("x-wabridge-delivery")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        let json = serde_json::from_slice(&body).unwrap_or_default();
+                        state.seen.lock().unwrap().push((id, json, status));
+                        axum::http::StatusCode::from_u16(status).unwrap()
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        erp
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr.get().unwrap())
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Each message id seen in a `messages.upsert`: the delivery ids and
+    /// answers of the requests that carried it, in order.
+    fn by_message(&self) -> BTreeMap<String, Vec<(String, u16)>> {
+        let mut out: BTreeMap<String, Vec<(String, u16)>> = BTreeMap::new();
+        for (id, body, status) in self.seen.lock().unwrap().iter() {
+            if body["event"] != "messages.upsert" {
+                continue;
+            }
+            for message in body["messages"].as_array().into_iter().flatten() {
+                out.entry(message["id"].as_str().unwrap_or_default().to_string())
+                    .or_default()
+                    .push((id.clone(), *status));
+            }
+        }
+        out
+    }
+
+    /// Waits until every message of `ids` satisfies `done`.
+    async fn until(
+        &self,
+        ids: &HashSet<String>,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[(String, u16)]) -> bool,
+    ) -> BTreeMap<String, Vec<(String, u16)>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.by_message();
+            if ids
+                .iter()
+                .all(|id| seen.get(id).is_some_and(|attempts| done(attempts)))
+            {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not every message {what}: {ids:?} vs {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_host_s_sessions_connect_on_the_survivor_within_the_lease() {
     const COUNT: usize = 6;
-    let receiver = Receiver::start().await;
+    let receiver = Erp::start().await;
     let setup = setup(COUNT, &receiver.url()).await;
     let mut a = Host::start(&setup, "host-a");
     let mut b = Host::start(&setup, "host-b");
@@ -285,12 +382,44 @@ async fn a_killed_host_s_sessions_connect_on_the_survivor_within_the_lease() {
         COUNT - moved.len()
     );
 
+    // The ERP fails while messages reach the host about to die: each is
+    // persisted (in the database) and attempted under its delivery id,
+    // never delivered there.
+    receiver.fail(true);
+    let asha = Person::asha();
+    let mut stranded = HashSet::new();
+    for name in &moved {
+        let device = setup.devices[name];
+        stranded.insert(
+            setup
+                .sim
+                .send_text(
+                    device,
+                    &asha,
+                    Addressing::LidWithPn,
+                    &format!("before {name}"),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let attempted = receiver
+        .until(&stranded, WAIT, "attempted by the host about to die", |a| {
+            !a.is_empty()
+        })
+        .await;
+    let original: BTreeMap<String, String> = stranded
+        .iter()
+        .map(|m| (m.clone(), attempted[m][0].0.clone()))
+        .collect();
+
     // SIGKILL: no goodbye, no release; its leases must expire.
     let killed = Instant::now();
     dead.running.child.kill().unwrap();
     let _ = dead.running.child.wait();
+    // The ERP is back; only the survivor can deliver now.
+    receiver.fail(false);
     // Messages that arrive while nobody serves the sessions.
-    let asha = Person::asha();
     let mut sent = HashSet::new();
     for name in &moved {
         let device = setup.devices[name];
@@ -338,14 +467,36 @@ async fn a_killed_host_s_sessions_connect_on_the_survivor_within_the_lease() {
         );
     }
     // What arrived while the dead host was gone reaches the ERP.
-    let got = receiver
-        .wait_for_upserts(sent.len(), Duration::from_secs(30))
+    let delivered = |attempts: &[(String, u16)]| attempts.iter().any(|(_, s)| *s == 200);
+    receiver
+        .until(&sent, Duration::from_secs(30), "delivered", delivered)
         .await;
-    let ids: HashSet<String> = got
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(sent.is_subset(&ids), "{sent:?} vs {ids:?}");
+    // What the dead host had persisted but not delivered, the survivor
+    // delivers from the database, under the delivery id the dead host
+    // used: one id per message, however many attempts.
+    let seen = receiver
+        .until(
+            &stranded,
+            Duration::from_secs(30),
+            "left by the dead host delivered",
+            delivered,
+        )
+        .await;
+    for message in &stranded {
+        let ids: HashSet<&String> = seen[message].iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            ids,
+            HashSet::from([&original[message]]),
+            "message {message}: {:?}",
+            seen[message]
+        );
+    }
+    println!(
+        "{} message(s) persisted by {} and refused by the ERP until the kill: all delivered by {} under their original delivery ids",
+        stranded.len(),
+        dead.node,
+        survivor.node
+    );
     let owners = setup.leases.owners().await.unwrap();
     assert!(
         owners
