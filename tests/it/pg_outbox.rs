@@ -531,3 +531,57 @@ async fn a_backlog_goes_out_in_recorded_batches_that_keep_their_id() {
     assert_eq!(again[0].body, batch[0].body);
     drop(server);
 }
+
+/// A webhook changed through the API of the host serving a session lands in
+/// `cluster_sessions` too, so the host that serves it next uses it (before,
+/// only the serving host's `session.json` changed).
+#[tokio::test]
+async fn a_webhook_changed_through_the_serving_host_s_api_updates_the_cluster_row() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    use wabridge::cluster::manager::LeaseStore;
+
+    let (_server, pool) = database().await;
+    let leases = wabridge::cluster::store::PgLeases { pool: pool.clone() };
+    leases
+        .add_session(&id("shop"), Some("http://old.example/hook"), Some("old"))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = wabridge::engine::Engine::new(
+        support::fake_backend::FakeBackend::default(),
+        wabridge::paths::DataDir::new(tmp.path().join("data")),
+        support::fast_policy(),
+    );
+    engine
+        .add_session(&id("shop"), Some("http://old.example/hook".into()), None)
+        .unwrap();
+    let mut state = wabridge::api::ApiState::new(engine.clone(), String::new());
+    state.start_wait = Duration::from_millis(300);
+    state.cluster = Some(wabridge::api::ClusterApi {
+        node: "one".into(),
+        leases: leases.clone(),
+        take_now: Arc::new(|| {}),
+    });
+    let request = Request::post("/sessions/start")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"sessionId":"shop","webhookUrl":"http://new.example/hook","webhookToken":"new"}"#,
+        ))
+        .unwrap();
+    let response = wabridge::api::router(state).oneshot(request).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let row = leases
+        .takeable()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id.as_str() == "shop")
+        .unwrap();
+    assert_eq!(
+        (row.webhook_url.as_deref(), row.webhook_token.as_deref()),
+        (Some("http://new.example/hook"), Some("new"))
+    );
+    engine.shutdown().await;
+}
