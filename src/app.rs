@@ -218,10 +218,25 @@ pub fn run(cli: Cli) -> Result<(), String> {
             .as_ref()
             .map(|c| c.manager.held())
             .unwrap_or_default();
-        // Dropping the manager stops its rounds: nothing is taken any more.
-        let cluster = cluster.map(|c| (c.leases, c.node));
-        engine.shutdown().await;
-        if let Some((leases, node)) = cluster
+        // Dropping the manager stops its rounds: nothing is taken or
+        // renewed any more.
+        let cluster = cluster.map(|c| (c.leases, c.node, c.stop_within));
+        match &cluster {
+            // Sessions that take longer to close than the leases last are
+            // closed by the process's exit, before another host can take
+            // them; their leases are not released, they lapse.
+            Some((_, _, limit)) => {
+                if tokio::time::timeout(*limit, engine.shutdown()).await.is_err() {
+                    tracing::warn!(
+                        "sessions still closing after {limit:?}: they end with the process, and their leases lapse"
+                    );
+                    let _ = api_task.await;
+                    return Ok(());
+                }
+            }
+            None => engine.shutdown().await,
+        }
+        if let Some((leases, node, _)) = cluster
             && !held.is_empty()
             && let Err(e) = leases.release(&node, &held).await
         {
@@ -238,6 +253,8 @@ struct ClusterHost {
     leases: PgLeases,
     manager: LeaseManager,
     take_now: std::sync::Arc<dyn Fn() + Send + Sync>,
+    /// How long stopping may take before the leases could pass on.
+    stop_within: std::time::Duration,
 }
 
 /// `[cluster]`: the shared database (migrated), an engine whose sessions
@@ -320,6 +337,7 @@ async fn start_cluster(
             leases,
             manager,
             take_now,
+            stop_within: timings.stop_within(),
         },
     ))
 }

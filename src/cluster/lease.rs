@@ -33,6 +33,15 @@ impl Default for LeaseTimings {
 }
 
 impl LeaseTimings {
+    /// How long a host stopping may take to close its sessions, counted
+    /// from when it stops renewing: its last renewal may be `renew_every`
+    /// old, and it must be gone `margin` before the lease can end.
+    pub fn stop_within(&self) -> Duration {
+        self.ttl
+            .saturating_sub(self.margin)
+            .saturating_sub(self.renew_every)
+    }
+
     /// Why these timings cannot keep one owner per session, if they cannot.
     pub fn problem(&self) -> Option<String> {
         if self.margin.is_zero() || self.margin >= self.ttl {
@@ -118,6 +127,15 @@ mod tests {
     #[test]
     fn the_defaults_keep_one_owner() {
         assert_eq!(LeaseTimings::default().problem(), None);
+    }
+
+    #[test]
+    fn a_stopping_host_is_gone_before_a_lease_renewed_just_before_can_end() {
+        let t = LeaseTimings::default();
+        // Renewed at 0 s, stopping starts at 5 s (just before the next
+        // renewal): gone by 12 s, a margin before the lease ends at 15 s.
+        assert_eq!(t.stop_within(), Duration::from_secs(7));
+        assert!(t.renew_every + t.stop_within() + t.margin <= t.ttl);
     }
 
     #[test]
