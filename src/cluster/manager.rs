@@ -46,6 +46,13 @@ pub trait LeaseStore: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<Vec<SessionId>>> + Send;
     /// Sessions with no lease or an expired one.
     fn takeable(&self) -> impl Future<Output = anyhow::Result<Vec<Takeable>>> + Send;
+    /// Ends `node`'s leases on these sessions now, so another host may take
+    /// them at its next round.
+    fn release(
+        &self,
+        node: &str,
+        sessions: &[SessionId],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Takes the lease if it is free or expired; its new fence.
     fn take(
         &self,
@@ -302,10 +309,11 @@ fn seed(node: &str, round: u64) -> u64 {
     hasher.finish()
 }
 
-/// A session taken but not started: this host stops renewing its lease
-/// (it lapses at its expiry, with nothing running under it) and leaves it
-/// to the other hosts for `FAILED_START_TTLS` TTLs before trying again.
-fn give_up_lease<S: LeaseStore, E: Sessions>(
+/// A session taken but not started: this host releases its lease (nothing
+/// runs under it; another host may take it at once) and leaves it to the
+/// other hosts for `FAILED_START_TTLS` TTLs before trying again. A release
+/// that fails only delays them: the lease, no longer renewed, lapses.
+async fn give_up_lease<S: LeaseStore, E: Sessions>(
     shared: &Arc<Shared<S, E>>,
     id: &SessionId,
     error: &str,
@@ -319,9 +327,16 @@ fn give_up_lease<S: LeaseStore, E: Sessions>(
     }
     shared.changed.notify_one();
     tracing::error!(
-        "session {id}: cannot start it on this host ({}): {error}; its lease is left to lapse for another host",
+        "session {id}: cannot start it on this host ({}): {error}; its lease is released for another host",
         shared.node
     );
+    if let Err(e) = shared
+        .store
+        .release(&shared.node, std::slice::from_ref(id))
+        .await
+    {
+        tracing::warn!("cannot release the lease on {id} (it lapses on its own): {e:#}");
+    }
 }
 
 async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
@@ -370,7 +385,7 @@ async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
                         shared.node
                     );
                     if let Err(e) = shared.sessions.start(&session) {
-                        give_up_lease(&shared, &session.id, &e);
+                        give_up_lease(&shared, &session.id, &e).await;
                     }
                 }
                 // Another host was faster.
@@ -438,6 +453,21 @@ mod tests {
                     webhook_token: None,
                 })
                 .collect())
+        }
+
+        async fn release(&self, node: &str, sessions: &[SessionId]) -> anyhow::Result<()> {
+            let mut db = lock(&self.0);
+            anyhow::ensure!(!db.down, "database unreachable");
+            let now = Instant::now();
+            for id in sessions {
+                if let Some(lease) = db.leases.get_mut(id)
+                    && lease.0 == node
+                    && lease.1 > now
+                {
+                    lease.1 = now;
+                }
+            }
+            Ok(())
         }
 
         async fn take(
@@ -681,11 +711,9 @@ mod tests {
             b_host.clone(),
             Fences::default(),
         );
-        // Not renewed, the lease lapses at its TTL; b takes it then, while
-        // a leaves it alone.
-        run_for(5.0).await;
-        assert!(b.held().is_empty(), "a's lease still runs");
-        run_for(2.0).await;
+        // Released by a, it is b's at b's first round, while a leaves it
+        // alone.
+        run_for(1.5).await;
         assert_eq!(b.held(), vec![id("s0")]);
         assert_eq!(b.fences().get(&id("s0")), Some(2));
         assert_eq!(b_host.log(), vec!["start s0"]);

@@ -131,6 +131,10 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl LeaseStore for PgLeases {
+    async fn release(&self, node: &str, sessions: &[SessionId]) -> anyhow::Result<()> {
+        PgLeases::release(self, node, sessions).await.map(drop)
+    }
+
     async fn renew(
         &self,
         node: &str,
