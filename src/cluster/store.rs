@@ -1,14 +1,16 @@
 //! The lease table and the cluster's session list in PostgreSQL: the SQL
 //! of docs/cluster.md. It lives here, not in `pg_store`, because the lease
-//! protocol (renew, take, list) is the cluster's; `pg_store` only reads a
-//! lease's counter to fence the client's writes (and keeps `take_lease` for
-//! its own tests). Plain tokio-postgres: nothing here names a WhatsApp type.
+//! protocol (renew, list, release) is the cluster's; `pg_store` reads a
+//! lease's counter to fence the client's writes, and its take statement
+//! (`take_lease_when`) is the one rounds use too. Plain tokio-postgres:
+//! nothing here names a WhatsApp type.
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
 use super::manager::{LeaseStore, Takeable};
+use crate::engine::whatsapp::pg_store;
 use crate::paths::SessionId;
 
 /// The cluster's database: the pool every part of the process shares.
@@ -70,7 +72,7 @@ impl PgLeases {
     pub async fn forget(&self, id: &SessionId) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
         let tx = conn.transaction().await?;
-        for table in crate::engine::whatsapp::pg_store::SESSION_TABLES {
+        for table in pg_store::SESSION_TABLES {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE session = $1"),
                 &[&id.as_str()],
@@ -185,20 +187,13 @@ impl LeaseStore for PgLeases {
     }
 
     async fn take(&self, id: &SessionId, node: &str, ttl: Duration) -> anyhow::Result<Option<u64>> {
-        let conn = self.pool.get().await?;
-        let row = conn
-            .query_opt(
-                "INSERT INTO session_leases (session, owner, expires_at, fence)
-                 VALUES ($1, $2, now() + make_interval(secs => $3), 1)
-                 ON CONFLICT (session) DO UPDATE
-                    SET owner = excluded.owner,
-                        expires_at = excluded.expires_at,
-                        fence = session_leases.fence + 1
-                    WHERE session_leases.expires_at < now()
-                 RETURNING fence",
-                &[&id.as_str(), &node, &secs(ttl)],
-            )
-            .await?;
-        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        pg_store::take_lease_when(
+            &self.pool,
+            id.as_str(),
+            node,
+            ttl,
+            pg_store::Retake::ExpiredOnly,
+        )
+        .await
     }
 }

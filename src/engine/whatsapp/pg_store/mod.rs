@@ -38,7 +38,7 @@ use whatsapp_rust::store::error::StoreError;
 /// The connection pool callers hand to [`PgStore::open`], [`migrate`] and
 /// [`take_lease`].
 pub use deadpool_postgres::Pool;
-pub use lease::take_lease;
+pub use lease::{Retake, take_lease, take_lease_when};
 pub use schema::{SCHEMA_VERSION, SESSION_TABLES, migrate};
 
 type Result<T> = std::result::Result<T, StoreError>;
