@@ -615,7 +615,7 @@ fn count_all(conn: &Connection) -> Result<HashMap<String, Counts>, OutboxError> 
 
 /// The longest prefix of `rows` whose bodies add up to at most `max_bytes`,
 /// and never less than the first row (a message alone is always sent).
-fn within_bytes(mut rows: Vec<(i64, Vec<u8>)>, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
+pub(super) fn within_bytes(mut rows: Vec<(i64, Vec<u8>)>, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
     let mut total = 0;
     let keep = rows
         .iter()

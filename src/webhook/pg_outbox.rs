@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::outbox::{Backlog, DeadLetter, Delivery, Enqueued, OutboxError};
+use super::outbox::{Backlog, DeadLetter, Delivery, Enqueued, OutboxError, within_bytes};
 use super::outbox_thread::{DeliveryLimits, OwnedItems};
 use crate::paths::SessionId;
 
@@ -772,22 +772,6 @@ async fn next_delivery(
     head.body = merged;
     head.members = seqs;
     Ok(Some(head))
-}
-
-/// The longest prefix of `rows` whose bodies add up to at most `max_bytes`,
-/// never less than the first row.
-fn within_bytes(mut rows: Vec<(i64, Vec<u8>)>, max_bytes: usize) -> Vec<(i64, Vec<u8>)> {
-    let mut total = 0;
-    let keep = rows
-        .iter()
-        .position(|(_, body)| {
-            total += body.len();
-            total > max_bytes
-        })
-        .unwrap_or(rows.len())
-        .max(1);
-    rows.truncate(keep);
-    rows
 }
 
 /// The task: takes what is queued, commits the enqueues in it together,

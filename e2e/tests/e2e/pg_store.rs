@@ -12,7 +12,6 @@ use std::time::Duration;
 use support::pairing::{backend, scan_first_qr};
 use support::receiver::Receiver;
 use support::sim::{self, Addressing, Person, SimEvent, Simulator};
-use tokio::sync::broadcast;
 use wabridge::engine::backend::Outgoing;
 use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::whatsapp::pg_store::{self, PgStore, take_lease};
@@ -85,20 +84,6 @@ async fn reply(sim: &Simulator, engine: &Engine, text: &str) {
     assert_eq!((to.as_str(), got.as_str()), ("447700900123", text));
 }
 
-async fn wait_connected(changes: &mut broadcast::Receiver<EngineEvent>) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
-                && s.state == SessionState::Connected
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("Connected");
-}
-
 #[tokio::test]
 async fn a_session_on_postgres_pairs_receives_and_moves_to_another_host() {
     let server = tokio::task::spawn_blocking(TestPostgres::start)
@@ -121,7 +106,10 @@ async fn a_session_on_postgres_pairs_receives_and_moves_to_another_host() {
         .unwrap();
     scan_first_qr(&sim, &mut changes, SESSION).await;
     let device = sim::linked_device(&mut sim_events, WAIT).await;
-    wait_connected(&mut changes).await;
+    support::until(&mut changes, SESSION, |s| {
+        s.state == SessionState::Connected
+    })
+    .await;
     let first = sim
         .send_text(device, &asha, Addressing::LidWithPn, "order 42 please")
         .await
@@ -153,7 +141,10 @@ async fn a_session_on_postgres_pairs_receives_and_moves_to_another_host() {
     engine
         .add_session(&id(SESSION), Some(receiver.url()), Some("erp".into()))
         .unwrap();
-    wait_connected(&mut changes).await;
+    support::until(&mut changes, SESSION, |s| {
+        s.state == SessionState::Connected
+    })
+    .await;
     let second = sim
         .send_text(device, &asha, Addressing::LidHidden, "and a receipt")
         .await
@@ -243,7 +234,10 @@ async fn a_logout_on_postgres_deletes_the_credentials_in_the_database() {
     engine.add_session(&id(SESSION), None, None).unwrap();
     scan_first_qr(&sim, &mut changes, SESSION).await;
     let device = sim::linked_device(&mut sim_events, WAIT).await;
-    wait_connected(&mut changes).await;
+    support::until(&mut changes, SESSION, |s| {
+        s.state == SessionState::Connected
+    })
+    .await;
     let before = stored_rows(&pool, SESSION).await;
     assert!(
         before.iter().any(|(t, _)| t == "wa_device") && before.len() > 1,
@@ -279,17 +273,10 @@ async fn a_logout_on_postgres_deletes_the_credentials_in_the_database() {
             expire_secs: None,
         }
     ));
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(EngineEvent::SessionChanged(s)) = changes.recv().await
-                && s.state == SessionState::LoggedOut
-            {
-                return;
-            }
-        }
+    support::until(&mut changes, SESSION, |s| {
+        s.state == SessionState::LoggedOut
     })
-    .await
-    .expect("Logged Out");
+    .await;
     assert_eq!(
         stored_rows(&pool, SESSION).await,
         vec![],
