@@ -10,7 +10,7 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 
 /// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
 /// only: an applied migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The tables that hold a session's WhatsApp state (credentials, Signal
 /// and app state, caches), each keyed by `session` first: what forgetting
@@ -242,6 +242,25 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_by_session ON webhook_outbox (session, dead, seq);
 CREATE INDEX webhook_outbox_by_age ON webhook_outbox (session, dead, created_ms);
+"#;
+
+/// What every host needs to know of a session it does not serve
+/// (`src/cluster/`): `settings_version` goes up with every change the API
+/// makes to the row (webhook, logout cleared, delete asked), so the serving
+/// host picks the change up at its next renewal; `logged_out` is the shared
+/// "logged out" mark (no host pairs it again until `/sessions/start`);
+/// `delete_requested_at` is a DELETE made through any host, carried out by
+/// the serving one; `status` is the serving host's last report of the
+/// session (state, phone, attempt…) for the dashboards and `/sessions` of
+/// the others, written by `status_node` at `status_at`.
+const V4: &str = r#"
+ALTER TABLE cluster_sessions
+    ADD COLUMN settings_version bigint NOT NULL DEFAULT 0,
+    ADD COLUMN logged_out boolean NOT NULL DEFAULT false,
+    ADD COLUMN delete_requested_at timestamptz,
+    ADD COLUMN status jsonb,
+    ADD COLUMN status_node text,
+    ADD COLUMN status_at timestamptz;
 "#;
 
 /// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from
