@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
+use crate::cluster::store::AddError;
 use crate::engine::{Command, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::qr::QrMatrix;
@@ -120,39 +121,28 @@ async fn cluster_start(
     request: &StartRequest,
     deadline: tokio::time::Instant,
 ) -> Result<Result<tokio::sync::watch::Receiver<SessionSnapshot>, Option<String>>, ApiError> {
+    // The cluster's row first, on any host: it clears the "logged out"
+    // mark and carries the webhook to whichever host serves the session
+    // (at its next renewal when that is another host).
+    cluster
+        .leases
+        .add_session(
+            id,
+            request.webhook_url.as_deref(),
+            request.webhook_token.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            AddError::BeingDeleted => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            AddError::Database(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot save the session in the cluster: {e:#}"),
+            ),
+        })?;
     if state.engine.watch(id).is_none() {
-        cluster
-            .leases
-            .add_session(
-                id,
-                request.webhook_url.as_deref(),
-                request.webhook_token.as_deref(),
-            )
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot add the session to the cluster: {e:#}"),
-                )
-            })?;
         (cluster.take_now)();
     } else if request.webhook_url.is_some() || request.webhook_token.is_some() {
-        // Served here: the cluster's row first (the host that serves it
-        // next reads it there), then the running session.
-        cluster
-            .leases
-            .add_session(
-                id,
-                request.webhook_url.as_deref(),
-                request.webhook_token.as_deref(),
-            )
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot save the webhook in the cluster: {e:#}"),
-                )
-            })?;
+        // Served here: the running session at once.
         state.engine.add_session(
             id,
             request.webhook_url.clone(),
@@ -194,11 +184,13 @@ pub async fn info(State(state): Shared, Path(raw): Path<String>) -> Result<Json<
 }
 
 /// `DELETE /sessions/{id}`: logout and delete the credentials.
-pub async fn delete(
-    State(state): Shared,
-    Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn delete(State(state): Shared, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = session_id(&raw)?;
+    let served_here = state.engine.watch(&id).is_some();
+    match &state.cluster {
+        Some(cluster) if !served_here => return cluster_delete(&state, cluster, &id).await,
+        _ => {}
+    }
     state.engine.delete_session(&id).await?;
     // In a cluster its credentials and its place in the list are in the
     // database: gone too, so no host takes it again.
@@ -210,7 +202,50 @@ pub async fn delete(
             )
         })?;
     }
-    Ok(Json(json!({ "status": "logged out" })))
+    Ok(Json(json!({ "status": "logged out" })).into_response())
+}
+
+/// DELETE of a session another host serves (or none does yet): the request
+/// goes into the cluster's row, the serving host carries it out at its next
+/// renewal (a host takes an unserved one first), and this waits, like a
+/// local DELETE, until the session is gone: `202` with the serving `node`
+/// when that takes longer than a start may wait.
+async fn cluster_delete(
+    state: &ApiState,
+    cluster: &super::ClusterApi,
+    id: &SessionId,
+) -> Result<Response, ApiError> {
+    let unavailable = |e: anyhow::Error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot reach the cluster's database: {e:#}"),
+        )
+    };
+    if !cluster
+        .leases
+        .request_delete(id)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(ApiError::not_found());
+    }
+    (cluster.take_now)();
+    let deadline = tokio::time::Instant::now() + state.start_wait;
+    loop {
+        if !cluster.leases.has_session(id).await.map_err(unavailable)? {
+            return Ok(Json(json!({ "status": "logged out" })).into_response());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let node = cluster.leases.owner(id).await.ok().flatten();
+            let body = json!({
+                "status": "deleting",
+                "node": node,
+                "message": "the session is being logged out by the host that serves it",
+            });
+            return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// `POST /sessions/{id}/reconnect` (ours): skip the wait, or restart a

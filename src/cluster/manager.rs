@@ -26,26 +26,50 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// next rounds to try theirs.
 const FAILED_START_TTLS: u32 = 2;
 
-/// A session whose lease may be taken, with its settings.
+/// A session of the cluster's list (`cluster_sessions`) with the settings
+/// the operator gave it through any host: what a host serves it with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Takeable {
+pub struct ClusterSession {
     pub id: SessionId,
     pub webhook_url: Option<String>,
     pub webhook_token: Option<String>,
+    /// The shared "logged out" mark: served, it waits for the operator
+    /// (no QR) on whichever host takes it.
+    pub logged_out: bool,
+    /// Goes up with every change of the row through the API; a serving
+    /// host applies the row again when it sees a new one.
+    pub settings_version: u64,
+    /// A DELETE was asked through some host; the serving host carries it
+    /// out (logout, then the session leaves the cluster).
+    pub delete_requested: bool,
+}
+
+impl ClusterSession {
+    /// A session just added: no webhook, not logged out, first version.
+    pub fn new(id: SessionId) -> ClusterSession {
+        ClusterSession {
+            id,
+            webhook_url: None,
+            webhook_token: None,
+            logged_out: false,
+            settings_version: 0,
+            delete_requested: false,
+        }
+    }
 }
 
 /// The lease table (`store::PgLeases` in production).
 pub trait LeaseStore: Send + Sync + 'static {
     /// Extends the leases `node` still holds at these fences; returns the
-    /// ones it extended (the others are lost).
+    /// ones it extended with their current settings (the others are lost).
     fn renew(
         &self,
         node: &str,
         held: &[(SessionId, u64)],
         ttl: Duration,
-    ) -> impl Future<Output = anyhow::Result<Vec<SessionId>>> + Send;
+    ) -> impl Future<Output = anyhow::Result<Vec<ClusterSession>>> + Send;
     /// Sessions with no lease or an expired one.
-    fn takeable(&self) -> impl Future<Output = anyhow::Result<Vec<Takeable>>> + Send;
+    fn takeable(&self) -> impl Future<Output = anyhow::Result<Vec<ClusterSession>>> + Send;
     /// Ends `node`'s leases on these sessions now, so another host may take
     /// them at its next round.
     fn release(
@@ -60,31 +84,40 @@ pub trait LeaseStore: Send + Sync + 'static {
         node: &str,
         ttl: Duration,
     ) -> impl Future<Output = anyhow::Result<Option<u64>>> + Send;
+    /// Removes a deleted session from the cluster: its rows, lease and entry.
+    fn forget(&self, id: &SessionId) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// What the manager does to the sessions on this host (the engine).
 pub trait Sessions: Send + Sync + 'static {
-    /// Starts serving a session whose lease this host now holds; an error
-    /// if it cannot (the manager then lets the lease go).
-    fn start(&self, session: &Takeable) -> Result<(), String>;
+    /// Serves a session whose lease this host holds with the cluster's
+    /// settings: starts it, or applies changed settings to it running; an
+    /// error if it cannot (at a start the manager then lets the lease go).
+    fn serve(&self, session: &ClusterSession) -> Result<(), String>;
     /// Stops serving it: the socket is dropped, the credentials kept.
     fn stop(&self, id: &SessionId) -> impl Future<Output = ()> + Send;
+    /// Logs it out and deletes it on this host (a DELETE through any host).
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl Sessions for crate::engine::Engine {
-    fn start(&self, session: &Takeable) -> Result<(), String> {
-        // `false` (its task already runs here) is started too.
-        self.add_session(
-            &session.id,
-            session.webhook_url.clone(),
-            session.webhook_token.clone(),
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    fn serve(&self, session: &ClusterSession) -> Result<(), String> {
+        let settings = crate::engine::ServedSettings {
+            webhook_url: session.webhook_url.clone(),
+            webhook_token: session.webhook_token.clone(),
+            logged_out: session.logged_out,
+        };
+        self.serve_with(&session.id, &settings)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     async fn stop(&self, id: &SessionId) {
         self.stop_session(id, STOP_GRACE).await;
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), String> {
+        self.delete_session(id).await.map_err(|e| e.to_string())
     }
 }
 
@@ -107,6 +140,10 @@ struct State {
     stopping: BTreeSet<SessionId>,
     /// Sessions this host failed to start, left to other hosts until then.
     failed: BTreeMap<SessionId, Instant>,
+    /// The `settings_version` each held session is served with.
+    applied: HashMap<SessionId, u64>,
+    /// Held sessions being deleted (one deletion each).
+    deleting: BTreeSet<SessionId>,
 }
 
 struct Shared<S, E> {
@@ -196,7 +233,11 @@ impl Drop for LeaseManager {
 /// again), then the session's task, in the background.
 fn drop_session<S: LeaseStore, E: Sessions>(shared: &Arc<Shared<S, E>>, id: SessionId, why: &str) {
     lock(&shared.fences.0).remove(&id);
-    lock(&shared.state).stopping.insert(id.clone());
+    {
+        let mut state = lock(&shared.state);
+        state.stopping.insert(id.clone());
+        state.applied.remove(&id);
+    }
     tracing::warn!(
         "session {id}: {why}; stopped on this host ({}), credentials kept",
         shared.node
@@ -240,8 +281,12 @@ async fn renew_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
                 continue;
             }
         };
-        let renewed: BTreeSet<SessionId> = renewed.into_iter().collect();
+        let renewed: HashMap<SessionId, ClusterSession> = renewed
+            .into_iter()
+            .map(|session| (session.id.clone(), session))
+            .collect();
         let mut lost = Vec::new();
+        let mut still_held = Vec::new();
         {
             let mut state = lock(&shared.state);
             for (id, fence) in held {
@@ -251,11 +296,15 @@ async fn renew_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
                 if lease.fence != fence {
                     continue;
                 }
-                if renewed.contains(&id) {
-                    *lease = lease.renewed(sent, &t);
-                } else {
-                    state.held.remove(&id);
-                    lost.push(id);
+                match renewed.get(&id) {
+                    Some(session) => {
+                        *lease = lease.renewed(sent, &t);
+                        still_held.push(session.clone());
+                    }
+                    None => {
+                        state.held.remove(&id);
+                        lost.push(id);
+                    }
                 }
             }
         }
@@ -263,7 +312,83 @@ async fn renew_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
         for id in lost {
             drop_session(&shared, id, "its lease moved to another host or is gone");
         }
+        for session in still_held {
+            follow_settings(&shared, &session);
+        }
     }
+}
+
+/// What the operator changed through any host reaches the host serving the
+/// session at its next renewal: new settings are applied to it running, a
+/// DELETE is carried out here.
+fn follow_settings<S: LeaseStore, E: Sessions>(
+    shared: &Arc<Shared<S, E>>,
+    session: &ClusterSession,
+) {
+    if session.delete_requested {
+        begin_delete(shared, &session.id);
+        return;
+    }
+    let applied = lock(&shared.state).applied.get(&session.id).copied();
+    if applied == Some(session.settings_version) {
+        return;
+    }
+    match shared.sessions.serve(session) {
+        Ok(()) => {
+            tracing::info!(
+                "session {}: settings changed in the cluster (version {}); applied on {}",
+                session.id,
+                session.settings_version,
+                shared.node
+            );
+            lock(&shared.state)
+                .applied
+                .insert(session.id.clone(), session.settings_version);
+        }
+        // Tried again at the next renewal.
+        Err(e) => tracing::error!(
+            "session {}: cannot apply its changed settings: {e}",
+            session.id
+        ),
+    }
+}
+
+/// A DELETE asked through some host, carried out by this one (it serves
+/// the session): logout and local files first, then the session leaves the
+/// cluster (its rows, lease and entry), so no host takes it again.
+fn begin_delete<S: LeaseStore, E: Sessions>(shared: &Arc<Shared<S, E>>, id: &SessionId) {
+    if !lock(&shared.state).deleting.insert(id.clone()) {
+        return;
+    }
+    tracing::warn!(
+        "session {id}: deletion asked through the cluster; logging it out on {}",
+        shared.node
+    );
+    let (shared, id) = (shared.clone(), id.clone());
+    tokio::spawn(async move {
+        let outcome = match shared.sessions.delete(&id).await {
+            Ok(()) => shared.store.forget(&id).await.map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e),
+        };
+        {
+            let mut state = lock(&shared.state);
+            state.deleting.remove(&id);
+            if outcome.is_ok() {
+                state.held.remove(&id);
+                state.applied.remove(&id);
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                lock(&shared.fences.0).remove(&id);
+                shared.changed.notify_one();
+                tracing::warn!("session {id}: deleted from the cluster");
+            }
+            // The request stays in the database: tried again at the next
+            // renewal (here, or on the host that serves it next).
+            Err(e) => tracing::error!("session {id}: cannot delete it yet: {e}"),
+        }
+    });
 }
 
 async fn fence_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
@@ -357,7 +482,7 @@ async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
                 continue;
             }
         };
-        let candidates: Vec<Takeable> = {
+        let candidates: Vec<ClusterSession> = {
             let mut state = lock(&shared.state);
             let now = Instant::now();
             state.failed.retain(|_, until| *until > now);
@@ -384,8 +509,16 @@ async fn take_loop<S: LeaseStore, E: Sessions>(shared: Arc<Shared<S, E>>) {
                         session.id,
                         shared.node
                     );
-                    if let Err(e) = shared.sessions.start(&session) {
-                        give_up_lease(&shared, &session.id, &e).await;
+                    match shared.sessions.serve(&session) {
+                        Ok(()) => {
+                            lock(&shared.state)
+                                .applied
+                                .insert(session.id.clone(), session.settings_version);
+                            if session.delete_requested {
+                                begin_delete(&shared, &session.id);
+                            }
+                        }
+                        Err(e) => give_up_lease(&shared, &session.id, &e).await,
                     }
                 }
                 // Another host was faster.
@@ -407,7 +540,7 @@ mod tests {
     /// The lease table on tokio's clock (the "database's clock").
     #[derive(Default)]
     struct FakeDb {
-        sessions: Vec<SessionId>,
+        sessions: Vec<ClusterSession>,
         /// session → (owner, expires, fence)
         leases: HashMap<SessionId, (String, Instant, u64)>,
         down: bool,
@@ -422,7 +555,7 @@ mod tests {
             node: &str,
             held: &[(SessionId, u64)],
             ttl: Duration,
-        ) -> anyhow::Result<Vec<SessionId>> {
+        ) -> anyhow::Result<Vec<ClusterSession>> {
             let mut db = lock(&self.0);
             anyhow::ensure!(!db.down, "database unreachable");
             let now = Instant::now();
@@ -436,23 +569,32 @@ mod tests {
                     renewed.push(id.clone());
                 }
             }
-            Ok(renewed)
+            Ok(db
+                .sessions
+                .iter()
+                .filter(|s| renewed.contains(&s.id))
+                .cloned()
+                .collect())
         }
 
-        async fn takeable(&self) -> anyhow::Result<Vec<Takeable>> {
+        async fn takeable(&self) -> anyhow::Result<Vec<ClusterSession>> {
             let db = lock(&self.0);
             anyhow::ensure!(!db.down, "database unreachable");
             let now = Instant::now();
             Ok(db
                 .sessions
                 .iter()
-                .filter(|id| db.leases.get(*id).is_none_or(|l| l.1 < now))
-                .map(|id| Takeable {
-                    id: id.clone(),
-                    webhook_url: None,
-                    webhook_token: None,
-                })
+                .filter(|s| db.leases.get(&s.id).is_none_or(|l| l.1 < now))
+                .cloned()
                 .collect())
+        }
+
+        async fn forget(&self, id: &SessionId) -> anyhow::Result<()> {
+            let mut db = lock(&self.0);
+            anyhow::ensure!(!db.down, "database unreachable");
+            db.sessions.retain(|s| s.id != *id);
+            db.leases.remove(id);
+            Ok(())
         }
 
         async fn release(&self, node: &str, sessions: &[SessionId]) -> anyhow::Result<()> {
@@ -490,34 +632,54 @@ mod tests {
         }
     }
 
-    /// What a host's engine was told, in order; its first `.1` starts fail.
+    /// What a host's engine was told, in order; its first `failing` starts
+    /// fail.
     #[derive(Clone, Default)]
-    struct Host(Arc<Mutex<Vec<String>>>, Arc<Mutex<u32>>);
+    struct Host {
+        log: Arc<Mutex<Vec<String>>>,
+        failing: Arc<Mutex<u32>>,
+        running: Arc<Mutex<BTreeSet<SessionId>>>,
+    }
 
     impl Sessions for Host {
-        fn start(&self, session: &Takeable) -> Result<(), String> {
-            lock(&self.0).push(format!("start {}", session.id));
-            let mut failing = lock(&self.1);
+        fn serve(&self, session: &ClusterSession) -> Result<(), String> {
+            if lock(&self.running).contains(&session.id) {
+                lock(&self.log).push(format!(
+                    "apply {} v{}",
+                    session.id, session.settings_version
+                ));
+                return Ok(());
+            }
+            lock(&self.log).push(format!("start {}", session.id));
+            let mut failing = lock(&self.failing);
             if *failing > 0 {
                 *failing -= 1;
                 return Err("disk full".into());
             }
+            lock(&self.running).insert(session.id.clone());
             Ok(())
         }
 
         async fn stop(&self, id: &SessionId) {
-            lock(&self.0).push(format!("stop {id}"));
+            lock(&self.running).remove(id);
+            lock(&self.log).push(format!("stop {id}"));
+        }
+
+        async fn delete(&self, id: &SessionId) -> Result<(), String> {
+            lock(&self.running).remove(id);
+            lock(&self.log).push(format!("delete {id}"));
+            Ok(())
         }
     }
 
     impl Host {
         fn log(&self) -> Vec<String> {
-            lock(&self.0).clone()
+            lock(&self.log).clone()
         }
 
         fn failing(starts: u32) -> Host {
             let host = Host::default();
-            *lock(&host.1) = starts;
+            *lock(&host.failing) = starts;
             host
         }
     }
@@ -535,7 +697,7 @@ mod tests {
     fn db_with(n: usize) -> Db {
         let db = Db::default();
         lock(&db.0).sessions = (0..n)
-            .map(|i| SessionId::parse(&format!("s{i}")).unwrap())
+            .map(|i| ClusterSession::new(SessionId::parse(&format!("s{i}")).unwrap()))
             .collect();
         db
     }
@@ -742,5 +904,92 @@ mod tests {
         assert_eq!(manager.held(), vec![id("s0")]);
         assert_eq!(manager.fences().get(&id("s0")), Some(2));
         assert_eq!(host.log(), vec!["start s0", "start s0"]);
+    }
+
+    /// Changes the first session's row as the API of some host would.
+    fn change_row(db: &Db, change: impl FnOnce(&mut ClusterSession)) {
+        let mut db = lock(&db.0);
+        let row = &mut db.sessions[0];
+        change(row);
+        row.settings_version += 1;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn settings_changed_through_another_host_reach_the_serving_one_at_its_next_renewal() {
+        let db = db_with(1);
+        let host = Host::default();
+        let manager = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            host.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        run_for(4.0).await;
+        assert_eq!(
+            host.log(),
+            vec!["start s0"],
+            "an unchanged row is not applied again"
+        );
+        change_row(&db, |row| {
+            row.webhook_url = Some("http://erp.example/hook".into())
+        });
+        run_for(2.1).await;
+        assert_eq!(host.log(), vec!["start s0", "apply s0 v1"]);
+        run_for(6.0).await;
+        assert_eq!(host.log().len(), 2, "applied once: {:?}", host.log());
+        assert_eq!(manager.held(), vec![id("s0")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_asked_through_another_host_is_carried_out_by_the_serving_one() {
+        let db = db_with(1);
+        let (a, b) = (Host::default(), Host::default());
+        let ma = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            a.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        let mb = LeaseManager::start(
+            "b".into(),
+            timings(),
+            db.clone(),
+            b.clone(),
+            Fences::default(),
+        );
+        change_row(&db, |row| row.delete_requested = true);
+        run_for(2.5).await;
+        assert_eq!(a.log(), vec!["start s0", "delete s0"]);
+        assert!(
+            lock(&db.0).sessions.is_empty(),
+            "gone from the cluster's list"
+        );
+        assert!(ma.held().is_empty());
+        assert_eq!(ma.fences().get(&id("s0")), None);
+        run_for(20.0).await;
+        assert!(b.log().is_empty(), "no host serves it again: {:?}", b.log());
+        assert!(mb.held().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delete_of_a_session_no_host_serves_is_carried_out_by_the_host_that_takes_it() {
+        let db = db_with(1);
+        change_row(&db, |row| row.delete_requested = true);
+        let host = Host::default();
+        let manager = LeaseManager::start(
+            "a".into(),
+            timings(),
+            db.clone(),
+            host.clone(),
+            Fences::default(),
+        );
+        run_for(0.5).await;
+        assert_eq!(host.log(), vec!["start s0", "delete s0"]);
+        assert!(lock(&db.0).sessions.is_empty());
+        assert!(manager.held().is_empty());
     }
 }

@@ -9,9 +9,30 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use super::manager::{LeaseStore, Takeable};
+use super::manager::{ClusterSession, LeaseStore};
 use crate::engine::whatsapp::pg_store;
 use crate::paths::SessionId;
+
+/// Why a session could not be added to the cluster's list.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("the session is being deleted; start it again once it is gone")]
+    BeingDeleted,
+    #[error(transparent)]
+    Database(#[from] anyhow::Error),
+}
+
+impl From<deadpool_postgres::PoolError> for AddError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        AddError::Database(e.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for AddError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AddError::Database(e.into())
+    }
+}
 
 /// The cluster's database: the pool every part of the process shares.
 #[derive(Clone)]
@@ -26,28 +47,63 @@ impl std::fmt::Debug for PgLeases {
 }
 
 impl PgLeases {
-    /// Adds `id` to the sessions the cluster serves (or updates the webhook
-    /// settings given); the host that takes its lease runs it (and pairs it
-    /// when new). Returns whether it was new.
+    /// Adds `id` to the sessions the cluster serves, or updates the webhook
+    /// settings given: a start through the API, on any host. It clears the
+    /// "logged out" mark (the operator asks for the session to run: it
+    /// pairs again) and bumps `settings_version`, so the host serving it
+    /// applies the row at its next renewal. The host that takes its lease
+    /// runs it (and pairs it when new).
     pub async fn add_session(
         &self,
         id: &SessionId,
         webhook_url: Option<&str>,
         webhook_token: Option<&str>,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, AddError> {
         let conn = self.pool.get().await?;
         let row = conn
-            .query_one(
+            .query_opt(
                 "INSERT INTO cluster_sessions (id, webhook_url, webhook_token)
                  VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE
                     SET webhook_url = coalesce(excluded.webhook_url, cluster_sessions.webhook_url),
-                        webhook_token = coalesce(excluded.webhook_token, cluster_sessions.webhook_token)
+                        webhook_token = coalesce(excluded.webhook_token, cluster_sessions.webhook_token),
+                        logged_out = false,
+                        settings_version = cluster_sessions.settings_version + 1
+                  WHERE cluster_sessions.delete_requested_at IS NULL
                  RETURNING (xmax = 0)",
                 &[&id.as_str(), &webhook_url, &webhook_token],
             )
             .await?;
-        Ok(row.get(0))
+        row.map(|r| r.get(0)).ok_or(AddError::BeingDeleted)
+    }
+
+    /// Asks the cluster to delete `id`: the host serving it (or the next
+    /// one to take it) logs it out and forgets it. `false` when the cluster
+    /// has no such session.
+    pub async fn request_delete(&self, id: &SessionId) -> anyhow::Result<bool> {
+        let conn = self.pool.get().await?;
+        let changed = conn
+            .execute(
+                "UPDATE cluster_sessions
+                    SET delete_requested_at = coalesce(delete_requested_at, now()),
+                        settings_version = settings_version + 1
+                  WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
+    /// Whether the cluster's list has `id`.
+    pub async fn has_session(&self, id: &SessionId) -> anyhow::Result<bool> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT 1 FROM cluster_sessions WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Lets `node`'s leases on `sessions` expire now, so other hosts take
@@ -128,6 +184,23 @@ impl PgLeases {
     }
 }
 
+/// The columns `cluster_session` reads, of `cluster_sessions c`.
+const SESSION_COLUMNS: &str = "c.id, c.webhook_url, c.webhook_token, c.logged_out, \
+     c.settings_version, c.delete_requested_at IS NOT NULL";
+
+/// A row of [`SESSION_COLUMNS`]; `None` for an id that is not a valid
+/// session id (never written by wabridge: skipped, not served).
+fn cluster_session(row: &tokio_postgres::Row) -> Option<ClusterSession> {
+    Some(ClusterSession {
+        id: SessionId::parse(row.get::<_, &str>(0)).ok()?,
+        webhook_url: row.get(1),
+        webhook_token: row.get(2),
+        logged_out: row.get(3),
+        settings_version: row.get::<_, i64>(4) as u64,
+        delete_requested: row.get(5),
+    })
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -142,48 +215,46 @@ impl LeaseStore for PgLeases {
         node: &str,
         held: &[(SessionId, u64)],
         ttl: Duration,
-    ) -> anyhow::Result<Vec<SessionId>> {
+    ) -> anyhow::Result<Vec<ClusterSession>> {
         let sessions: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
         let fences: Vec<i64> = held.iter().map(|(_, f)| *f as i64).collect();
         let conn = self.pool.get().await?;
+        // The renewed leases come back with their sessions' rows, so a
+        // change made through another host reaches this one with the
+        // renewal. A lease whose row is gone (deleted) is not renewed.
         let rows = conn
             .query(
-                "UPDATE session_leases l
-                    SET expires_at = now() + make_interval(secs => $4)
-                   FROM unnest($1::text[], $2::bigint[]) AS h(session, fence)
-                  WHERE l.session = h.session AND l.fence = h.fence AND l.owner = $3
-                  RETURNING l.session",
+                &format!(
+                    "WITH renewed AS (
+                        UPDATE session_leases l
+                           SET expires_at = now() + make_interval(secs => $4)
+                          FROM unnest($1::text[], $2::bigint[]) AS h(session, fence)
+                         WHERE l.session = h.session AND l.fence = h.fence AND l.owner = $3
+                     RETURNING l.session)
+                     SELECT {SESSION_COLUMNS}
+                       FROM renewed r JOIN cluster_sessions c ON c.id = r.session"
+                ),
                 &[&sessions, &fences, &node, &secs(ttl)],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| SessionId::parse(r.get::<_, &str>(0)).ok())
-            .collect())
+        Ok(rows.iter().filter_map(cluster_session).collect())
     }
 
-    async fn takeable(&self) -> anyhow::Result<Vec<Takeable>> {
+    async fn takeable(&self) -> anyhow::Result<Vec<ClusterSession>> {
         let conn = self.pool.get().await?;
         let rows = conn
             .query(
-                "SELECT c.id, c.webhook_url, c.webhook_token
-                   FROM cluster_sessions c
-                   LEFT JOIN session_leases l ON l.session = c.id
-                  WHERE l.session IS NULL OR l.expires_at < now()
-                  ORDER BY c.id",
+                &format!(
+                    "SELECT {SESSION_COLUMNS}
+                       FROM cluster_sessions c
+                       LEFT JOIN session_leases l ON l.session = c.id
+                      WHERE l.session IS NULL OR l.expires_at < now()
+                      ORDER BY c.id"
+                ),
                 &[],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(Takeable {
-                    id: SessionId::parse(r.get::<_, &str>(0)).ok()?,
-                    webhook_url: r.get(1),
-                    webhook_token: r.get(2),
-                })
-            })
-            .collect())
+        Ok(rows.iter().filter_map(cluster_session).collect())
     }
 
     async fn take(&self, id: &SessionId, node: &str, ttl: Duration) -> anyhow::Result<Option<u64>> {
@@ -195,5 +266,9 @@ impl LeaseStore for PgLeases {
             pg_store::Retake::ExpiredOnly,
         )
         .await
+    }
+
+    async fn forget(&self, id: &SessionId) -> anyhow::Result<()> {
+        PgLeases::forget(self, id).await
     }
 }

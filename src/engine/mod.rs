@@ -103,6 +103,15 @@ type Spawner = dyn Fn(SessionId, Arc<Semaphore>) -> SessionHandle + Send + Sync;
 pub const DEFAULT_MAX_HANDSHAKES: usize = 10;
 
 /// Cheap to clone; every clone talks to the same sessions.
+/// A session's settings as a cluster's database holds them
+/// (`Engine::serve_with`): they replace what the host's data dir had.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedSettings {
+    pub webhook_url: Option<String>,
+    pub webhook_token: Option<String>,
+    pub logged_out: bool,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -263,6 +272,42 @@ impl Engine {
                 .map_err(|e| EngineError::Storage(e.to_string()))?;
         }
         Ok(self.ensure_running(id))
+    }
+
+    /// Serves a session with settings kept elsewhere (a cluster's
+    /// database): they replace the session's own, the task starts if it
+    /// does not run, and a logged-out session the operator started again
+    /// (`logged_out` now false) pairs again. Returns whether it started.
+    pub fn serve_with(&self, id: &SessionId, served: &ServedSettings) -> Result<bool, EngineError> {
+        if lock(&self.inner.deleting).contains(id) {
+            return Err(EngineError::BeingDeleted);
+        }
+        let files = SessionFiles::new(&self.inner.data, id);
+        let settings = files
+            .update_settings(|settings| {
+                settings.webhook_url = served.webhook_url.clone();
+                settings.webhook_token = served.webhook_token.clone();
+                settings.logged_out = served.logged_out;
+            })
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        if let Some(outbound) = &self.inner.outbound {
+            outbound.configure(id, &settings);
+        }
+        self.show_webhook(id, settings.webhook_url.is_some());
+        let started = self.ensure_running(id);
+        let waiting_logged_out = self
+            .watch(id)
+            .is_some_and(|w| w.borrow().state == SessionState::LoggedOut);
+        if !started && !served.logged_out && waiting_logged_out {
+            let sender = lock(&self.inner.sessions)
+                .get(id)
+                .map(|h| h.commands.clone());
+            if let Some(sender) = sender {
+                // A full queue holds commands enough to wake it anyway.
+                let _ = sender.try_send(Command::ReconnectNow);
+            }
+        }
+        Ok(started)
     }
 
     /// A running session's `has_webhook` follows a webhook changed at run

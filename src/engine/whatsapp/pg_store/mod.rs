@@ -171,11 +171,13 @@ impl PgStore {
     }
 
     /// Deletes everything the session keeps in [`SESSION_TABLES`] (its
-    /// linked device, Signal and app state, caches), in one fenced
-    /// transaction: what an explicit logout deletes. The lease and the
-    /// cluster's entry stay, so the session can be paired again by the host
-    /// holding its lease; a store whose lease moved is refused ([`Fenced`])
-    /// and deletes nothing.
+    /// linked device, Signal and app state, caches) and sets the cluster's
+    /// shared "logged out" mark, in one fenced transaction: what an explicit
+    /// logout does. The lease and the cluster's entry stay, so the session
+    /// can be paired again, once the operator starts it, by the host
+    /// holding its lease; whichever host takes it meanwhile waits for the
+    /// operator as this one does. A store whose lease moved is refused
+    /// ([`Fenced`]) and changes nothing.
     pub async fn wipe_session(&self) -> Result<()> {
         let mut conn = self.conn().await?;
         let tx = self.fenced(&mut conn).await?;
@@ -187,6 +189,12 @@ impl PgStore {
             .await
             .map_err(db)?;
         }
+        tx.execute(
+            "UPDATE cluster_sessions SET logged_out = true WHERE id = $1",
+            &[&&*self.session],
+        )
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(())
     }
