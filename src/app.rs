@@ -302,7 +302,7 @@ async fn start_cluster(
     for declared in &config.sessions {
         let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
         leases
-            .add_session(
+            .declare_session(
                 &id,
                 declared.webhook_url.as_deref(),
                 declared.webhook_token.as_deref(),

@@ -52,26 +52,52 @@ impl PgLeases {
     /// "logged out" mark (the operator asks for the session to run: it
     /// pairs again) and bumps `settings_version`, so the host serving it
     /// applies the row at its next renewal. The host that takes its lease
-    /// runs it (and pairs it when new).
+    /// runs it (and pairs it when new). Returns whether it was new.
     pub async fn add_session(
         &self,
         id: &SessionId,
         webhook_url: Option<&str>,
         webhook_token: Option<&str>,
     ) -> Result<bool, AddError> {
+        self.upsert(id, webhook_url, webhook_token, true).await
+    }
+
+    /// A session of the config's `[[sessions]]`, at a host's start: added
+    /// when new, its webhook updated when the config gives another one, and
+    /// left logged out if it is (as a single host leaves it).
+    pub async fn declare_session(
+        &self,
+        id: &SessionId,
+        webhook_url: Option<&str>,
+        webhook_token: Option<&str>,
+    ) -> Result<bool, AddError> {
+        self.upsert(id, webhook_url, webhook_token, false).await
+    }
+
+    async fn upsert(
+        &self,
+        id: &SessionId,
+        webhook_url: Option<&str>,
+        webhook_token: Option<&str>,
+        operator_start: bool,
+    ) -> Result<bool, AddError> {
         let conn = self.pool.get().await?;
         let row = conn
             .query_opt(
-                "INSERT INTO cluster_sessions (id, webhook_url, webhook_token)
+                "INSERT INTO cluster_sessions AS c (id, webhook_url, webhook_token)
                  VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE
-                    SET webhook_url = coalesce(excluded.webhook_url, cluster_sessions.webhook_url),
-                        webhook_token = coalesce(excluded.webhook_token, cluster_sessions.webhook_token),
-                        logged_out = false,
-                        settings_version = cluster_sessions.settings_version + 1
-                  WHERE cluster_sessions.delete_requested_at IS NULL
+                    SET webhook_url = coalesce(excluded.webhook_url, c.webhook_url),
+                        webhook_token = coalesce(excluded.webhook_token, c.webhook_token),
+                        logged_out = c.logged_out AND NOT $4,
+                        settings_version = c.settings_version + CASE
+                            WHEN $4 OR (coalesce(excluded.webhook_url, c.webhook_url),
+                                        coalesce(excluded.webhook_token, c.webhook_token))
+                                       IS DISTINCT FROM (c.webhook_url, c.webhook_token)
+                            THEN 1 ELSE 0 END
+                  WHERE c.delete_requested_at IS NULL
                  RETURNING (xmax = 0)",
-                &[&id.as_str(), &webhook_url, &webhook_token],
+                &[&id.as_str(), &webhook_url, &webhook_token, &operator_start],
             )
             .await?;
         row.map(|r| r.get(0)).ok_or(AddError::BeingDeleted)
