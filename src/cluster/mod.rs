@@ -4,4 +4,6 @@
 
 pub mod lease;
 pub mod manager;
+pub mod status;
 pub mod store;
+pub mod view;

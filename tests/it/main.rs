@@ -11,6 +11,7 @@ mod backlog_views;
 mod cli;
 mod clock_jump;
 mod cluster_store;
+mod cluster_view;
 mod console;
 mod engine_messages;
 mod engine_webhooks;
