@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::cluster::manager::{Fences, LeaseManager};
+use crate::cluster::status::{PgReports, StatusReporter};
 use crate::cluster::store::PgLeases;
+use crate::cluster::view::{ClusterSnapshot, ClusterView};
 use crate::config::{ClusterConfig, Config};
 use crate::console::{self, Console, Link};
 use crate::engine::Engine;
@@ -178,8 +180,19 @@ pub fn run(cli: Cli) -> Result<(), String> {
             leases: c.leases.clone(),
             take_now: c.take_now.clone(),
         });
-        let api_task = start_api(&config, engine.clone(), cluster_api, api_stopped).await?;
+        let cluster_view = cluster.as_ref().map(|c| c.view.subscribe());
+        let api_task = start_api(
+            &config,
+            engine.clone(),
+            cluster_api,
+            cluster_view.clone(),
+            api_stopped,
+        )
+        .await?;
         let console = Console::start(engine.clone(), tail_rx, config.tui.message_buffer);
+        if let Some(view) = cluster_view {
+            console.show_cluster(view);
+        }
         let socket = console::server::serve(console.clone(), &data)
             .inspect_err(|e| tracing::error!("{e}; `wabridge attach` cannot reach this service"))
             .ok();
@@ -247,6 +260,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
     })
 }
 
+/// How often each host reads the whole cluster for its views.
+const CLUSTER_VIEW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// This host in a cluster: its lease manager and what the views need.
 struct ClusterHost {
     node: String,
@@ -255,6 +271,10 @@ struct ClusterHost {
     take_now: std::sync::Arc<dyn Fn() + Send + Sync>,
     /// How long stopping may take before the leases could pass on.
     stop_within: std::time::Duration,
+    /// Writes the state of the sessions this host serves for the others.
+    _reporter: StatusReporter,
+    /// Every session of the cluster, its node and state, for the views.
+    view: ClusterView,
 }
 
 /// `[cluster]`: the shared database (migrated), an engine whose sessions
@@ -330,6 +350,27 @@ async fn start_cluster(
         let nudge = manager.nudge();
         std::sync::Arc::new(move || nudge())
     };
+    // The whole cluster on every host's views: this host reports what it
+    // serves (refreshed every renewal), and reads everything; a report
+    // three renewals old is stale.
+    let reporter = {
+        let fences = manager.fences();
+        StatusReporter::start(
+            PgReports {
+                pool: leases.pool.clone(),
+                node: node.clone(),
+            },
+            engine.clone(),
+            std::sync::Arc::new(move |id: &SessionId| fences.get(id)),
+            timings.renew_every,
+        )
+    };
+    let view = ClusterView::start(
+        leases.pool.clone(),
+        node.clone(),
+        CLUSTER_VIEW_EVERY,
+        timings.renew_every * 3,
+    );
     Ok((
         engine,
         ClusterHost {
@@ -338,6 +379,8 @@ async fn start_cluster(
             manager,
             take_now,
             stop_within: timings.stop_within(),
+            _reporter: reporter,
+            view,
         },
     ))
 }
@@ -384,6 +427,7 @@ async fn start_api(
     config: &Config,
     engine: Engine,
     cluster: Option<api::ClusterApi>,
+    cluster_view: Option<tokio::sync::watch::Receiver<ClusterSnapshot>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listen = config.api.listen;
@@ -400,6 +444,7 @@ async fn start_api(
     };
     let mut state = api::ApiState::with_access(engine, access);
     state.cluster = cluster;
+    state.cluster_view = cluster_view;
     let router = api::router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move {

@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use super::sessions::session_json;
-use super::{ApiState, Trusted};
+use super::{ApiState, Trusted, cluster_views};
 use crate::engine::SessionState;
 
 /// Webhook backlog older than this makes `/health` say "degraded".
@@ -68,7 +68,10 @@ pub async fn health(
             SessionState::Disconnected | SessionState::Halted(_)
         )
     });
-    let overall = if stale_backlog || unhealthy_session {
+    // In a cluster: sessions no host serves, or a database this host
+    // cannot read, are this host's problem too.
+    let cluster_unwell = cluster_views::degraded(&state);
+    let overall = if stale_backlog || unhealthy_session || cluster_unwell {
         "degraded"
     } else {
         "healthy"
@@ -89,9 +92,13 @@ pub async fn health(
         },
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
-    // In a cluster, which host answered (each session says it too).
+    // In a cluster, which host answered (each session says it too), and
+    // the whole cluster: who serves how many, which sessions no host does.
     if let Some(cluster) = &state.cluster {
         body["node"] = json!(cluster.node);
+    }
+    if let Some(summary) = cluster_views::summary_json(&state, now) {
+        body["cluster"] = summary;
     }
     Json(body)
 }
@@ -162,16 +169,73 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
-    // In a cluster: which node serves each session listed here (this one).
     if let Some(cluster) = &state.cluster {
-        out.push_str("# HELP wabridge_session_node The cluster node serving the session.\n# TYPE wabridge_session_node gauge\n");
-        for s in &sessions {
-            let _ = writeln!(
-                out,
-                "wabridge_session_node{{session=\"{}\",node=\"{}\"}} 1",
-                s.id, cluster.node
-            );
-        }
+        cluster_metrics(&mut out, &state, &cluster.node, &sessions, now);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// In a cluster: which node serves each session (1; 0 with `node=""` for
+/// a session no host serves), how many each node serves, and how fresh
+/// this host's reading of the cluster is. Before the first reading, the
+/// sessions this host serves.
+fn cluster_metrics(
+    out: &mut String,
+    state: &ApiState,
+    node: &str,
+    local: &[crate::engine::SessionSnapshot],
+    now: std::time::Instant,
+) {
+    let view = cluster_views::snapshot(state);
+    // Sessions started here since the last reading are listed too.
+    let mut owners: std::collections::BTreeMap<&str, Option<&str>> = view
+        .iter()
+        .flat_map(|v| &v.sessions)
+        .map(|s| (s.id.as_str(), s.owner.as_deref()))
+        .collect();
+    for s in local {
+        owners.insert(s.id.as_str(), Some(node));
+    }
+    out.push_str("# HELP wabridge_session_node The cluster node serving the session (0: none does).\n# TYPE wabridge_session_node gauge\n");
+    for (session, owner) in &owners {
+        let _ = writeln!(
+            out,
+            "wabridge_session_node{{session=\"{session}\",node=\"{}\"}} {}",
+            owner.unwrap_or(""),
+            u8::from(owner.is_some())
+        );
+    }
+    let mut per_node = std::collections::BTreeMap::from([(node, 0usize)]);
+    for owner in owners.values().flatten() {
+        *per_node.entry(owner).or_default() += 1;
+    }
+    out.push_str("# HELP wabridge_cluster_node_sessions Sessions each cluster node serves.\n# TYPE wabridge_cluster_node_sessions gauge\n");
+    for (name, count) in &per_node {
+        let _ = writeln!(
+            out,
+            "wabridge_cluster_node_sessions{{node=\"{name}\"}} {count}"
+        );
+    }
+    let Some(view) = &view else { return };
+    // Logged-out sessions wait for an operator, not for a host.
+    let waiting = view
+        .without_host()
+        .filter(|s| owners.get(s.id.as_str()).is_some_and(Option::is_none))
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP wabridge_cluster_sessions_without_host Sessions no cluster node serves (logged-out ones aside).\n# TYPE wabridge_cluster_sessions_without_host gauge\nwabridge_cluster_sessions_without_host {waiting}"
+    );
+    let age = view
+        .read_at
+        .map_or(0, |at| now.saturating_duration_since(at).as_secs());
+    let _ = writeln!(
+        out,
+        "# HELP wabridge_cluster_view_age_seconds Since this host last read the cluster's sessions.\n# TYPE wabridge_cluster_view_age_seconds gauge\nwabridge_cluster_view_age_seconds {age}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP wabridge_cluster_view_up Whether this host's last reading of the cluster worked.\n# TYPE wabridge_cluster_view_up gauge\nwabridge_cluster_view_up {}",
+        u8::from(view.error.is_none())
+    );
 }

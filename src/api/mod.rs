@@ -2,6 +2,7 @@
 //! plus our own. Handlers only talk to the engine handle.
 
 mod access;
+mod cluster_views;
 mod health;
 mod lookups;
 mod send;
@@ -37,6 +38,9 @@ pub struct ApiState {
     /// In a cluster (`[cluster]`): this host's name and the shared session
     /// list; `None` on a single host.
     pub cluster: Option<ClusterApi>,
+    /// In a cluster: every session of the cluster, who serves it and its
+    /// last reported state (`cluster::view`), for the views.
+    pub cluster_view: Option<tokio::sync::watch::Receiver<crate::cluster::view::ClusterSnapshot>>,
 }
 
 /// What the API needs of the cluster: the node's name (shown as `node` on
@@ -69,6 +73,7 @@ impl ApiState {
             send_slots: Arc::new(tokio::sync::Semaphore::new(send::CONCURRENT_SENDS)),
             start_wait: Duration::from_secs(40),
             cluster: None,
+            cluster_view: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, cluster_views};
 use crate::cluster::store::AddError;
 use crate::engine::{Command, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
@@ -164,18 +164,46 @@ async fn cluster_start(
     }
 }
 
-/// `GET /sessions/{id}/status`
+/// `GET /sessions/{id}/status`; in a cluster, a session another host
+/// serves answers with its reported state and node (and `"remote": true`).
 pub async fn status(
     State(state): Shared,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = snapshot(&state, &session_id(&raw)?)?;
+    let id = session_id(&raw)?;
+    if let Some((session, view)) = cluster_views::remote(&state, &id) {
+        let now = crate::engine::now();
+        let full = cluster_views::remote_session_json(&session, &view, now);
+        return Ok(Json(json!({
+            "status": full["status"],
+            "node": full["node"],
+            "remote": true,
+            "stale": full["stale"],
+            "staleReason": full["staleReason"],
+        })));
+    }
+    let session = snapshot(&state, &id)?;
     Ok(Json(json!({ "status": session.state.api_status() })))
 }
 
-/// `GET /sessions/{id}`
+/// `GET /sessions/{id}`; a session another host serves has no QR here
+/// (it shows on that host), and says which node serves it.
 pub async fn info(State(state): Shared, Path(raw): Path<String>) -> Result<Json<Value>, ApiError> {
-    let session = snapshot(&state, &session_id(&raw)?)?;
+    let id = session_id(&raw)?;
+    if let Some((session, view)) = cluster_views::remote(&state, &id) {
+        let now = crate::engine::now();
+        let full = cluster_views::remote_session_json(&session, &view, now);
+        return Ok(Json(json!({
+            "status": full["status"],
+            "qr": null,
+            "hasWebhook": full["hasWebhook"],
+            "node": full["node"],
+            "remote": true,
+            "stale": full["stale"],
+            "staleReason": full["staleReason"],
+        })));
+    }
+    let session = snapshot(&state, &id)?;
     Ok(Json(json!({
         "status": session.state.api_status(),
         "qr": qr_data_url(&session),
@@ -259,20 +287,33 @@ pub async fn reconnect(
     Ok(Json(json!({ "status": "reconnecting" })))
 }
 
-/// `GET /sessions` (ours): every session with its retry state and backlog.
+/// `GET /sessions` (ours): every session with its retry state and backlog;
+/// in a cluster, every session of the cluster: the ones served here as
+/// alone (plus `node`), the others as their hosts reported them.
 pub async fn list(State(state): Shared) -> Json<Value> {
     let now = crate::engine::now();
-    let sessions: Vec<Value> = state
-        .engine
-        .snapshots()
+    let local = state.engine.snapshots();
+    let Some(view) = cluster_views::snapshot(&state) else {
+        let sessions: Vec<Value> = local.iter().map(|s| session_json(&state, s, now)).collect();
+        return Json(json!({ "sessions": sessions }));
+    };
+    let mut sessions: std::collections::BTreeMap<&str, Value> = local
         .iter()
-        .map(|s| session_json(&state, s, now))
+        .map(|s| (s.id.as_str(), session_json(&state, s, now)))
         .collect();
-    Json(json!({ "sessions": sessions }))
+    for session in &view.sessions {
+        sessions
+            .entry(session.id.as_str())
+            .or_insert_with(|| cluster_views::remote_session_json(session, &view, now));
+    }
+    Json(json!({
+        "sessions": sessions.into_values().collect::<Vec<_>>(),
+        "cluster": cluster_views::summary_json(&state, now),
+    }))
 }
 
-/// A session as `/sessions` and `/health` list it; in a cluster, with the
-/// `node` that serves it (this host: it serves only what it holds).
+/// A session this host serves, as `/sessions` and `/health` list it; in
+/// a cluster, with the `node` that serves it (this host).
 pub(super) fn session_json(
     state: &ApiState,
     s: &SessionSnapshot,
@@ -286,14 +327,10 @@ pub(super) fn session_json(
 }
 
 fn single_session_json(s: &SessionSnapshot, now: std::time::Instant) -> Value {
-    let backlog = s.backlog.as_ref().map(|backlog| {
-        json!({
-            "pending": backlog.pending,
-            "oldestAgeSeconds": backlog.oldest_age(now).map(|age| age.as_secs()),
-            "deadLetters": backlog.dead,
-            "writeError": backlog.write_error,
-        })
-    });
+    let backlog = s
+        .backlog
+        .as_ref()
+        .map(|backlog| cluster_views::backlog_json(backlog, now));
     let detail = match &s.state {
         SessionState::Halted(reason) => Some(reason.describe(now)),
         _ => None,

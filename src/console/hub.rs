@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::wire::{Backfill, LogLine, Request, ServiceFrame};
+use crate::cluster::view::ClusterSnapshot;
 use crate::engine::{Command, Engine, EngineEvent, InboundMessage, SessionSnapshot};
+use crate::paths::SessionId;
 
 /// Log lines kept for a dashboard that attaches.
 pub const LOG_TAIL: usize = 500;
@@ -47,15 +49,31 @@ struct Shown {
     message_capacity: usize,
     logs: VecDeque<LogLine>,
     next_log: u64,
+    /// In a cluster, the cluster as last read; None alone.
+    cluster: Option<ClusterSnapshot>,
 }
 
 /// A dashboard's view of the feed: everything so far, then every change.
 pub struct Attachment {
     pub backfill: Backfill,
+    /// In a cluster, the cluster as last read.
+    pub cluster: Option<ClusterSnapshot>,
     live: broadcast::Receiver<ServiceFrame>,
 }
 
 impl Attachment {
+    /// What a dashboard is sent first: the backfill, and in a cluster the
+    /// cluster.
+    pub fn first_frames(&self) -> Vec<ServiceFrame> {
+        let mut frames = vec![ServiceFrame::Backfill(self.backfill.clone())];
+        frames.extend(
+            self.cluster
+                .clone()
+                .map(|view| ServiceFrame::Cluster { view }),
+        );
+        frames
+    }
+
     /// The next frames for this dashboard: one change, or, when it fell
     /// behind a flood, how much it missed and the session states afresh.
     /// None once the service is shutting down.
@@ -64,11 +82,10 @@ impl Attachment {
             Ok(frame) => Some(vec![frame]),
             Err(RecvError::Lagged(count)) => {
                 let fresh = console.resync();
+                let mut frames = vec![ServiceFrame::Skipped { count }];
+                frames.extend(fresh.first_frames());
                 self.live = fresh.live;
-                Some(vec![
-                    ServiceFrame::Skipped { count },
-                    ServiceFrame::Backfill(fresh.backfill),
-                ])
+                Some(frames)
             }
             Err(RecvError::Closed) => None,
         }
@@ -90,6 +107,7 @@ impl Console {
                     message_capacity: message_capacity.max(1),
                     logs: VecDeque::new(),
                     next_log: 1,
+                    cluster: None,
                 }),
                 feed,
             }),
@@ -123,8 +141,45 @@ impl Console {
                 messages: history(&state.messages, with_history),
                 logs: history(&state.logs, with_history),
             },
+            cluster: state.cluster.clone(),
             live: self.inner.feed.subscribe(),
         }
+    }
+
+    /// Shows the whole cluster (`cluster::view`) on the dashboards: the
+    /// latest reading now, and every new one as it comes.
+    pub fn show_cluster(&self, mut view: watch::Receiver<ClusterSnapshot>) {
+        let console = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let snapshot = view.borrow_and_update().clone();
+                let Some(inner) = console.upgrade() else {
+                    return;
+                };
+                Console { inner }.publish(|state| {
+                    state.cluster = Some(snapshot.clone());
+                    Some(ServiceFrame::Cluster { view: snapshot })
+                });
+                if view.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Who serves `session`, when another host does (or none does), as a
+    /// sentence for an operator who asked this host to act on it.
+    fn served_elsewhere(&self, session: &SessionId) -> Option<String> {
+        let state = lock(&self.inner.state);
+        let remote = state.cluster.as_ref()?.get(session)?;
+        Some(match &remote.owner {
+            Some(node) => format!(
+                "{session} is served by {node}: use its dashboard or DELETE through the API"
+            ),
+            None => format!(
+                "{session} has no host right now: a host takes it within seconds; try again then"
+            ),
+        })
     }
 
     /// Carries out an operator's request on a task of its own, so a slow
@@ -142,11 +197,15 @@ impl Console {
 
     async fn try_execute(&self, request: Request) -> Result<(), String> {
         let engine = &self.inner.engine;
-        let command = |session, command| async move {
-            engine
-                .command(&session, command)
-                .await
-                .map_err(|e| format!("{session}: {e}"))
+        let command = |session: SessionId, command| async move {
+            match engine.command(&session, command).await {
+                Ok(()) => Ok(()),
+                // Another host's (a dashboard that does not know yet).
+                Err(crate::engine::EngineError::NotFound) => Err(self
+                    .served_elsewhere(&session)
+                    .unwrap_or_else(|| format!("{session}: Session not found"))),
+                Err(e) => Err(format!("{session}: {e}")),
+            }
         };
         match request {
             Request::Reconnect { session } => command(session, Command::ReconnectNow).await,

@@ -38,7 +38,7 @@ impl Link {
         tokio::spawn(async move {
             let mut attachment = console.attach();
             let (notice_tx, mut notices) = mpsc::channel(NOTICE_QUEUE);
-            let mut frames = vec![ServiceFrame::Backfill(attachment.backfill.clone())];
+            let mut frames = attachment.first_frames();
             loop {
                 for frame in frames.drain(..) {
                     if event_tx

@@ -151,11 +151,9 @@ async fn serve_dashboard(
     }
 
     let mut attachment = console.attach();
-    write_frame(
-        &mut write,
-        &ServiceFrame::Backfill(attachment.backfill.clone()),
-    )
-    .await?;
+    for frame in attachment.first_frames() {
+        write_frame(&mut write, &frame).await?;
+    }
     let (notice_tx, mut notices) = mpsc::channel(NOTICE_QUEUE);
     let mut requests = tokio::spawn(read_requests(console.clone(), read, notice_tx));
     loop {

@@ -7,7 +7,9 @@
 //!    differs gets `refused` and the connection closes (each side names both
 //!    numbers, so an operator knows which binary to update);
 //! 3. the service sends one `backfill` (every session, the buffered messages,
-//!    the log tail), then live frames as things happen;
+//!    the log tail), in a cluster a `cluster` frame (every session of the
+//!    cluster, its node and reported state), then live frames as things
+//!    happen (a `cluster` frame each time the service reads the cluster);
 //! 4. the dashboard sends requests (reconnect, logout, pair by code, add a
 //!    session, set a webhook) at any time; a request that fails comes back as
 //!    a `notice` to that dashboard only.
@@ -21,11 +23,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::cluster::view::ClusterSnapshot;
 use crate::engine::{BacklogInfo, InboundMessage, SessionSnapshot};
 use crate::paths::SessionId;
 
-/// The version of this format.
-pub const PROTOCOL: u32 = 1;
+/// The version of this format (2: the `cluster` frame).
+pub const PROTOCOL: u32 = 2;
 
 /// The longest line a dashboard may send: requests are small.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -89,6 +92,11 @@ pub enum ServiceFrame {
     },
     Log {
         line: LogLine,
+    },
+    /// In a cluster: the whole cluster as the service last read it (sent
+    /// after the backfill and whenever it is read again).
+    Cluster {
+        view: ClusterSnapshot,
     },
     /// The answer to one of this dashboard's requests that did not work.
     Notice {

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::keymap::{self, Action};
+use crate::cluster::view::{ClusterSession, ClusterSnapshot};
 use crate::console::wire::{Backfill, LogLine, Request};
 use crate::engine::BacklogInfo;
 use crate::engine::{InboundMessage, SenderNumber, SessionSnapshot, SessionState};
@@ -96,6 +97,25 @@ pub enum Msg {
     LinkClosed(String),
     /// A request of ours did not work (why).
     Notice(String),
+    /// In a cluster: the whole cluster as the service last read it.
+    Cluster(ClusterSnapshot),
+}
+
+/// One line of the sessions list: a session this service runs, or (in a
+/// cluster) one another host serves, or none does.
+#[derive(Debug, Clone, Copy)]
+pub enum Row<'a> {
+    Local(&'a SessionSnapshot),
+    Remote(&'a ClusterSession),
+}
+
+impl Row<'_> {
+    pub fn id(&self) -> &SessionId {
+        match self {
+            Row::Local(s) => &s.id,
+            Row::Remote(s) => &s.id,
+        }
+    }
 }
 
 /// A bounded buffer of lines with a scroll position counted from the newest.
@@ -149,7 +169,13 @@ impl<T> Scrollback<T> {
 }
 
 pub struct App {
+    /// The sessions this service runs, by id.
     pub sessions: Vec<SessionSnapshot>,
+    /// In a cluster: the cluster as last read (None alone).
+    pub cluster: Option<ClusterSnapshot>,
+    /// The cluster's sessions this service does not run, by id.
+    pub remote: Vec<ClusterSession>,
+    /// The selected row of the list (`rows`).
     pub selected: usize,
     pub focus: Focus,
     pub messages: Scrollback<Arc<InboundMessage>>,
@@ -183,6 +209,8 @@ impl App {
     pub fn new(message_capacity: usize, colors: bool, utc_offset: chrono::FixedOffset) -> App {
         App {
             sessions: Vec::new(),
+            cluster: None,
+            remote: Vec::new(),
             selected: 0,
             focus: Focus::Sessions,
             messages: Scrollback::new(message_capacity),
@@ -207,8 +235,47 @@ impl App {
         self.link != ServiceLink::InProcess
     }
 
+    /// The sessions list: the ones this service runs and, in a cluster,
+    /// the others, by id.
+    pub fn rows(&self) -> Vec<Row<'_>> {
+        if self.remote.is_empty() {
+            return self.sessions.iter().map(Row::Local).collect();
+        }
+        let mut rows: Vec<Row> = self
+            .sessions
+            .iter()
+            .map(Row::Local)
+            .chain(self.remote.iter().map(Row::Remote))
+            .collect();
+        rows.sort_by(|a, b| a.id().cmp(b.id()));
+        rows
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.sessions.len() + self.remote.len()
+    }
+
+    pub fn selected_row(&self) -> Option<Row<'_>> {
+        if self.remote.is_empty() {
+            return self.sessions.get(self.selected).map(Row::Local);
+        }
+        self.rows().get(self.selected).copied()
+    }
+
+    /// The selected session, when this service runs it.
     pub fn selected_session(&self) -> Option<&SessionSnapshot> {
-        self.sessions.get(self.selected)
+        match self.selected_row()? {
+            Row::Local(session) => Some(session),
+            Row::Remote(_) => None,
+        }
+    }
+
+    /// The selected session, when another host serves it (or none does).
+    pub fn selected_remote(&self) -> Option<&ClusterSession> {
+        match self.selected_row()? {
+            Row::Remote(session) => Some(session),
+            Row::Local(_) => None,
+        }
     }
 
     /// True while something on screen counts (a retry, QR, pairing code or
@@ -218,7 +285,12 @@ impl App {
         let answer_age_shown = self
             .selected_session()
             .is_some_and(|s| s.state == SessionState::Connected && s.last_answer_at.is_some());
+        let remote_countdown = self
+            .remote
+            .iter()
+            .any(|s| s.owners_report().is_some_and(|r| r.next_retry_at.is_some()));
         answer_age_shown
+            || remote_countdown
             || self.sessions.iter().any(|s| {
                 s.next_retry_at.is_some()
                     || matches!(
@@ -255,7 +327,7 @@ impl App {
         match msg {
             Msg::Key(key) => self.on_key(key),
             Msg::SelectSession(index) => {
-                if index < self.sessions.len() {
+                if index < self.row_count() {
                     self.selected = index;
                     self.focus = Focus::Sessions;
                 }
@@ -266,19 +338,20 @@ impl App {
                 vec![]
             }
             Msg::Sessions(all) => {
-                let keep = self.selected_session().map(|s| s.id.clone());
-                for snapshot in &all {
-                    self.cache_qr(snapshot);
-                    if let Some(backlog) = &snapshot.backlog {
-                        self.backlogs.insert(snapshot.id.clone(), backlog.clone());
+                self.keeping_selection(|app| {
+                    for snapshot in &all {
+                        app.cache_qr(snapshot);
+                        if let Some(backlog) = &snapshot.backlog {
+                            app.backlogs.insert(snapshot.id.clone(), backlog.clone());
+                        }
                     }
-                }
-                self.sessions = all;
-                self.sessions.sort_by(|a, b| a.id.cmp(&b.id));
-                if let Some(id) = keep {
-                    self.select_id(&id);
-                }
-                self.clamp_selection();
+                    app.sessions = all;
+                    app.sessions.sort_by(|a, b| a.id.cmp(&b.id));
+                });
+                vec![]
+            }
+            Msg::Cluster(view) => {
+                self.keeping_selection(|app| app.cluster = Some(view));
                 vec![]
             }
             Msg::Message(message) => {
@@ -310,10 +383,9 @@ impl App {
                 vec![]
             }
             Msg::SessionRemoved(id) => {
-                self.sessions.retain(|s| s.id != id);
+                self.keeping_selection(|app| app.sessions.retain(|s| s.id != id));
                 self.qr_codes.remove(&id);
                 self.backlogs.remove(&id);
-                self.clamp_selection();
                 vec![]
             }
             Msg::Backfill(backfill) => {
@@ -384,13 +456,31 @@ impl App {
         }
         match self.sessions.binary_search_by(|s| s.id.cmp(&snapshot.id)) {
             Ok(index) => self.sessions[index] = snapshot,
-            Err(index) => {
-                self.sessions.insert(index, snapshot);
-                // Keep the same session selected when one is inserted above.
-                if index <= self.selected && self.sessions.len() > 1 {
-                    self.selected += 1;
-                }
-            }
+            // Keep the same session selected when one is inserted above.
+            Err(index) => self.keeping_selection(|app| app.sessions.insert(index, snapshot)),
+        }
+    }
+
+    /// Changes the list, keeping the selected session selected (or, when
+    /// it left the list, the row at the same place).
+    fn keeping_selection(&mut self, change: impl FnOnce(&mut App)) {
+        let kept = self.selected_row().map(|row| row.id().clone());
+        change(self);
+        self.remote = match &self.cluster {
+            Some(view) => view
+                .sessions
+                .iter()
+                .filter(|s| {
+                    self.sessions
+                        .binary_search_by(|local| local.id.cmp(&s.id))
+                        .is_err()
+                })
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(id) = kept {
+            self.select_id(&id);
         }
         self.clamp_selection();
     }
@@ -416,13 +506,13 @@ impl App {
     }
 
     fn select_id(&mut self, id: &SessionId) {
-        if let Some(index) = self.sessions.iter().position(|s| &s.id == id) {
+        if let Some(index) = self.rows().iter().position(|row| row.id() == id) {
             self.selected = index;
         }
     }
 
     fn clamp_selection(&mut self) {
-        self.selected = self.selected.min(self.sessions.len().saturating_sub(1));
+        self.selected = self.selected.min(self.row_count().saturating_sub(1));
     }
 
     fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
@@ -462,7 +552,13 @@ impl App {
         let Some(action) = keymap::action_for(code) else {
             return vec![];
         };
-        let selected = self.selected_session().map(|s| s.id.clone());
+        if let Some(remote) = self.selected_remote()
+            && let Some(refusal) = remote_refusal(remote, action)
+        {
+            self.notice = Some(refusal);
+            return vec![];
+        }
+        let selected = self.selected_row().map(|row| row.id().clone());
         match action {
             Action::Up => self.move_selection(-1),
             Action::Down => self.move_selection(1),
@@ -566,7 +662,7 @@ impl App {
                 vec![]
             }
             PromptKind::AddSession => match SessionId::parse(input.trim()) {
-                Ok(id) if self.sessions.iter().any(|s| s.id == id) => reject(
+                Ok(id) if self.rows().iter().any(|row| *row.id() == id) => reject(
                     self,
                     PromptKind::AddSession,
                     input,
@@ -608,10 +704,10 @@ impl App {
     }
 
     fn move_selection(&mut self, delta: isize) {
-        if self.sessions.is_empty() {
+        if self.row_count() == 0 {
             return;
         }
-        let last = self.sessions.len() - 1;
+        let last = self.row_count() - 1;
         self.selected = self.selected.saturating_add_signed(delta).min(last);
         self.focus = Focus::Sessions;
     }
@@ -627,6 +723,35 @@ impl App {
         } else {
             messages(&mut self.messages);
         }
+    }
+}
+
+/// What an operator is told instead of acting on a session this service
+/// does not run: another host serves it (its dashboard or the API can
+/// act), or none does yet. None for keys that act on no session.
+fn remote_refusal(session: &ClusterSession, action: Action) -> Option<String> {
+    let id = &session.id;
+    let Some(node) = &session.owner else {
+        return matches!(
+            action,
+            Action::Reconnect | Action::Logout | Action::PairByCode | Action::SetWebhook
+        )
+        .then(|| {
+            if session.logged_out {
+                format!("{id} is logged out and no host serves it: POST /sessions/start through any host pairs it again")
+            } else {
+                format!("{id} has no host right now: a host takes it within seconds; try again then")
+            }
+        });
+    };
+    match action {
+        Action::Reconnect | Action::Logout | Action::PairByCode => Some(format!(
+            "{id} is served by {node}: use its dashboard or DELETE through the API"
+        )),
+        Action::SetWebhook => Some(format!(
+            "{id} is served by {node}: set its webhook with POST /sessions/start through any host"
+        )),
+        _ => None,
     }
 }
 

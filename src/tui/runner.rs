@@ -109,6 +109,7 @@ fn frame_msg(frame: ServiceFrame) -> Msg {
         ServiceFrame::Skipped { count } => Msg::MessagesSkipped(count),
         ServiceFrame::Log { line } => Msg::Log(line),
         ServiceFrame::Notice { text } => Msg::Notice(text),
+        ServiceFrame::Cluster { view } => Msg::Cluster(view),
     }
 }
 

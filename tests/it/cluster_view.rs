@@ -595,3 +595,163 @@ async fn a_view_whose_database_is_gone_says_so_and_keeps_the_last_read() {
         "no connection string on screen: {error}"
     );
 }
+
+/// GET `path` on `router`: (status, JSON or text).
+async fn get(router: &axum::Router, path: &str) -> (axum::http::StatusCode, Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+#[tokio::test]
+async fn every_hosts_api_lists_the_whole_cluster_with_each_sessions_node() {
+    let (server, pool, leases) = database().await;
+    // `a` runs here (host-a); `b` on host-b, Connected; `c` on no host.
+    place(&pool, "a", Some(("host-a", 60)), None, false).await;
+    place(
+        &pool,
+        "b",
+        Some(("host-b", 60)),
+        Some(("host-b", reported("Connected", "Connected"), 0)),
+        false,
+    )
+    .await;
+    place(&pool, "c", Some(("host-b", -30)), None, false).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = engine_serving(&tmp, &["a"]);
+    let view = ClusterView::start(
+        pool.clone(),
+        "host-a".into(),
+        Duration::from_millis(100),
+        STALE_AFTER,
+    );
+    let mut snapshots = view.subscribe();
+    let mut state = wabridge::api::ApiState::new(engine.clone(), String::new());
+    state.cluster = Some(wabridge::api::ClusterApi {
+        node: "host-a".into(),
+        leases,
+        take_now: Arc::new(|| {}),
+    });
+    state.cluster_view = Some(view.subscribe());
+    let router = wabridge::api::router(state);
+    tokio::time::timeout(WAIT, snapshots.wait_for(|s| s.read_at.is_some()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut watch = engine.watch(&id("a")).unwrap();
+    watch
+        .wait_for(|s| s.state == wabridge::engine::SessionState::Connected)
+        .await
+        .unwrap();
+
+    let (_, list) = get(&router, "/sessions").await;
+    let sessions = list["sessions"].as_array().unwrap();
+    let ids: Vec<&str> = sessions.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a", "b", "c"], "{list}");
+    // Served here: as alone, plus the node.
+    assert_eq!(sessions[0]["node"], "host-a");
+    assert_eq!(sessions[0]["status"], "Connected");
+    assert!(sessions[0].get("remote").is_none(), "{list}");
+    // Served by host-b: its report, its node.
+    assert_eq!(sessions[1]["node"], "host-b");
+    assert_eq!(sessions[1]["remote"], true);
+    assert_eq!(sessions[1]["status"], "Connected");
+    assert_eq!(sessions[1]["phone"], "15551234567");
+    assert_eq!(sessions[1]["stale"], false);
+    assert_eq!(sessions[1]["reportedBy"], "host-b");
+    // Nobody's.
+    assert_eq!(sessions[2]["node"], Value::Null);
+    assert_eq!(sessions[2]["status"], "waiting for a host");
+    assert_eq!(list["cluster"]["withoutHost"], json!(["c"]));
+
+    // The old bridge's status answer is unchanged for a local session; a
+    // remote one answers with its host's word and node, not 404.
+    assert_eq!(
+        get(&router, "/sessions/a/status").await.1,
+        json!({ "status": "Connected" })
+    );
+    let (code, b) = get(&router, "/sessions/b/status").await;
+    assert_eq!(code, axum::http::StatusCode::OK);
+    assert_eq!(
+        b,
+        json!({ "status": "Connected", "node": "host-b", "remote": true, "stale": false, "staleReason": null })
+    );
+    let (_, b) = get(&router, "/sessions/b").await;
+    assert_eq!(b["qr"], Value::Null);
+    assert_eq!(b["node"], "host-b");
+    assert_eq!(
+        get(&router, "/sessions/c/status").await.1["status"],
+        "waiting for a host"
+    );
+    assert_eq!(
+        get(&router, "/sessions/nope/status").await.0,
+        axum::http::StatusCode::NOT_FOUND
+    );
+
+    // /health keeps its fields (this host's sessions) and adds the cluster.
+    let (_, health) = get(&router, "/health").await;
+    assert_eq!(health["status"], "degraded", "c has no host: {health}");
+    assert_eq!(health["node"], "host-a");
+    assert_eq!(health["sessions"]["total"], 1);
+    assert_eq!(health["sessions"]["connected"], 1);
+    assert_eq!(
+        health["cluster"]["nodes"],
+        json!([{ "node": "host-a", "sessions": 1 }, { "node": "host-b", "sessions": 1 }])
+    );
+    assert_eq!(health["cluster"]["withoutHost"], json!(["c"]));
+    assert_eq!(health["cluster"]["error"], Value::Null);
+
+    let (_, metrics) = get(&router, "/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    for line in [
+        "wabridge_session_node{session=\"a\",node=\"host-a\"} 1",
+        "wabridge_session_node{session=\"b\",node=\"host-b\"} 1",
+        "wabridge_session_node{session=\"c\",node=\"\"} 0",
+        "wabridge_cluster_node_sessions{node=\"host-a\"} 1",
+        "wabridge_cluster_node_sessions{node=\"host-b\"} 1",
+        "wabridge_cluster_sessions_without_host 1",
+        "wabridge_cluster_view_up 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+
+    // The database goes: what is shown of the others is marked stale,
+    // with why, and /health and /metrics say so.
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, snapshots.wait_for(|s| s.error.is_some()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, list) = get(&router, "/sessions").await;
+    let b = &list["sessions"][1];
+    assert_eq!(b["stale"], true, "{list}");
+    assert!(
+        b["staleReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read the cluster's sessions"),
+        "{list}"
+    );
+    assert_eq!(list["sessions"][0]["status"], "Connected", "local: live");
+    let (_, health) = get(&router, "/health").await;
+    assert!(health["cluster"]["error"].is_string(), "{health}");
+    let (_, metrics) = get(&router, "/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("wabridge_cluster_view_up 0")
+    );
+    engine.shutdown().await;
+}

@@ -16,6 +16,8 @@ use tokio::net::UnixStream;
 use support::fake_backend::FakeBackend;
 use support::id;
 use support::log_capture::LogCapture;
+use wabridge::cluster::status::ReportedStatus;
+use wabridge::cluster::view::{ClusterSession, ClusterSnapshot};
 use wabridge::console::client::{self, AttachError};
 use wabridge::console::wire::{
     self, Backfill, DashboardFrame, LogLine, PROTOCOL, Request, ServiceFrame,
@@ -36,6 +38,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// console, and the socket in the data dir.
 struct Service {
     engine: Engine,
+    console: Console,
     backend: FakeBackend,
     socket: tokio::task::JoinHandle<()>,
     logs: tokio::sync::mpsc::Sender<String>,
@@ -51,6 +54,7 @@ impl Service {
         let socket = server::serve(console.clone(), data).unwrap();
         Service {
             engine,
+            console,
             backend,
             socket,
             logs,
@@ -221,6 +225,9 @@ async fn every_frame_round_trips_and_countdowns_keep_their_time_left() {
         ServiceFrame::Notice {
             text: "cannot add session".into(),
         },
+        ServiceFrame::Cluster {
+            view: cluster_view(now),
+        },
     ];
     let mut encoded = String::new();
     for frame in &frames {
@@ -266,6 +273,92 @@ async fn every_frame_round_trips_and_countdowns_keep_their_time_left() {
     // The format is a contract with other versions of wabridge: a change
     // here must come with a new PROTOCOL number.
     insta::assert_snapshot!(encoded);
+}
+
+/// A cluster as host-a reads it: `remote` on host-b (retrying, its
+/// report 2 s old), `orphan` on no host.
+fn cluster_view(now: std::time::Instant) -> ClusterSnapshot {
+    ClusterSnapshot {
+        node: "host-a".into(),
+        sessions: vec![
+            ClusterSession {
+                id: id("orphan"),
+                owner: None,
+                logged_out: false,
+                report: None,
+                report_node: None,
+                reported_at: None,
+                stale: None,
+            },
+            ClusterSession {
+                id: id("remote"),
+                owner: Some("host-b".into()),
+                logged_out: false,
+                report: Some(ReportedStatus {
+                    state: "Disconnected".into(),
+                    status: "Disconnected".into(),
+                    detail: None,
+                    phone: Some("15551234567".into()),
+                    attempt: 2,
+                    next_retry_at: Some(now + Duration::from_secs(8)),
+                    last_close: None,
+                    has_webhook: true,
+                    backlog: None,
+                    interrupted_sync: None,
+                }),
+                report_node: Some("host-b".into()),
+                reported_at: Some(now - Duration::from_secs(2)),
+                stale: None,
+            },
+        ],
+        read_at: Some(now),
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn in_a_cluster_an_attached_dashboard_gets_the_cluster_and_is_told_who_serves_a_remote_session()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let service = Service::start(&data, 10);
+    let now = wabridge::engine::now();
+    let (publish, view) = tokio::sync::watch::channel(cluster_view(now));
+    service.console.show_cluster(view);
+    let (mut link, _, _) = attach(&data).await;
+    // Right after the backfill: the cluster as last read.
+    let ServiceFrame::Cluster { view } = frame(next(&mut link).await) else {
+        panic!("the cluster after the backfill")
+    };
+    assert_eq!(view.node, "host-a");
+    assert_eq!(view.sessions.len(), 2);
+    assert_eq!(view.sessions[1].owner.as_deref(), Some("host-b"));
+
+    // Each new reading reaches the dashboard.
+    publish.send_modify(|v| v.sessions[0].owner = Some("host-a".into()));
+    let ServiceFrame::Cluster { view } = until_frame(
+        &mut link,
+        |f| matches!(f, ServiceFrame::Cluster { view } if view.sessions[0].owner.is_some()),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(view.sessions[0].owner.as_deref(), Some("host-a"));
+
+    // Asked to act on another host's session, the service says whose it is.
+    let text = notice_after(
+        &mut link,
+        Request::Logout {
+            session: id("remote"),
+        },
+    )
+    .await;
+    assert_eq!(
+        text,
+        "remote is served by host-b: use its dashboard or DELETE through the API"
+    );
+    service.stop().await;
 }
 
 #[test]

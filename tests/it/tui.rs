@@ -12,6 +12,8 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use std::time::Instant;
 
+use wabridge::cluster::status::ReportedStatus;
+use wabridge::cluster::view::{ClusterSession, ClusterSnapshot};
 use wabridge::console::wire::{Backfill, LogLine, Request};
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
@@ -681,6 +683,225 @@ fn an_interrupted_offline_sync_is_shown_not_only_logged() {
     let text = screen(&app, now, 120, 30);
     assert!(
         text.contains("Offline sync interrupted (6 item(s) announced)"),
+        "{text}"
+    );
+}
+
+// ---- the whole cluster ---------------------------------------------------
+
+fn remote(
+    name: &str,
+    owner: Option<&str>,
+    report: Option<ReportedStatus>,
+    now: Instant,
+) -> ClusterSession {
+    ClusterSession {
+        id: id(name),
+        owner: owner.map(String::from),
+        logged_out: false,
+        report_node: report.as_ref().and(owner.map(String::from)),
+        reported_at: report.as_ref().map(|_| now - Duration::from_secs(2)),
+        report,
+        stale: None,
+    }
+}
+
+fn report(state: SessionState) -> ReportedStatus {
+    ReportedStatus {
+        phone: Some("15550009999".into()),
+        ..ReportedStatus::of(&session("x", state), Instant::now())
+    }
+}
+
+/// host-a runs `b-here`; host-b serves `a-there` (Connected), `d-pairing`
+/// and `e-retrying`; nobody serves `c-orphan`.
+fn cluster_app(now: Instant) -> App {
+    let mut app = app();
+    app.update(Msg::Sessions(vec![connected("b-here", "919075167132")]));
+    let retrying = ReportedStatus {
+        attempt: 2,
+        next_retry_at: Some(now + Duration::from_secs(8)),
+        last_close: Some(LastClose {
+            status: 408,
+            description: "could not connect".into(),
+        }),
+        ..report(SessionState::Disconnected)
+    };
+    let pairing = ReportedStatus {
+        phone: None,
+        ..report(pairing(now).state)
+    };
+    app.update(Msg::Cluster(ClusterSnapshot {
+        node: "host-a".into(),
+        sessions: vec![
+            remote(
+                "a-there",
+                Some("host-b"),
+                Some(report(SessionState::Connected)),
+                now,
+            ),
+            remote("b-here", Some("host-a"), None, now),
+            remote("c-orphan", None, None, now),
+            remote("d-pairing", Some("host-b"), Some(pairing), now),
+            remote("e-retrying", Some("host-b"), Some(retrying), now),
+        ],
+        read_at: Some(now),
+        error: None,
+    }));
+    app
+}
+
+#[test]
+fn in_a_cluster_the_list_shows_every_sessions_node_and_the_other_hosts_sessions_dimmed() {
+    let now = Instant::now();
+    let mut app = cluster_app(now);
+    app.update(key(KeyCode::Down));
+    let terminal = draw(&app, now, 150, 24);
+    let text = terminal.backend().to_string();
+    let title = text.lines().next().unwrap();
+    assert!(
+        title.contains(
+            "wabridge · node host-a · 1 session here · 1 connected · cluster: 2 nodes, 5 sessions, 1 waiting for a host"
+        ),
+        "{title}"
+    );
+    let row = |name: &str| {
+        let cell = format!("│ {name} ");
+        text.lines()
+            .find(|l| l.contains(&cell))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row("SESSION").contains("NODE"), "{text}");
+    assert!(row("a-there").contains("host-b") && row("a-there").contains("○ Connected"));
+    assert!(row("b-here").contains("host-a") && row("b-here").contains("● Connected"));
+    assert!(
+        row("c-orphan").contains("no host") && row("c-orphan").contains("waiting for a host"),
+        "{text}"
+    );
+    assert!(row("d-pairing").contains("pairing: QR on host-b"), "{text}");
+    assert!(
+        row("e-retrying").contains("attempt 2 · retry in 8s"),
+        "{text}"
+    );
+    let buffer = terminal.backend().buffer();
+    let (x, y) = find(buffer, "a-there").unwrap();
+    assert!(buffer[(x, y)].modifier.contains(Modifier::DIM), "dimmed");
+    let (x, y) = find(buffer, "b-here").unwrap();
+    assert!(
+        !buffer[(x, y)].modifier.contains(Modifier::DIM),
+        "ours is not"
+    );
+    assert!(
+        !text.contains("2@Kd0zHcn7"),
+        "a remote QR is never drawn here"
+    );
+    insta::assert_snapshot!("cluster_list", text);
+    // The countdown of a remote retry ticks like a local one.
+    assert!(app.needs_tick());
+}
+
+#[test]
+fn a_remote_sessions_detail_says_which_node_serves_it_and_keys_on_it_say_where_to_act() {
+    let now = Instant::now();
+    let mut app = cluster_app(now);
+    // The cluster came in while b-here was selected: it still is.
+    assert_eq!(app.selected_row().unwrap().id().as_str(), "b-here");
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.selected_row().unwrap().id().as_str(), "a-there");
+    let text = screen(&app, now, 150, 24);
+    assert!(text.contains("Served by: host-b"), "{text}");
+    assert!(
+        text.contains("State: Connected (reported by host-b 2s ago)"),
+        "{text}"
+    );
+    assert!(text.contains("Phone: +15550009999"), "{text}");
+    insta::assert_snapshot!("cluster_remote_detail", text);
+
+    // r, l and p do nothing here but say where to act.
+    for k in ['r', 'l', 'p'] {
+        assert_eq!(app.update(key(KeyCode::Char(k))), [], "{k}");
+        assert_eq!(app.overlay, None, "{k}");
+        assert_eq!(
+            app.notice.as_deref(),
+            Some("a-there is served by host-b: use its dashboard or DELETE through the API"),
+            "{k}"
+        );
+    }
+    let text = screen(&app, now, 150, 24);
+    assert!(
+        text.contains("a-there is served by host-b: use its dashboard or DELETE through the API"),
+        "{text}"
+    );
+    // On a session no host serves.
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.selected_row().unwrap().id().as_str(), "c-orphan");
+    assert_eq!(app.update(key(KeyCode::Char('r'))), []);
+    assert!(
+        app.notice
+            .as_deref()
+            .unwrap()
+            .contains("has no host right now"),
+        "{:?}",
+        app.notice
+    );
+    let text = screen(&app, now, 150, 24);
+    assert!(text.contains("Served by: no host"), "{text}");
+    // Ours still obeys.
+    app.update(key(KeyCode::Up));
+    assert_eq!(
+        app.update(key(KeyCode::Char('r'))),
+        [Effect::Request(Request::Reconnect {
+            session: id("b-here")
+        })]
+    );
+    // A pairing elsewhere is shown as such, with no code.
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Down));
+    let text = screen(&app, now, 150, 24);
+    assert!(
+        text.contains("Pairing happens on host-b: scan or type the code from host-b's"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_selection_follows_a_session_that_moves_here_and_old_views_are_marked() {
+    let now = Instant::now();
+    let mut app = cluster_app(now);
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.selected_row().unwrap().id().as_str(), "c-orphan");
+    // This host takes c-orphan: the same session stays selected, now ours.
+    app.update(Msg::Session(connected("c-orphan", "15551112222")));
+    assert_eq!(app.selected_session().unwrap().id.as_str(), "c-orphan");
+    // A session that leaves this host stays listed as another host's.
+    app.update(Msg::SessionRemoved(id("b-here")));
+    assert!(app.rows().iter().any(|r| r.id().as_str() == "b-here"));
+    assert_eq!(app.selected_row().unwrap().id().as_str(), "c-orphan");
+
+    // A click under the column heads selects the row drawn there.
+    let screen_area = Rect::new(0, 0, 150, 24);
+    assert_eq!(ui::session_at(&app, screen_area, 5, 2), None, "the heads");
+    assert_eq!(ui::session_at(&app, screen_area, 5, 3), Some(0));
+    app.update(Msg::SelectSession(0));
+    assert_eq!(app.selected_row().unwrap().id().as_str(), "a-there");
+
+    // A stale report and a database that cannot be read say so.
+    let mut view = app.cluster.clone().unwrap();
+    view.sessions[0].stale = Some("host-b last reported 40s ago".into());
+    view.error = Some("cannot read the cluster's sessions: connection refused".into());
+    view.read_at = Some(now - Duration::from_secs(30));
+    app.update(Msg::Cluster(view));
+    let text = screen(&app, now, 150, 24);
+    assert!(
+        text.contains(
+            "cluster as read 30s ago: cannot read the cluster's sessions: connection refused"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("(stale: host-b last reported 40s ago)"),
         "{text}"
     );
 }

@@ -10,9 +10,11 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use std::time::Instant;
 
 use super::qr::QrWidget;
-use super::sessions::{backlog_words, status_detail};
+use super::sessions::{backlog_words, remote_detail, status_detail};
 use super::theme::Theme;
 use super::{seconds_until, terminal_size_for_qr};
+use crate::cluster::view::ClusterSession;
+use crate::engine::close::human_duration;
 use crate::engine::{SessionSnapshot, SessionState};
 use crate::qr::QrMatrix;
 use crate::tui::app::App;
@@ -39,6 +41,16 @@ pub fn qr_size(app: &App) -> Option<(u16, u16)> {
 }
 
 pub fn render(frame: &mut Frame, app: &App, pane: Rect, screen: Rect, now: Instant, theme: Theme) {
+    if let Some(remote) = app.selected_remote() {
+        let block = Block::new()
+            .borders(Borders::ALL)
+            .title(format!(" {} ", remote.id));
+        let inner = block.inner(pane);
+        frame.render_widget(block, pane);
+        let text = describe_remote(remote, now, theme);
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), inner);
+        return;
+    }
     let Some(session) = app.selected_session() else {
         frame.render_widget(Block::new().borders(Borders::ALL).title(" Details "), pane);
         return;
@@ -198,6 +210,66 @@ fn describe(session: &SessionSnapshot, now: Instant, theme: Theme) -> Vec<Line<'
         }
         SessionState::QrScanRequired(_) => "Preparing the QR code…",
         SessionState::PairingCode { .. } | SessionState::Stopped => "",
+    };
+    lines.push(Line::from(advice));
+    lines
+}
+
+/// A session this service does not run: who serves it, what its host last
+/// said and how long ago, whatever cannot be vouched for, and where the
+/// operator can act on it.
+fn describe_remote(session: &ClusterSession, now: Instant, theme: Theme) -> Vec<Line<'static>> {
+    let report = session.owners_report();
+    let mut lines = vec![Line::from(vec![
+        Span::raw("State: "),
+        Span::styled(session.state().to_string(), theme.dim()),
+        Span::styled(
+            match (report, session.reported_at) {
+                (Some(_), Some(at)) => format!(
+                    " (reported by {} {} ago)",
+                    session.report_node.as_deref().unwrap_or("?"),
+                    human_duration(now.saturating_duration_since(at))
+                ),
+                _ => String::new(),
+            },
+            theme.dim(),
+        ),
+    ])];
+    lines.push(match &session.owner {
+        Some(node) => Line::from(format!("Served by: {node}")),
+        None => Line::styled("Served by: no host (its lease is free)", theme.error()),
+    });
+    if let Some(phone) = session.phone() {
+        lines.push(Line::from(format!("Phone: +{phone}")));
+    }
+    let detail = remote_detail(session, now);
+    if !detail.is_empty() {
+        lines.push(Line::from(detail));
+    }
+    if let Some(close) = report.and_then(|r| r.last_close.as_ref()) {
+        lines.push(Line::styled(
+            format!(
+                "Last close: {} (status {})",
+                close.description, close.status
+            ),
+            theme.dim(),
+        ));
+    }
+    if let (Some(why), Some(_)) = (&session.stale, &session.owner) {
+        lines.push(Line::styled(format!("Stale: {why}"), theme.error()));
+    }
+    lines.push(Line::from(""));
+    let advice = match &session.owner {
+        Some(node) if report.is_some_and(|r| r.pairing()) => {
+            format!("Pairing happens on {node}: scan or type the code from {node}'s dashboard.")
+        }
+        Some(node) => format!(
+            "Served by {node}: use its dashboard to reconnect, pair or log it out, or DELETE through the API."
+        ),
+        None if session.logged_out => {
+            "Logged out: POST /sessions/start through any host pairs it again.".to_string()
+        }
+        None => "No host serves it: a host takes its lease within seconds.".to_string(),
     };
     lines.push(Line::from(advice));
     lines

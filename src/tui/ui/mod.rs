@@ -58,7 +58,7 @@ pub fn layout(app: &App, area: Rect) -> Areas {
             } else {
                 8
             };
-            let wanted = app.sessions.len() as u16 + 2;
+            let wanted = app.row_count() as u16 + 2 + sessions::header_rows(app);
             wanted.clamp(least, (body.height / 2).max(least))
         }
     };
@@ -98,7 +98,7 @@ pub fn terminal_size_for_qr(cols: u16, rows: u16) -> (u16, u16) {
 pub fn render(frame: &mut Frame, app: &App, now: Instant) {
     let theme = Theme { colors: app.colors };
     let areas = layout(app, frame.area());
-    render_title(frame, app, areas.title, theme);
+    render_title(frame, app, areas.title, now, theme);
     sessions::render(frame, app, areas.sessions, now, theme);
     detail::render(frame, app, areas.detail, frame.area(), now, theme);
     messages::render_messages(frame, app, areas.messages, theme);
@@ -112,26 +112,33 @@ pub fn render(frame: &mut Frame, app: &App, now: Instant) {
 /// Which session row a click at (column, row) hits, if any.
 pub fn session_at(app: &App, area: Rect, column: u16, row: u16) -> Option<usize> {
     let pane = layout(app, area).sessions;
-    let inner = sessions::list_area(pane);
+    let inner = sessions::list_area(app, pane);
     if !inner.contains(ratatui::layout::Position::new(column, row)) {
         return None;
     }
     let index = sessions::first_visible(app, inner.height) + (row - inner.y) as usize;
-    (index < app.sessions.len()).then_some(index)
+    (index < app.row_count()).then_some(index)
 }
 
-fn render_title(frame: &mut Frame, app: &App, area: Rect, theme: Theme) {
+fn render_title(frame: &mut Frame, app: &App, area: Rect, now: Instant, theme: Theme) {
     let connected = app
         .sessions
         .iter()
         .filter(|s| s.state == SessionState::Connected)
         .count();
+    let here = format!(
+        "{} session{}",
+        app.sessions.len(),
+        if app.sessions.len() == 1 { "" } else { "s" },
+    );
     let mut spans = vec![Span::styled(
-        format!(
-            " wabridge · {} session{} · {connected} connected",
-            app.sessions.len(),
-            if app.sessions.len() == 1 { "" } else { "s" },
-        ),
+        match &app.cluster {
+            None => format!(" wabridge · {here} · {connected} connected"),
+            Some(view) => format!(
+                " wabridge · node {} · {here} here · {connected} connected",
+                view.node
+            ),
+        },
         theme.title(),
     )];
     match &app.link {
@@ -153,7 +160,49 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect, theme: Theme) {
     if let Some(notice) = &app.notice {
         spans.push(Span::styled(format!(" · {notice}"), theme.error()));
     }
+    // Last, so that a notice is never cut off by it.
+    if let Some(view) = &app.cluster {
+        spans.extend(cluster_title(view, now, theme));
+    }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The title's end in a cluster: the cluster (its nodes, its sessions,
+/// those no host serves), or, first, that it cannot be read now and how
+/// old what is shown is.
+fn cluster_title(
+    view: &crate::cluster::view::ClusterSnapshot,
+    now: Instant,
+    theme: Theme,
+) -> Vec<Span<'static>> {
+    if let Some(error) = &view.error {
+        let shown = match view.read_at {
+            Some(at) => format!(
+                "cluster as read {} ago",
+                crate::engine::close::human_duration(now.saturating_duration_since(at))
+            ),
+            None => "cluster not read yet".to_string(),
+        };
+        return vec![Span::styled(format!(" · {shown}: {error}"), theme.error())];
+    }
+    let mut spans = Vec::new();
+    let nodes = view.nodes().len();
+    if view.read_at.is_some() {
+        spans.push(Span::raw(format!(
+            " · cluster: {nodes} node{}, {} session{}",
+            if nodes == 1 { "" } else { "s" },
+            view.sessions.len(),
+            if view.sessions.len() == 1 { "" } else { "s" },
+        )));
+    }
+    let waiting = view.without_host().count();
+    if waiting > 0 {
+        spans.push(Span::styled(
+            format!(", {waiting} waiting for a host"),
+            theme.error(),
+        ));
+    }
+    spans
 }
 
 fn render_footer(frame: &mut Frame, app: &App, area: Rect, theme: Theme) {
