@@ -293,7 +293,13 @@ async fn start_cluster(
         .node_name()
         .ok_or("cluster.node is not set and the hostname cannot be read")?;
     let shown = cluster.database_url_redacted();
-    let pool = pg_store::pool_from_url(&cluster.database_url)
+    let database = cluster
+        .database()
+        .map_err(|e| format!("cluster database {shown}: {e}"))?;
+    tracing::info!("cluster database {shown}: {}", database.tls_summary());
+    let pool = database
+        .open()
+        .await
         .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
     pg_store::migrate(&pool)
         .await

@@ -37,6 +37,12 @@ pub struct ClusterConfig {
     /// `postgres://user:password@host:port/db`; its password is never shown
     /// (see [`ClusterConfig::database_url_redacted`]).
     pub database_url: String,
+    /// A PEM file with the CA that signed the database server's
+    /// certificate; the same as `sslrootcert=` in the URL (one of the two).
+    /// With it, the certificate is checked (`verify-full` unless the URL's
+    /// `sslmode` says otherwise); see `pg_store::Database` for the defaults.
+    #[serde(default)]
+    pub database_ca: Option<PathBuf>,
     /// This host's name in the lease table; default: the hostname.
     #[serde(default)]
     pub node: Option<String>,
@@ -56,6 +62,7 @@ impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterConfig")
             .field("database_url", &self.database_url_redacted())
+            .field("database_ca", &self.database_ca)
             .field("node", &self.node)
             .field("timings", &self.timings())
             .finish()
@@ -84,6 +91,20 @@ impl ClusterConfig {
                 .map(|h| h.trim().to_string())
                 .filter(|h| !h.is_empty())
         })
+    }
+
+    /// How to reach the database: its URL with `database_ca` (TLS
+    /// settings, pool, connection at start).
+    pub fn database(
+        &self,
+    ) -> Result<
+        crate::engine::whatsapp::pg_store::Database,
+        crate::engine::whatsapp::pg_store::SettingsError,
+    > {
+        crate::engine::whatsapp::pg_store::Database::parse(
+            &self.database_url,
+            self.database_ca.as_deref(),
+        )
     }
 
     /// The database URL with its password replaced by `***`, for logs and
@@ -553,18 +574,28 @@ impl Config {
 }
 
 fn validate_cluster(cluster: &ClusterConfig) -> Result<(), (String, String)> {
+    use crate::engine::whatsapp::pg_store::Setting;
     let url = &cluster.database_url;
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        || url.parse::<tokio_postgres::Config>().is_err()
-    {
-        return Err((
-            "cluster.database_url".into(),
-            format!(
-                "`{}` is not a PostgreSQL URL; write it like \"postgres://wabridge:PASSWORD@db.internal:5432/wabridge\"",
-                redact_url_password(url)
+    let key_of = |setting: Setting| match setting {
+        Setting::Url => "cluster.database_url",
+        Setting::CaFile => "cluster.database_ca",
+    };
+    let database = cluster.database().map_err(|e| {
+        let message = match e.setting {
+            Setting::Url => format!(
+                "`{}`: {}; write it like \"postgres://wabridge:PASSWORD@db.internal:5432/wabridge\"",
+                redact_url_password(url),
+                e.message
             ),
-        ));
-    }
+            Setting::CaFile => e.message,
+        };
+        (key_of(e.setting).to_string(), message)
+    })?;
+    // The CA, client certificate and key files are read now, so a typo in
+    // a path stops the start at the line that has it.
+    database
+        .check_files()
+        .map_err(|e| (key_of(e.setting).to_string(), e.message))?;
     match cluster.node_name() {
         None => {
             return Err((
@@ -914,6 +945,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3, key `cluster.lease_ttl`"), "{err}");
+    }
+
+    #[test]
+    fn a_database_ca_is_read_at_load_and_a_bad_one_names_file_line_and_key() {
+        let url = "database_url = \"postgres://wb:s3cret@db.internal/x\"\n";
+        let err = parse(&format!(
+            "[cluster]\n{url}node = \"a\"\ndatabase_ca = \"/nowhere/ca.pem\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config error in /etc/wabridge.toml, line 4, key `cluster.database_ca`: cannot read the CA file /nowhere/ca.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let tmp = tempfile::tempdir().unwrap();
+        let not_pem = tmp.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let err = parse(&format!(
+            "[cluster]\n{url}database_ca = \"{}\"\n",
+            not_pem.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 3, key `cluster.database_ca`"), "{err}");
+        assert!(err.contains("holds no certificate"), "{err}");
+        // The URL's sslrootcert is the same setting: a missing file there
+        // is the URL's line.
+        let err = parse("[cluster]\ndatabase_url = \"postgres://wb:s3cret@db/x?sslrootcert=/nowhere/root.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2, key `cluster.database_url`"), "{err}");
+        assert!(
+            err.contains("cannot read the CA file /nowhere/root.pem"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        // Two different CAs: keep one.
+        let err = parse("[cluster]\ndatabase_url = \"postgres://db/x?sslrootcert=/a.pem\"\ndatabase_ca = \"/b.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3, key `cluster.database_ca`"), "{err}");
+        assert!(err.contains("keep one"), "{err}");
+    }
+
+    #[test]
+    fn every_libpq_sslmode_is_accepted_and_a_wrong_one_names_the_url_line() {
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            parse(&format!(
+                "[cluster]\ndatabase_url = \"postgres://db/x?sslmode={mode}\"\n"
+            ))
+            .unwrap();
+        }
+        let err = parse("[cluster]\nnode = \"a\"\ndatabase_url = \"postgres://wb:s3cret@db/x?sslmode=verify\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3, key `cluster.database_url`"), "{err}");
+        assert!(
+            err.contains(
+                "sslmode `verify` is not one of disable, prefer, require, verify-ca, verify-full"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

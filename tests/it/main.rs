@@ -21,6 +21,7 @@ mod import_safety;
 mod outbox_model;
 mod pg_outbox;
 mod pg_store;
+mod pg_tls;
 mod product_binary;
 mod store_errors;
 mod supervisor;

@@ -22,61 +22,32 @@
 
 mod app_state;
 mod buffers;
+mod connect;
 mod device;
 mod lease;
 mod msg_secrets;
 mod protocol;
 mod schema;
 mod signal;
+mod tls;
 
 use std::hash::Hash;
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Transaction};
+use deadpool_postgres::{Object, Transaction};
 use whatsapp_rust::store::error::StoreError;
 
+/// How to reach the database and its TLS (`sslmode` and the rest, as libpq
+/// reads them): see [`connect`].
+pub use connect::{Database, Setting, SettingsError, SslMode, pool_from_url};
 /// The connection pool callers hand to [`PgStore::open`], [`migrate`] and
 /// [`take_lease`].
 pub use deadpool_postgres::Pool;
 pub use lease::{Retake, take_lease, take_lease_when};
 pub use schema::{SCHEMA_VERSION, SESSION_TABLES, migrate};
+pub use tls::HandshakeFailed;
 
 type Result<T> = std::result::Result<T, StoreError>;
-
-/// How many connections one process keeps to the database, shared by all
-/// its sessions.
-const POOL_SIZE: usize = 16;
-
-/// A store call fails, rather than hangs, when the database cannot be
-/// reached (the library reports the store error; the session backs off).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long a call waits for a free connection of the pool.
-const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// A connection pool for a `postgres://` URL, shared by every session of the
-/// process. No TLS yet: it comes with the `[cluster]` config work.
-pub fn pool_from_url(database_url: &str) -> anyhow::Result<Pool> {
-    let mut config: tokio_postgres::Config = database_url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("database_url is not a PostgreSQL URL: {e}"))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    let manager = Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(POOL_SIZE)
-        .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT))
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .recycle_timeout(Some(CONNECT_TIMEOUT))
-        .build()?)
-}
 
 /// A write refused because the session's lease moved to another host.
 #[derive(Debug, thiserror::Error)]
