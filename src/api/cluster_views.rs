@@ -15,11 +15,13 @@ use crate::engine::BacklogInfo;
 use crate::engine::close::human_duration;
 use crate::paths::SessionId;
 
-/// The cluster as this host last read it; None alone, or before the
-/// first read (then the views list what this host serves, as before).
+/// The cluster as this host last read it, with what it runs now counted
+/// as its own; None alone, or before the first read (then the views list
+/// what this host serves, as before).
 pub(super) fn snapshot(state: &ApiState) -> Option<ClusterSnapshot> {
     let view = state.cluster_view.as_ref()?.borrow().clone();
-    view.read_at.is_some().then_some(view)
+    let here: Vec<SessionId> = state.engine.snapshots().into_iter().map(|s| s.id).collect();
+    view.read_at.is_some().then(|| view.with_local(&here))
 }
 
 /// A session another host serves (or none does), if the cluster has it
@@ -102,8 +104,8 @@ pub(super) fn remote_session_json(
 /// this host's reading of it is.
 pub(super) fn summary_json(state: &ApiState, now: Instant) -> Option<Value> {
     let cluster = state.cluster.as_ref()?;
-    let Some(view) = state.cluster_view.as_ref().map(|v| v.borrow().clone()) else {
-        return Some(json!({ "node": cluster.node }));
+    let Some(view) = snapshot(state) else {
+        return Some(json!({ "node": cluster.node, "readSecondsAgo": null }));
     };
     let nodes: Vec<Value> = view
         .nodes()
@@ -124,8 +126,5 @@ pub(super) fn summary_json(state: &ApiState, now: Instant) -> Option<Value> {
 /// Whether the cluster is unwell as this host sees it: sessions no host
 /// serves, or a database it cannot read.
 pub(super) fn degraded(state: &ApiState) -> bool {
-    state.cluster_view.as_ref().is_some_and(|view| {
-        let view = view.borrow();
-        view.error.is_some() || view.without_host().next().is_some()
-    })
+    snapshot(state).is_some_and(|view| view.error.is_some() || view.without_host().next().is_some())
 }

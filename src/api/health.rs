@@ -187,15 +187,14 @@ fn cluster_metrics(
     now: std::time::Instant,
 ) {
     let view = cluster_views::snapshot(state);
-    // Sessions started here since the last reading are listed too.
-    let mut owners: std::collections::BTreeMap<&str, Option<&str>> = view
-        .iter()
-        .flat_map(|v| &v.sessions)
-        .map(|s| (s.id.as_str(), s.owner.as_deref()))
-        .collect();
-    for s in local {
-        owners.insert(s.id.as_str(), Some(node));
-    }
+    let owners: Vec<(&str, Option<&str>)> = match &view {
+        Some(view) => view
+            .sessions
+            .iter()
+            .map(|s| (s.id.as_str(), s.owner.as_deref()))
+            .collect(),
+        None => local.iter().map(|s| (s.id.as_str(), Some(node))).collect(),
+    };
     out.push_str("# HELP wabridge_session_node The cluster node serving the session (0: none does).\n# TYPE wabridge_session_node gauge\n");
     for (session, owner) in &owners {
         let _ = writeln!(
@@ -206,8 +205,10 @@ fn cluster_metrics(
         );
     }
     let mut per_node = std::collections::BTreeMap::from([(node, 0usize)]);
-    for owner in owners.values().flatten() {
-        *per_node.entry(owner).or_default() += 1;
+    for (_, owner) in &owners {
+        if let Some(owner) = owner {
+            *per_node.entry(owner).or_default() += 1;
+        }
     }
     out.push_str("# HELP wabridge_cluster_node_sessions Sessions each cluster node serves.\n# TYPE wabridge_cluster_node_sessions gauge\n");
     for (name, count) in &per_node {
@@ -218,13 +219,10 @@ fn cluster_metrics(
     }
     let Some(view) = &view else { return };
     // Logged-out sessions wait for an operator, not for a host.
-    let waiting = view
-        .without_host()
-        .filter(|s| owners.get(s.id.as_str()).is_some_and(Option::is_none))
-        .count();
     let _ = writeln!(
         out,
-        "# HELP wabridge_cluster_sessions_without_host Sessions no cluster node serves (logged-out ones aside).\n# TYPE wabridge_cluster_sessions_without_host gauge\nwabridge_cluster_sessions_without_host {waiting}"
+        "# HELP wabridge_cluster_sessions_without_host Sessions no cluster node serves (logged-out ones aside).\n# TYPE wabridge_cluster_sessions_without_host gauge\nwabridge_cluster_sessions_without_host {}",
+        view.without_host().count()
     );
     let age = view
         .read_at

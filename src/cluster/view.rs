@@ -127,6 +127,31 @@ impl ClusterSnapshot {
             .filter(|s| s.owner.is_none() && !s.logged_out)
     }
 
+    /// The cluster with the sessions this host runs (`here`) counted as
+    /// its own: what it runs now is newer than its last reading (a session
+    /// it just took, or added since).
+    pub fn with_local<'a>(&self, here: impl IntoIterator<Item = &'a SessionId>) -> ClusterSnapshot {
+        let mut view = self.clone();
+        for id in here {
+            match view.sessions.binary_search_by(|s| s.id.cmp(id)) {
+                Ok(i) => view.sessions[i].owner = Some(view.node.clone()),
+                Err(i) => view.sessions.insert(
+                    i,
+                    ClusterSession {
+                        id: id.clone(),
+                        owner: Some(view.node.clone()),
+                        logged_out: false,
+                        report: None,
+                        report_node: None,
+                        reported_at: None,
+                        stale: None,
+                    },
+                ),
+            }
+        }
+        view
+    }
+
     pub fn get(&self, id: &SessionId) -> Option<&ClusterSession> {
         self.sessions
             .binary_search_by(|s| s.id.cmp(id))

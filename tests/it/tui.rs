@@ -875,6 +875,12 @@ fn the_selection_follows_a_session_that_moves_here_and_old_views_are_marked() {
     // This host takes c-orphan: the same session stays selected, now ours.
     app.update(Msg::Session(connected("c-orphan", "15551112222")));
     assert_eq!(app.selected_session().unwrap().id.as_str(), "c-orphan");
+    // Counted as served here before the next reading of the cluster says so.
+    let title = screen(&app, now, 150, 24).lines().next().unwrap().to_string();
+    assert!(
+        title.contains("2 sessions here") && !title.contains("waiting for a host"),
+        "{title}"
+    );
     // A session that leaves this host stays listed as another host's.
     app.update(Msg::SessionRemoved(id("b-here")));
     assert!(app.rows().iter().any(|r| r.id().as_str() == "b-here"));

@@ -30,20 +30,20 @@ const TTL: Duration = Duration::from_secs(6);
 const WAIT: Duration = Duration::from_secs(90);
 
 /// The database, the simulator and the paired sessions (id → device).
-struct Setup {
+pub(crate) struct Setup {
     _server: TestPostgres,
     url: String,
     leases: PgLeases,
     sim: Simulator,
     devices: BTreeMap<String, u32>,
-    tmp: tempfile::TempDir,
+    pub(crate) tmp: tempfile::TempDir,
 }
 
 /// Pairs `count` sessions into a fresh database through an in-process
 /// engine on `PgBackend` (the phone scans each QR), adds them to
 /// `cluster_sessions` with `webhook`, and leaves their leases expired, so
 /// the hosts started next take them.
-async fn setup(count: usize, webhook: &str) -> Setup {
+pub(crate) async fn setup(count: usize, webhook: &str) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = tokio::task::spawn_blocking(TestPostgres::start)
         .await
@@ -149,14 +149,14 @@ async fn setup(count: usize, webhook: &str) -> Setup {
 }
 
 /// One host: the real binary with `[cluster]`, headless.
-struct Host {
-    node: String,
-    port: u16,
-    running: Running,
+pub(crate) struct Host {
+    pub(crate) node: String,
+    pub(crate) port: u16,
+    pub(crate) running: Running,
 }
 
 impl Host {
-    fn start(setup: &Setup, node: &str) -> Host {
+    pub(crate) fn start(setup: &Setup, node: &str) -> Host {
         let dir = setup.tmp.path().join(node);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -183,8 +183,9 @@ impl Host {
         }
     }
 
-    /// `/sessions` of this host: id → (status, node).
-    async fn sessions(&self) -> BTreeMap<String, (String, String)> {
+    /// The sessions this host serves, from its `/sessions` (which lists
+    /// the cluster's others too, as `remote`): id → (status, node).
+    pub(crate) async fn sessions(&self) -> BTreeMap<String, (String, String)> {
         let url = format!("http://127.0.0.1:{}/sessions", self.port);
         let Ok(response) = reqwest::get(&url).await else {
             return BTreeMap::new();
@@ -196,6 +197,7 @@ impl Host {
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|s| s["remote"] != true)
             .map(|s| {
                 (
                     s["id"].as_str().unwrap().to_string(),
@@ -229,7 +231,7 @@ impl Host {
 
 /// Waits until both hosts together serve every session Connected, each on
 /// its own node's name; returns what each serves.
-async fn until_all_served(
+pub(crate) async fn until_all_served(
     hosts: &mut [&mut Host],
     count: usize,
 ) -> Vec<BTreeMap<String, (String, String)>> {

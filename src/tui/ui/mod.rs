@@ -162,7 +162,8 @@ fn render_title(frame: &mut Frame, app: &App, area: Rect, now: Instant, theme: T
     }
     // Last, so that a notice is never cut off by it.
     if let Some(view) = &app.cluster {
-        spans.extend(cluster_title(view, now, theme));
+        let view = view.with_local(app.sessions.iter().map(|s| &s.id));
+        spans.extend(cluster_title(&view, now, theme));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
