@@ -18,7 +18,7 @@ use crate::engine::liveness::Liveness;
 use crate::engine::whatsapp::{PgBackend, WhatsAppBackend, pg_store};
 use crate::paths::{DataDir, DataDirError, SessionId};
 use crate::webhook::hub::WebhookHub;
-use crate::{api, headless, import, logging, tui};
+use crate::{api, headless, import, logging, migrate_store, tui};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +53,52 @@ pub enum CliCommand {
         #[arg(long = "as", value_name = "ID")]
         as_id: Option<String>,
         /// Report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy sessions between this data dir and the cluster's PostgreSQL
+    /// database, both ways (credentials, settings, webhook outbox).
+    ///
+    /// --to-db copies the data dir's sessions into the database named by
+    /// --database-url or the config's [cluster] database_url; --to-dir
+    /// copies the database's sessions into the data dir. Everything a
+    /// session is moves: whatsapp-rust's store (every table), its webhook
+    /// and token, the "logged out" mark, and its webhook outbox rows
+    /// (waiting, dead letters, delivered) under their delivery ids.
+    ///
+    /// Refused while in use: the data dir must not be held by a running
+    /// wabridge, and a session whose lease in the database has not expired
+    /// is being served and is refused. Never overwrites: a session the
+    /// target already has is skipped. Each copy is read back and compared
+    /// with its source before the source stops being served.
+    ///
+    /// What happens to the source, so that no linked device ever has two
+    /// clients: --to-db moves the session folder aside to
+    /// sessions/<id>.migrated-to-db-<time> (never loaded, nothing deleted)
+    /// and its webhook rows out of the data dir's outbox (kept beside it);
+    /// --to-dir removes the session from the cluster (store, settings,
+    /// webhook rows, lease) under a lease this command holds, only after
+    /// the copy is in place in the data dir and verified.
+    ///
+    /// Exits non-zero when any session was not copied.
+    #[command(group = clap::ArgGroup::new("direction").required(true))]
+    MigrateStore {
+        /// Copy from the data dir into the cluster database.
+        #[arg(long, group = "direction")]
+        to_db: bool,
+        /// Copy from the cluster database into the data dir.
+        #[arg(long, group = "direction")]
+        to_dir: bool,
+        /// A session to copy (repeat for several; default: all the source has).
+        #[arg(long = "session", value_name = "ID")]
+        sessions: Vec<String>,
+        /// The cluster database (default: the config's [cluster] database_url).
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+        /// Report what would be copied; write nothing.
         #[arg(long)]
         dry_run: bool,
         /// Print the report as JSON.
@@ -113,6 +159,27 @@ pub fn run(cli: Cli) -> Result<(), String> {
             return import_baileys(&data, &options, json);
         }
         Some(CliCommand::Attach) => return attach(&config, &data),
+        Some(CliCommand::MigrateStore {
+            to_db,
+            to_dir: _,
+            sessions,
+            database_url,
+            dry_run,
+            json,
+        }) => {
+            let options = migrate_store::MigrateOptions {
+                direction: match to_db {
+                    true => migrate_store::Direction::ToDb,
+                    false => migrate_store::Direction::ToDir,
+                },
+                sessions,
+                dry_run,
+            };
+            let url = database_url
+                .or_else(|| config.cluster.as_ref().map(|c| c.database_url.clone()))
+                .ok_or("no cluster database: pass --database-url or set [cluster] database_url in the config")?;
+            return migrate(&data, &url, &options, json);
+        }
         None => {}
     }
     let _lock = match data.open_exclusive() {
@@ -424,6 +491,29 @@ fn import_baileys(
         Ok(())
     } else {
         Err("some session folders were not imported (see the report above)".into())
+    }
+}
+
+/// Runs a migration and prints its report; fails when any session was not
+/// (or would not be) copied.
+fn migrate(
+    data: &DataDir,
+    database_url: &str,
+    options: &migrate_store::MigrateOptions,
+    json: bool,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let report = runtime.block_on(migrate_store::migrate(data, database_url, options))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        println!("{report}");
+    }
+    if report.all_copied() {
+        Ok(())
+    } else {
+        Err("some sessions were not copied (see the report above)".into())
     }
 }
 

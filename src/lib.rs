@@ -10,6 +10,7 @@ pub mod engine;
 pub mod headless;
 pub mod import;
 pub mod logging;
+pub mod migrate_store;
 pub mod paths;
 pub mod qr;
 pub mod session_files;

@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 
 /// Marker in the names of session folders moved aside after a failed open.
 const CORRUPT_MARKER: &str = ".corrupt-";
+/// Marker in the names of session folders `migrate-store --to-db` moved
+/// aside once their copy in the cluster database was verified: kept, never
+/// served from this data dir again.
+const MIGRATED_MARKER: &str = ".migrated-to-db-";
+/// Folders with either marker are never loaded as sessions.
+const ASIDE_MARKERS: [&str; 2] = [CORRUPT_MARKER, MIGRATED_MARKER];
 const LOCK_FILE: &str = "wabridge.lock";
 const CONSOLE_SOCKET: &str = "wabridge.sock";
 
@@ -55,8 +61,10 @@ impl SessionId {
         {
             return reject("only letters, digits, '_', '.' and '-' are allowed");
         }
-        if raw.contains(CORRUPT_MARKER) {
-            return reject("'.corrupt-' is reserved for folders moved aside");
+        if ASIDE_MARKERS.iter().any(|marker| raw.contains(marker)) {
+            return reject(
+                "'.corrupt-' and '.migrated-to-db-' are reserved for folders moved aside",
+            );
         }
         Ok(SessionId(raw.to_string()))
     }
@@ -203,7 +211,7 @@ impl DataDir {
                 tracing::warn!("skipping session folder with a non-UTF-8 name");
                 continue;
             };
-            if name.contains(CORRUPT_MARKER) {
+            if ASIDE_MARKERS.iter().any(|marker| name.contains(marker)) {
                 continue;
             }
             match SessionId::parse(name) {
@@ -218,18 +226,25 @@ impl DataDir {
     /// Moves a session folder to `sessions/<id>.corrupt-<unix time>` and
     /// returns the new path. Nothing is ever deleted on this path.
     pub fn move_aside(&self, id: &SessionId) -> std::io::Result<PathBuf> {
+        self.move_aside_marked(id, CORRUPT_MARKER)
+    }
+
+    /// Moves a session folder whose copy now lives in the cluster database
+    /// to `sessions/<id>.migrated-to-db-<unix time>` (never loaded, never
+    /// deleted) and returns the new path.
+    pub fn move_aside_migrated(&self, id: &SessionId) -> std::io::Result<PathBuf> {
+        self.move_aside_marked(id, MIGRATED_MARKER)
+    }
+
+    fn move_aside_marked(&self, id: &SessionId, marker: &str) -> std::io::Result<PathBuf> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut target = self
-            .sessions_dir()
-            .join(format!("{id}{CORRUPT_MARKER}{stamp}"));
+        let mut target = self.sessions_dir().join(format!("{id}{marker}{stamp}"));
         let mut n = 1;
         while target.exists() {
-            target = self
-                .sessions_dir()
-                .join(format!("{id}{CORRUPT_MARKER}{stamp}-{n}"));
+            target = self.sessions_dir().join(format!("{id}{marker}{stamp}-{n}"));
             n += 1;
         }
         fs::rename(self.session_dir(id), &target)?;
@@ -334,6 +349,7 @@ mod tests {
             "é",
             long.as_str(),
             "x.corrupt-1",
+            "x.migrated-to-db-1",
         ] {
             assert!(SessionId::parse(id).is_err(), "{id:?} was accepted");
         }
@@ -381,7 +397,13 @@ mod tests {
     fn listing_skips_invalid_and_moved_aside_folders() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = DataDir::new(tmp.path());
-        for name in ["good", "bad name", "good.corrupt-123", ".hidden"] {
+        for name in [
+            "good",
+            "bad name",
+            "good.corrupt-123",
+            "good.migrated-to-db-123",
+            ".hidden",
+        ] {
             fs::create_dir_all(dir.sessions_dir().join(name)).unwrap();
         }
         let ids = dir.saved_sessions().unwrap();

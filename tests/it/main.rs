@@ -18,6 +18,7 @@ mod engine_webhooks;
 mod fixture_device;
 mod import_fixture;
 mod import_safety;
+mod migrate_store;
 mod outbox_model;
 mod pg_outbox;
 mod pg_store;

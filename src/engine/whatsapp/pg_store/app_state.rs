@@ -69,6 +69,20 @@ fn decode_state(bytes: &[u8]) -> std::result::Result<HashState, String> {
     Ok(state)
 }
 
+impl PgStore {
+    /// A collection's state as `wa_app_state_versions.state` holds it, for
+    /// `migrate-store`, which writes rows in a transaction of its own.
+    pub fn encode_app_state_version(state: &HashState) -> Vec<u8> {
+        encode_state(state)
+    }
+
+    /// A `wa_app_state_versions.state` read back; an error for bytes that
+    /// are not a state this store wrote.
+    pub fn decode_app_state_version(bytes: &[u8]) -> std::result::Result<HashState, String> {
+        decode_state(bytes)
+    }
+}
+
 #[whatsapp_rust::async_trait]
 impl AppSyncStore for PgStore {
     async fn get_sync_key(&self, key_id: &[u8]) -> Result<Option<AppStateSyncKey>> {

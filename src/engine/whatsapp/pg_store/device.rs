@@ -16,8 +16,27 @@ use super::{PgStore, Result, serialization};
 const DEVICE_ID: i32 = 1;
 
 impl PgStore {
+    /// A device as its `wa_device.device` column holds it (JSON text, cast
+    /// to jsonb on insert); `migrate-store` writes rows in a transaction of
+    /// its own with this.
+    pub fn encode_device(device: &Device) -> Result<String> {
+        serde_json::to_string(device).map_err(serialization)
+    }
+
+    /// A device read back from `wa_device.device` (as text), with the
+    /// fields the JSON skips filled as the SQLite store fills them.
+    pub fn decode_device(json: &str) -> Result<Device> {
+        let mut device: Device = serde_json::from_str(json).map_err(serialization)?;
+        // Not serialized (`#[serde(skip)]`): the SQLite store loads these
+        // as the library's defaults, and so do we.
+        device.device_props = Arc::new(DEVICE_PROPS.clone());
+        device.client_profile = ClientProfile::web();
+        device.nct_salt_sync_seen = false;
+        Ok(device)
+    }
+
     async fn insert_device(&self, device: &Device, replace: bool) -> Result<()> {
-        let json = serde_json::to_string(device).map_err(serialization)?;
+        let json = Self::encode_device(device)?;
         let sql = if replace {
             "INSERT INTO wa_device (session, device) VALUES ($1, $2::text::jsonb)
              ON CONFLICT (session) DO UPDATE SET device = excluded.device"
@@ -46,13 +65,7 @@ impl DeviceStore for PgStore {
             return Ok(None);
         };
         let json: String = row.get(0);
-        let mut device: Device = serde_json::from_str(&json).map_err(serialization)?;
-        // Not serialized (`#[serde(skip)]`): the SQLite store loads these
-        // as the library's defaults, and so do we.
-        device.device_props = Arc::new(DEVICE_PROPS.clone());
-        device.client_profile = ClientProfile::web();
-        device.nct_salt_sync_seen = false;
-        Ok(Some(device))
+        Self::decode_device(&json).map(Some)
     }
 
     async fn exists(&self) -> Result<bool> {
