@@ -579,6 +579,18 @@ mod tests {
     }
 
     #[test]
+    fn what_can_be_shown_of_a_database_never_holds_its_password() {
+        let database = parse("postgres://u:s3cret@db.internal/x?sslmode=require&password=s3cret");
+        for shown in [
+            format!("{database:?}"),
+            database.tls_summary(),
+            database.hosts(),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
     fn tokio_postgres_sees_the_url_without_our_keys() {
         let (rest, ours) = take_our_keys(
             "postgres://u:p@db/x?sslmode=verify-ca&connect_timeout=3&sslrootcert=%2Fca.pem",
