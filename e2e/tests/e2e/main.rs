@@ -16,6 +16,7 @@ mod headless;
 mod import;
 mod lifecycle;
 mod messages;
+mod migrate_store;
 mod network;
 mod pair_code;
 mod pairing;
