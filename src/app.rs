@@ -95,7 +95,8 @@ pub enum CliCommand {
         /// A session to copy (repeat for several; default: all the source has).
         #[arg(long = "session", value_name = "ID")]
         sessions: Vec<String>,
-        /// The cluster database (default: the config's [cluster] database_url).
+        /// The cluster database, TLS settings in the URL as libpq reads them
+        /// (default: the config's [cluster] database_url and database_ca).
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
         /// Report what would be copied; write nothing.
@@ -175,10 +176,21 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 sessions,
                 dry_run,
             };
-            let url = database_url
-                .or_else(|| config.cluster.as_ref().map(|c| c.database_url.clone()))
-                .ok_or("no cluster database: pass --database-url or set [cluster] database_url in the config")?;
-            return migrate(&data, &url, &options, json);
+            // The config's CA goes with the config's URL; a URL given on the
+            // command line carries its own TLS settings.
+            let target = match (database_url, &config.cluster) {
+                (Some(url), _) => migrate_store::Target { url, ca_file: None },
+                (None, Some(cluster)) => migrate_store::Target {
+                    url: cluster.database_url.clone(),
+                    ca_file: cluster.database_ca.clone(),
+                },
+                (None, None) => {
+                    return Err("no cluster database: pass --database-url or set [cluster] \
+                                database_url in the config"
+                        .into());
+                }
+            };
+            return migrate(&data, &target, &options, json);
         }
         None => {}
     }
@@ -498,12 +510,12 @@ fn import_baileys(
 /// (or would not be) copied.
 fn migrate(
     data: &DataDir,
-    database_url: &str,
+    database: &migrate_store::Target,
     options: &migrate_store::MigrateOptions,
     json: bool,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let report = runtime.block_on(migrate_store::migrate(data, database_url, options))?;
+    let report = runtime.block_on(migrate_store::migrate(data, database, options))?;
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");

@@ -56,6 +56,24 @@ pub enum Direction {
     ToDir,
 }
 
+/// The cluster database: its URL (`[cluster] database_url` or
+/// `--database-url`) and a CA file for its TLS (`[cluster] database_ca`).
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Never shows the URL's password.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &redact_url_password(&self.url))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
     pub direction: Direction,
@@ -103,9 +121,10 @@ impl Stop {
 /// trouble is in the report.
 pub async fn migrate(
     data: &DataDir,
-    database_url: &str,
+    database: &Target,
     options: &MigrateOptions,
 ) -> Result<MigrateReport, String> {
+    let database_url = database.url.as_str();
     let shown = redact_url_password(database_url);
     let mut notes = Vec::new();
     if options.direction == Direction::ToDb && !data.sessions_dir().is_dir() {
@@ -131,13 +150,13 @@ pub async fn migrate(
             Err(e) => return Err(e.to_string()),
         },
     };
-    let pool = pg_store::pool_from_url(database_url)
+    // With its TLS settings; connected once now, so that a database out
+    // of reach stops the run with a sentence saying why.
+    let pool = pg_store::Database::parse(database_url, database.ca_file.as_deref())
+        .map_err(|e| format!("cluster database {shown}: {e}"))?
+        .open()
+        .await
         .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
-    drop(
-        pool.get()
-            .await
-            .map_err(|e| format!("cannot reach the cluster database {shown}: {e}"))?,
-    );
     let empty_db = if options.dry_run {
         match schema_version(&pool).await {
             Ok(0) => {

@@ -19,7 +19,7 @@ use support::baileys::{copy_auth, import};
 use support::process::wabridge;
 use wabridge::engine::whatsapp::pg_store::{self, PgStore, Pool, take_lease};
 use wabridge::import::Outcome as Imported;
-use wabridge::migrate_store::{self, Direction, MigrateOptions, MigrateReport, Outcome};
+use wabridge::migrate_store::{self, Direction, MigrateOptions, MigrateReport, Outcome, Target};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::session_files::{SessionFiles, SessionSettings};
 use wabridge::webhook::outbox::Outbox;
@@ -175,7 +175,10 @@ async fn run(
     support::install_tls();
     migrate_store::migrate(
         data,
-        url,
+        &Target {
+            url: url.to_string(),
+            ca_file: None,
+        },
         &MigrateOptions {
             direction,
             sessions: sessions.iter().map(|s| s.to_string()).collect(),
