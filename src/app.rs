@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::cluster::control::ClusterControl;
 use crate::cluster::manager::{Fences, LeaseManager};
 use crate::cluster::status::{PgReports, StatusReporter};
 use crate::cluster::store::PgLeases;
@@ -254,7 +255,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             }
         };
         let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
-        let cluster_api = cluster.as_ref().map(|c| api::ClusterApi {
+        let control = cluster.as_ref().map(|c| ClusterControl {
             node: c.node.clone(),
             leases: c.leases.clone(),
             take_now: c.take_now.clone(),
@@ -263,14 +264,15 @@ pub fn run(cli: Cli) -> Result<(), String> {
         let api_task = start_api(
             &config,
             engine.clone(),
-            cluster_api,
+            control.clone(),
             cluster_view.clone(),
             api_stopped,
         )
         .await?;
         let console = Console::start(engine.clone(), tail_rx, config.tui.message_buffer);
-        if let Some(view) = cluster_view {
+        if let (Some(view), Some(control)) = (cluster_view, control) {
             console.show_cluster(view);
+            console.act_through_cluster(control);
         }
         let socket = console::server::serve(console.clone(), &data)
             .inspect_err(|e| tracing::error!("{e}; `wabridge attach` cannot reach this service"))
@@ -534,7 +536,7 @@ fn migrate(
 async fn start_api(
     config: &Config,
     engine: Engine,
-    cluster: Option<api::ClusterApi>,
+    cluster: Option<ClusterControl>,
     cluster_view: Option<tokio::sync::watch::Receiver<ClusterSnapshot>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {

@@ -37,20 +37,10 @@ pub struct ApiState {
     pub start_wait: Duration,
     /// In a cluster (`[cluster]`): this host's name and the shared session
     /// list; `None` on a single host.
-    pub cluster: Option<ClusterApi>,
+    pub cluster: Option<crate::cluster::control::ClusterControl>,
     /// In a cluster: every session of the cluster, who serves it and its
     /// last reported state (`cluster::view`), for the views.
     pub cluster_view: Option<tokio::sync::watch::Receiver<crate::cluster::view::ClusterSnapshot>>,
-}
-
-/// What the API needs of the cluster: the node's name (shown as `node` on
-/// each session this host serves), where sessions are added, and a nudge
-/// for the lease manager to take a new one now.
-#[derive(Clone)]
-pub struct ClusterApi {
-    pub node: String,
-    pub leases: crate::cluster::store::PgLeases,
-    pub take_now: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl ApiState {

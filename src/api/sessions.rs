@@ -116,7 +116,7 @@ pub async fn start(
 /// (`None`: nobody took it in time).
 async fn cluster_start(
     state: &ApiState,
-    cluster: &super::ClusterApi,
+    cluster: &crate::cluster::control::ClusterControl,
     id: &SessionId,
     request: &StartRequest,
     deadline: tokio::time::Instant,
@@ -240,7 +240,7 @@ pub async fn delete(State(state): Shared, Path(raw): Path<String>) -> Result<Res
 /// when that takes longer than a start may wait.
 async fn cluster_delete(
     state: &ApiState,
-    cluster: &super::ClusterApi,
+    cluster: &crate::cluster::control::ClusterControl,
     id: &SessionId,
 ) -> Result<Response, ApiError> {
     let unavailable = |e: anyhow::Error| {

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::wire::{Backfill, LogLine, Request, ServiceFrame};
+use crate::cluster::control::ClusterControl;
 use crate::cluster::view::ClusterSnapshot;
 use crate::engine::{Command, Engine, EngineEvent, InboundMessage, SessionSnapshot};
 use crate::paths::SessionId;
@@ -38,6 +39,9 @@ struct Inner {
     instance: u64,
     state: Mutex<Shown>,
     feed: broadcast::Sender<ServiceFrame>,
+    /// In a cluster: where the dashboard's new sessions and webhooks go,
+    /// so that they reach the host serving each (`act_through_cluster`).
+    cluster: std::sync::OnceLock<ClusterControl>,
 }
 
 /// What a dashboard shows, kept up to date from the engine's events (not
@@ -110,6 +114,7 @@ impl Console {
                     cluster: None,
                 }),
                 feed,
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         // Subscribe before reading the sessions: every change after the read
@@ -144,6 +149,12 @@ impl Console {
             cluster: state.cluster.clone(),
             live: self.inner.feed.subscribe(),
         }
+    }
+
+    /// In a cluster: the dashboards' new sessions and webhooks go through
+    /// `control` (the database) instead of straight to the engine.
+    pub fn act_through_cluster(&self, control: ClusterControl) {
+        let _ = self.inner.cluster.set(control);
     }
 
     /// Shows the whole cluster (`cluster::view`) on the dashboards: the
@@ -188,18 +199,26 @@ impl Console {
     pub fn execute_detached(&self, request: Request, notices: mpsc::Sender<String>) {
         let console = self.clone();
         tokio::spawn(async move {
-            if let Err(text) = console.try_execute(request).await {
-                tracing::warn!("dashboard request refused: {text}");
+            let answer = match console.try_execute(request).await {
+                Ok(note) => note,
+                Err(text) => {
+                    tracing::warn!("dashboard request refused: {text}");
+                    Some(text)
+                }
+            };
+            if let Some(text) = answer {
                 let _ = notices.send(text).await;
             }
         });
     }
 
-    async fn try_execute(&self, request: Request) -> Result<(), String> {
+    /// Carries out `request`; `Ok(Some(note))` when done with something
+    /// the operator should know (it waits on another host).
+    async fn try_execute(&self, request: Request) -> Result<Option<String>, String> {
         let engine = &self.inner.engine;
         let command = |session: SessionId, command| async move {
             match engine.command(&session, command).await {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(None),
                 // Another host's (a dashboard that does not know yet).
                 Err(crate::engine::EngineError::NotFound) => Err(self
                     .served_elsewhere(&session)
@@ -218,10 +237,15 @@ impl Console {
                 }
                 command(session, Command::PairWithPhone(phone)).await
             }
-            Request::AddSession { session } => engine
-                .add_session(&session, None, None)
-                .map(|_| ())
-                .map_err(|e| format!("cannot add session {session}: {e}")),
+            // In a cluster, through the database: a session started here
+            // without its lease could run on two hosts.
+            Request::AddSession { session } => match self.inner.cluster.get() {
+                Some(cluster) => cluster.declare(engine, &session, None, None).await,
+                None => engine
+                    .add_session(&session, None, None)
+                    .map(|_| None)
+                    .map_err(|e| format!("cannot add session {session}: {e}")),
+            },
             Request::SetWebhook {
                 session,
                 url,
@@ -232,15 +256,30 @@ impl Console {
                         "{session}: the webhook must be an http:// or https:// URL"
                     ));
                 }
+                if let Some(cluster) = self.inner.cluster.get()
+                    && self.in_cluster(&session)
+                {
+                    return cluster.declare(engine, &session, Some(url), token).await;
+                }
                 if engine.snapshot(&session).is_none() {
                     return Err(format!("{session}: Session not found"));
                 }
                 engine
                     .add_session(&session, Some(url), token)
-                    .map(|_| ())
+                    .map(|_| None)
                     .map_err(|e| format!("{session}: {e}"))
             }
         }
+    }
+
+    /// Whether the cluster knows `session` (served here, elsewhere or by
+    /// no host yet).
+    fn in_cluster(&self, session: &SessionId) -> bool {
+        self.inner.engine.snapshot(session).is_some()
+            || lock(&self.inner.state)
+                .cluster
+                .as_ref()
+                .is_some_and(|view| view.get(session).is_some())
     }
 
     /// Applies a change to what dashboards see and tells the attached ones,

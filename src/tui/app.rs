@@ -728,13 +728,14 @@ impl App {
 
 /// What an operator is told instead of acting on a session this service
 /// does not run: another host serves it (its dashboard or the API can
-/// act), or none does yet. None for keys that act on no session.
+/// act), or none does yet. None for keys that act on no session, and for
+/// its webhook, which goes through the cluster's database to its host.
 fn remote_refusal(session: &ClusterSession, action: Action) -> Option<String> {
     let id = &session.id;
     let Some(node) = &session.owner else {
         return matches!(
             action,
-            Action::Reconnect | Action::Logout | Action::PairByCode | Action::SetWebhook
+            Action::Reconnect | Action::Logout | Action::PairByCode
         )
         .then(|| {
             if session.logged_out {
@@ -747,9 +748,6 @@ fn remote_refusal(session: &ClusterSession, action: Action) -> Option<String> {
     match action {
         Action::Reconnect | Action::Logout | Action::PairByCode => Some(format!(
             "{id} is served by {node}: use its dashboard or DELETE through the API"
-        )),
-        Action::SetWebhook => Some(format!(
-            "{id} is served by {node}: set its webhook with POST /sessions/start through any host"
         )),
         _ => None,
     }

@@ -701,7 +701,7 @@ async fn in_a_cluster_the_views_name_the_node_and_alone_they_do_not() {
         "postgres://wabridge@127.0.0.1:1/wabridge",
     )
     .unwrap();
-    state.cluster = Some(wabridge::api::ClusterApi {
+    state.cluster = Some(wabridge::cluster::control::ClusterControl {
         node: "host-a".into(),
         leases: wabridge::cluster::store::PgLeases { pool },
         take_now: std::sync::Arc::new(|| {}),

@@ -636,7 +636,7 @@ async fn every_hosts_api_lists_the_whole_cluster_with_each_sessions_node() {
     );
     let mut snapshots = view.subscribe();
     let mut state = wabridge::api::ApiState::new(engine.clone(), String::new());
-    state.cluster = Some(wabridge::api::ClusterApi {
+    state.cluster = Some(wabridge::cluster::control::ClusterControl {
         node: "host-a".into(),
         leases,
         take_now: Arc::new(|| {}),
@@ -752,6 +752,106 @@ async fn every_hosts_api_lists_the_whole_cluster_with_each_sessions_node() {
             .as_str()
             .unwrap()
             .contains("wabridge_cluster_view_up 0")
+    );
+    engine.shutdown().await;
+}
+
+/// A session's cluster row: (webhook_url, logged_out, settings_version).
+async fn settings(pool: &Pool, session: &str) -> Option<(Option<String>, bool, i64)> {
+    let conn = pool.get().await.unwrap();
+    conn.query_opt(
+        "SELECT webhook_url, logged_out, settings_version FROM cluster_sessions WHERE id = $1",
+        &[&session],
+    )
+    .await
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+#[tokio::test]
+async fn the_dashboards_new_sessions_and_webhooks_go_through_the_cluster() {
+    let (_server, pool, leases) = database().await;
+    // `here` runs on host-a; `remote` on host-b, logged out there.
+    place(&pool, "here", Some(("host-a", 60)), None, false).await;
+    place(&pool, "remote", Some(("host-b", 60)), None, true).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = engine_serving(&tmp, &["here"]);
+    let view = ClusterView::start(
+        pool.clone(),
+        "host-a".into(),
+        Duration::from_millis(100),
+        STALE_AFTER,
+    );
+    let mut snapshots = view.subscribe();
+    tokio::time::timeout(WAIT, snapshots.wait_for(|s| s.sessions.len() == 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_logs, log_rx) = tokio::sync::mpsc::channel(1);
+    let console = wabridge::console::Console::start(engine.clone(), log_rx, 10);
+    console.show_cluster(view.subscribe());
+    let nudges = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = nudges.clone();
+    console.act_through_cluster(wabridge::cluster::control::ClusterControl {
+        node: "host-a".into(),
+        leases,
+        take_now: Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }),
+    });
+    let (notices, mut notice) = tokio::sync::mpsc::channel(4);
+    let ask = |request| console.execute_detached(request, notices.clone());
+
+    // `a`: the new session is the cluster's, and this host's lease manager
+    // is asked to take it now; nothing runs it before a lease is held.
+    ask(wabridge::console::wire::Request::AddSession {
+        session: id("new-shop"),
+    });
+    let added = eventually("new-shop in the cluster", || async {
+        settings(&pool, "new-shop").await
+    })
+    .await;
+    assert_eq!(added, (None, false, 0));
+    assert_eq!(nudges.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(engine.snapshot(&id("new-shop")).is_none());
+
+    // `w` on host-b's session: saved for host-b to apply, the operator told
+    // so, and its logout kept (a webhook is not a start).
+    ask(wabridge::console::wire::Request::SetWebhook {
+        session: id("remote"),
+        url: "https://erp.example/new-hook".into(),
+        token: None,
+    });
+    let answer = tokio::time::timeout(WAIT, notice.recv()).await.unwrap();
+    assert_eq!(
+        answer.as_deref(),
+        Some("remote: saved; host-b serves it and applies it within seconds")
+    );
+    assert_eq!(
+        settings(&pool, "remote").await,
+        Some((Some("https://erp.example/new-hook".into()), true, 1))
+    );
+
+    // `w` on the session served here: at once, and in the cluster's row.
+    ask(wabridge::console::wire::Request::SetWebhook {
+        session: id("here"),
+        url: "https://erp.example/here".into(),
+        token: Some("t0ken".into()),
+    });
+    let row = eventually("here's new webhook in the cluster", || async {
+        settings(&pool, "here")
+            .await
+            .filter(|(url, ..)| url.is_some())
+    })
+    .await;
+    assert_eq!(row, (Some("https://erp.example/here".into()), false, 1));
+    let files = wabridge::session_files::SessionFiles::new(
+        &DataDir::new(tmp.path().join("data")),
+        &id("here"),
+    );
+    assert_eq!(
+        files.load_settings().unwrap().webhook_url.as_deref(),
+        Some("https://erp.example/here")
     );
     engine.shutdown().await;
 }

@@ -559,7 +559,7 @@ async fn a_webhook_changed_through_the_serving_host_s_api_updates_the_cluster_ro
         .unwrap();
     let mut state = wabridge::api::ApiState::new(engine.clone(), String::new());
     state.start_wait = Duration::from_millis(300);
-    state.cluster = Some(wabridge::api::ClusterApi {
+    state.cluster = Some(wabridge::cluster::control::ClusterControl {
         node: "one".into(),
         leases: leases.clone(),
         take_now: Arc::new(|| {}),

@@ -833,6 +833,17 @@ fn a_remote_sessions_detail_says_which_node_serves_it_and_keys_on_it_say_where_t
         text.contains("a-there is served by host-b: use its dashboard or DELETE through the API"),
         "{text}"
     );
+    // w goes through the cluster's database to host-b.
+    app.update(key(KeyCode::Char('w')));
+    typed(&mut app, "https://erp.example/hook");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Request(Request::SetWebhook {
+            session: id("a-there"),
+            url: "https://erp.example/hook".into(),
+            token: None,
+        })]
+    );
     // On a session no host serves.
     app.update(key(KeyCode::Down));
     app.update(key(KeyCode::Down));
@@ -876,7 +887,11 @@ fn the_selection_follows_a_session_that_moves_here_and_old_views_are_marked() {
     app.update(Msg::Session(connected("c-orphan", "15551112222")));
     assert_eq!(app.selected_session().unwrap().id.as_str(), "c-orphan");
     // Counted as served here before the next reading of the cluster says so.
-    let title = screen(&app, now, 150, 24).lines().next().unwrap().to_string();
+    let title = screen(&app, now, 150, 24)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     assert!(
         title.contains("2 sessions here") && !title.contains("waiting for a host"),
         "{title}"
