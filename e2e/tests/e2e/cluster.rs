@@ -10,32 +10,32 @@
 
 use crate::support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::pairing::backend;
+use support::pairing::{self, backend};
 use support::process::{Running, free_port, headless};
 use support::receiver::Receiver;
-use support::sim::{Addressing, Person, SimEvent, Simulator};
+use support::sim::{Addressing, Person, Simulator};
 use wabridge::cluster::manager::LeaseStore;
 use wabridge::cluster::store::PgLeases;
 use wabridge::engine::backoff::BackoffPolicy;
 use wabridge::engine::whatsapp::{FenceSource, PgBackend, pg_store};
-use wabridge::engine::{Engine, EngineEvent, SessionState};
+use wabridge::engine::{Engine, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge_sim::postgres::TestPostgres;
 
 const TTL: Duration = Duration::from_secs(6);
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// The database, the simulator and the paired sessions (id → device).
 pub(crate) struct Setup {
     _server: TestPostgres,
     url: String,
-    leases: PgLeases,
-    sim: Simulator,
-    devices: BTreeMap<String, u32>,
+    pub(crate) leases: PgLeases,
+    pub(crate) sim: Simulator,
+    pub(crate) devices: BTreeMap<String, u32>,
     pub(crate) tmp: tempfile::TempDir,
 }
 
@@ -51,93 +51,16 @@ pub(crate) async fn setup(count: usize, webhook: &str) -> Setup {
     let url = server.url();
     let pool = pg_store::pool_from_url(&url).unwrap();
     pg_store::migrate(&pool).await.unwrap();
-    let leases = PgLeases { pool: pool.clone() };
+    let leases = PgLeases { pool };
     let sim = Simulator::start().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..count).map(|i| format!("shop{i}")).collect();
-    let mut fences = HashMap::new();
-    for name in &names {
-        let id = SessionId::parse(name).unwrap();
-        leases
-            .add_session(&id, Some(webhook), Some("erp"))
-            .await
-            .unwrap();
-        // A lease that lapses at once: the pairing's writes carry its
-        // fence, and the hosts may take it as soon as they start.
-        let fence = leases.take(&id, "pairing", Duration::ZERO).await.unwrap();
-        fences.insert(id, fence.expect("a new lease"));
-    }
-    let fences: FenceSource = Arc::new(move |id: &SessionId| fences.get(id).copied());
-    let engine = Engine::new(
-        PgBackend {
-            whatsapp: backend(&sim),
-            pool,
-            fences,
-        },
-        DataDir::new(tmp.path().join("pairing")),
-        BackoffPolicy {
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(2),
-        },
-    );
-    let mut changes = engine.subscribe();
-    let mut sim_events = sim.events();
-    for name in &names {
-        engine
-            .add_session(&SessionId::parse(name).unwrap(), None, None)
-            .unwrap();
-    }
-    // Which device each session is: the phone links the connection whose
-    // QR it scanned (the QR names the connection).
-    let mut by_conn: HashMap<u64, String> = HashMap::new();
-    let mut devices = BTreeMap::new();
-    let mut connected = HashSet::new();
-    let mut uploads = HashSet::new();
-    tokio::time::timeout(WAIT, async {
-        while connected.len() < count
-            || devices.len() < count
-            || !devices.values().all(|d| uploads.contains(d))
-        {
-            tokio::select! {
-                Ok(event) = changes.recv() => {
-                    let EngineEvent::SessionChanged(s) = event else { continue };
-                    match &s.state {
-                        SessionState::QrScanRequired(offer) if offer.index == 1 => {
-                            let conn = offer
-                                .payload
-                                .trim_start_matches("2@sim-ref-")
-                                .split('-')
-                                .next()
-                                .and_then(|n| n.parse::<u64>().ok())
-                                .expect("the simulator's QR names its connection");
-                            // Once per connection: a snapshot can repeat
-                            // the same code, and a second scan would link a
-                            // second device.
-                            if by_conn.insert(conn, s.id.to_string()).is_none() {
-                                sim.scan(&offer.payload);
-                            }
-                        }
-                        SessionState::Connected => {
-                            connected.insert(s.id.to_string());
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(event) = sim_events.recv() => match event {
-                    SimEvent::Paired { conn, device, .. } => {
-                        devices.insert(by_conn[&conn].clone(), u32::from(device));
-                    }
-                    SimEvent::PreKeysUploaded { device, .. } => {
-                        uploads.insert(device);
-                    }
-                    _ => {}
-                },
-            }
-        }
-    })
+    let devices = tokio::time::timeout(
+        WAIT,
+        pairing::pair_into_database(&sim, &leases, &names, webhook, &tmp.path().join("pairing")),
+    )
     .await
     .expect("every session paired and its pre-keys uploaded");
-    engine.shutdown().await;
     Setup {
         _server: server,
         url,
@@ -271,14 +194,14 @@ pub(crate) async fn until_all_served(
 /// A webhook receiver that answers 500 while told to fail and 200
 /// otherwise, and records every request: (delivery id, body, answer).
 #[derive(Clone, Default)]
-struct Erp {
+pub(crate) struct Erp {
     failing: Arc<std::sync::atomic::AtomicBool>,
     seen: Arc<std::sync::Mutex<Vec<(String, serde_json::Value, u16)>>>,
     addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl Erp {
-    async fn start() -> Erp {
+    pub(crate) async fn start() -> Erp {
         let erp = Erp::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         erp.addr.set(listener.local_addr().unwrap()).unwrap();
@@ -310,7 +233,7 @@ impl Erp {
         erp
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hook", self.addr.get().unwrap())
     }
 
@@ -321,7 +244,7 @@ impl Erp {
 
     /// Each message id seen in a `messages.upsert`: the delivery ids and
     /// answers of the requests that carried it, in order.
-    fn by_message(&self) -> BTreeMap<String, Vec<(String, u16)>> {
+    pub(crate) fn by_message(&self) -> BTreeMap<String, Vec<(String, u16)>> {
         let mut out: BTreeMap<String, Vec<(String, u16)>> = BTreeMap::new();
         for (id, body, status) in self.seen.lock().unwrap().iter() {
             if body["event"] != "messages.upsert" {
@@ -337,7 +260,7 @@ impl Erp {
     }
 
     /// Waits until every message of `ids` satisfies `done`.
-    async fn until(
+    pub(crate) async fn until(
         &self,
         ids: &HashSet<String>,
         within: Duration,
