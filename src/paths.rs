@@ -17,6 +17,17 @@ const CORRUPT_MARKER: &str = ".corrupt-";
 const MIGRATED_MARKER: &str = ".migrated-to-db-";
 /// Folders with either marker are never loaded as sessions.
 const ASIDE_MARKERS: [&str; 2] = [CORRUPT_MARKER, MIGRATED_MARKER];
+/// A file `migrate-store --to-dir` puts in a session folder it renames
+/// into place before the cluster's database commits the session's removal,
+/// and takes out after the commit. A folder that still holds it was left
+/// by an interrupted run: the cluster may still serve that session, so the
+/// folder is never loaded (two clients on one device) until a new run of
+/// `migrate-store --to-dir` settles it.
+pub const UNCONFIRMED_MIGRATION: &str = ".unconfirmed-migration";
+/// What an operator is told about such a folder.
+pub const MIGRATION_UNCONFIRMED: &str = "an interrupted `wabridge migrate-store --to-dir` left its \
+     folder before the cluster database confirmed the move (the cluster may still serve it); run \
+     `wabridge migrate-store --to-dir --session <id>` again to settle it";
 const LOCK_FILE: &str = "wabridge.lock";
 const CONSOLE_SOCKET: &str = "wabridge.sock";
 
@@ -153,6 +164,12 @@ impl DataDir {
         self.sessions_dir().join(id.as_str())
     }
 
+    /// Whether `id`'s folder was left by an interrupted `migrate-store
+    /// --to-dir` (see [`UNCONFIRMED_MIGRATION`]).
+    pub fn migration_unconfirmed(&self, id: &SessionId) -> bool {
+        self.session_dir(id).join(UNCONFIRMED_MIGRATION).exists()
+    }
+
     /// Creates the tree (owner-only) and takes the single-process lock.
     pub fn open_exclusive(&self) -> Result<DataDirLock, DataDirError> {
         let io = |source| DataDirError::Io {
@@ -215,6 +232,9 @@ impl DataDir {
                 continue;
             }
             match SessionId::parse(name) {
+                Ok(id) if self.migration_unconfirmed(&id) => {
+                    tracing::error!("not loading session {id}: {MIGRATION_UNCONFIRMED}")
+                }
                 Ok(id) => ids.push(id),
                 Err(e) => tracing::warn!("skipping session folder: {e}"),
             }

@@ -212,7 +212,9 @@ impl From<crate::engine::EngineError> for ApiError {
         use crate::engine::EngineError;
         match error {
             EngineError::NotFound => ApiError::not_found(),
-            EngineError::BeingDeleted => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            EngineError::BeingDeleted | EngineError::MigrationUnconfirmed => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string())
+            }
             other => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
         }
     }

@@ -86,6 +86,8 @@ pub enum EngineError {
     Storage(String),
     #[error("session is being deleted; try again when the DELETE has finished")]
     BeingDeleted,
+    #[error("{}", crate::paths::MIGRATION_UNCONFIRMED)]
+    MigrationUnconfirmed,
 }
 
 struct SessionHandle {
@@ -250,6 +252,9 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         if lock(&self.inner.deleting).contains(id) {
             return Err(EngineError::BeingDeleted);
+        }
+        if self.inner.data.migration_unconfirmed(id) {
+            return Err(EngineError::MigrationUnconfirmed);
         }
         let files = SessionFiles::new(&self.inner.data, id);
         if webhook_url.is_some() || webhook_token.is_some() {

@@ -40,6 +40,12 @@ fn database(e: impl std::fmt::Display) -> Stop {
 }
 
 async fn copy_into(run: &Run<'_>, id: &SessionId, report: &mut SessionReport) -> Result<(), Stop> {
+    if run.data.migration_unconfirmed(id) && settle_interrupted(run, id, report).await? {
+        return Ok(());
+    }
+    if !run.dry_run {
+        clear_leftover_staging(run, id, report)?;
+    }
     refuse_if_present(run, id)?;
     if run.empty_db {
         return Err(Stop::Skipped(format!(
@@ -89,6 +95,99 @@ async fn copy_into(run: &Run<'_>, id: &SessionId, report: &mut SessionReport) ->
             .into(),
     );
     Ok(())
+}
+
+/// A folder an interrupted run renamed into place before the cluster's
+/// commit answered (`paths::UNCONFIRMED_MIGRATION`), settled by what the
+/// cluster says now. Still listed there: the removal never committed, so
+/// the folder is moved aside (hidden, kept) with its webhook rows out of
+/// the data dir's outbox, and the copy starts again (false). Gone: the
+/// removal committed, so the folder is the session; the mark goes (true).
+async fn settle_interrupted(
+    run: &Run<'_>,
+    id: &SessionId,
+    report: &mut SessionReport,
+) -> Result<bool, Stop> {
+    let folder = run.data.session_dir(id);
+    if run.dry_run {
+        return Err(Stop::Skipped(format!(
+            "{} holds a copy an interrupted run left unconfirmed; run without --dry-run to \
+             settle it",
+            folder.display()
+        )));
+    }
+    let listed = super::session_listed(&run.pool, id)
+        .await
+        .map_err(|e| database(format!("{e:#}")))?;
+    if !listed {
+        fs::remove_file(folder.join(paths::UNCONFIRMED_MIGRATION))
+            .map_err(|e| Stop::Failed(format!("cannot confirm {}: {e}", folder.display())))?;
+        report.outcome = Outcome::Copied;
+        report.source = Some(
+            "an interrupted run had already removed it from the cluster: its copy in the data \
+             dir is the session now"
+                .into(),
+        );
+        return Ok(true);
+    }
+    let aside = run
+        .data
+        .sessions_dir()
+        .join(format!(".migrate-{id}.interrupted-{}", unix_now()));
+    fs::rename(&folder, &aside)
+        .map_err(|e| Stop::Failed(format!("cannot move {} aside: {e}", folder.display())))?;
+    remove_outbox_rows(run, id).map_err(|e| {
+        Stop::Failed(format!(
+            "cannot clear the interrupted copy's webhook rows: {e}"
+        ))
+    })?;
+
+    report.warnings.push(format!(
+        "an interrupted run had left an unconfirmed copy; the cluster still has the session, so \
+         that copy was moved aside to {} and the session copied again",
+        aside.display()
+    ));
+    Ok(false)
+}
+
+/// A hidden `.migrate-<id>` folder is left only by a run of ours cut off
+/// before its rename (the data dir is locked, and a run that fails clears
+/// it): never a live session, and the webhook rows of the session in the
+/// data dir's outbox are that run's (a run refuses to start on rows it did
+/// not add). Both go, so the copy can start again.
+fn clear_leftover_staging(
+    run: &Run<'_>,
+    id: &SessionId,
+    report: &mut SessionReport,
+) -> Result<(), Stop> {
+    let staging = staging_dir(run, id);
+    if !staging.exists() || run.data.session_dir(id).exists() {
+        return Ok(());
+    }
+    fs::remove_dir_all(&staging)
+        .map_err(|e| Stop::Failed(format!("cannot clear {}: {e}", staging.display())))?;
+    remove_outbox_rows(run, id).map_err(|e| {
+        Stop::Failed(format!(
+            "cannot clear the webhook rows an interrupted run added: {e}"
+        ))
+    })?;
+    report.warnings.push(
+        "cleared what an interrupted run had left (a hidden folder, its webhook rows)".into(),
+    );
+    Ok(())
+}
+
+/// Removes `id`'s rows from the data dir's outbox: those this command
+/// added.
+fn remove_outbox_rows(run: &Run<'_>, id: &SessionId) -> Result<(), String> {
+    match outbox_rows::open_sqlite(&outbox_rows::sqlite_path(run.data), false) {
+        Ok(Some(conn)) => conn
+            .execute("DELETE FROM deliveries WHERE session = ?1", [id.as_str()])
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!("{e:#}")),
+    }
 }
 
 /// Skips a session the data dir already has: a folder, or rows in its
@@ -218,12 +317,6 @@ async fn install(
     report: &mut SessionReport,
 ) -> Result<(), Stop> {
     let staging = staging_dir(run, id);
-    // Left by an interrupted run of ours (the data dir is locked): never
-    // a live session.
-    if staging.exists() {
-        fs::remove_dir_all(&staging)
-            .map_err(|e| Stop::Failed(format!("cannot clear {}: {e}", staging.display())))?;
-    }
     let result = stage_and_swap(run, id, fence, &staging, source, report).await;
     if result.is_err() {
         let _ = fs::remove_dir_all(&staging);
@@ -266,6 +359,10 @@ async fn stage_and_swap(
     verify_folder(&staged, source)
         .await
         .map_err(|e| failed("the copy does not match the source", &e))?;
+    // Not loaded by wabridge until the cluster's commit is confirmed: an
+    // interrupted run must not leave a second client of the device.
+    fs::write(staging.join(paths::UNCONFIRMED_MIGRATION), "")
+        .map_err(|e| failed("cannot mark the copy unconfirmed", &e))?;
 
     let outbox_path = outbox_rows::sqlite_path(run.data);
     if !source.outbox.is_empty() {
@@ -282,10 +379,8 @@ async fn stage_and_swap(
             .into(),
     );
     let undo_outbox = || {
-        if !source.outbox.is_empty()
-            && let Ok(Some(conn)) = outbox_rows::open_sqlite(&outbox_path, false)
-        {
-            let _ = conn.execute("DELETE FROM deliveries WHERE session = ?1", [id.as_str()]);
+        if !source.outbox.is_empty() {
+            let _ = remove_outbox_rows(run, id);
         }
     };
     let swapped = swap(run, id, fence, staging, report).await;
@@ -388,6 +483,7 @@ async fn swap(
     fs::rename(staging, &target)
         .map_err(|e| failed(&format!("cannot rename the folder into place: {e}")))?;
     let Err(e) = tx.commit().await else {
+        confirm(&target, report);
         return Ok(());
     };
     // The commit's answer may be lost after the server committed: ask.
@@ -406,6 +502,7 @@ async fn swap(
                 "the commit's answer was lost ({e}), but the session is no longer in the \
                  cluster: the data dir's copy is the session now"
             ));
+            confirm(&target, report);
             Ok(())
         }
         Err(check) => {
@@ -429,6 +526,18 @@ async fn swap(
                 target.display()
             )))
         }
+    }
+}
+
+/// The cluster let the session go: its folder may be loaded now.
+fn confirm(folder: &std::path::Path, report: &mut SessionReport) {
+    let mark = folder.join(paths::UNCONFIRMED_MIGRATION);
+    if let Err(e) = fs::remove_file(&mark) {
+        report.warnings.push(format!(
+            "the cluster let the session go, but {} could not be removed ({e}): remove it by \
+             hand, or wabridge will not load the session",
+            mark.display()
+        ));
     }
 }
 

@@ -645,3 +645,94 @@ async fn the_command_says_why_it_refused_and_never_shows_the_password() {
         "{help}"
     );
 }
+
+/// A `--to-dir` cut off between renaming its copy into place and the
+/// cluster's commit leaves the folder marked unconfirmed: wabridge never
+/// loads or starts it (the cluster may still serve that device), and the
+/// next run settles it by asking the cluster. Still listed there: the copy
+/// is moved aside (kept, hidden) with its webhook rows, and the session is
+/// copied again. Gone from there: the copy is the session; the mark goes.
+#[tokio::test]
+async fn an_interrupted_move_into_the_data_dir_is_never_loaded_and_the_next_run_settles_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, pool) = database().await;
+    let source = imported(&tmp.path().join("source"), &["shop", "done", "early"]).await;
+    run(&source, &server.url(), Direction::ToDb, &[], false)
+        .await
+        .unwrap();
+    let marked = |data: &DataDir, name: &str| {
+        data.session_dir(&id(name))
+            .join(wabridge::paths::UNCONFIRMED_MIGRATION)
+    };
+
+    // Cut off before the commit: the cluster still has "shop".
+    let data = DataDir::new(tmp.path().join("target"));
+    std::fs::create_dir_all(data.session_dir(&id("shop"))).unwrap();
+    std::fs::write(marked(&data, "shop"), "").unwrap();
+    outbox_rows(&data, "shop");
+    assert!(data.saved_sessions().unwrap().is_empty());
+    let engine = wabridge::engine::Engine::new(
+        support::fake_backend::FakeBackend::default(),
+        data.clone(),
+        support::fast_policy(),
+    );
+    let refused = engine.add_session(&id("shop"), None, None).unwrap_err();
+    assert!(
+        refused.to_string().contains("migrate-store --to-dir"),
+        "{refused}"
+    );
+    engine.shutdown().await;
+
+    let report = run(&data, &server.url(), Direction::ToDir, &["shop"], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "shop"), Outcome::Copied, "{report}");
+    assert!(everything_of(&pool, "shop").await.is_empty());
+    assert!(!marked(&data, "shop").exists());
+    assert_eq!(data.saved_sessions().unwrap(), [id("shop")]);
+    let aside: Vec<String> = std::fs::read_dir(data.sessions_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".migrate-shop.interrupted-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the unconfirmed copy is kept aside");
+    // Only the cluster's rows: none of the interrupted copy's "x" bodies.
+    let conn = rusqlite::Connection::open(outbox_path(&data)).unwrap();
+    let copied: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM deliveries WHERE session = 'shop'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(copied, 0, "the cluster had no webhook rows for shop");
+
+    // Cut off after the commit: the cluster let "done" go.
+    let report = run(&data, &server.url(), Direction::ToDir, &["done"], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "done"), Outcome::Copied, "{report}");
+    std::fs::write(marked(&data, "done"), "").unwrap();
+    assert_eq!(data.saved_sessions().unwrap(), [id("shop")]);
+    let report = run(&data, &server.url(), Direction::ToDir, &["done"], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "done"), Outcome::Copied, "{report}");
+    assert!(!marked(&data, "done").exists());
+    assert_eq!(data.saved_sessions().unwrap(), [id("done"), id("shop")]);
+
+    // Cut off before the rename: its hidden folder and the webhook rows it
+    // had added are cleared, and the copy runs again.
+    std::fs::create_dir_all(data.sessions_dir().join(".migrate-early")).unwrap();
+    outbox_rows(&data, "early");
+    let report = run(&data, &server.url(), Direction::ToDir, &["early"], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "early"), Outcome::Copied, "{report}");
+    assert!(!data.sessions_dir().join(".migrate-early").exists());
+    assert!(sqlite_rows(&outbox_path(&data), "early").is_empty());
+    assert_eq!(
+        data.saved_sessions().unwrap(),
+        [id("done"), id("early"), id("shop")]
+    );
+}
