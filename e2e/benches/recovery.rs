@@ -15,13 +15,18 @@
 //! Needs root, iproute2 and iptables (as the network tests). Prints figures;
 //! asserts none. Run: `cargo bench -p wabridge-e2e --bench recovery`
 
+#[path = "shared/proc_stats.rs"]
+mod proc_stats;
+#[path = "shared/stderr_lines.rs"]
+mod stderr_lines;
+
+use proc_stats::cpu_seconds;
+use stderr_lines::Lines;
 use wabridge_sim::netns::NetPath;
 use wabridge_sim::pairing;
 use wabridge_sim::sim::Simulator;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wabridge::paths::DataDir;
@@ -30,43 +35,6 @@ const SESSIONS: usize = 100;
 /// How long the path stays dead after the last session noticed.
 const HELD_AFTER_NOTICED: Duration = Duration::from_secs(20);
 const WAIT: Duration = Duration::from_secs(180);
-
-/// Lines of the process's stderr, with when they were read.
-struct Lines {
-    rx: mpsc::Receiver<(Instant, String)>,
-}
-
-impl Lines {
-    /// Forgets what was said so far.
-    fn skip_past(&self) {
-        while self.rx.try_recv().is_ok() {}
-    }
-
-    /// From now on, the first line containing `needle` for each of
-    /// `names` (in the order they came), with its instant.
-    fn first_for_each(&self, needle: &str, names: &[String]) -> Vec<(Instant, String)> {
-        let deadline = Instant::now() + WAIT;
-        let mut waiting: std::collections::HashSet<&String> = names.iter().collect();
-        let mut seen = Vec::with_capacity(names.len());
-        while !waiting.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (at, line) = self.rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "{needle:?} not seen for {} session(s) within {WAIT:?}",
-                    waiting.len()
-                )
-            });
-            if !line.contains(needle) {
-                continue;
-            }
-            if let Some(name) = waiting.iter().find(|n| line.contains(n.as_str())).copied() {
-                waiting.remove(name);
-                seen.push((at, line));
-            }
-        }
-        seen
-    }
-}
 
 /// How many of `lines` say each distinct reason (the text after `Status:`).
 fn reasons(lines: &[(Instant, String)]) -> String {
@@ -82,22 +50,6 @@ fn reasons(lines: &[(Instant, String)]) -> String {
         .map(|(reason, n)| format!("{n} × {reason}"))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// Seconds of CPU (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
 }
 
 /// Seconds from `from` to the first, the median and the last of `lines`
@@ -147,17 +99,8 @@ async fn main() {
         .stderr(Stdio::piped());
     // `ip netns exec` execs the program: the child's pid is wabridge's.
     let mut child = command.spawn().expect("start wabridge in the namespace");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    let lines = Lines { rx };
-    lines.first_for_each("WhatsApp Connected:", &names);
+    let lines = Lines::follow(child.stderr.take().unwrap());
+    lines.first_for_each("WhatsApp Connected:", &names, WAIT);
     println!(
         "all {SESSIONS} connected {:.1}s after start",
         started.elapsed().as_secs_f64()
@@ -168,7 +111,7 @@ async fn main() {
     lines.skip_past();
     path.black_hole();
     let off = Instant::now();
-    let noticed = lines.first_for_each("Connection closed for", &names);
+    let noticed = lines.first_for_each("Connection closed for", &names, WAIT);
     let (first, median, last) = span(off, &noticed);
     println!(
         "black hole noticed by the first session after {first:.1}s, half after {median:.1}s, all {SESSIONS} after {last:.1}s (bound 30s): {}",
@@ -179,7 +122,7 @@ async fn main() {
     let cpu_before = cpu_seconds(child.id());
     path.restore();
     let on = Instant::now();
-    let back = lines.first_for_each("WhatsApp Connected:", &names);
+    let back = lines.first_for_each("WhatsApp Connected:", &names, WAIT);
     let storm = on.elapsed();
     let cpu = cpu_seconds(child.id()) - cpu_before;
     let (first, median, last) = span(on, &back);

@@ -41,6 +41,10 @@
 
 #[path = "sessions_rss/content.rs"]
 mod content;
+#[path = "shared/proc_stats.rs"]
+mod proc_stats;
+
+use proc_stats::vm_rss_kib;
 
 use wabridge_sim::pairing;
 use wabridge_sim::sim;
@@ -301,15 +305,6 @@ fn logins(sim: &Simulator, mine: impl Fn(u32) -> bool) -> Vec<u64> {
         .filter(|&(_, device)| mine(device))
         .map(|(conn, _)| conn)
         .collect()
-}
-
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// SIGTERM, as a service manager stops either bridge, then reaps it.
