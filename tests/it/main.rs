@@ -19,6 +19,7 @@ mod fixture_device;
 mod import_fixture;
 mod import_safety;
 mod migrate_store;
+mod nats_harness;
 mod outbox_model;
 mod pg_outbox;
 mod pg_store;
