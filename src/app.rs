@@ -4,6 +4,7 @@
 //! example can run the very same application against itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -16,6 +17,7 @@ use crate::config::{ClusterConfig, Config};
 use crate::console::{self, Console, Link};
 use crate::engine::Engine;
 use crate::engine::liveness::Liveness;
+use crate::engine::outbound::{Fanout, Outbound};
 use crate::engine::whatsapp::{PgBackend, WhatsAppBackend, pg_store};
 use crate::paths::{DataDir, DataDirError, SessionId};
 use crate::webhook::hub::WebhookHub;
@@ -224,18 +226,37 @@ pub fn run(cli: Cli) -> Result<(), String> {
             http: None,
             liveness: Liveness::with_bound(config.whatsapp.dead_after),
         };
+        // With `[nats]`: the NATS target, which the API reports on.
+        let mut nats = None;
         let (engine, cluster) = match &config.cluster {
             None => {
                 let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
-                let engine = Engine::with_webhooks(
-                    backend,
-                    data.clone(),
-                    config.backoff.into(),
-                    Some(hooks),
-                );
+                let outbound: Arc<dyn Outbound> = match &config.nats {
+                    None => hooks,
+                    Some(nats_config) => {
+                        let settings = nats_config.settings();
+                        tracing::info!(
+                            "events also go to NATS JetStream at {} under {}.<session>.<event>",
+                            crate::config::redact_url_password(&settings.url),
+                            settings.subject_prefix
+                        );
+                        let hub =
+                            crate::nats::open_hub(&data, &settings, config.webhook.delivery_settings())
+                                .await?;
+                        nats = Some(hub.clone());
+                        Arc::new(Fanout(vec![hooks, hub]))
+                    }
+                };
+                let engine =
+                    Engine::with_outbound(backend, data.clone(), config.backoff.into(), outbound);
                 engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
                 for declared in &config.sessions {
                     let id = SessionId::parse(&declared.id).map_err(|e| e.to_string())?;
+                    if declared.nats_subject.is_some() {
+                        engine
+                            .set_nats_subject(&id, declared.nats_subject.clone())
+                            .map_err(|e| e.to_string())?;
+                    }
                     engine
                         .add_session(
                             &id,
@@ -266,6 +287,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             engine.clone(),
             control.clone(),
             cluster_view.clone(),
+            nats,
             api_stopped,
         )
         .await?;
@@ -538,6 +560,7 @@ async fn start_api(
     engine: Engine,
     cluster: Option<ClusterControl>,
     cluster_view: Option<tokio::sync::watch::Receiver<ClusterSnapshot>>,
+    nats: Option<Arc<crate::nats::NatsHub>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listen = config.api.listen;
@@ -555,6 +578,7 @@ async fn start_api(
     let mut state = api::ApiState::with_access(engine, access);
     state.cluster = cluster;
     state.cluster_view = cluster_view;
+    state.nats = nats;
     let router = api::router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move {

@@ -27,6 +27,72 @@ pub struct Config {
     /// Several hosts sharing one PostgreSQL (docs/cluster.md); `None` runs
     /// alone on the data dir, as always.
     pub cluster: Option<ClusterConfig>,
+    /// Events to NATS JetStream too (`crate::nats`); `None`: webhooks only.
+    pub nats: Option<NatsConfig>,
+}
+
+/// `[nats]`: every session's events also go to JetStream, on
+/// `<subject_prefix>.<session>.<event>` (a session's own `nats_subject`
+/// replaces the prefix; an empty one turns NATS off for it).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:4222` (or `tls://…`); several separated by commas;
+    /// `user:password@` in it is used and never logged.
+    pub url: String,
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// A `.creds` file (JWT and nkey seed) for servers with accounts.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// The CA that signed the server's certificate: TLS, checked against
+    /// it alone.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and its key, for servers that ask for one.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// How long a publish waits for the stream's ack before it is retried.
+    #[serde(default = "default_ack_timeout", deserialize_with = "duration")]
+    pub ack_timeout: Duration,
+}
+
+fn default_subject_prefix() -> String {
+    crate::nats::subject::DEFAULT_PREFIX.to_string()
+}
+
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Never shows the URL's password.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url_password(&self.url))
+            .field("subject_prefix", &self.subject_prefix)
+            .field("credentials", &self.credentials)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("ack_timeout", &self.ack_timeout)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    pub fn settings(&self) -> crate::nats::transport::NatsSettings {
+        crate::nats::transport::NatsSettings {
+            url: self.url.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            credentials: self.credentials.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_client: self.tls_cert.clone().zip(self.tls_key.clone()),
+            ack_timeout: self.ack_timeout,
+        }
+    }
 }
 
 /// `[cluster]`: where the shared database is, this host's name in it, and
@@ -340,6 +406,10 @@ pub struct DeclaredSession {
     pub webhook_url: Option<String>,
     #[serde(default)]
     pub webhook_token: Option<String>,
+    /// With `[nats]`: this session's subject prefix instead of the
+    /// config's; "" sends none of its events to NATS.
+    #[serde(default)]
+    pub nats_subject: Option<String>,
 }
 
 impl Default for BackoffConfig {
@@ -549,6 +619,9 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             validate_cluster(cluster)?;
         }
+        if let Some(nats) = &self.nats {
+            validate_nats(nats, self.cluster.is_some())?;
+        }
         let mut seen = std::collections::HashSet::new();
         for session in &self.sessions {
             if let Err(e) = SessionId::parse(&session.id) {
@@ -568,9 +641,70 @@ impl Config {
                     format!("`{url}` is not an http:// or https:// URL"),
                 ));
             }
+            if let Some(prefix) = session.nats_subject.as_deref().filter(|p| !p.is_empty()) {
+                crate::nats::subject::check_prefix(prefix)
+                    .map_err(|e| ("sessions.nats_subject".to_string(), e))?;
+            }
         }
         Ok(())
     }
+}
+
+fn validate_nats(nats: &NatsConfig, clustered: bool) -> Result<(), (String, String)> {
+    if clustered {
+        return Err((
+            "nats.url".into(),
+            "NATS with [cluster] is not supported yet: the NATS outbox is kept in the data dir, \
+             which a cluster's sessions do not use"
+                .into(),
+        ));
+    }
+    let scheme_ok = nats.url.split(',').all(|server| {
+        let server = server.trim();
+        !server.is_empty()
+            && ["nats://", "tls://"]
+                .iter()
+                .any(|scheme| server.starts_with(scheme))
+    });
+    if !scheme_ok {
+        return Err((
+            "nats.url".into(),
+            format!(
+                "`{}` is not a NATS URL; write it like \"nats://127.0.0.1:4222\" (or tls://…)",
+                redact_url_password(&nats.url)
+            ),
+        ));
+    }
+    crate::nats::subject::check_prefix(&nats.subject_prefix)
+        .map_err(|e| ("nats.subject_prefix".to_string(), e))?;
+    if nats.tls_cert.is_some() != nats.tls_key.is_some() {
+        return Err((
+            if nats.tls_cert.is_some() {
+                "nats.tls_key"
+            } else {
+                "nats.tls_cert"
+            }
+            .into(),
+            "tls_cert and tls_key go together".into(),
+        ));
+    }
+    // Files are read now, so a typo in a path stops the start at its line.
+    for (key, path) in [
+        ("nats.credentials", &nats.credentials),
+        ("nats.tls_ca", &nats.tls_ca),
+        ("nats.tls_cert", &nats.tls_cert),
+        ("nats.tls_key", &nats.tls_key),
+    ] {
+        if let Some(path) = path
+            && let Err(e) = std::fs::metadata(path)
+        {
+            return Err((key.into(), format!("cannot read {}: {e}", path.display())));
+        }
+    }
+    if nats.ack_timeout.is_zero() {
+        return Err(("nats.ack_timeout".into(), "must be greater than 0s".into()));
+    }
+    Ok(())
 }
 
 fn validate_cluster(cluster: &ClusterConfig) -> Result<(), (String, String)> {

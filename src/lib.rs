@@ -11,6 +11,7 @@ pub mod headless;
 pub mod import;
 pub mod logging;
 pub mod migrate_store;
+pub mod nats;
 pub mod paths;
 pub mod qr;
 pub mod session_files;

@@ -28,6 +28,11 @@ pub struct SessionSettings {
     /// Set when the device was unlinked: the session stays listed, waiting
     /// for the operator to ask for a new pairing, instead of showing a QR.
     pub logged_out: bool,
+    /// With `[nats]`: the session's subject prefix (its events go to
+    /// `<prefix>.<session>.<event>`); None: the config's; empty: none of
+    /// its events go to NATS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_subject: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +167,7 @@ mod tests {
             webhook_url: Some("http://127.0.0.1:9/hook".into()),
             webhook_token: Some("t".into()),
             logged_out: false,
+            nats_subject: Some("erp.acme".into()),
         };
         files.save_settings(&settings).unwrap();
         assert_eq!(files.load_settings().unwrap(), settings);

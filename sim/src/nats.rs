@@ -163,6 +163,32 @@ impl TestNats {
         status
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open and what a
+    /// client sends waits in the kernel, unanswered, as behind a stalled
+    /// link. [`resume`](TestNats::resume) lets it go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT): it reads what waited.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("the server is not running")
+            .id()
+            .to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("`kill` runs");
+        assert!(sent.success(), "kill {signal} {pid} failed");
+    }
+
     /// A crash: SIGKILL, then waits for the exit.
     pub fn kill(&mut self) {
         let mut child = self

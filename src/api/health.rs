@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use super::sessions::session_json;
-use super::{ApiState, Trusted, cluster_views};
+use super::{ApiState, Trusted, cluster_views, nats_views};
 use crate::engine::SessionState;
 
 /// Webhook backlog older than this makes `/health` say "degraded".
@@ -71,7 +71,9 @@ pub async fn health(
     // In a cluster: sessions no host serves, or a database this host
     // cannot read, are this host's problem too.
     let cluster_unwell = cluster_views::degraded(&state);
-    let overall = if stale_backlog || unhealthy_session || cluster_unwell {
+    let nats = nats_views::health(&state);
+    let nats_unwell = nats.as_ref().is_some_and(|(_, degraded)| *degraded);
+    let overall = if stale_backlog || unhealthy_session || cluster_unwell || nats_unwell {
         "degraded"
     } else {
         "healthy"
@@ -99,6 +101,9 @@ pub async fn health(
     }
     if let Some(summary) = cluster_views::summary_json(&state, now) {
         body["cluster"] = summary;
+    }
+    if let Some((block, _)) = nats {
+        body["nats"] = block;
     }
     Json(body)
 }
@@ -172,6 +177,7 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     if let Some(cluster) = &state.cluster {
         cluster_metrics(&mut out, &state, &cluster.node, &sessions, now);
     }
+    nats_views::metrics(&mut out, &state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

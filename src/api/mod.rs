@@ -5,6 +5,7 @@ mod access;
 mod cluster_views;
 mod health;
 mod lookups;
+mod nats_views;
 mod send;
 mod sessions;
 
@@ -41,6 +42,8 @@ pub struct ApiState {
     /// In a cluster: every session of the cluster, who serves it and its
     /// last reported state (`cluster::view`), for the views.
     pub cluster_view: Option<tokio::sync::watch::Receiver<crate::cluster::view::ClusterSnapshot>>,
+    /// With `[nats]`: the NATS target, for its health and backlog.
+    pub nats: Option<Arc<crate::nats::NatsHub>>,
 }
 
 impl ApiState {
@@ -64,6 +67,7 @@ impl ApiState {
             start_wait: Duration::from_secs(40),
             cluster: None,
             cluster_view: None,
+            nats: None,
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct StartRequest {
     session_id: Option<String>,
     webhook_url: Option<String>,
     webhook_token: Option<String>,
+    /// Ours, with `[nats]`: the session's subject prefix ("" turns NATS
+    /// off for it).
+    nats_subject: Option<String>,
 }
 
 /// `POST /sessions/start`: starts (or finds) the session and waits, like
@@ -68,9 +71,18 @@ pub async fn start(
             "webhookUrl must be an http:// or https:// URL",
         ));
     }
+    if let Some(prefix) = request.nats_subject.as_deref().filter(|p| !p.is_empty()) {
+        crate::nats::subject::check_prefix(prefix)
+            .map_err(|e| ApiError::bad_request(format!("natsSubject {e}")))?;
+    }
     let deadline = tokio::time::Instant::now() + state.start_wait;
     let (started, mut watch) = match &state.cluster {
         None => {
+            if request.nats_subject.is_some() {
+                state
+                    .engine
+                    .set_nats_subject(&id, request.nats_subject.clone())?;
+            }
             let started =
                 state
                     .engine
@@ -402,7 +414,7 @@ pub async fn dead_letters(
         .ok_or_else(webhooks_off)??;
     let letters: Vec<Value> = letters
         .iter()
-        .map(|d| json!({ "deliveryId": d.delivery_id, "createdMs": d.created_ms, "attempts": d.attempts, "reason": d.reason }))
+        .map(|d| json!({ "deliveryId": d.delivery_id, "createdMs": d.created_ms, "attempts": d.attempts, "reason": d.reason, "target": d.target }))
         .collect();
     Ok(Json(json!({ "deadLetters": letters })))
 }

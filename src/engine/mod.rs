@@ -151,6 +151,17 @@ impl Engine {
         Self::build(backend, data, policy, outbound)
     }
 
+    /// Like `new`, with messages and status changes going out through
+    /// `outbound` (several targets as one: `outbound::Fanout`).
+    pub fn with_outbound<B: WaBackend>(
+        backend: B,
+        data: DataDir,
+        policy: BackoffPolicy,
+        outbound: Arc<dyn Outbound>,
+    ) -> Engine {
+        Self::build(backend, data, policy, Some(outbound))
+    }
+
     fn build<B: WaBackend>(
         backend: B,
         data: DataDir,
@@ -250,12 +261,7 @@ impl Engine {
         webhook_url: Option<String>,
         webhook_token: Option<String>,
     ) -> Result<bool, EngineError> {
-        if lock(&self.inner.deleting).contains(id) {
-            return Err(EngineError::BeingDeleted);
-        }
-        if self.inner.data.migration_unconfirmed(id) {
-            return Err(EngineError::MigrationUnconfirmed);
-        }
+        self.may_change(id)?;
         let files = SessionFiles::new(&self.inner.data, id);
         if webhook_url.is_some() || webhook_token.is_some() {
             let settings = files
@@ -277,6 +283,36 @@ impl Engine {
                 .map_err(|e| EngineError::Storage(e.to_string()))?;
         }
         Ok(self.ensure_running(id))
+    }
+
+    /// Sets the session's NATS subject prefix (`SessionSettings::
+    /// nats_subject`; "" turns NATS off for it) and applies it at once.
+    pub fn set_nats_subject(
+        &self,
+        id: &SessionId,
+        prefix: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.may_change(id)?;
+        let settings = SessionFiles::new(&self.inner.data, id)
+            .update_settings(|settings| settings.nats_subject = prefix)
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        if let Some(outbound) = &self.inner.outbound {
+            outbound.configure(id, &settings);
+        }
+        Ok(())
+    }
+
+    /// Refuses to touch a session whose DELETE is under way (a new
+    /// session of the id would be wiped with it) or whose folder an
+    /// interrupted `migrate-store --to-dir` left unconfirmed.
+    fn may_change(&self, id: &SessionId) -> Result<(), EngineError> {
+        if lock(&self.inner.deleting).contains(id) {
+            return Err(EngineError::BeingDeleted);
+        }
+        if self.inner.data.migration_unconfirmed(id) {
+            return Err(EngineError::MigrationUnconfirmed);
+        }
+        Ok(())
     }
 
     /// Serves a session with settings kept elsewhere (a cluster's

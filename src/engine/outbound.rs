@@ -25,6 +25,8 @@ pub type OutboundFuture<'a, T> =
 /// Something sent out that its receiver refused for good (or that expired).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// The kind of target that refused it: "webhook", "NATS".
+    pub target: &'static str,
     pub delivery_id: String,
     pub session: String,
     pub created_ms: i64,
@@ -84,4 +86,109 @@ pub trait Outbound: Send + Sync + 'static {
         session: &'a SessionId,
         delivery_id: &'a str,
     ) -> OutboundFuture<'a, bool>;
+}
+
+/// Several outbound targets as one (the webhook and NATS JetStream): each
+/// gets everything, each with its own queue. Messages count as persisted
+/// once every target has them: if one fails, WhatsApp is not acknowledged
+/// and delivers them again, and a target that already had them drops the
+/// repeat by its dedupe key.
+pub struct Fanout(pub Vec<std::sync::Arc<dyn Outbound>>);
+
+impl Outbound for Fanout {
+    fn configure(&self, session: &SessionId, settings: &SessionSettings) {
+        self.0.iter().for_each(|o| o.configure(session, settings));
+    }
+
+    fn persist_messages<'a>(
+        &'a self,
+        session: &'a SessionId,
+        batch: &'a [IncomingMessage],
+    ) -> OutboundFuture<'a, ()> {
+        Box::pin(async move {
+            let all = self.0.iter().map(|o| o.persist_messages(session, batch));
+            futures_util::future::try_join_all(all).await.map(|_| ())
+        })
+    }
+
+    fn session_changed(&self, snapshot: &SessionSnapshot) {
+        self.0.iter().for_each(|o| o.session_changed(snapshot));
+    }
+
+    fn message_status(
+        &self,
+        session: &SessionId,
+        message_id: &str,
+        status: &'static str,
+        at_ms: i64,
+    ) {
+        for o in &self.0 {
+            o.message_status(session, message_id, status, at_ms);
+        }
+    }
+
+    fn forget<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, u64> {
+        Box::pin(async move {
+            let all = self.0.iter().map(|o| o.forget(session));
+            let dropped = futures_util::future::try_join_all(all).await?;
+            Ok(dropped.into_iter().sum())
+        })
+    }
+
+    fn flush(&self) -> OutboundFuture<'_, ()> {
+        Box::pin(async move {
+            let all = self.0.iter().map(|o| o.flush());
+            futures_util::future::try_join_all(all).await.map(|_| ())
+        })
+    }
+
+    /// The first target's (the webhook's): a session's backlog is what
+    /// its views call the webhook backlog; the other targets show theirs
+    /// in views of their own (`/health`'s and `/metrics`' `nats`).
+    fn backlog(&self, session: &SessionId) -> BacklogInfo {
+        self.0
+            .first()
+            .map(|o| o.backlog(session))
+            .unwrap_or_default()
+    }
+
+    fn backlog_changes(&self) -> Pin<Box<dyn Future<Output = Vec<SessionId>> + Send + '_>> {
+        Box::pin(async move {
+            let all: Vec<_> = self.0.iter().map(|o| o.backlog_changes()).collect();
+            if all.is_empty() {
+                return std::future::pending().await;
+            }
+            futures_util::future::select_all(all).await.0
+        })
+    }
+
+    /// Every target's dead letters, oldest first (delivery ids are unique
+    /// across targets).
+    fn dead_letters<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, Vec<DeadLetter>> {
+        Box::pin(async move {
+            let all = self.0.iter().map(|o| o.dead_letters(session));
+            let mut letters: Vec<DeadLetter> = futures_util::future::try_join_all(all)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            letters.sort_by_key(|l| l.created_ms);
+            Ok(letters)
+        })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        session: &'a SessionId,
+        delivery_id: &'a str,
+    ) -> OutboundFuture<'a, bool> {
+        Box::pin(async move {
+            for o in &self.0 {
+                if o.replay(session, delivery_id).await? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
 }

@@ -214,6 +214,7 @@ async fn install(data: &DataDir, id: &SessionId, prepared: &Prepared) -> Result<
             webhook_url: prepared.webhook.as_ref().map(|w| w.url.clone()),
             webhook_token: prepared.webhook.as_ref().and_then(|w| w.token.clone()),
             logged_out: false,
+            nats_subject: None,
         };
         staged
             .save_settings(&settings)

@@ -146,6 +146,11 @@ fn describe(report: &mut SessionReport, source: &Source) {
         report.store = Some(Default::default());
     }
     report.outbox = Some(outbox_rows::counts(&source.outbox));
+    if let Some(prefix) = &source.settings.nats_subject {
+        report.warnings.push(format!(
+            "its NATS subject ({prefix:?}) stays behind: NATS with [cluster] is not supported yet"
+        ));
+    }
     report.webhook = source
         .settings
         .webhook_url
@@ -295,6 +300,8 @@ async fn verify(
         webhook_url: row.get(0),
         webhook_token: row.get(1),
         logged_out: row.get(2),
+        // Not kept in the cluster (see `describe`).
+        nats_subject: source.settings.nats_subject.clone(),
     };
     if settings != source.settings {
         differences.push("the settings differ".into());

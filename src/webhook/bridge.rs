@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use super::deliver::Transport;
 use super::deliver::now_ms;
-use super::hub::{WebhookHub, target_of};
+use super::hub::Hub;
 use super::payload::{WebhookEvent, WireMedia, WireMessage, WireReply};
 use crate::engine::backend::IncomingMessage;
 use crate::engine::outbound::{DeadLetter, Outbound, OutboundError, OutboundFuture};
@@ -35,9 +36,9 @@ impl PostedStatuses {
     }
 }
 
-impl Outbound for WebhookHub {
+impl<T: Transport> Outbound for Hub<T> {
     fn configure(&self, session: &SessionId, settings: &SessionSettings) {
-        self.set_target(session, target_of(settings));
+        self.set_target(session, self.target_of(settings));
     }
 
     fn persist_messages<'a>(
@@ -119,14 +120,14 @@ impl Outbound for WebhookHub {
 
     fn flush(&self) -> OutboundFuture<'_, ()> {
         Box::pin(async move {
-            WebhookHub::flush(self)
+            Hub::flush(self)
                 .await
                 .map_err(|e| OutboundError(e.to_string()))
         })
     }
 
     fn backlog(&self, session: &SessionId) -> BacklogInfo {
-        let backlog = WebhookHub::backlog(self, session);
+        let backlog = Hub::backlog(self, session);
         // The outbox counts ages in wall-clock milliseconds; views want an
         // instant on the engine's clock.
         let (now, now_ms) = (crate::engine::now(), now_ms());
@@ -149,7 +150,7 @@ impl Outbound for WebhookHub {
 
     fn dead_letters<'a>(&'a self, session: &'a SessionId) -> OutboundFuture<'a, Vec<DeadLetter>> {
         Box::pin(async move {
-            WebhookHub::dead_letters(self, session)
+            Hub::dead_letters(self, session)
                 .await
                 .map_err(|e| OutboundError(e.to_string()))
         })
@@ -161,7 +162,7 @@ impl Outbound for WebhookHub {
         delivery_id: &'a str,
     ) -> OutboundFuture<'a, bool> {
         Box::pin(async move {
-            WebhookHub::replay(self, session, delivery_id)
+            Hub::replay(self, session, delivery_id)
                 .await
                 .map_err(|e| OutboundError(e.to_string()))
         })

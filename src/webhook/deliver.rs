@@ -1,7 +1,9 @@
-//! Delivers the outbox to each session's webhook: one worker per session
+//! Delivers the outbox to each session's target: one worker per session
 //! sends the head of its queue (so order is kept and at most one request
 //! per session is in flight), retries what may succeed later, and parks what
-//! never will. A hanging receiver only ever delays its own session.
+//! never will. A hanging receiver only ever delays its own session. How one
+//! delivery is sent is the [`Transport`]'s: the webhook's HTTP POST
+//! ([`Http`]) or a broker's publish (`crate::nats`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -70,6 +72,103 @@ pub enum DeliveryVerdict {
     Dead(String),
     /// 413: too large for the receiver; a batch is split and retried.
     TooLarge,
+}
+
+/// How deliveries reach one kind of target. The worker loop (order,
+/// retries, dead letters, expiry) is the same for every kind.
+pub trait Transport: Send + Sync + 'static {
+    /// Where one session's deliveries go (a URL and token, a subject).
+    type Target: Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static;
+    /// What logs call this kind of target: "webhook", "NATS".
+    const NAME: &'static str;
+
+    /// The target a session's settings name; None: nothing is queued for
+    /// it.
+    fn target_of(&self, settings: &crate::session_files::SessionSettings) -> Option<Self::Target>;
+
+    /// Sends one delivery (a message, or a batch of them in one body).
+    fn send<'a>(
+        &'a self,
+        target: &'a Self::Target,
+        delivery: &'a Delivery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = DeliveryVerdict> + Send + 'a>>;
+}
+
+/// The webhook: one HTTP POST per delivery.
+pub struct Http {
+    client: reqwest::Client,
+    signing_secret: Option<String>,
+}
+
+impl Http {
+    pub fn new(settings: &DeliverySettings) -> Result<Http, String> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            // The ERP's URL is configured; following redirects could turn a
+            // POST into a GET somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Http {
+            client,
+            signing_secret: settings.signing_secret.clone(),
+        })
+    }
+
+    async fn post(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {
+        let mut request = self
+            .client
+            .post(&target.url)
+            .header("Content-Type", "application/json")
+            .header("X-Wabridge-Delivery", &delivery.delivery_id)
+            .body(delivery.body.clone());
+        if let Some(token) = &target.token {
+            request = request.header("X-Webhook-Token", token);
+        }
+        if let Some(secret) = &self.signing_secret {
+            // Signed at each attempt: a retry carries its own timestamp, the
+            // same id (so the receiver still de-duplicates it).
+            let timestamp = wall_clock_ms() / 1000;
+            let id = &delivery.delivery_id;
+            request = request
+                .header("X-Wabridge-Signature", signature(secret, &delivery.body))
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    standard_signature(secret, id, timestamp, &delivery.body),
+                );
+        }
+        // The body of the answer is never read: a huge or garbage reply
+        // cannot cost memory or time.
+        match request.send().await {
+            Ok(response) => Ok(response.status().as_u16()),
+            Err(e) if e.is_timeout() => Err("timed out".to_string()),
+            Err(e) if e.is_connect() => Err("connection refused or unreachable".to_string()),
+            Err(e) => Err(format!("request failed: {}", e.without_url())),
+        }
+    }
+}
+
+impl Transport for Http {
+    type Target = Target;
+    const NAME: &'static str = "webhook";
+
+    fn target_of(&self, settings: &crate::session_files::SessionSettings) -> Option<Target> {
+        settings.webhook_url.as_ref().map(|url| Target {
+            url: url.clone(),
+            token: settings.webhook_token.clone(),
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        target: &'a Target,
+        delivery: &'a Delivery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = DeliveryVerdict> + Send + 'a>> {
+        Box::pin(async move { judge(self.post(target, delivery).await) })
+    }
 }
 
 /// Pure: an HTTP status (or a transport error) to a verdict.
@@ -153,37 +252,44 @@ pub fn due_in(next_attempt_ms: i64, now_ms: i64, retry_max: Duration) -> Option<
     (!ahead.is_zero() && ahead <= retry_max).then_some(ahead)
 }
 
-pub struct Deliverer {
+pub struct Deliverer<T: Transport = Http> {
     outbox: Queue,
-    client: reqwest::Client,
+    transport: T,
     settings: DeliverySettings,
 }
 
-impl Deliverer {
+impl Deliverer<Http> {
+    /// The webhook's deliverer.
     pub fn new(outbox: impl Into<Queue>, settings: DeliverySettings) -> Result<Deliverer, String> {
-        let outbox = outbox.into();
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            // The ERP's URL is configured; following redirects could turn a
-            // POST into a GET somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Deliverer {
-            outbox,
-            client,
+        let transport = Http::new(&settings)?;
+        Ok(Deliverer::over(outbox, transport, settings))
+    }
+}
+
+impl<T: Transport> Deliverer<T> {
+    pub fn over(
+        outbox: impl Into<Queue>,
+        transport: T,
+        settings: DeliverySettings,
+    ) -> Deliverer<T> {
+        Deliverer {
+            outbox: outbox.into(),
+            transport,
             settings,
-        })
+        }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
     }
 
     /// Delivers one session's queue until `target` is closed. `wake` is
     /// notified on every enqueue; `target` is `None` while the session has no
-    /// webhook (deliveries wait).
+    /// target (deliveries wait).
     pub async fn run_session(
         self: Arc<Self>,
         session: SessionId,
-        mut target: watch::Receiver<Option<Target>>,
+        mut target: watch::Receiver<Option<T::Target>>,
         wake: Arc<Notify>,
     ) {
         // Outbox failures in a row (disk full, say): each waits longer, so
@@ -212,7 +318,8 @@ impl Deliverer {
                     window.clear();
                     let delay = retry_delay(&self.settings, failures, now_ms() as u64);
                     tracing::error!(
-                        "webhook outbox of {session}: {e}; trying again in {}",
+                        "{} outbox of {session}: {e}; trying again in {}",
+                        T::NAME,
                         humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                     );
                     Some(delay)
@@ -255,7 +362,7 @@ impl Deliverer {
     async fn next_step(
         &self,
         session: &SessionId,
-        target: Option<&Target>,
+        target: Option<&T::Target>,
         window: &mut VecDeque<Delivery>,
     ) -> Result<Option<Duration>, OutboxError> {
         // Nowhere to send it: sleep until told.
@@ -280,7 +387,7 @@ impl Deliverer {
     async fn attempt_if_due(
         &self,
         session: &SessionId,
-        target: &Target,
+        target: &T::Target,
         delivery: Delivery,
         window: &mut VecDeque<Delivery>,
     ) -> Result<Option<Duration>, OutboxError> {
@@ -295,13 +402,14 @@ impl Deliverer {
                 humantime::format_duration(self.settings.max_age)
             );
             tracing::error!(
-                "webhook delivery {} for {session} {reason}; kept as a dead letter",
+                "{} delivery {} for {session} {reason}; kept as a dead letter",
+                T::NAME,
                 delivery.delivery_id
             );
             self.outbox.bury(session, members, reason).await?;
             return Ok(Some(Duration::ZERO));
         }
-        let verdict = match judge(self.post(target, &delivery).await) {
+        let verdict = match self.transport.send(target, &delivery).await {
             // One message too large on its own can never get through.
             DeliveryVerdict::TooLarge if delivery.members.len() < 2 => {
                 DeliveryVerdict::Dead("HTTP 413".into())
@@ -333,7 +441,8 @@ impl Deliverer {
                 let attempt = delivery.attempts + 1;
                 let delay = retry_delay(&self.settings, attempt, delivery.seq as u64 ^ now as u64);
                 tracing::warn!(
-                    "webhook delivery {} for {session} failed ({error}); retry {attempt} in {}",
+                    "{} delivery {} for {session} failed ({error}); retry {attempt} in {}",
+                    T::NAME,
                     delivery.delivery_id,
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
@@ -342,54 +451,22 @@ impl Deliverer {
             }
             DeliveryVerdict::TooLarge => {
                 tracing::warn!(
-                    "webhook refused batch {} for {session} as too large (HTTP 413); sending it in two halves",
+                    "{} refused batch {} for {session} as too large; sending it in two halves",
+                    T::NAME,
                     delivery.delivery_id,
                 );
                 self.outbox.split_batch(session, members).await?;
             }
             DeliveryVerdict::Dead(reason) => {
                 tracing::error!(
-                    "webhook refused delivery {} for {session} ({reason}); kept as a dead letter",
+                    "{} refused delivery {} for {session} ({reason}); kept as a dead letter",
+                    T::NAME,
                     delivery.delivery_id,
                 );
                 self.outbox.bury(session, members, reason).await?;
             }
         }
         Ok(Some(Duration::ZERO))
-    }
-
-    async fn post(&self, target: &Target, delivery: &Delivery) -> Result<u16, String> {
-        let mut request = self
-            .client
-            .post(&target.url)
-            .header("Content-Type", "application/json")
-            .header("X-Wabridge-Delivery", &delivery.delivery_id)
-            .body(delivery.body.clone());
-        if let Some(token) = &target.token {
-            request = request.header("X-Webhook-Token", token);
-        }
-        if let Some(secret) = &self.settings.signing_secret {
-            // Signed at each attempt: a retry carries its own timestamp, the
-            // same id (so the receiver still de-duplicates it).
-            let timestamp = wall_clock_ms() / 1000;
-            let id = &delivery.delivery_id;
-            request = request
-                .header("X-Wabridge-Signature", signature(secret, &delivery.body))
-                .header("webhook-id", id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header(
-                    "webhook-signature",
-                    standard_signature(secret, id, timestamp, &delivery.body),
-                );
-        }
-        // The body of the answer is never read: a huge or garbage reply
-        // cannot cost memory or time.
-        match request.send().await {
-            Ok(response) => Ok(response.status().as_u16()),
-            Err(e) if e.is_timeout() => Err("timed out".to_string()),
-            Err(e) if e.is_connect() => Err("connection refused or unreachable".to_string()),
-            Err(e) => Err(format!("request failed: {}", e.without_url())),
-        }
     }
 }
 

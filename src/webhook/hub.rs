@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, watch};
 
-use super::deliver::{Deliverer, DeliverySettings, Target, now_ms};
+use super::deliver::{Deliverer, DeliverySettings, Http, Transport, now_ms};
 use super::outbox::{Backlog, DeadLetter, Enqueued, Outbox, OutboxError};
 use super::outbox_thread::{OutboxThread, OwnedItems};
 use super::payload::WebhookEvent;
@@ -15,27 +15,24 @@ use super::pg_outbox::{FenceSource, PgOutbox};
 use super::queue::Queue;
 use crate::paths::{DataDir, SessionId};
 
-struct Worker {
+struct Worker<Target> {
     target: watch::Sender<Option<Target>>,
     wake: Arc<Notify>,
 }
 
-/// The target a session's saved settings name, if any.
-pub fn target_of(settings: &crate::session_files::SessionSettings) -> Option<Target> {
-    settings.webhook_url.as_ref().map(|url| Target {
-        url: url.clone(),
-        token: settings.webhook_token.clone(),
-    })
-}
-
-pub struct WebhookHub {
+/// One kind of target's side of the outbound seam: its outbox, and one
+/// delivery worker per session following that session's settings.
+pub struct Hub<T: Transport = Http> {
     outbox: Queue,
-    deliverer: Arc<Deliverer>,
-    workers: Mutex<HashMap<SessionId, Worker>>,
+    deliverer: Arc<Deliverer<T>>,
+    workers: Mutex<HashMap<SessionId, Worker<T::Target>>>,
     posted: super::bridge::PostedStatuses,
 }
 
-impl WebhookHub {
+/// The webhooks' hub: HTTP POSTs to each session's URL.
+pub type WebhookHub = Hub<Http>;
+
+impl Hub<Http> {
     /// Opens `<data>/outbox/outbox.db`. Workers start as sessions set their
     /// targets; deliveries left from an earlier run go out then.
     pub fn open(data: &DataDir, settings: DeliverySettings) -> Result<Arc<WebhookHub>, String> {
@@ -64,26 +61,44 @@ impl WebhookHub {
     }
 
     fn over(outbox: Queue, settings: DeliverySettings) -> Result<Arc<WebhookHub>, String> {
+        let transport = Http::new(&settings)?;
+        Ok(Hub::with_transport(outbox, transport, settings))
+    }
+}
+
+impl<T: Transport> Hub<T> {
+    /// A hub of `transport`'s kind over `outbox`.
+    pub fn with_transport(outbox: Queue, transport: T, settings: DeliverySettings) -> Arc<Hub<T>> {
         tokio::spawn(prune_delivered_daily(outbox.clone(), settings.max_age));
-        let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings)?);
-        Ok(Arc::new(WebhookHub {
+        let deliverer = Arc::new(Deliverer::over(outbox.clone(), transport, settings));
+        Arc::new(Hub {
             outbox,
             deliverer,
             workers: Mutex::new(HashMap::new()),
             posted: Default::default(),
-        }))
+        })
+    }
+
+    /// The target `settings` name for this kind of transport.
+    pub fn target_of(&self, settings: &crate::session_files::SessionSettings) -> Option<T::Target> {
+        self.deliverer.transport().target_of(settings)
+    }
+
+    /// The transport, for what it knows of its own health.
+    pub fn transport(&self) -> &T {
+        self.deliverer.transport()
     }
 
     pub(super) fn posted(&self) -> &super::bridge::PostedStatuses {
         &self.posted
     }
 
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Worker>> {
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Worker<T::Target>>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Points a session's deliveries at `target` (None pauses them).
-    pub fn set_target(&self, session: &SessionId, target: Option<Target>) {
+    pub fn set_target(&self, session: &SessionId, target: Option<T::Target>) {
         let mut workers = self.workers();
         match workers.get(session) {
             Some(worker) => {
@@ -188,7 +203,14 @@ impl WebhookHub {
     }
 
     pub async fn dead_letters(&self, session: &SessionId) -> Result<Vec<DeadLetter>, OutboxError> {
-        self.outbox.dead_letters(session, 1000).await
+        let letters = self.outbox.dead_letters(session, 1000).await?;
+        Ok(letters
+            .into_iter()
+            .map(|letter| DeadLetter {
+                target: T::NAME,
+                ..letter
+            })
+            .collect())
     }
 
     pub async fn replay(

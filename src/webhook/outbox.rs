@@ -541,6 +541,8 @@ impl Outbox {
         )?;
         let rows = statement.query_map(params![session, limit], |row| {
             Ok(DeadLetter {
+                // The hub names its own kind (`Hub::dead_letters`).
+                target: "webhook",
                 delivery_id: row.get(0)?,
                 session: row.get(1)?,
                 created_ms: row.get(2)?,

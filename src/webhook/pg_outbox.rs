@@ -357,6 +357,7 @@ impl PgOutbox {
             Ok(rows
                 .iter()
                 .map(|r| DeadLetter {
+                    target: "webhook",
                     delivery_id: r.get(0),
                     session: r.get(1),
                     created_ms: r.get(2),

@@ -219,6 +219,7 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_url: Some(HOOK.into()),
             webhook_token: Some("erp-s3cret".into()),
             logged_out: false,
+            nats_subject: None,
         },
     );
     settings(
@@ -228,6 +229,7 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_url: Some(HOOK.into()),
             webhook_token: None,
             logged_out: true,
+            nats_subject: None,
         },
     );
     outbox_rows(&data, "back");
@@ -335,6 +337,7 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_url: Some(HOOK.into()),
             webhook_token: Some("erp-s3cret".into()),
             logged_out: false,
+            nats_subject: None,
         }
     );
     let gone = SessionFiles::new(&home, &id("gone"));

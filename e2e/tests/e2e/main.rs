@@ -18,6 +18,7 @@ mod import;
 mod lifecycle;
 mod messages;
 mod migrate_store;
+mod nats;
 mod network;
 mod pair_code;
 mod pairing;

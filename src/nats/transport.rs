@@ -1,0 +1,240 @@
+//! Publishing to JetStream: one connection per process, shared by every
+//! session's delivery worker; one publish per delivery, awaited until the
+//! stream acknowledges it (only then does the outbox let the row go).
+//!
+//! The delivery id travels as `Nats-Msg-Id`: a resend after a lost ack or
+//! a crash is dropped by the stream's duplicate window (JetStream answers
+//! `duplicate`, which is a success here). The body is the webhook's; the
+//! headers say the session, the event and the delivery id, so a consumer
+//! can route without parsing the body.
+
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+
+use super::subject::subject;
+use crate::webhook::deliver::{DeliveryVerdict, Transport, wall_clock_ms};
+use crate::webhook::outbox::Delivery;
+
+/// How to reach the server (`[nats]` in the config).
+#[derive(Clone)]
+pub struct NatsSettings {
+    /// `nats://host:port` or `tls://host:port`; several separated by commas.
+    /// `user:password@` in it is used, never logged.
+    pub url: String,
+    /// The prefix of sessions that name none of their own.
+    pub subject_prefix: String,
+    /// A `.creds` file (JWT and nkey seed).
+    pub credentials: Option<std::path::PathBuf>,
+    /// Trust only this CA for the server's certificate (turns TLS on).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate and its key, for servers that ask for one.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// How long a publish waits for the stream's ack before it is retried.
+    pub ack_timeout: Duration,
+}
+
+/// What the target knows of its own health, for `/health` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Unix ms of the last publish the stream acknowledged.
+    pub last_success_ms: Option<i64>,
+    /// The last failure and its unix ms; cleared by nothing (a success
+    /// after it shows by its newer time).
+    pub last_error: Option<(i64, String)>,
+}
+
+/// The JetStream target of every session.
+pub struct JetStream {
+    client: async_nats::Client,
+    context: async_nats::jetstream::Context,
+    subject_prefix: String,
+    health: Arc<Mutex<Health>>,
+}
+
+impl JetStream {
+    /// Connects in the background: wabridge starts (and queues in its
+    /// outbox) while the server is down, and publishes once it is up. Bad
+    /// settings (an unreadable credentials file) are refused now.
+    pub async fn connect(settings: &NatsSettings) -> Result<JetStream, String> {
+        let mut options = match &settings.credentials {
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        if let Some(ca) = &settings.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &settings.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let shown = crate::config::redact_url_password(&settings.url);
+        let server = shown.clone();
+        let client = options
+            .name("wabridge")
+            .connection_timeout(Duration::from_secs(5))
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let server = server.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("NATS: connected to {server}");
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("NATS: disconnected from {server}; reconnecting");
+                        }
+                        // Each failed reconnect says so: the disconnect
+                        // above is enough.
+                        async_nats::Event::ClientError(_) => {}
+                        other => tracing::info!("NATS: {other}"),
+                    }
+                }
+            })
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|e| format!("cannot use the NATS server {shown}: {e}"))?;
+        let mut context = async_nats::jetstream::new(client.clone());
+        context.set_timeout(settings.ack_timeout);
+        Ok(JetStream {
+            client,
+            context,
+            subject_prefix: settings.subject_prefix.clone(),
+            health: Arc::default(),
+        })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn record(&self, verdict: &DeliveryVerdict) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let now = wall_clock_ms();
+        match verdict {
+            DeliveryVerdict::Delivered => health.last_success_ms = Some(now),
+            DeliveryVerdict::Retry(e) | DeliveryVerdict::Dead(e) => {
+                health.last_error = Some((now, e.clone()));
+            }
+            DeliveryVerdict::TooLarge => {}
+        }
+    }
+
+    async fn publish(&self, prefix: &str, delivery: &Delivery) -> DeliveryVerdict {
+        // While disconnected the client would queue the publish and send it
+        // on reconnect, after its ack had timed out here and the retry had
+        // queued another copy: the outbox keeps it instead, once.
+        if !self.is_connected() {
+            return DeliveryVerdict::Retry("not connected to the NATS server".into());
+        }
+        let Some((session, event)) = session_and_event(&delivery.body) else {
+            return DeliveryVerdict::Dead("the body names no session or event".into());
+        };
+        let subject = subject(prefix, &session, &event);
+        let message = PublishMessage::build()
+            .payload(delivery.body.clone().into())
+            .message_id(&delivery.delivery_id)
+            .header("Wabridge-Session", session.as_str())
+            .header("Wabridge-Event", event.as_str())
+            .header("Wabridge-Delivery", delivery.delivery_id.as_str());
+        let acked = async {
+            self.context
+                .send_publish(subject.clone(), message)
+                .await?
+                .await
+        }
+        .await;
+        match acked {
+            Ok(_) => DeliveryVerdict::Delivered,
+            Err(e) => judge(&subject, &e),
+        }
+    }
+}
+
+impl Transport for JetStream {
+    /// The session's subject prefix.
+    type Target = String;
+    const NAME: &'static str = "NATS";
+
+    /// The session's own `nats_subject`, else the config's prefix; an
+    /// empty one turns NATS off for the session.
+    fn target_of(&self, settings: &crate::session_files::SessionSettings) -> Option<String> {
+        match settings.nats_subject.as_deref() {
+            Some("") => None,
+            Some(prefix) => Some(prefix.to_string()),
+            None => Some(self.subject_prefix.clone()),
+        }
+    }
+
+    fn send<'a>(
+        &'a self,
+        prefix: &'a String,
+        delivery: &'a Delivery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = DeliveryVerdict> + Send + 'a>> {
+        Box::pin(async move {
+            let verdict = self.publish(prefix, delivery).await;
+            self.record(&verdict);
+            verdict
+        })
+    }
+}
+
+/// The session and the event a body carries (`sessionId`, `event`).
+fn session_and_event(body: &[u8]) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "sessionId")]
+        session: String,
+        event: String,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    Some((envelope.session, envelope.event))
+}
+
+/// Pure: what a failed publish means for the delivery. What the stream
+/// refuses for good is a dead letter (replayable once fixed: a stream for
+/// the subject created, a limit raised); what may pass later is retried.
+pub fn judge(subject: &str, error: &PublishError) -> DeliveryVerdict {
+    let api = error
+        .source()
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>());
+    match error.kind() {
+        PublishErrorKind::StreamNotFound => {
+            DeliveryVerdict::Dead(format!("no JetStream stream takes the subject {subject}"))
+        }
+        PublishErrorKind::MaxPayloadExceeded => {
+            DeliveryVerdict::Dead(format!("larger than the server's max_payload: {error}"))
+        }
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
+            DeliveryVerdict::Dead(format!("refused by the stream: {error}"))
+        }
+        PublishErrorKind::TimedOut => {
+            DeliveryVerdict::Retry("no ack from JetStream in time".into())
+        }
+        PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
+            DeliveryVerdict::Retry(error.to_string())
+        }
+        // The stream answered: 4xx is about this message (too large for the
+        // stream, a bad subject), anything else may pass later (full, no
+        // leader, storage).
+        PublishErrorKind::Other => match api {
+            Some(api) if (400..500).contains(&api.code()) => {
+                DeliveryVerdict::Dead(format!("refused by the stream: {api}"))
+            }
+            Some(api) => DeliveryVerdict::Retry(format!("JetStream: {api}")),
+            None => DeliveryVerdict::Retry(error.to_string()),
+        },
+    }
+}
