@@ -269,6 +269,24 @@ impl Console {
                     .map(|_| None)
                     .map_err(|e| format!("{session}: {e}"))
             }
+            Request::SetNatsSubject { session, subject } => {
+                if self.inner.cluster.get().is_some() {
+                    return Err(format!(
+                        "{session}: NATS with [cluster] is not supported yet"
+                    ));
+                }
+                if !subject.is_empty() {
+                    crate::nats::subject::check_prefix(&subject)
+                        .map_err(|e| format!("{session}: the NATS subject prefix {e}"))?;
+                }
+                if engine.snapshot(&session).is_none() {
+                    return Err(format!("{session}: Session not found"));
+                }
+                engine
+                    .set_nats_subject(&session, Some(subject))
+                    .map(|_| None)
+                    .map_err(|e| format!("{session}: {e}"))
+            }
         }
     }
 

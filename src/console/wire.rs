@@ -11,8 +11,8 @@
 //!    cluster, its node and reported state), then live frames as things
 //!    happen (a `cluster` frame each time the service reads the cluster);
 //! 4. the dashboard sends requests (reconnect, logout, pair by code, add a
-//!    session, set a webhook) at any time; a request that fails comes back as
-//!    a `notice` to that dashboard only.
+//!    session, set a webhook or a NATS subject) at any time; a request that
+//!    fails comes back as a `notice` to that dashboard only.
 //!
 //! `PROTOCOL` changes whenever a frame changes incompatibly; the snapshot
 //! test in `tests/it/console.rs` pins the JSON, so a change cannot slip in
@@ -27,8 +27,9 @@ use crate::cluster::view::ClusterSnapshot;
 use crate::engine::{BacklogInfo, InboundMessage, SessionSnapshot};
 use crate::paths::SessionId;
 
-/// The version of this format (2: the `cluster` frame).
-pub const PROTOCOL: u32 = 2;
+/// The version of this format (2: the `cluster` frame; 3: the
+/// `set_nats_subject` request).
+pub const PROTOCOL: u32 = 3;
 
 /// The longest line a dashboard may send: requests are small.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -130,6 +131,12 @@ pub enum Request {
         session: SessionId,
         url: String,
         token: Option<String>,
+    },
+    /// Set the session's NATS subject prefix (`SessionSettings::
+    /// nats_subject`); "" sends none of its events to NATS.
+    SetNatsSubject {
+        session: SessionId,
+        subject: String,
     },
 }
 

@@ -33,6 +33,7 @@ pub enum PromptKind {
     AddSession,
     PairPhone(SessionId),
     Webhook(SessionId),
+    NatsSubject(SessionId),
     Filter,
 }
 
@@ -579,6 +580,11 @@ impl App {
                     self.open_prompt(PromptKind::Webhook(id), String::new());
                 }
             }
+            Action::SetNatsSubject => {
+                if let Some(id) = selected {
+                    self.open_prompt(PromptKind::NatsSubject(id), String::new());
+                }
+            }
             Action::Filter => self.open_prompt(PromptKind::Filter, self.filter.clone()),
             Action::FocusNext => {
                 self.focus = match (self.focus, self.show_logs) {
@@ -691,6 +697,22 @@ impl App {
                     )
                 }
             }
+            // Empty turns NATS off for the session.
+            PromptKind::NatsSubject(session) => {
+                let subject = input.trim().to_string();
+                match crate::nats::subject::check_prefix(&subject) {
+                    Err(e) if !subject.is_empty() => reject(
+                        self,
+                        PromptKind::NatsSubject(session),
+                        input,
+                        format!("the prefix {e}"),
+                    ),
+                    _ => vec![Effect::Request(Request::SetNatsSubject {
+                        session,
+                        subject,
+                    })],
+                }
+            }
             PromptKind::PairPhone(session) => match phone_digits(&input) {
                 Some(phone) => vec![Effect::Request(Request::PairWithPhone { session, phone })],
                 None => reject(
@@ -730,8 +752,13 @@ impl App {
 /// does not run: another host serves it (its dashboard or the API can
 /// act), or none does yet. None for keys that act on no session, and for
 /// its webhook, which goes through the cluster's database to its host.
+/// Its NATS subject cannot be set anywhere: no host of a cluster sends to
+/// NATS yet.
 fn remote_refusal(session: &ClusterSession, action: Action) -> Option<String> {
     let id = &session.id;
+    if action == Action::SetNatsSubject {
+        return Some(format!("{id}: NATS with [cluster] is not supported yet"));
+    }
     let Some(node) = &session.owner else {
         return matches!(
             action,

@@ -853,5 +853,17 @@ async fn the_dashboards_new_sessions_and_webhooks_go_through_the_cluster() {
         files.load_settings().unwrap().webhook_url.as_deref(),
         Some("https://erp.example/here")
     );
+
+    // `n`: no host of a cluster sends to NATS yet; nothing is saved.
+    ask(wabridge::console::wire::Request::SetNatsSubject {
+        session: id("here"),
+        subject: "erp.acme".into(),
+    });
+    let answer = tokio::time::timeout(WAIT, notice.recv()).await.unwrap();
+    assert_eq!(
+        answer.as_deref(),
+        Some("here: NATS with [cluster] is not supported yet")
+    );
+    assert_eq!(files.load_settings().unwrap().nats_subject, None);
     engine.shutdown().await;
 }

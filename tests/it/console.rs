@@ -31,6 +31,7 @@ use wabridge::engine::{
     SessionState,
 };
 use wabridge::paths::DataDir;
+use wabridge::session_files::SessionFiles;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -260,6 +261,12 @@ async fn every_frame_round_trips_and_countdowns_keep_their_time_left() {
                 token: None,
             },
         },
+        DashboardFrame::Request {
+            request: Request::SetNatsSubject {
+                session: id("code"),
+                subject: "erp.acme".into(),
+            },
+        },
     ];
     for frame in &requests {
         let line = serde_json::to_string(frame).unwrap();
@@ -463,6 +470,91 @@ async fn an_attached_dashboard_gets_everything_then_every_change_and_its_request
         |f| matches!(f, ServiceFrame::SessionRemoved { session } if session.as_str() == "second"),
     )
     .await;
+    service.stop().await;
+}
+
+/// The session's saved NATS subject once it satisfies `wanted` (a request
+/// that worked sends no frame back); panics after `WAIT`.
+async fn saved_nats_subject(
+    data: &DataDir,
+    session: &str,
+    wanted: impl Fn(&Option<String>) -> bool,
+) -> Option<String> {
+    let files = SessionFiles::new(data, &id(session));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let subject = files.load_settings().unwrap().nats_subject;
+        if wanted(&subject) {
+            return subject;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{session}'s NATS subject is still {subject:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_attached_dashboard_sets_a_sessions_nats_subject_or_turns_nats_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::new(tmp.path().join("data"));
+    let service = Service::start(&data, 10);
+    service.engine.add_session(&id("shop"), None, None).unwrap();
+    let (mut link, _, _) = attach(&data).await;
+
+    link.requests
+        .send(Request::SetNatsSubject {
+            session: id("shop"),
+            subject: "erp.acme".into(),
+        })
+        .await
+        .unwrap();
+    let subject = saved_nats_subject(&data, "shop", Option::is_some).await;
+    assert_eq!(subject.as_deref(), Some("erp.acme"));
+
+    // A prefix a subject cannot start with is refused, and nothing changes
+    // (a dashboard of this version checks it first; the service does too).
+    let text = notice_after(
+        &mut link,
+        Request::SetNatsSubject {
+            session: id("shop"),
+            subject: "erp.*".into(),
+        },
+    )
+    .await;
+    assert!(
+        text.starts_with("shop: the NATS subject prefix `erp.*` holds '*'"),
+        "{text}"
+    );
+    let files = SessionFiles::new(&data, &id("shop"));
+    assert_eq!(
+        files.load_settings().unwrap().nats_subject.as_deref(),
+        Some("erp.acme")
+    );
+
+    // A session this service does not know, like `w`.
+    let text = notice_after(
+        &mut link,
+        Request::SetNatsSubject {
+            session: id("nobody"),
+            subject: "erp.acme".into(),
+        },
+    )
+    .await;
+    assert_eq!(text, "nobody: Session not found");
+    assert!(!data.session_dir(&id("nobody")).exists(), "nothing saved");
+
+    // Empty: none of its events go to NATS.
+    link.requests
+        .send(Request::SetNatsSubject {
+            session: id("shop"),
+            subject: String::new(),
+        })
+        .await
+        .unwrap();
+    let subject = saved_nats_subject(&data, "shop", |s| s.as_deref() == Some("")).await;
+    assert_eq!(subject.as_deref(), Some(""));
     service.stop().await;
 }
 

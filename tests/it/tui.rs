@@ -644,6 +644,68 @@ fn w_points_the_selected_sessions_webhook_elsewhere() {
 }
 
 #[test]
+fn n_sets_the_selected_sessions_nats_subject_or_turns_nats_off() {
+    let now = Instant::now();
+    let mut app = app();
+    app.update(Msg::Sessions(vec![
+        connected("shop", "15551234567"),
+        connected("shop.in", "15557654321"),
+    ]));
+    app.update(key(KeyCode::Char('n')));
+    let text = screen(&app, now, 120, 30);
+    assert!(
+        text.contains("Subject prefix for shop's events (they go to <prefix>.shop.<event>):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("empty: none of its events go to NATS"),
+        "the hint says what empty does: {text}"
+    );
+    // Wildcards, spaces and empty tokens are refused in the prompt.
+    for bad in ["erp.*", "erp..acme", "erp acme", "erp.>"] {
+        typed(&mut app, bad);
+        assert_eq!(app.update(key(KeyCode::Enter)), [], "{bad}");
+        let Some(Overlay::Prompt {
+            error: Some(error),
+            input,
+            ..
+        }) = &app.overlay
+        else {
+            panic!("{bad}: {:?}", app.overlay)
+        };
+        assert!(error.starts_with("the prefix "), "{error}");
+        assert_eq!(input, bad, "the input stays to be corrected");
+        for _ in 0..bad.chars().count() {
+            app.update(key(KeyCode::Backspace));
+        }
+    }
+    typed(&mut app, " erp.acme ");
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Request(Request::SetNatsSubject {
+            session: id("shop"),
+            subject: "erp.acme".into(),
+        })]
+    );
+    assert_eq!(app.overlay, None);
+    // Empty: NATS off for the session.
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Char('n')));
+    let text = screen(&app, now, 120, 30);
+    assert!(
+        text.contains("(they go to <prefix>.shop%2Ein.<event>)"),
+        "a '.' in the id is escaped in the subject: {text}"
+    );
+    assert_eq!(
+        app.update(key(KeyCode::Enter)),
+        [Effect::Request(Request::SetNatsSubject {
+            session: id("shop.in"),
+            subject: String::new(),
+        })]
+    );
+}
+
+#[test]
 fn a_pairing_code_shows_whole_with_its_countdown() {
     let now = Instant::now();
     let mut app = app();
@@ -833,6 +895,13 @@ fn a_remote_sessions_detail_says_which_node_serves_it_and_keys_on_it_say_where_t
         text.contains("a-there is served by host-b: use its dashboard or DELETE through the API"),
         "{text}"
     );
+    // No host of a cluster sends to NATS yet.
+    assert_eq!(app.update(key(KeyCode::Char('n'))), []);
+    assert_eq!(app.overlay, None);
+    assert_eq!(
+        app.notice.as_deref(),
+        Some("a-there: NATS with [cluster] is not supported yet")
+    );
     // w goes through the cluster's database to host-b.
     app.update(key(KeyCode::Char('w')));
     typed(&mut app, "https://erp.example/hook");
@@ -856,6 +925,11 @@ fn a_remote_sessions_detail_says_which_node_serves_it_and_keys_on_it_say_where_t
             .contains("has no host right now"),
         "{:?}",
         app.notice
+    );
+    assert_eq!(app.update(key(KeyCode::Char('n'))), []);
+    assert_eq!(
+        app.notice.as_deref(),
+        Some("c-orphan: NATS with [cluster] is not supported yet")
     );
     let text = screen(&app, now, 150, 24);
     assert!(text.contains("Served by: no host"), "{text}");

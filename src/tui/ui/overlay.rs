@@ -46,6 +46,7 @@ pub fn render(frame: &mut Frame, app: &App, theme: Theme) {
             ],
         ),
         Overlay::Prompt { kind, input, error } => {
+            let mut hint = "Enter confirms · Esc cancels";
             let (title, question) = match kind {
                 PromptKind::AddSession => (
                     " Add a session ",
@@ -59,6 +60,16 @@ pub fn render(frame: &mut Frame, app: &App, theme: Theme) {
                     " Webhook ",
                     format!("URL that {id}'s messages are posted to (the token stays):"),
                 ),
+                PromptKind::NatsSubject(id) => {
+                    hint = "Enter confirms (empty: none of its events go to NATS) · Esc cancels";
+                    (
+                        " NATS subject ",
+                        format!(
+                            "Subject prefix for {id}'s events (they go to {}):",
+                            crate::nats::subject::subject("<prefix>", id.as_str(), "<event>")
+                        ),
+                    )
+                }
                 PromptKind::Filter => {
                     (" Filter messages ", "Show messages containing:".to_string())
                 }
@@ -73,7 +84,7 @@ pub fn render(frame: &mut Frame, app: &App, theme: Theme) {
             if let Some(error) = error {
                 lines.push(Line::styled(error.clone(), theme.error()));
             }
-            lines.push(Line::styled("Enter confirms · Esc cancels", theme.dim()));
+            lines.push(Line::styled(hint, theme.dim()));
             (title.to_string(), lines)
         }
     };
