@@ -9,6 +9,7 @@
 //! can route without parsing the body.
 
 use std::error::Error as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,16 @@ impl JetStream {
                 .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
             None => async_nats::ConnectOptions::new(),
         };
+        // async-nats does not read credentials from the URL: taken out here
+        // (and out of the URL it is given, so that nothing logs them).
+        let (servers, login) = split_login(&settings.url);
+        options = match login {
+            Some(Login::UserAndPassword(user, password)) => {
+                options.user_and_password(user, password)
+            }
+            Some(Login::Token(token)) => options.token(token),
+            None => options,
+        };
         if let Some(ca) = &settings.tls_ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
         }
@@ -75,28 +86,39 @@ impl JetStream {
         }
         let shown = crate::config::redact_url_password(&settings.url);
         let server = shown.clone();
+        // Every failed attempt reports an error, every few seconds while
+        // the server is away: the first after each connection is logged.
+        let said = Arc::new(AtomicBool::new(false));
         let client = options
             .name("wabridge")
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect()
             .event_callback(move |event| {
-                let server = server.clone();
+                let (server, said) = (server.clone(), said.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            said.store(false, Ordering::Relaxed);
                             tracing::info!("NATS: connected to {server}");
                         }
                         async_nats::Event::Disconnected => {
                             tracing::warn!("NATS: disconnected from {server}; reconnecting");
                         }
-                        // Each failed reconnect says so: the disconnect
-                        // above is enough.
-                        async_nats::Event::ClientError(_) => {}
+                        async_nats::Event::ClientError(e) => {
+                            if !said.swap(true, Ordering::Relaxed) {
+                                tracing::warn!("NATS: cannot reach {server}: {e}; trying again");
+                            }
+                        }
+                        async_nats::Event::ServerError(e) => {
+                            if !said.swap(true, Ordering::Relaxed) {
+                                tracing::error!("NATS: {server} refused wabridge: {e}");
+                            }
+                        }
                         other => tracing::info!("NATS: {other}"),
                     }
                 }
             })
-            .connect(settings.url.as_str())
+            .connect(servers.as_str())
             .await
             .map_err(|e| format!("cannot use the NATS server {shown}: {e}"))?;
         let mut context = async_nats::jetstream::new(client.clone());
@@ -191,6 +213,47 @@ impl Transport for JetStream {
     }
 }
 
+/// Credentials written in a server URL, as NATS clients read them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Login {
+    /// `nats://user:password@host`
+    UserAndPassword(String, String),
+    /// `nats://token@host`
+    Token(String),
+}
+
+/// The servers of `url` (comma-separated) without the credentials written
+/// in them, and those credentials (the first server's that has some;
+/// percent-encoded characters decoded).
+pub fn split_login(url: &str) -> (String, Option<Login>) {
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut login = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|server| {
+            let server = server.trim();
+            let Some((scheme, rest)) = server.split_once("://") else {
+                return server.to_string();
+            };
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return server.to_string();
+            };
+            let userinfo = &rest[..at];
+            login.get_or_insert_with(|| match userinfo.split_once(':') {
+                Some((user, password)) => Login::UserAndPassword(decode(user), decode(password)),
+                None => Login::Token(decode(userinfo)),
+            });
+            format!("{scheme}://{}", &rest[at + 1..])
+        })
+        .collect();
+    (servers.join(","), login)
+}
+
 /// The session and the event a body carries (`sessionId`, `event`).
 fn session_and_event(body: &[u8]) -> Option<(String, String)> {
     #[derive(serde::Deserialize)]
@@ -236,5 +299,32 @@ pub fn judge(subject: &str, error: &PublishError) -> DeliveryVerdict {
             Some(api) => DeliveryVerdict::Retry(format!("JetStream: {api}")),
             None => DeliveryVerdict::Retry(error.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_out_of_the_url() {
+        assert_eq!(
+            split_login("nats://bridge:s%40cret@127.0.0.1:4222"),
+            (
+                "nats://127.0.0.1:4222".to_string(),
+                Some(Login::UserAndPassword("bridge".into(), "s@cret".into()))
+            )
+        );
+        assert_eq!(
+            split_login("tls://t0ken@a:4222, tls://b:4222"),
+            (
+                "tls://a:4222,tls://b:4222".to_string(),
+                Some(Login::Token("t0ken".into()))
+            )
+        );
+        assert_eq!(
+            split_login("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_string(), None)
+        );
     }
 }

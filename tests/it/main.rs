@@ -20,6 +20,7 @@ mod import_fixture;
 mod import_safety;
 mod migrate_store;
 mod nats_harness;
+mod nats_target;
 mod outbox_model;
 mod pg_outbox;
 mod pg_store;
