@@ -237,7 +237,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                         let settings = nats_config.settings();
                         tracing::info!(
                             "events also go to NATS JetStream at {} under {}.<session>.<event>",
-                            crate::config::redact_url_password(&settings.url),
+                            crate::nats::transport::shown_url(&settings.url),
                             settings.subject_prefix
                         );
                         let hub =

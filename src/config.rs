@@ -71,7 +71,7 @@ fn default_ack_timeout() -> Duration {
 impl std::fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsConfig")
-            .field("url", &redact_url_password(&self.url))
+            .field("url", &crate::nats::transport::shown_url(&self.url))
             .field("subject_prefix", &self.subject_prefix)
             .field("credentials", &self.credentials)
             .field("tls_ca", &self.tls_ca)
@@ -671,7 +671,7 @@ fn validate_nats(nats: &NatsConfig, clustered: bool) -> Result<(), (String, Stri
             "nats.url".into(),
             format!(
                 "`{}` is not a NATS URL; write it like \"nats://127.0.0.1:4222\" (or tls://…)",
-                redact_url_password(&nats.url)
+                crate::nats::transport::shown_url(&nats.url)
             ),
         ));
     }
@@ -1153,6 +1153,36 @@ mod tests {
         );
         assert_eq!(redact_url_password("postgres://h/d"), "postgres://h/d");
         assert_eq!(redact_url_password("postgres://u@h/d"), "postgres://u@h/d");
+    }
+
+    #[test]
+    fn a_bad_nats_section_names_its_line_and_key_and_never_its_login() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let e = err("[nats]\nurl = \"http://t0ken@127.0.0.1:4222\"\n");
+        assert!(e.contains("line 2, key `nats.url`"), "{e}");
+        assert!(!e.contains("t0ken"), "{e}");
+        let e = err("[nats]\nurl = \"nats://127.0.0.1:4222\"\nsubject_prefix = \"erp.*\"\n");
+        assert!(e.contains("line 3, key `nats.subject_prefix`"), "{e}");
+        let e = err("[nats]\nurl = \"nats://127.0.0.1:4222\"\ntls_ca = \"/nonexistent/ca.pem\"\n");
+        assert!(
+            e.contains("key `nats.tls_ca`") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = err("[nats]\nurl = \"nats://127.0.0.1:4222\"\ntls_cert = \"/etc/hostname\"\n");
+        assert!(e.contains("key `nats.tls_key`"), "{e}");
+        let e = err("[nats]\nurl = \"nats://127.0.0.1:4222\"\nack_timeout = \"soon\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[[sessions]]\nid = \"shop\"\nnats_subject = \"a..b\"\n");
+        assert!(e.contains("key `sessions.nats_subject`"), "{e}");
+        let e = err(
+            "[cluster]\ndatabase_url = \"postgres://127.0.0.1/w\"\nnode = \"a\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n",
+        );
+        assert!(e.contains("not supported yet"), "{e}");
+        let ok = parse("[nats]\nurl = \"nats://u:p@127.0.0.1:4222\"\n").unwrap();
+        let nats = ok.nats.unwrap();
+        assert_eq!(nats.subject_prefix, "wabridge");
+        assert_eq!(nats.ack_timeout, Duration::from_secs(5));
+        assert!(!format!("{nats:?}").contains(":p@"));
     }
 
     #[test]

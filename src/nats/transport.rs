@@ -52,6 +52,9 @@ pub struct Health {
 /// The JetStream target of every session.
 pub struct JetStream {
     client: async_nats::Client,
+    /// Whether the connection is up, as the client's events say; the
+    /// delivery workers wait on it while it is down.
+    up: tokio::sync::watch::Receiver<bool>,
     context: async_nats::jetstream::Context,
     subject_prefix: String,
     health: Arc<Mutex<Health>>,
@@ -84,24 +87,28 @@ impl JetStream {
         if let Some((cert, key)) = &settings.tls_client {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
-        let shown = crate::config::redact_url_password(&settings.url);
+        let shown = shown_url(&settings.url);
         let server = shown.clone();
         // Every failed attempt reports an error, every few seconds while
         // the server is away: the first after each connection is logged.
         let said = Arc::new(AtomicBool::new(false));
+        let (up_tx, up) = tokio::sync::watch::channel(false);
+        let up_tx = Arc::new(up_tx);
         let client = options
             .name("wabridge")
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect()
             .event_callback(move |event| {
-                let (server, said) = (server.clone(), said.clone());
+                let (server, said, up) = (server.clone(), said.clone(), up_tx.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
                             said.store(false, Ordering::Relaxed);
+                            up.send_replace(true);
                             tracing::info!("NATS: connected to {server}");
                         }
                         async_nats::Event::Disconnected => {
+                            up.send_replace(false);
                             tracing::warn!("NATS: disconnected from {server}; reconnecting");
                         }
                         async_nats::Event::ClientError(e) => {
@@ -125,6 +132,7 @@ impl JetStream {
         context.set_timeout(settings.ack_timeout);
         Ok(JetStream {
             client,
+            up,
             context,
             subject_prefix: settings.subject_prefix.clone(),
             health: Arc::default(),
@@ -200,6 +208,24 @@ impl Transport for JetStream {
         }
     }
 
+    fn is_ready(&self) -> bool {
+        self.is_connected()
+    }
+
+    fn until_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        let mut up = self.up.clone();
+        Box::pin(async move {
+            // The events may lag the client's own state: either will do.
+            while !self.is_connected() {
+                let waited = tokio::time::timeout(Duration::from_secs(1), up.changed()).await;
+                // The client is gone for good: never ready again.
+                if let Ok(Err(_)) = waited {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+
     fn send<'a>(
         &'a self,
         prefix: &'a String,
@@ -252,6 +278,15 @@ pub fn split_login(url: &str) -> (String, Option<Login>) {
         })
         .collect();
     (servers.join(","), login)
+}
+
+/// `url` as logs and errors show it: the servers, never the user,
+/// password or token written in it.
+pub fn shown_url(url: &str) -> String {
+    match split_login(url) {
+        (servers, None) => servers,
+        (servers, Some(_)) => format!("{servers} (with the login in the URL)"),
+    }
 }
 
 /// The session and the event a body carries (`sessionId`, `event`).
@@ -325,6 +360,10 @@ mod tests {
         assert_eq!(
             split_login("nats://127.0.0.1:4222"),
             ("nats://127.0.0.1:4222".to_string(), None)
+        );
+        assert_eq!(
+            shown_url("nats://s3cret-token@h:4222"),
+            "nats://h:4222 (with the login in the URL)"
         );
     }
 }

@@ -86,6 +86,19 @@ pub trait Transport: Send + Sync + 'static {
     /// it.
     fn target_of(&self, settings: &crate::session_files::SessionSettings) -> Option<Self::Target>;
 
+    /// Whether deliveries can go now. A broker whose connection is down is
+    /// not: its workers wait for [`until_ready`](Transport::until_ready)
+    /// instead of spending attempts (and growing backoffs) on it, and go
+    /// on the moment it is back.
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Resolves once the transport is ready again.
+    fn until_ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
+
     /// Sends one delivery (a message, or a batch of them in one body).
     fn send<'a>(
         &'a self,
@@ -340,9 +353,11 @@ impl<T: Transport> Deliverer<T> {
                     None => std::future::pending().await,
                 }
             };
+            let away = !self.transport.is_ready();
             tokio::select! {
                 _ = sleep => {}
                 _ = wake.notified() => {}
+                _ = self.transport.until_ready(), if away => {}
                 changed = target.changed() => if changed.is_err() { return },
             }
         }
@@ -369,6 +384,10 @@ impl<T: Transport> Deliverer<T> {
         let Some(target) = target else {
             return Ok(None);
         };
+        // The target is away: sleep until it is back (or told).
+        if !self.transport.is_ready() {
+            return Ok(None);
+        }
         if window.is_empty() {
             let read = self
                 .outbox

@@ -193,6 +193,30 @@ async fn start_saves_the_webhook_with_the_session() {
 }
 
 #[tokio::test]
+async fn start_saves_the_nats_subject_and_an_empty_one_turns_nats_off() {
+    let api = api();
+    let settings = |api: &Api| {
+        wabridge::session_files::SessionFiles::new(
+            &DataDir::new(api.tmp.path().join("data")),
+            &SessionId::parse("WA-1").unwrap(),
+        )
+        .load_settings()
+        .unwrap()
+    };
+    for (given, saved) in [("erp.acme", "erp.acme"), ("", "")] {
+        let body = json!({"sessionId": "WA-1", "natsSubject": given});
+        let (status, _) = api
+            .call(Method::POST, "/sessions/start", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(settings(&api).nats_subject.as_deref(), Some(saved));
+    }
+    // A start without it keeps the session's.
+    api.start("WA-1").await;
+    assert_eq!(settings(&api).nats_subject.as_deref(), Some(""));
+}
+
+#[tokio::test]
 async fn bad_start_requests_get_clear_400s() {
     let api = api();
     let cases = [
@@ -206,6 +230,14 @@ async fn bad_start_requests_get_clear_400s() {
         ),
         ("not json at all", "invalid request body"),
         (r#"{"sessionId": 42}"#, "invalid request body"),
+        (
+            r#"{"sessionId": "ok", "natsSubject": "erp.*"}"#,
+            "natsSubject `erp.*` holds '*'",
+        ),
+        (
+            r#"{"sessionId": "ok", "natsSubject": "erp..acme"}"#,
+            "natsSubject `erp..acme` has an empty token",
+        ),
     ];
     for (body, expected) in cases {
         let (status, answer) = api.call(Method::POST, "/sessions/start", Some(body)).await;

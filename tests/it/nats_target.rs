@@ -247,3 +247,74 @@ async fn a_sessions_prefix_comes_from_its_settings_and_an_empty_one_turns_nats_o
         .await
         .unwrap();
 }
+
+/// Events queued while the server is away go out the moment it is back,
+/// not at the end of a retry backoff grown during the outage (the default
+/// retries: 2 s doubling to 5 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_for_the_server_go_out_as_soon_as_it_is_back() {
+    support::install_tls();
+    let mut server = tokio::task::spawn_blocking(TestNats::start).await.unwrap();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    create_stream(&js, stream::Config::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = wabridge::nats::open_hub(
+        &wabridge::paths::DataDir::new(tmp.path()),
+        &settings(server.url()),
+        wabridge::webhook::deliver::DeliverySettings::default(),
+    )
+    .await
+    .unwrap();
+    let session = wabridge::paths::SessionId::parse("shop").unwrap();
+    hub.set_target(&session, Some("wabridge".into()));
+    server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while hub.transport().is_connected() {
+        assert!(Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 0..5 {
+        let id = format!("m{n}");
+        let event = wabridge::webhook::payload::WebhookEvent::MessageStatus {
+            message_id: id.clone(),
+            status: "Delivered",
+            timestamp: 0,
+        };
+        hub.publish_batch(&session, &[(&event, Some(&id))])
+            .await
+            .unwrap();
+    }
+    // Long enough for backoffs to have grown past the wait below.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    server = tokio::task::spawn_blocking(move || {
+        server.start_again();
+        server
+    })
+    .await
+    .unwrap();
+    while !hub.transport().is_connected() {
+        assert!(Instant::now() < deadline + WAIT, "never reconnected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back = Instant::now();
+    let js = jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    loop {
+        let mut stream = js.get_stream("WABRIDGE").await.unwrap();
+        if stream.info().await.unwrap().state.messages == 5 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "not all out within 1 s of the reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
+}
