@@ -287,6 +287,19 @@ async fn the_server_stopped_mid_flood_and_started_again_loses_nothing_and_stores
         .await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["nats"]["connected"], false, "{health}");
+    let metrics = reqwest::get(format!("{}/metrics", world.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("wabridge_nats_connected 0"), "{metrics}");
+    let backlog: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wabridge_nats_backlog{session=\"shop\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no NATS backlog in\n{metrics}"));
+    assert!(backlog >= 40, "{metrics}");
     tokio::task::block_in_place(|| world.nats.start_again());
     assert_each_stored_once(&js, &ids).await;
     let health = world.until_health(|h| h["nats"]["pending"] == 0).await;
