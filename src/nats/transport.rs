@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 
 use super::subject::subject;
@@ -65,66 +65,16 @@ impl JetStream {
     /// outbox) while the server is down, and publishes once it is up. Bad
     /// settings (an unreadable credentials file) are refused now.
     pub async fn connect(settings: &NatsSettings) -> Result<JetStream, String> {
-        let mut options = match &settings.credentials {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-                .await
-                .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        // async-nats does not read credentials from the URL: taken out here
-        // (and out of the URL it is given, so that nothing logs them).
-        let (servers, login) = split_login(&settings.url);
-        options = match login {
-            Some(Login::UserAndPassword(user, password)) => {
-                options.user_and_password(user, password)
-            }
-            Some(Login::Token(token)) => options.token(token),
-            None => options,
-        };
-        if let Some(ca) = &settings.tls_ca {
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        if let Some((cert, key)) = &settings.tls_client {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
         let shown = shown_url(&settings.url);
-        let server = shown.clone();
-        // Every failed attempt reports an error, every few seconds while
-        // the server is away: the first after each connection is logged.
-        let said = Arc::new(AtomicBool::new(false));
+        let (servers, _) = split_login(&settings.url);
         let (up_tx, up) = tokio::sync::watch::channel(false);
-        let up_tx = Arc::new(up_tx);
-        let client = options
+        let health = Arc::new(Mutex::new(Health::default()));
+        let client = connect_options(settings)
+            .await?
             .name("wabridge")
             .connection_timeout(Duration::from_secs(5))
             .retry_on_initial_connect()
-            .event_callback(move |event| {
-                let (server, said, up) = (server.clone(), said.clone(), up_tx.clone());
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            said.store(false, Ordering::Relaxed);
-                            up.send_replace(true);
-                            tracing::info!("NATS: connected to {server}");
-                        }
-                        async_nats::Event::Disconnected => {
-                            up.send_replace(false);
-                            tracing::warn!("NATS: disconnected from {server}; reconnecting");
-                        }
-                        async_nats::Event::ClientError(e) => {
-                            if !said.swap(true, Ordering::Relaxed) {
-                                tracing::warn!("NATS: cannot reach {server}: {e}; trying again");
-                            }
-                        }
-                        async_nats::Event::ServerError(e) => {
-                            if !said.swap(true, Ordering::Relaxed) {
-                                tracing::error!("NATS: {server} refused wabridge: {e}");
-                            }
-                        }
-                        other => tracing::info!("NATS: {other}"),
-                    }
-                }
-            })
+            .event_callback(event_logger(shown.clone(), up_tx, health.clone()))
             .connect(servers.as_str())
             .await
             .map_err(|e| format!("cannot use the NATS server {shown}: {e}"))?;
@@ -135,7 +85,7 @@ impl JetStream {
             up,
             context,
             subject_prefix: settings.subject_prefix.clone(),
-            health: Arc::default(),
+            health,
         })
     }
 
@@ -188,7 +138,25 @@ impl JetStream {
         .await;
         match acked {
             Ok(_) => DeliveryVerdict::Delivered,
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                self.when_no_stream_answered(&subject).await
+            }
             Err(e) => judge(&subject, &e),
+        }
+    }
+
+    /// "No stream" (no responders) also comes from a server whose
+    /// JetStream is starting or shutting down: the event is a dead letter
+    /// only when JetStream itself says that no stream takes the subject.
+    async fn when_no_stream_answered(&self, subject: &str) -> DeliveryVerdict {
+        match self.context.stream_by_subject(subject).await {
+            Err(e) if matches!(e.kind(), GetStreamByNameErrorKind::NotFound) => {
+                DeliveryVerdict::Dead(no_stream(subject))
+            }
+            Ok(stream) => DeliveryVerdict::Retry(format!(
+                "no stream took {subject} a moment ago; {stream} does now"
+            )),
+            Err(e) => DeliveryVerdict::Retry(format!("JetStream is not answering: {e}")),
         }
     }
 }
@@ -236,6 +204,79 @@ impl Transport for JetStream {
             self.record(&verdict);
             verdict
         })
+    }
+}
+
+/// How to log in and check the server: the credentials file, the login
+/// in the URL (async-nats does not read it from there), TLS.
+async fn connect_options(settings: &NatsSettings) -> Result<async_nats::ConnectOptions, String> {
+    let mut options = match &settings.credentials {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    options = match split_login(&settings.url).1 {
+        Some(Login::UserAndPassword(user, password)) => options.user_and_password(user, password),
+        Some(Login::Token(token)) => options.token(token),
+        None => options,
+    };
+    if let Some(ca) = &settings.tls_ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = &settings.tls_client {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options)
+}
+
+type EventFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
+
+/// The client's events: logged (a failing server once per disconnection,
+/// not at every attempt every few seconds), told to `up`, which the
+/// delivery workers wait on, and errors kept in `health` (why the server
+/// is not connected shows on `/health`).
+fn event_logger(
+    server: String,
+    up: tokio::sync::watch::Sender<bool>,
+    health: Arc<Mutex<Health>>,
+) -> impl Fn(async_nats::Event) -> EventFuture + Send + Sync + 'static {
+    let said = Arc::new(AtomicBool::new(false));
+    let up = Arc::new(up);
+    move |event| {
+        let (server, said, up) = (server.clone(), said.clone(), up.clone());
+        let health = health.clone();
+        let remember = move |error: String| {
+            let mut health = health.lock().unwrap_or_else(|p| p.into_inner());
+            health.last_error = Some((wall_clock_ms(), error));
+        };
+        let future: EventFuture = Box::pin(async move {
+            match event {
+                async_nats::Event::Connected => {
+                    said.store(false, Ordering::Relaxed);
+                    up.send_replace(true);
+                    tracing::info!("NATS: connected to {server}");
+                }
+                async_nats::Event::Disconnected => {
+                    up.send_replace(false);
+                    tracing::warn!("NATS: disconnected from {server}; reconnecting");
+                }
+                async_nats::Event::ClientError(e) => {
+                    remember(format!("cannot reach the server: {e}"));
+                    if !said.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("NATS: cannot reach {server}: {e}; trying again");
+                    }
+                }
+                async_nats::Event::ServerError(e) => {
+                    remember(format!("the server refused wabridge: {e}"));
+                    if !said.swap(true, Ordering::Relaxed) {
+                        tracing::error!("NATS: {server} refused wabridge: {e}");
+                    }
+                }
+                other => tracing::info!("NATS: {other}"),
+            }
+        });
+        future
     }
 }
 
@@ -301,6 +342,10 @@ fn session_and_event(body: &[u8]) -> Option<(String, String)> {
     Some((envelope.session, envelope.event))
 }
 
+fn no_stream(subject: &str) -> String {
+    format!("no JetStream stream takes the subject {subject}")
+}
+
 /// Pure: what a failed publish means for the delivery. What the stream
 /// refuses for good is a dead letter (replayable once fixed: a stream for
 /// the subject created, a limit raised); what may pass later is retried.
@@ -309,9 +354,7 @@ pub fn judge(subject: &str, error: &PublishError) -> DeliveryVerdict {
         .source()
         .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>());
     match error.kind() {
-        PublishErrorKind::StreamNotFound => {
-            DeliveryVerdict::Dead(format!("no JetStream stream takes the subject {subject}"))
-        }
+        PublishErrorKind::StreamNotFound => DeliveryVerdict::Dead(no_stream(subject)),
         PublishErrorKind::MaxPayloadExceeded => {
             DeliveryVerdict::Dead(format!("larger than the server's max_payload: {error}"))
         }

@@ -69,7 +69,11 @@ impl Hub<Http> {
 impl<T: Transport> Hub<T> {
     /// A hub of `transport`'s kind over `outbox`.
     pub fn with_transport(outbox: Queue, transport: T, settings: DeliverySettings) -> Arc<Hub<T>> {
-        tokio::spawn(prune_delivered_daily(outbox.clone(), settings.max_age));
+        tokio::spawn(prune_delivered_daily(
+            T::NAME,
+            outbox.clone(),
+            settings.max_age,
+        ));
         let deliverer = Arc::new(Deliverer::over(outbox.clone(), transport, settings));
         Arc::new(Hub {
             outbox,
@@ -243,15 +247,15 @@ fn owned(session: &SessionId, events: &[(&WebhookEvent, Option<&str>)]) -> Owned
 
 /// Once at start and then daily, forgets what was delivered longer ago than
 /// a delivery may live.
-async fn prune_delivered_daily(outbox: Queue, retention: std::time::Duration) {
+async fn prune_delivered_daily(kind: &'static str, outbox: Queue, retention: std::time::Duration) {
     let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
     loop {
         daily.tick().await;
         let before = now_ms() - retention.as_millis() as i64;
         match outbox.prune_delivered(before).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!("webhook outbox: forgot {n} delivered message key(s)"),
-            Err(e) => tracing::warn!("webhook outbox: cannot prune delivered keys: {e}"),
+            Ok(n) => tracing::info!("{kind} outbox: forgot {n} delivered message key(s)"),
+            Err(e) => tracing::warn!("{kind} outbox: cannot prune delivered keys: {e}"),
         }
     }
 }

@@ -104,6 +104,24 @@ impl World {
         }
     }
 
+    /// The session's dead letters for NATS (a stream that exists refuses
+    /// nothing here: a server stopping or starting must not make any).
+    async fn nats_dead_letters(&self) -> Vec<Value> {
+        let body: Value = reqwest::get(format!("{}/sessions/shop/dead-letters", self.api))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["deadLetters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["target"] == "NATS")
+            .cloned()
+            .collect()
+    }
+
     async fn text(&self, text: &str) -> String {
         self.sim
             .send_text(self.device, &Person::asha(), Addressing::LidWithPn, text)
@@ -187,9 +205,10 @@ async fn until_stored(js: &jetstream::Context, ids: &BTreeSet<String>) -> Vec<St
         }
         assert!(
             Instant::now() < deadline,
-            "{} of {} messages in the stream",
+            "{} of {} messages in the stream; missing {:?}",
             ids.intersection(&have).count(),
-            ids.len()
+            ids.len(),
+            ids.difference(&have).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -305,6 +324,7 @@ async fn the_server_stopped_mid_flood_and_started_again_loses_nothing_and_stores
     let health = world.until_health(|h| h["nats"]["pending"] == 0).await;
     assert_eq!(health["nats"]["connected"], true, "{health}");
     assert!(health["nats"]["lastSuccessMs"].is_i64(), "{health}");
+    assert_eq!(world.nats_dead_letters().await, Vec::<Value>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,6 +378,7 @@ async fn wabridge_killed_mid_flood_and_started_again_loses_nothing_and_stores_no
         ids.insert(world.text(&format!("after {n}")).await);
     }
     assert_each_stored_once(&js, &ids).await;
+    assert_eq!(world.nats_dead_letters().await, Vec::<Value>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
