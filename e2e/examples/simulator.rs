@@ -25,6 +25,11 @@
 //!   "silent" | "qr-refs", "reason": 503, "code": "515", "refs": 1}`: how the
 //!   next connection goes.
 //! - `GET /connections`: live connections.
+//! - `POST /message` `{"text": "hi", "from": "asha", "addressing": "pn" |
+//!   "lid" | "lid-hidden", "group": "1203…@g.us", "document": {"filename",
+//!   "mimetype", "content"}}`: a simulated person writes to the paired
+//!   session (the newest logged-in device, or `"device"`), Signal-encrypted
+//!   as a phone would (`wabridge_sim::control`).
 //!
 //! The simulator speaks to whatsapp-rust only with its feature
 //! `danger-skip-cert-chain-verify`, which only the `wabridge-e2e` package
@@ -150,7 +155,8 @@ async fn serve(listen: SocketAddr, control: SocketAddr, api: SocketAddr) -> Resu
         .with_state(Control {
             sim: sim.clone(),
             api,
-        });
+        })
+        .merge(wabridge_sim::control::message_routes(sim.clone()));
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -188,7 +194,7 @@ fn bad(error: impl std::fmt::Display) -> Reply {
 }
 
 async fn usage() -> &'static str {
-    "POST /scan/<session> | POST /scan {qr} | POST /act {action,reason,code,device} (also pair-code {code}, passkey) | POST /plan {plan,reason,code,refs} | GET /connections\n"
+    "POST /scan/<session> | POST /scan {qr} | POST /act {action,reason,code,device} (also pair-code {code}, passkey) | POST /plan {plan,reason,code,refs} | GET /connections | POST /message {text,from,addressing,group,document,device}\n"
 }
 
 async fn connections(State(control): State<Control>) -> Json<Value> {

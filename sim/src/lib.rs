@@ -9,6 +9,7 @@
 //! the simulator's self-made chain is built in the `wabridge-e2e` package.
 
 pub mod baileys;
+pub mod control;
 pub mod delay_proxy;
 pub mod fake_backend;
 pub mod log_capture;

@@ -23,4 +23,5 @@ mod network;
 mod pair_code;
 mod pairing;
 mod pg_store;
+mod sim_control;
 mod tmux;

@@ -511,6 +511,18 @@ impl Simulator {
             .insert(group.to_string(), (subject.to_string(), members.to_vec()));
     }
 
+    /// Makes `person` a member of `group`, which the server learns (with
+    /// `subject`) if it did not know it.
+    pub fn join_group(&self, group: &str, subject: &str, person: &Person) {
+        let mut groups = self.inner.groups.lock().unwrap();
+        let (_, members) = groups
+            .entry(group.to_string())
+            .or_insert_with(|| (subject.to_string(), Vec::new()));
+        if !members.iter().any(|m| m.lid == person.lid) {
+            members.push(person.clone());
+        }
+    }
+
     /// `from` writes `text` in `group` (`<id>@g.us`) to linked `device`:
     /// the sender key travels in a 1:1 message beside the group ciphertext.
     pub async fn send_group_text(
