@@ -56,6 +56,25 @@ pub struct Setup<'a> {
 }
 
 impl TestNats {
+    /// The user and password of [`start_tls_with_password`](TestNats::start_tls_with_password).
+    pub const USER: &str = "bridge";
+    pub const PASSWORD: &str = "s3cret";
+
+    /// Starts, off the async runtime, a server with TLS (a certificate of
+    /// `ca` for 127.0.0.1 and localhost) whose clients must log in as
+    /// [`USER`](TestNats::USER) with [`PASSWORD`](TestNats::PASSWORD).
+    pub async fn start_tls_with_password(ca: &TestCa) -> TestNats {
+        let issued = ca.server(&["127.0.0.1", "localhost"]);
+        tokio::task::spawn_blocking(move || {
+            TestNats::start_with(Setup {
+                tls: Some(&issued),
+                user_and_password: Some((TestNats::USER, TestNats::PASSWORD)),
+            })
+        })
+        .await
+        .expect("the server's start did not panic")
+    }
+
     /// Starts a server with JetStream and waits until it is ready.
     pub fn start() -> TestNats {
         TestNats::start_with(Setup::default())

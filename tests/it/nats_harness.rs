@@ -14,7 +14,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
-use wabridge_sim::nats::{Setup, TestCa, TestNats};
+use wabridge_sim::nats::{TestCa, TestNats};
 
 const SUBJECT: &str = "wabridge.s1.messages.upsert";
 const BODY: &str = r#"{"event":"messages.upsert","id":"m1"}"#;
@@ -137,15 +137,7 @@ async fn a_resend_is_dropped_before_and_after_a_stop_and_a_crash() {
 async fn tls_with_a_test_ca_and_a_password() {
     support::install_tls();
     let ca = TestCa::new("wabridge NATS test CA");
-    let issued = ca.server(&["127.0.0.1", "localhost"]);
-    let server = tokio::task::spawn_blocking(move || {
-        TestNats::start_with(Setup {
-            tls: Some(&issued),
-            user_and_password: Some(("bridge", "s3cret")),
-        })
-    })
-    .await
-    .unwrap();
+    let server = TestNats::start_tls_with_password(&ca).await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write(&dir.path().join("ca.pem"));
     let options = |password: &str| {

@@ -71,15 +71,7 @@ async fn create_stream(js: &jetstream::Context, config: stream::Config) {
 async fn deliveries_are_published_over_tls_and_each_refusal_says_what_it_means() {
     support::install_tls();
     let ca = TestCa::new("wabridge NATS test CA");
-    let issued = ca.server(&["127.0.0.1", "localhost"]);
-    let server = tokio::task::spawn_blocking(move || {
-        TestNats::start_with(Setup {
-            tls: Some(&issued),
-            user_and_password: Some(("bridge", "s3cret")),
-        })
-    })
-    .await
-    .unwrap();
+    let server = TestNats::start_tls_with_password(&ca).await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = settings(format!("nats://bridge:s3cret@127.0.0.1:{}", server.port()));
     settings.tls_ca = Some(ca.write(&dir.path().join("ca.pem")));
