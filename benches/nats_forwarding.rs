@@ -15,6 +15,9 @@
 //! Prints figures; asserts none. Run: `cargo bench --bench nats_forwarding`
 //! (about a minute; needs nats-server: `bash .ci/run` installs it).
 
+#[path = "shared/live_traffic.rs"]
+mod live_traffic;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,30 +27,14 @@ use axum::body::Bytes;
 use wabridge::nats::transport::NatsSettings;
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::deliver::{DeliverySettings, Target};
-use wabridge::webhook::hub::Hub;
-use wabridge::webhook::payload::{WebhookEvent, WireMessage};
+use wabridge::webhook::payload::WebhookEvent;
 use wabridge_sim::nats::TestNats;
+
+use live_traffic::{message, publish_all};
 
 const MESSAGES: usize = 5_000;
 const SESSIONS: usize = 20;
 const BACKLOG: usize = 20_000;
-
-fn message(id: &str) -> WebhookEvent {
-    WebhookEvent::MessagesUpsert(vec![WireMessage {
-        id: id.to_string(),
-        from: "919075167132".into(),
-        text: "Order 4711: 3 × blue widgets, deliver Friday".into(),
-        timestamp: 1_764_000_000,
-        push_name: Some("Asha".into()),
-        media: None,
-        is_group: false,
-        group_id: None,
-        group_name: None,
-        reply_to: None,
-        from_lid: Some("260477250707536".into()),
-        from_resolved: true,
-    }])
-}
 
 fn sessions(prefix: &str, count: usize) -> Vec<SessionId> {
     (0..count)
@@ -96,36 +83,6 @@ async fn raw(js: &jetstream::Context, tag: &str, loops: usize, per_loop: usize) 
         task.await.unwrap();
     }
     (loops * per_loop) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Each of `sessions` publishes `per_session` events one at a time into
-/// `hub` (each waits for its commit, as a live message does); returns when
-/// they started, once all are handed over.
-async fn publish_all<T: wabridge::webhook::deliver::Transport>(
-    hub: &Arc<Hub<T>>,
-    sessions: &[SessionId],
-    per_session: usize,
-) -> Instant {
-    let started = Instant::now();
-    let tasks: Vec<_> = sessions
-        .iter()
-        .cloned()
-        .map(|session| {
-            let hub = hub.clone();
-            tokio::spawn(async move {
-                for n in 0..per_session {
-                    let id = format!("{session}-{n}");
-                    hub.publish_batch(&session, &[(&message(&id), Some(&id))])
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    started
 }
 
 fn rate(count: usize, started: Instant) -> f64 {

@@ -15,6 +15,9 @@
 //!
 //! Prints figures; asserts none. Run: `cargo bench --bench webhook_forwarding`
 
+#[path = "shared/live_traffic.rs"]
+mod live_traffic;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +30,9 @@ use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::deliver::{DeliverySettings, Target, now_ms};
 use wabridge::webhook::hub::WebhookHub;
 use wabridge::webhook::outbox::Outbox;
-use wabridge::webhook::payload::{WebhookEvent, WireMessage};
+use wabridge::webhook::payload::WebhookEvent;
+
+use live_traffic::{message, publish_all};
 
 const RATE_MESSAGES: usize = 5_000;
 const STEADY_RATE: u64 = 1_000;
@@ -59,23 +64,6 @@ async fn start_receiver() -> (String, Arrivals) {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (url, arrivals)
-}
-
-fn message(id: &str) -> WebhookEvent {
-    WebhookEvent::MessagesUpsert(vec![WireMessage {
-        id: id.to_string(),
-        from: "919075167132".into(),
-        text: "Order 4711: 3 × blue widgets, deliver Friday".into(),
-        timestamp: 1_764_000_000,
-        push_name: Some("Asha".into()),
-        media: None,
-        is_group: false,
-        group_id: None,
-        group_name: None,
-        reply_to: None,
-        from_lid: Some("260477250707536".into()),
-        from_resolved: true,
-    }])
 }
 
 fn peak_rss_mib() -> f64 {
@@ -262,24 +250,7 @@ async fn many_sessions_live(
             }),
         );
     }
-    let started = Instant::now();
-    let ours: Vec<_> = sessions
-        .into_iter()
-        .map(|session| {
-            let hub = hub.clone();
-            tokio::spawn(async move {
-                for n in 0..per_session {
-                    let id = format!("{session}-{n}");
-                    hub.publish_batch(&session, &[(&message(&id), Some(&id))])
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in ours {
-        task.await.unwrap();
-    }
+    let started = publish_all(hub, &sessions, per_session).await;
     wait_for(arrivals, per_session * LIVE_SESSIONS).await;
     let ours_rate = (per_session * LIVE_SESSIONS) as f64 / started.elapsed().as_secs_f64();
     println!(

@@ -66,10 +66,10 @@ impl JetStream {
     /// settings (an unreadable credentials file) are refused now.
     pub async fn connect(settings: &NatsSettings) -> Result<JetStream, String> {
         let shown = shown_url(&settings.url);
-        let (servers, _) = split_login(&settings.url);
+        let (servers, login) = split_login(&settings.url);
         let (up_tx, up) = tokio::sync::watch::channel(false);
         let health = Arc::new(Mutex::new(Health::default()));
-        let client = connect_options(settings)
+        let client = connect_options(settings, login)
             .await?
             .name("wabridge")
             .connection_timeout(Duration::from_secs(5))
@@ -209,14 +209,17 @@ impl Transport for JetStream {
 
 /// How to log in and check the server: the credentials file, the login
 /// in the URL (async-nats does not read it from there), TLS.
-async fn connect_options(settings: &NatsSettings) -> Result<async_nats::ConnectOptions, String> {
+async fn connect_options(
+    settings: &NatsSettings,
+    login: Option<Login>,
+) -> Result<async_nats::ConnectOptions, String> {
     let mut options = match &settings.credentials {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| format!("cannot read the NATS credentials {}: {e}", path.display()))?,
         None => async_nats::ConnectOptions::new(),
     };
-    options = match split_login(&settings.url).1 {
+    options = match login {
         Some(Login::UserAndPassword(user, password)) => options.user_and_password(user, password),
         Some(Login::Token(token)) => options.token(token),
         None => options,
