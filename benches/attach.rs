@@ -45,18 +45,14 @@ fn message(n: usize) -> IncomingMessage {
         ..Lookups::default()
     });
     IncomingMessage {
-        id: format!("3EB0{n:08}"),
-        chat: sender.clone(),
-        sender,
-        is_group: false,
-        group_name: None,
         push_name: Some("Customer".into()),
         timestamp: 1_764_000_000 + n as i64,
-        from,
-        text: format!("order #{n}: 2 boxes of tea, deliver Thursday please"),
-        media: None,
-        reply_to: None,
-        unreadable: false,
+        ..IncomingMessage::new(
+            format!("3EB0{n:08}"),
+            sender,
+            from,
+            format!("order #{n}: 2 boxes of tea, deliver Thursday please"),
+        )
     }
 }
 

@@ -60,6 +60,9 @@ fn main() {
             push_name: Some("Customer".into()),
             group: (n % 3 == 0).then(|| "Orders".to_string()),
             text: format!("message number {n} with some ordinary text in it"),
+            edited: false,
+            deleted: false,
+            action: None,
         })));
     }
     for (width, height) in [(120u16, 40u16), (200, 60)] {

@@ -24,6 +24,7 @@ pub fn message(id: &str) -> WebhookEvent {
         reply_to: None,
         from_lid: Some("260477250707536".into()),
         from_resolved: true,
+        ..Default::default()
     }])
 }
 

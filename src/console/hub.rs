@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::wire::{Backfill, LogLine, Request, ServiceFrame};
 use crate::cluster::control::ClusterControl;
 use crate::cluster::view::ClusterSnapshot;
+use crate::engine::state::place_line;
 use crate::engine::{Command, Engine, EngineEvent, InboundMessage, SessionSnapshot};
 use crate::paths::SessionId;
 
@@ -340,10 +341,15 @@ impl Console {
                 Some(ServiceFrame::SessionRemoved { session })
             }
             EngineEvent::Message(message) => {
-                if state.messages.len() == state.message_capacity {
-                    state.messages.pop_front();
+                // The backfill shows edits and deletes as the live stream
+                // does: on the line they are about.
+                let line = place_line(state.messages.iter_mut(), message.clone());
+                if let Some(line) = line {
+                    if state.messages.len() == state.message_capacity {
+                        state.messages.pop_front();
+                    }
+                    state.messages.push_back(line);
                 }
-                state.messages.push_back(message.clone());
                 Some(ServiceFrame::Message { message })
             }
             EngineEvent::Backlog { session, backlog } => {

@@ -29,7 +29,7 @@ use crate::paths::SessionId;
 
 /// The version of this format (2: the `cluster` frame; 3: the
 /// `set_nats_subject` request).
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// The longest line a dashboard may send: requests are small.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;

@@ -59,8 +59,11 @@ pub enum WaEvent {
 pub type EventSink = mpsc::UnboundedSender<WaEvent>;
 
 /// A decrypted incoming message, library-neutral, sender already resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Besides messages proper it carries what a person does to one (`event`):
+/// an edit, a delete for everyone, a reaction; and calls.
+#[derive(Debug, Clone, PartialEq)]
 pub struct IncomingMessage {
+    /// The stanza id (for a call: the call id).
     pub id: String,
     /// Full JID strings; with `id` they identify a message for dedupe.
     pub chat: String,
@@ -71,14 +74,151 @@ pub struct IncomingMessage {
     /// Unix seconds.
     pub timestamp: i64,
     pub from: Resolution,
-    /// Text, caption, or a marker like `[image]` / `[unsupported: x]`.
+    /// Text, caption, or a marker like `[image]` / `[unsupported: x]`; for
+    /// an edit, the new text.
     pub text: String,
+    pub kind: ContentKind,
+    /// The caption of an image, video or document, when it has one.
+    pub caption: Option<String>,
     pub media: Option<IncomingMedia>,
-    /// The quoted message: id and its text when known.
-    pub reply_to: Option<(String, Option<String>)>,
+    pub location: Option<Location>,
+    /// One card for `contact`, several for `contacts`.
+    pub contacts: Vec<ContactCard>,
+    pub poll: Option<Poll>,
+    /// The quoted message of a reply.
+    pub quoted: Option<Quoted>,
+    /// WhatsApp marks it as forwarded.
+    pub forwarded: bool,
     /// The library could not decrypt it (`text` says why); the real content
     /// may still follow under the same id once the sender resends it.
     pub unreadable: bool,
+    /// The id of the unreadable notice this message is the readable resend
+    /// of (the same id: the ERP updates the record it made for the notice).
+    pub replaces: Option<String>,
+    pub event: InboundEvent,
+}
+
+impl IncomingMessage {
+    /// A 1:1 text message with nothing else known yet: callers fill in the
+    /// rest with struct update syntax.
+    pub fn new(id: String, sender: String, from: Resolution, text: String) -> IncomingMessage {
+        IncomingMessage {
+            id,
+            chat: sender.clone(),
+            sender,
+            is_group: false,
+            group_name: None,
+            push_name: None,
+            timestamp: 0,
+            from,
+            text,
+            kind: ContentKind::Text,
+            caption: None,
+            media: None,
+            location: None,
+            contacts: Vec::new(),
+            poll: None,
+            quoted: None,
+            forwarded: false,
+            unreadable: false,
+            replaces: None,
+            event: InboundEvent::Message,
+        }
+    }
+}
+
+/// What an incoming item is: a message, or something done to one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum InboundEvent {
+    #[default]
+    Message,
+    /// The sender edited message `target`; `text` is its new text.
+    Edited { target: String },
+    /// The sender deleted message `target` for everyone.
+    Revoked { target: String },
+    /// The sender reacted to message `target`; an empty emoji takes a
+    /// reaction back.
+    Reaction { target: String, emoji: String },
+    /// The sender calls; `rejected` when this session turned it down.
+    Call { video: bool, rejected: bool },
+}
+
+/// The kind of content, as the webhook's `type` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentKind {
+    #[default]
+    Text,
+    Image,
+    Video,
+    Audio,
+    Voice,
+    Document,
+    Sticker,
+    Location,
+    LiveLocation,
+    Contact,
+    Contacts,
+    Poll,
+    ButtonsReply,
+    ListReply,
+    Unknown,
+}
+
+impl ContentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentKind::Text => "text",
+            ContentKind::Image => "image",
+            ContentKind::Video => "video",
+            ContentKind::Audio => "audio",
+            ContentKind::Voice => "voice",
+            ContentKind::Document => "document",
+            ContentKind::Sticker => "sticker",
+            ContentKind::Location => "location",
+            ContentKind::LiveLocation => "live_location",
+            ContentKind::Contact => "contact",
+            ContentKind::Contacts => "contacts",
+            ContentKind::Poll => "poll",
+            ContentKind::ButtonsReply => "buttons_reply",
+            ContentKind::ListReply => "list_reply",
+            ContentKind::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactCard {
+    pub name: Option<String>,
+    pub vcard: String,
+    /// The phone numbers in the vCard, digits only (WhatsApp's own `waid`
+    /// when the card has one).
+    pub numbers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poll {
+    pub name: String,
+    pub options: Vec<String>,
+    /// How many options a voter may pick (0: any number).
+    pub selectable: u32,
+}
+
+/// The message a reply quotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quoted {
+    pub id: String,
+    /// Its text or caption, when the reply carries it.
+    pub text: Option<String>,
+    /// Who wrote it (a JID), when the reply says.
+    pub participant: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::backend::{InboundSink, IncomingMessage, PersistFuture};
+use super::backend::{InboundEvent, InboundSink, IncomingMessage, PersistFuture};
 use super::outbound::Outbound;
 use super::phone::Source;
-use super::state::{EngineEvent, InboundMessage, SenderNumber};
+use super::state::{EngineEvent, InboundMessage, LineAction, SenderNumber};
 use crate::paths::SessionId;
 
 pub(crate) struct MessageForwarder {
@@ -68,5 +68,24 @@ fn view(session: &SessionId, m: &IncomingMessage) -> InboundMessage {
             .is_group
             .then(|| m.group_name.clone().unwrap_or_else(|| m.chat.clone())),
         text: m.text.clone(),
+        edited: false,
+        deleted: false,
+        action: match &m.event {
+            InboundEvent::Message => None,
+            InboundEvent::Edited { target } => Some(LineAction::Edit {
+                target: target.clone(),
+            }),
+            InboundEvent::Revoked { target } => Some(LineAction::Delete {
+                target: target.clone(),
+            }),
+            InboundEvent::Reaction { target, .. } => Some(LineAction::Reaction {
+                target: target.clone(),
+                quote: None,
+            }),
+            InboundEvent::Call { video, rejected } => Some(LineAction::Call {
+                video: *video,
+                rejected: *rejected,
+            }),
+        },
     }
 }

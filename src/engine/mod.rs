@@ -31,8 +31,8 @@ use outbound::{DeadLetter, Outbound, OutboundError};
 pub use requests::RequestError;
 use requests::{Done, Op, Request};
 pub use state::{
-    BacklogInfo, EngineEvent, InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot,
-    SessionState,
+    BacklogInfo, EngineEvent, InboundMessage, LastClose, LineAction, QrOffer, SenderNumber,
+    SessionSnapshot, SessionState,
 };
 pub use supervisor::Command;
 use supervisor::{Pacing, Publisher, Supervisor};

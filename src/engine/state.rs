@@ -173,8 +173,73 @@ pub struct InboundMessage {
     pub push_name: Option<String>,
     /// Group name (or id when the name is unknown) for group messages.
     pub group: Option<String>,
-    /// Text, or a marker such as `[image]` for media.
+    /// Text, or a marker such as `[image]` for media; for an edit the new
+    /// text, for a reaction the emoji.
     pub text: String,
+    /// The sender changed this message after it was shown.
+    pub edited: bool,
+    pub deleted: bool,
+    /// Set when the line is not a message but something done to one (or
+    /// a call).
+    pub action: Option<LineAction>,
+}
+
+/// What a stream line that is not a message reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineAction {
+    Edit {
+        target: String,
+    },
+    Delete {
+        target: String,
+    },
+    /// An empty emoji takes a reaction back; `quote` is the start of the
+    /// message reacted to, when the stream still shows it.
+    Reaction {
+        target: String,
+        quote: Option<String>,
+    },
+    Call {
+        video: bool,
+        rejected: bool,
+    },
+}
+
+/// Where `line` goes in a stream of `lines`: an edit or a delete of a
+/// message still shown marks that message and adds no line (None); a
+/// reaction quotes the message it is about; anything else is its own line.
+pub fn place_line<'a>(
+    mut lines: impl Iterator<Item = &'a mut std::sync::Arc<InboundMessage>>,
+    line: std::sync::Arc<InboundMessage>,
+) -> Option<std::sync::Arc<InboundMessage>> {
+    let target = match &line.action {
+        Some(LineAction::Edit { target } | LineAction::Delete { target })
+        | Some(LineAction::Reaction { target, .. }) => target,
+        _ => return Some(line),
+    };
+    let shown = lines.find(|m| m.session == line.session && m.id == *target && m.action.is_none());
+    let Some(shown) = shown else {
+        return Some(line);
+    };
+    let mut marked = (**shown).clone();
+    match &line.action {
+        Some(LineAction::Edit { .. }) => {
+            marked.text = line.text.clone();
+            marked.edited = true;
+        }
+        Some(LineAction::Delete { .. }) => marked.deleted = true,
+        _ => {
+            let quote: String = shown.text.chars().take(40).collect();
+            let mut reaction = (*line).clone();
+            reaction.action = Some(LineAction::Reaction {
+                target: target.clone(),
+                quote: Some(quote),
+            });
+            return Some(std::sync::Arc::new(reaction));
+        }
+    }
+    *shown = std::sync::Arc::new(marked);
+    None
 }
 
 /// Broadcast to every view.

@@ -9,6 +9,7 @@ use super::keymap::{self, Action};
 use crate::cluster::view::{ClusterSession, ClusterSnapshot};
 use crate::console::wire::{Backfill, LogLine, Request};
 use crate::engine::BacklogInfo;
+use crate::engine::state::place_line;
 use crate::engine::{InboundMessage, SenderNumber, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::qr::QrMatrix;
@@ -365,7 +366,10 @@ impl App {
                     }
                     _ => {}
                 }
-                self.messages.push(message);
+                let line = place_line(self.messages.items_mut(), message);
+                if let Some(line) = line {
+                    self.messages.push(line);
+                }
                 vec![]
             }
             Msg::Backlog(id, backlog) => {

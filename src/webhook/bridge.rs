@@ -9,8 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 use super::deliver::Transport;
 use super::deliver::now_ms;
 use super::hub::Hub;
-use super::payload::{WebhookEvent, WireMedia, WireMessage, WireReply};
-use crate::engine::backend::IncomingMessage;
+use super::payload::{
+    WebhookEvent, WireContact, WireLocation, WireMedia, WireMessage, WirePerson, WirePoll,
+    WireQuoted, WireReply,
+};
+use crate::engine::backend::{InboundEvent, IncomingMessage};
 use crate::engine::outbound::{DeadLetter, Outbound, OutboundError, OutboundFuture};
 use crate::engine::{BacklogInfo, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
@@ -49,12 +52,7 @@ impl<T: Transport> Outbound for Hub<T> {
         Box::pin(async move {
             let events: Vec<(WebhookEvent, String)> = batch
                 .iter()
-                .map(|m| {
-                    (
-                        WebhookEvent::MessagesUpsert(vec![wire_message(m)]),
-                        dedupe_key(session, m),
-                    )
-                })
+                .map(|m| (webhook_event(m), dedupe_key(session, m)))
                 .collect();
             let refs: Vec<(&WebhookEvent, Option<&str>)> = events
                 .iter()
@@ -177,7 +175,50 @@ pub fn dedupe_key(session: &SessionId, m: &IncomingMessage) -> String {
     format!("{session}|{}|{}|{}{notice}", m.chat, m.sender, m.id)
 }
 
+/// The webhook event an incoming item makes: a message is a
+/// `messages.upsert` of one, an action on a message or a call an event of
+/// its own.
+pub fn webhook_event(m: &IncomingMessage) -> WebhookEvent {
+    let by = || WirePerson {
+        from: m.from.from.clone(),
+        from_lid: m.from.from_lid.clone(),
+        from_resolved: m.from.resolved,
+        push_name: m.push_name.clone(),
+        group_id: m.is_group.then(|| m.chat.clone()),
+    };
+    match &m.event {
+        InboundEvent::Message => WebhookEvent::MessagesUpsert(vec![wire_message(m)]),
+        InboundEvent::Edited { target } => WebhookEvent::MessageEdited {
+            message_id: target.clone(),
+            text: m.text.clone(),
+            edited_at: m.timestamp,
+            by: by(),
+        },
+        InboundEvent::Revoked { target } => WebhookEvent::MessageRevoked {
+            message_id: target.clone(),
+            revoked_at: m.timestamp,
+            by: by(),
+        },
+        InboundEvent::Reaction { target, emoji } => WebhookEvent::MessageReaction {
+            message_id: target.clone(),
+            emoji: emoji.clone(),
+            removed: emoji.is_empty(),
+            timestamp: m.timestamp,
+            by: by(),
+        },
+        InboundEvent::Call { video, rejected } => WebhookEvent::CallReceived {
+            call_id: m.id.clone(),
+            video: *video,
+            rejected: *rejected,
+            timestamp: m.timestamp,
+            by: by(),
+        },
+    }
+}
+
 pub fn wire_message(m: &IncomingMessage) -> WireMessage {
+    use crate::engine::backend::ContentKind;
+    use crate::engine::phone;
     use base64::Engine as _;
     WireMessage {
         id: m.id.clone(),
@@ -198,11 +239,52 @@ pub fn wire_message(m: &IncomingMessage) -> WireMessage {
         is_group: m.is_group,
         group_id: m.is_group.then(|| m.chat.clone()),
         group_name: m.group_name.clone(),
-        reply_to: m.reply_to.as_ref().map(|(id, text)| WireReply {
-            message_id: id.clone(),
-            text: text.clone(),
+        reply_to: m.quoted.as_ref().map(|quoted| WireReply {
+            message_id: quoted.id.clone(),
+            text: quoted.text.clone(),
         }),
         from_lid: m.from.from_lid.clone(),
         from_resolved: m.from.resolved,
+        // Left out for text, so a text message reads as the old bridge's.
+        kind: (m.kind != ContentKind::Text).then(|| m.kind.as_str()),
+        caption: m.caption.clone(),
+        location: m.location.as_ref().map(|l| WireLocation {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name.clone(),
+            address: l.address.clone(),
+        }),
+        contacts: m
+            .contacts
+            .iter()
+            .map(|c| WireContact {
+                name: c.name.clone(),
+                numbers: c.numbers.clone(),
+                vcard: c.vcard.clone(),
+            })
+            .collect(),
+        poll: m.poll.as_ref().map(|p| WirePoll {
+            name: p.name.clone(),
+            options: p.options.clone(),
+            selectable_count: p.selectable,
+        }),
+        quoted: m.quoted.as_ref().map(|q| {
+            // A LID is never passed off as a number.
+            let digits = |lid: bool| {
+                q.participant
+                    .as_deref()
+                    .filter(|jid| phone::is_lid(jid) == lid)
+                    .map(|jid| phone::user_of(jid).to_string())
+            };
+            WireQuoted {
+                message_id: q.id.clone(),
+                text: q.text.clone(),
+                from: digits(false),
+                from_lid: digits(true),
+            }
+        }),
+        forwarded: m.forwarded,
+        unreadable: m.unreadable,
+        replaces: m.replaces.clone(),
     }
 }

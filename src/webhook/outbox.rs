@@ -687,6 +687,7 @@ mod tests {
             reply_to: None,
             from_lid: None,
             from_resolved: true,
+            ..Default::default()
         }])
         .body("s")
     }

@@ -1,10 +1,14 @@
 //! The old Node bridge's webhook wire format (ARCHITECTURE.md: the wire formats), byte for byte
-//! in field names, plus our additions (`fromLid`, `fromResolved`).
+//! in field names, plus our additions: `fromLid`, `fromResolved`, and the
+//! fields a plain text message never has (`type`, `caption`, `location`,
+//! ...), left out when empty so that a text message's body is the old
+//! bridge's to the byte; and events of our own (`message.edited`,
+//! `message.revoked`, `message.reaction`, `call.received`).
 
 use serde::Serialize;
 
 /// One entry of `messages.upsert`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct WireMessage {
     pub id: String,
@@ -24,6 +28,83 @@ pub struct WireMessage {
     pub from_lid: Option<String>,
     /// Ours: false when `from` is a LID because the number is hidden.
     pub from_resolved: bool,
+    /// Ours: the kind of content; absent means `text`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<WireLocation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<WireContact>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<WirePoll>,
+    /// Ours: the quoted message of a reply, with who wrote it (`replyTo`
+    /// keeps the old bridge's two fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quoted: Option<WireQuoted>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded: bool,
+    /// Ours: a notice for a message that could not be decrypted (yet).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+    /// Ours: the id of the unreadable notice this message is the real
+    /// content of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WireLocation {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WireContact {
+    pub name: Option<String>,
+    /// Phone digits found in the card.
+    pub numbers: Vec<String>,
+    pub vcard: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WirePoll {
+    pub name: String,
+    pub options: Vec<String>,
+    /// How many options a voter may pick; 0 means any number.
+    pub selectable_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireQuoted {
+    pub message_id: String,
+    pub text: Option<String>,
+    /// Phone digits of who wrote it, when the reply says...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// ... or their LID digits, when it names them by LID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_lid: Option<String>,
+}
+
+/// Who did something, as `messages.upsert` names a sender.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WirePerson {
+    pub from: String,
+    pub from_lid: Option<String>,
+    pub from_resolved: bool,
+    pub push_name: Option<String>,
+    /// The group it happened in, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,6 +139,39 @@ pub enum WebhookEvent {
         /// Unix milliseconds.
         timestamp: i64,
     },
+    /// Ours: a sender edited a message.
+    MessageEdited {
+        message_id: String,
+        text: String,
+        /// Unix seconds.
+        edited_at: i64,
+        by: WirePerson,
+    },
+    /// Ours: a sender deleted a message for everyone.
+    MessageRevoked {
+        message_id: String,
+        /// Unix seconds.
+        revoked_at: i64,
+        by: WirePerson,
+    },
+    /// Ours: a reaction, or (`removed`) one taken back.
+    MessageReaction {
+        message_id: String,
+        emoji: String,
+        removed: bool,
+        /// Unix seconds.
+        timestamp: i64,
+        by: WirePerson,
+    },
+    /// Ours: a call to the session's number.
+    CallReceived {
+        call_id: String,
+        video: bool,
+        rejected: bool,
+        /// Unix seconds.
+        timestamp: i64,
+        by: WirePerson,
+    },
 }
 
 impl WebhookEvent {
@@ -66,6 +180,10 @@ impl WebhookEvent {
             WebhookEvent::ConnectionUpdate { .. } => "connection.update",
             WebhookEvent::MessagesUpsert(_) => "messages.upsert",
             WebhookEvent::MessageStatus { .. } => "message.status",
+            WebhookEvent::MessageEdited { .. } => "message.edited",
+            WebhookEvent::MessageRevoked { .. } => "message.revoked",
+            WebhookEvent::MessageReaction { .. } => "message.reaction",
+            WebhookEvent::CallReceived { .. } => "call.received",
         }
     }
 
@@ -93,12 +211,65 @@ impl WebhookEvent {
                 "status": status,
                 "timestamp": timestamp,
             }),
+            WebhookEvent::MessageEdited {
+                message_id,
+                text,
+                edited_at,
+                by,
+            } => with_person(
+                serde_json::json!({ "messageId": message_id, "text": text, "editedAt": edited_at }),
+                by,
+            ),
+            WebhookEvent::MessageRevoked {
+                message_id,
+                revoked_at,
+                by,
+            } => with_person(
+                serde_json::json!({ "messageId": message_id, "revokedAt": revoked_at, "by": by.from }),
+                by,
+            ),
+            WebhookEvent::MessageReaction {
+                message_id,
+                emoji,
+                removed,
+                timestamp,
+                by,
+            } => with_person(
+                serde_json::json!({
+                    "messageId": message_id, "emoji": emoji, "removed": removed, "timestamp": timestamp,
+                }),
+                by,
+            ),
+            WebhookEvent::CallReceived {
+                call_id,
+                video,
+                rejected,
+                timestamp,
+                by,
+            } => with_person(
+                serde_json::json!({
+                    "callId": call_id, "video": video, "rejected": rejected, "timestamp": timestamp,
+                }),
+                by,
+            ),
         };
         if let (Some(body), serde_json::Value::Object(fields)) = (body.as_object_mut(), fields) {
             body.extend(fields);
         }
         serde_json::to_vec(&body).expect("JSON values always serialize")
     }
+}
+
+/// `fields` and the person's (`from`, `fromLid`, `fromResolved`,
+/// `pushName`, `groupId`), flat as `messages.upsert` has them.
+fn with_person(mut fields: serde_json::Value, person: &WirePerson) -> serde_json::Value {
+    if let (Some(fields), serde_json::Value::Object(person)) = (
+        fields.as_object_mut(),
+        serde_json::to_value(person).expect("JSON values always serialize"),
+    ) {
+        fields.extend(person);
+    }
+    fields
 }
 
 /// One `messages.upsert` body holding the messages of several, in order;
@@ -211,6 +382,7 @@ mod tests {
             reply_to: None,
             from_lid: Some("260477250707536".into()),
             from_resolved: true,
+            ..WireMessage::default()
         };
         let body = parse(WebhookEvent::MessagesUpsert(vec![message]).body("WA-1"));
         assert_eq!(

@@ -199,6 +199,9 @@ async fn every_frame_round_trips_and_countdowns_keep_their_time_left() {
         push_name: Some("Carla".into()),
         group: None,
         text: "who am I".into(),
+        edited: false,
+        deleted: false,
+        action: None,
     });
     let frames = [
         ServiceFrame::Hello {

@@ -13,16 +13,19 @@ use support::fake_backend::FakeBackend;
 use support::incoming_message as message;
 use support::log_capture::LogCapture;
 use support::receiver::Receiver;
-use wabridge::engine::backend::IncomingMedia;
+use wabridge::engine::backend::{IncomingMedia, Quoted};
 use wabridge::engine::phone::Lookups;
 use wabridge::engine::{Engine, EngineEvent, SenderNumber, SessionState};
 use wabridge::paths::{DataDir, SessionId};
 use wabridge::webhook::deliver::DeliverySettings;
 use wabridge::webhook::hub::WebhookHub;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-async fn connected_engine(tmp: &tempfile::TempDir, receiver: &Receiver) -> (Engine, FakeBackend) {
+pub(crate) async fn connected_engine(
+    tmp: &tempfile::TempDir,
+    receiver: &Receiver,
+) -> (Engine, FakeBackend) {
     support::install_tls();
     let backend = FakeBackend::default();
     let data = DataDir::new(tmp.path().join("data"));
@@ -171,7 +174,11 @@ async fn groups_media_and_replies_fill_their_fields() {
         filename: Some("invoice.pdf".into()),
         content: Ok(b"%PDF-1.4".to_vec()),
     });
-    m.reply_to = Some(("Q1".into(), Some("send the invoice".into())));
+    m.quoted = Some(Quoted {
+        id: "Q1".into(),
+        text: Some("send the invoice".into()),
+        participant: None,
+    });
     backend.deliver("WA-1", &[m]).await.unwrap();
     receiver.wait_for(2, WAIT).await;
     let got = &receiver.upserts()[0];

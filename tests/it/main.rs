@@ -13,6 +13,7 @@ mod clock_jump;
 mod cluster_store;
 mod cluster_view;
 mod console;
+mod engine_events;
 mod engine_messages;
 mod engine_webhooks;
 mod fixture_device;

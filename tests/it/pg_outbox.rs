@@ -369,6 +369,7 @@ fn upsert(id: &str) -> OwnedItems {
         reply_to: None,
         from_lid: None,
         from_resolved: true,
+        ..Default::default()
     }])
     .body("WA-1");
     vec![(Some(format!("WA-1|{id}")), body)]

@@ -39,18 +39,14 @@ pub fn incoming_message(
     text: &str,
 ) -> wabridge::engine::backend::IncomingMessage {
     wabridge::engine::backend::IncomingMessage {
-        id: id.into(),
-        chat: lookups.sender.to_string(),
-        sender: lookups.sender.to_string(),
-        is_group: false,
-        group_name: None,
         push_name: Some("Asha".into()),
         timestamp: 1_764_000_000,
-        from: wabridge::engine::phone::resolve(&lookups),
-        text: text.into(),
-        media: None,
-        reply_to: None,
-        unreadable: false,
+        ..wabridge::engine::backend::IncomingMessage::new(
+            id.into(),
+            lookups.sender.to_string(),
+            wabridge::engine::phone::resolve(&lookups),
+            text.into(),
+        )
     }
 }
 

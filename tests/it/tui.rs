@@ -17,7 +17,7 @@ use wabridge::cluster::view::{ClusterSession, ClusterSnapshot};
 use wabridge::console::wire::{Backfill, LogLine, Request};
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
-    InboundMessage, LastClose, QrOffer, SenderNumber, SessionSnapshot, SessionState,
+    InboundMessage, LastClose, LineAction, QrOffer, SenderNumber, SessionSnapshot, SessionState,
 };
 use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
 use wabridge::tui::ui;
@@ -61,6 +61,9 @@ fn message(n: i64, sender: SenderNumber) -> Arc<InboundMessage> {
         push_name: Some("Asha".into()),
         group: None,
         text: format!("order #{n} please"),
+        edited: false,
+        deleted: false,
+        action: None,
     })
 }
 
@@ -504,6 +507,73 @@ fn a_number_learned_later_shows_on_earlier_messages() {
             &SenderNumber::Phone("919075167132".into())
         ]
     );
+}
+
+#[test]
+fn edits_and_deletes_mark_their_line_and_reactions_and_calls_say_what_happened() {
+    let mut app = app();
+    let now = Instant::now();
+    app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
+    let phone = || SenderNumber::Phone("919075167132".into());
+    let action = |n: i64, text: &str, action: LineAction| {
+        Arc::new(InboundMessage {
+            text: text.into(),
+            action: Some(action),
+            ..(*message(n, phone())).clone()
+        })
+    };
+    let target = |n: i64| format!("3EB0{n:04}");
+    for n in 1..=3 {
+        app.update(Msg::Message(message(n, phone())));
+    }
+    app.update(Msg::Message(action(
+        10,
+        "order #1, 2 boxes",
+        LineAction::Edit { target: target(1) },
+    )));
+    app.update(Msg::Message(action(
+        11,
+        "",
+        LineAction::Delete { target: target(2) },
+    )));
+    app.update(Msg::Message(action(
+        12,
+        "👍",
+        LineAction::Reaction {
+            target: target(3),
+            quote: None,
+        },
+    )));
+    app.update(Msg::Message(action(
+        13,
+        "",
+        LineAction::Delete {
+            target: "GONE".into(),
+        },
+    )));
+    app.update(Msg::Message(action(
+        14,
+        "",
+        LineAction::Call {
+            video: false,
+            rejected: true,
+        },
+    )));
+    let text = screen(&app, now, 150, 30);
+    assert!(text.contains("order #1, 2 boxes (edited)"), "{text}");
+    assert!(
+        !text.contains("order #1 please"),
+        "the old text is gone: {text}"
+    );
+    assert!(text.contains("order #2 please (deleted)"), "{text}");
+    assert!(
+        text.contains("reacted 👍 to \u{201c}order #3 please\u{201d}"),
+        "{text}"
+    );
+    assert!(text.contains("deleted message GONE"), "{text}");
+    assert!(text.contains("is calling (voice call, rejected)"), "{text}");
+    // An edit or a delete of a shown message adds no line of its own.
+    assert_eq!(app.messages.items().len(), 6);
 }
 
 fn backfill(instance: u64, sessions: Vec<SessionSnapshot>, messages: &[i64], logs: &[u64]) -> Msg {

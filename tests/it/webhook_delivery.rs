@@ -333,6 +333,7 @@ fn upsert_body(id: &str) -> Vec<u8> {
         reply_to: None,
         from_lid: None,
         from_resolved: true,
+        ..Default::default()
     };
     WebhookEvent::MessagesUpsert(vec![message]).body("WA-1")
 }

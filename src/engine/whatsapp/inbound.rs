@@ -10,9 +10,11 @@ use whatsapp_rust::prelude::{Client, InboundMessage, MessageInfo};
 use whatsapp_rust::types::message::MessageSource;
 use whatsapp_rust::{InboundDurabilityHook, Jid};
 
-use super::content::{self, MediaRef};
+use super::content::{self, Extracted, MediaRef};
 use super::group_info::GroupCache;
-use crate::engine::backend::{InboundSink, IncomingMedia, IncomingMessage};
+use crate::engine::backend::{
+    ContentKind, InboundEvent, InboundSink, IncomingMedia, IncomingMessage,
+};
 use crate::engine::phone::{self, Lookups};
 
 /// A download slower than this is forwarded without its bytes.
@@ -64,13 +66,41 @@ impl DurabilityHook {
         } else {
             &info.media_type
         };
-        let content = content::extract(&message.message, kind)?;
-        let mut incoming = self.about(client, info, content.text).await;
-        if let Some(media) = &content.media {
-            incoming.media = Some(self.download(client, media).await);
-        }
-        incoming.reply_to = content.reply_to;
-        Some(incoming)
+        let about = |text| self.about(client, info, text);
+        Some(match content::extract(&message.message, kind)? {
+            Extracted::Message(content) => {
+                let media = match &content.media {
+                    Some(media) => Some(self.download(client, media).await),
+                    None => None,
+                };
+                IncomingMessage {
+                    kind: content.kind,
+                    caption: content.caption,
+                    media,
+                    location: content.location,
+                    contacts: content.contacts,
+                    poll: content.poll,
+                    quoted: content.quoted,
+                    forwarded: content.forwarded,
+                    ..about(content.text).await
+                }
+            }
+            Extracted::Edited { target, text } => IncomingMessage {
+                event: InboundEvent::Edited { target },
+                ..about(text).await
+            },
+            Extracted::Revoked { target } => IncomingMessage {
+                event: InboundEvent::Revoked { target },
+                ..about(String::new()).await
+            },
+            Extracted::Reaction { target, emoji } => IncomingMessage {
+                event: InboundEvent::Reaction {
+                    target,
+                    emoji: emoji.clone(),
+                },
+                ..about(emoji).await
+            },
+        })
     }
 
     /// A message the library could not decrypt: forwarded as a notice with
@@ -78,6 +108,7 @@ impl DurabilityHook {
     pub async fn forward_unreadable(&self, client: &Arc<Client>, info: &MessageInfo, reason: &str) {
         let notice = IncomingMessage {
             unreadable: true,
+            kind: ContentKind::Unknown,
             ..self
                 .about(client, info, format!("[unreadable: {reason}]"))
                 .await
@@ -101,18 +132,12 @@ impl DurabilityHook {
         let source = &info.source;
         let (from, group_name) = self.resolve_sender(client, source).await;
         IncomingMessage {
-            id: info.id.to_string(),
             chat: source.chat.to_string(),
-            sender: source.sender.to_string(),
             is_group: source.is_group,
             group_name,
             push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
             timestamp: info.timestamp.timestamp(),
-            from,
-            text,
-            media: None,
-            reply_to: None,
-            unreadable: false,
+            ..IncomingMessage::new(info.id.to_string(), source.sender.to_string(), from, text)
         }
     }
 

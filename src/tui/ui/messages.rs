@@ -3,11 +3,12 @@
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::theme::Theme;
-use crate::engine::{InboundMessage, SenderNumber};
+use crate::engine::{InboundMessage, LineAction, SenderNumber};
 use crate::tui::app::{App, Focus};
 
 pub fn render_messages(frame: &mut Frame, app: &App, pane: Rect, theme: Theme) {
@@ -76,8 +77,59 @@ fn message_line<'a>(
     if let Some(group) = &message.group {
         spans.push(Span::styled(format!(" in {group}"), theme.dim()));
     }
-    spans.push(Span::raw(format!(": {}", message.text)));
+    spans.extend(what_it_says(message, theme));
     Line::from(spans)
+}
+
+/// The part after the sender: the text with its marks, or what was done.
+fn what_it_says(message: &InboundMessage, theme: Theme) -> Vec<Span<'_>> {
+    let short = |id: &str| id.chars().take(12).collect::<String>();
+    match &message.action {
+        None if message.deleted => vec![
+            Span::styled(
+                format!(": {}", message.text),
+                theme.dim().add_modifier(Modifier::CROSSED_OUT),
+            ),
+            Span::styled(" (deleted)", theme.error()),
+        ],
+        None => {
+            let mut spans = vec![Span::raw(format!(": {}", message.text))];
+            if message.edited {
+                spans.push(Span::styled(" (edited)", theme.dim()));
+            }
+            spans
+        }
+        // The message itself has left the stream: say which one.
+        Some(LineAction::Edit { target }) => vec![Span::raw(format!(
+            " edited {}: {}",
+            short(target),
+            message.text
+        ))],
+        Some(LineAction::Delete { target }) => vec![Span::styled(
+            format!(" deleted message {}", short(target)),
+            theme.error(),
+        )],
+        Some(LineAction::Reaction { target, quote }) => {
+            let about = quote
+                .as_ref()
+                .map(|q| format!("\u{201c}{q}\u{201d}"))
+                .unwrap_or_else(|| short(target));
+            let text = if message.text.is_empty() {
+                format!(" took back a reaction to {about}")
+            } else {
+                format!(" reacted {} to {about}", message.text)
+            };
+            vec![Span::raw(text)]
+        }
+        Some(LineAction::Call { video, rejected }) => {
+            let kind = if *video { "video" } else { "voice" };
+            let outcome = if *rejected { ", rejected" } else { "" };
+            vec![Span::styled(
+                format!(" is calling ({kind} call{outcome})"),
+                theme.error(),
+            )]
+        }
+    }
 }
 
 pub fn render_logs(frame: &mut Frame, app: &App, pane: Rect, theme: Theme) {

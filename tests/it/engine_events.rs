@@ -1,0 +1,244 @@
+//! What customers do beyond writing text, through the engine's durability
+//! point to a real webhook receiver: each content kind with its `type` and
+//! fields, edits, deletes, reactions and calls as events of their own, an
+//! unreadable notice and the message that replaces it. (From the real
+//! client's side, with the simulator: e2e/tests/e2e/customer_actions.rs.)
+
+use serde_json::json;
+
+use crate::engine_messages::{WAIT, connected_engine};
+use crate::support::incoming_message;
+use crate::support::receiver::Receiver;
+use wabridge::engine::backend::{
+    ContactCard, ContentKind, InboundEvent, IncomingMessage, Location, Poll, Quoted,
+};
+use wabridge::engine::phone::Lookups;
+use wabridge::engine::{EngineEvent, LineAction};
+
+fn from_asha(id: &str, text: &str) -> IncomingMessage {
+    let lookups = Lookups {
+        sender: "260477250707536@lid",
+        sender_alt: Some("919075167132@s.whatsapp.net"),
+        ..Lookups::default()
+    };
+    incoming_message(id, lookups, text)
+}
+
+/// Bodies of every post after the first (the "Connected" status).
+async fn bodies(receiver: &Receiver, n: usize) -> Vec<serde_json::Value> {
+    receiver.wait_for(n + 1, WAIT).await;
+    receiver.received()[1..].iter().map(|r| r.json()).collect()
+}
+
+#[tokio::test]
+async fn each_content_kind_arrives_with_its_type_and_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let (_engine, backend) = connected_engine(&tmp, &receiver).await;
+    let location = IncomingMessage {
+        kind: ContentKind::Location,
+        location: Some(Location {
+            latitude: 12.9716,
+            longitude: 77.5946,
+            name: Some("Warehouse".into()),
+            address: Some("MG Road 1".into()),
+        }),
+        ..from_asha("LOC", "[location: Warehouse, 12.9716, 77.5946]")
+    };
+    let contacts = IncomingMessage {
+        kind: ContentKind::Contacts,
+        contacts: vec![
+            ContactCard {
+                name: Some("Ravi".into()),
+                vcard: "BEGIN:VCARD\nFN:Ravi\nEND:VCARD".into(),
+                numbers: vec!["919812345678".into()],
+            },
+            ContactCard {
+                name: None,
+                vcard: String::new(),
+                numbers: vec![],
+            },
+        ],
+        ..from_asha("CARDS", "[contacts: Ravi]")
+    };
+    let poll = IncomingMessage {
+        kind: ContentKind::Poll,
+        poll: Some(Poll {
+            name: "Lunch?".into(),
+            options: vec!["Pizza".into(), "Salad".into()],
+            selectable: 1,
+        }),
+        ..from_asha("POLL", "[poll: Lunch?]")
+    };
+    let reply = IncomingMessage {
+        quoted: Some(Quoted {
+            id: "Q1".into(),
+            text: Some("ready?".into()),
+            participant: Some("260477250707536@lid".into()),
+        }),
+        forwarded: true,
+        ..from_asha("REPLY", "yes")
+    };
+    let image = IncomingMessage {
+        kind: ContentKind::Image,
+        caption: Some("the crate".into()),
+        ..from_asha("IMG", "the crate")
+    };
+    let unknown = IncomingMessage {
+        kind: ContentKind::Unknown,
+        ..from_asha("ODD", "[unsupported: event]")
+    };
+    backend
+        .deliver("WA-1", &[location, contacts, poll, reply, image, unknown])
+        .await
+        .unwrap();
+    let got: Vec<serde_json::Value> = bodies(&receiver, 6)
+        .await
+        .into_iter()
+        .map(|b| b["messages"][0].clone())
+        .collect();
+    assert_eq!(got[0]["type"], "location");
+    assert_eq!(
+        got[0]["location"],
+        json!({"latitude": 12.9716, "longitude": 77.5946, "name": "Warehouse", "address": "MG Road 1"})
+    );
+    assert_eq!(got[1]["type"], "contacts");
+    assert_eq!(
+        got[1]["contacts"],
+        json!([
+            {"name": "Ravi", "numbers": ["919812345678"], "vcard": "BEGIN:VCARD\nFN:Ravi\nEND:VCARD"},
+            {"name": null, "numbers": [], "vcard": ""}
+        ])
+    );
+    assert_eq!(
+        got[2]["poll"],
+        json!({"name": "Lunch?", "options": ["Pizza", "Salad"], "selectableCount": 1})
+    );
+    // A reply keeps the old `replyTo` and adds who wrote the quoted message,
+    // a LID named as one.
+    assert_eq!(got[3].get("type"), None, "text needs no type");
+    assert_eq!(
+        got[3]["replyTo"],
+        json!({"messageId": "Q1", "text": "ready?"})
+    );
+    assert_eq!(
+        got[3]["quoted"],
+        json!({"messageId": "Q1", "text": "ready?", "fromLid": "260477250707536"})
+    );
+    assert_eq!(got[3]["forwarded"], true);
+    assert_eq!(
+        (&got[4]["type"], &got[4]["caption"]),
+        (&json!("image"), &json!("the crate"))
+    );
+    assert_eq!(
+        (&got[5]["type"], &got[5]["text"]),
+        (&json!("unknown"), &json!("[unsupported: event]"))
+    );
+}
+
+#[tokio::test]
+async fn edits_deletes_reactions_and_calls_are_events_of_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let (engine, backend) = connected_engine(&tmp, &receiver).await;
+    let mut stream = engine.subscribe();
+    let with = |id: &str, text: &str, event: InboundEvent| IncomingMessage {
+        event,
+        timestamp: 1_764_000_100,
+        ..from_asha(id, text)
+    };
+    let target = || "ORDER-1".to_string();
+    backend
+        .deliver(
+            "WA-1",
+            &[
+                from_asha("ORDER-1", "3 boxes"),
+                with("E1", "2 boxes", InboundEvent::Edited { target: target() }),
+                with(
+                    "R1",
+                    "👍",
+                    InboundEvent::Reaction {
+                        target: target(),
+                        emoji: "👍".into(),
+                    },
+                ),
+                with(
+                    "R2",
+                    "",
+                    InboundEvent::Reaction {
+                        target: target(),
+                        emoji: String::new(),
+                    },
+                ),
+                with("D1", "", InboundEvent::Revoked { target: target() }),
+                with(
+                    "CALL-9",
+                    "",
+                    InboundEvent::Call {
+                        video: true,
+                        rejected: true,
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let got = bodies(&receiver, 6).await;
+    let person = json!({
+        "sessionId": "WA-1", "from": "919075167132", "fromLid": "260477250707536",
+        "fromResolved": true, "pushName": "Asha",
+    });
+    let with_person = |fields: serde_json::Value| {
+        let mut body = person.clone();
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        body
+    };
+    assert_eq!(got[0]["event"], "messages.upsert");
+    assert_eq!(
+        got[1],
+        with_person(
+            json!({"event": "message.edited", "messageId": "ORDER-1", "text": "2 boxes", "editedAt": 1_764_000_100})
+        )
+    );
+    assert_eq!(
+        got[2],
+        with_person(
+            json!({"event": "message.reaction", "messageId": "ORDER-1", "emoji": "👍", "removed": false, "timestamp": 1_764_000_100})
+        )
+    );
+    assert_eq!(
+        (&got[3]["emoji"], &got[3]["removed"]),
+        (&json!(""), &json!(true))
+    );
+    assert_eq!(
+        got[4],
+        with_person(
+            json!({"event": "message.revoked", "messageId": "ORDER-1", "by": "919075167132", "revokedAt": 1_764_000_100})
+        )
+    );
+    assert_eq!(
+        got[5],
+        with_person(
+            json!({"event": "call.received", "callId": "CALL-9", "video": true, "rejected": true, "timestamp": 1_764_000_100})
+        )
+    );
+    // The dashboard's stream hears each, marked with what it is.
+    let mut actions = Vec::new();
+    while actions.len() < 6 {
+        if let EngineEvent::Message(m) = stream.recv().await.unwrap() {
+            actions.push(m.action.clone());
+        }
+    }
+    assert_eq!(actions[0], None);
+    assert_eq!(actions[1], Some(LineAction::Edit { target: target() }));
+    assert_eq!(actions[4], Some(LineAction::Delete { target: target() }));
+    assert_eq!(
+        actions[5],
+        Some(LineAction::Call {
+            video: true,
+            rejected: true
+        })
+    );
+}
