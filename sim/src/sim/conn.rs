@@ -195,23 +195,15 @@ impl Session<'_> {
     /// Handles one stanza from the client; true ends the connection.
     async fn on_node(&mut self, node: Node) -> anyhow::Result<bool> {
         if node.tag == "receipt" {
-            // A retry receipt asks for the message again: it stays queued.
-            let retry = attr(&node, "type").is_some_and(|t| t == "retry");
-            if let (Some(id), false) = (attr(&node, "id"), retry) {
-                if let Some(device) = self.device
-                    && let Some(queue) = self.inner.unreceipted.lock().unwrap().get_mut(&device)
-                {
-                    queue.retain(|(queued, _)| *queued != id);
-                }
-                self.inner.emit(SimEvent::Receipt {
-                    conn: self.conn,
-                    id,
-                });
-            }
+            self.on_receipt(&node).await;
             return Ok(false);
         }
         if node.tag == "message" && attr(&node, "to").is_some() {
             self.take_outgoing(&node).await?;
+            return Ok(false);
+        }
+        if node.tag == "call" {
+            self.take_call(&node).await?;
             return Ok(false);
         }
         if node.tag != "iq" {
@@ -486,10 +478,82 @@ impl Session<'_> {
         NodeBuilder::new("list").children(users).build()
     }
 
+    /// A receipt from the client: of a message we delivered (it leaves the
+    /// queue), a retry receipt asking for one again (it stays queued, and
+    /// goes out readable if it went out unreadable on purpose), or the
+    /// receipt of a call's `<offer>` (the call rings there).
+    async fn on_receipt(&mut self, node: &Node) {
+        if let Some(offer) = node.get_optional_child("offer") {
+            self.inner.emit(SimEvent::CallRinging {
+                conn: self.conn,
+                call_id: attr(offer, "call-id").unwrap_or_default(),
+            });
+            return;
+        }
+        let Some(id) = attr(node, "id") else { return };
+        if attr(node, "type").is_some_and(|t| t == "retry") {
+            self.inner.emit(SimEvent::RetryReceipt {
+                conn: self.conn,
+                id: id.clone(),
+            });
+            let Some(device) = self.device else { return };
+            match self.inner.resend(device, &id).await {
+                Ok(true) => self.inner.emit(SimEvent::Resent {
+                    conn: self.conn,
+                    id,
+                }),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("simulated sender: cannot resend {id}: {e:#}"),
+            }
+            return;
+        }
+        if let Some(device) = self.device
+            && let Some(queue) = self.inner.unreceipted.lock().unwrap().get_mut(&device)
+        {
+            queue.retain(|(queued, _)| *queued != id);
+        }
+        self.inner.emit(SimEvent::Receipt {
+            conn: self.conn,
+            id,
+        });
+    }
+
+    /// Call signalling from the client (whatsapp-rust declines a call with
+    /// `<call to=caller id=…><reject call-id=… call-creator=… count="0"/>`,
+    /// and expects no answer): a rejection is recorded; the server acks
+    /// every `<call>` as the real one does, which the client may ignore.
+    async fn take_call(&mut self, call: &Node) -> anyhow::Result<()> {
+        let action = call.children().and_then(|c| c.first()).cloned();
+        if let Some(reject) = action.as_ref().filter(|a| a.tag == "reject") {
+            let call_id = attr(reject, "call-id").unwrap_or_default();
+            self.inner
+                .rejected_calls
+                .lock()
+                .unwrap()
+                .push(call_id.clone());
+            self.inner.emit(SimEvent::CallRejected {
+                conn: self.conn,
+                call_id,
+            });
+        }
+        let Some(id) = attr(call, "id") else {
+            return Ok(());
+        };
+        let mut ack = NodeBuilder::new("ack")
+            .attr("class", "call")
+            .attr("id", id)
+            .attr("from", attr(call, "to").unwrap_or_default());
+        if let Some(action) = &action {
+            ack = ack.attr("type", action.tag.to_string());
+        }
+        self.channel.send(&ack.build()).await
+    }
+
     /// A message the client sends: each person it is for decrypts their
     /// copy; the server acknowledges it.
     async fn take_outgoing(&mut self, message: &Node) -> anyhow::Result<()> {
         let id = attr(message, "id").unwrap_or_default();
+        self.inner.sent_by_client.lock().unwrap().insert(id.clone());
         let sender = wacore::libsignal::protocol::ProtocolAddress::new(
             &format!("{}:{}", self.inner.phone.pn, self.device.unwrap_or(0)),
             0.into(),
@@ -748,12 +812,16 @@ pub fn message_stanza(
     addressing: Addressing,
     kind: &str,
     ciphertext: Vec<u8>,
+    edit: Option<&str>,
 ) -> Node {
     let mut message = NodeBuilder::new("message")
         .attr("id", id.to_string())
         .attr("type", "text")
         .attr("t", chrono::Utc::now().timestamp().to_string())
         .attr("notify", from.name.clone());
+    if let Some(edit) = edit {
+        message = message.attr("edit", edit.to_string());
+    }
     message = match addressing {
         Addressing::Pn => message.attr("from", format!("{}@s.whatsapp.net", from.pn)),
         Addressing::LidWithPn => message
@@ -780,6 +848,7 @@ pub fn group_message_stanza(
     addressing: Addressing,
     (pairwise, pairwise_kind): (Vec<u8>, &str),
     group_ciphertext: Vec<u8>,
+    edit: Option<&str>,
 ) -> Node {
     let mut message = NodeBuilder::new("message")
         .attr("id", id.to_string())
@@ -787,6 +856,9 @@ pub fn group_message_stanza(
         .attr("type", "text")
         .attr("t", chrono::Utc::now().timestamp().to_string())
         .attr("notify", from.name.clone());
+    if let Some(edit) = edit {
+        message = message.attr("edit", edit.to_string());
+    }
     message = match addressing {
         Addressing::Pn => message
             .attr("participant", format!("{}@s.whatsapp.net", from.pn))
@@ -808,6 +880,52 @@ pub fn group_message_stanza(
     };
     message
         .children([enc(pairwise_kind, pairwise), enc("skmsg", group_ciphertext)])
+        .build()
+}
+
+/// A ringing call as the server relays it, in the shape whatsapp-rust's
+/// `parse_call_stanza` reads (`Event::IncomingCall` with
+/// `CallAction::Offer`): `<call from id t notify platform version>` around
+/// `<offer call-id call-creator [caller_pn]>` with the caller's audio
+/// codecs, and `<video/>` for a video call. The caller is named per
+/// `addressing`, the number beside a LID as `caller_pn`. No `<enc>` (the
+/// call key) nor relays: nobody can answer it, which a bridge does not.
+pub fn call_offer_stanza(
+    stanza_id: &str,
+    call_id: &str,
+    from: &Person,
+    addressing: Addressing,
+    video: bool,
+) -> Node {
+    let pn = format!("{}@s.whatsapp.net", from.pn);
+    let caller = match addressing {
+        Addressing::Pn => pn.clone(),
+        Addressing::LidWithPn | Addressing::LidHidden => format!("{}@lid", from.lid),
+    };
+    let mut offer = NodeBuilder::new("offer")
+        .attr("call-id", call_id.to_string())
+        .attr("call-creator", caller.clone());
+    if addressing == Addressing::LidWithPn {
+        offer = offer.attr("caller_pn", pn);
+    }
+    let audio = |rate: &str| {
+        NodeBuilder::new("audio")
+            .attr("enc", "opus")
+            .attr("rate", rate.to_string())
+            .build()
+    };
+    let mut media = vec![audio("16000"), audio("8000")];
+    if video {
+        media.push(NodeBuilder::new("video").build());
+    }
+    NodeBuilder::new("call")
+        .attr("from", caller)
+        .attr("id", stanza_id.to_string())
+        .attr("t", chrono::Utc::now().timestamp().to_string())
+        .attr("notify", from.name.clone())
+        .attr("platform", "android")
+        .attr("version", "2.25.37.76")
+        .children([offer.children(media).build()])
         .build()
 }
 

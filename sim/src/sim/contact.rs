@@ -376,6 +376,30 @@ impl Contact {
     }
 }
 
+/// A Signal message (`msg`) that parses but that nobody can decrypt: a
+/// fresh ratchet key, random ciphertext, and a MAC made with keys no session
+/// holds. A device with a session with the sender fails on the MAC, one
+/// without fails for want of a session; either way it asks the sender to
+/// send the message again (a retry receipt). Random bytes would not do:
+/// they do not parse, and the client refuses those without a retry.
+pub fn unreadable_signal_message() -> anyhow::Result<Vec<u8>> {
+    let fresh = || KeyPair::generate(&mut rand::rng()).public_key;
+    let stranger = || IdentityKey::new(fresh());
+    let mac_key: [u8; 32] = rand::random();
+    let ciphertext: [u8; 32] = rand::random();
+    let message = SignalMessage::new(
+        3,
+        &mac_key,
+        fresh(),
+        0,
+        0,
+        &ciphertext,
+        &stranger(),
+        &stranger(),
+    )?;
+    Ok(message.serialized().to_vec())
+}
+
 #[derive(Clone)]
 struct MemIdentity {
     pair: IdentityKeyPair,

@@ -10,6 +10,7 @@
 
 mod conn;
 mod contact;
+pub mod kinds;
 mod link_code;
 mod media;
 mod noise;
@@ -166,6 +167,29 @@ pub enum SimEvent {
         conn: u64,
         id: String,
     },
+    /// The client could not read message `id` and asked its sender for it
+    /// again (a retry receipt).
+    RetryReceipt {
+        conn: u64,
+        id: String,
+    },
+    /// The sender answered a retry receipt: message `id` went out again,
+    /// readable this time (see `Simulator::send_unreadable_then`).
+    Resent {
+        conn: u64,
+        id: String,
+    },
+    /// The client told the caller that call `call_id` rings (its receipt
+    /// of the `<offer>`).
+    CallRinging {
+        conn: u64,
+        call_id: String,
+    },
+    /// The client declined call `call_id` (`<call><reject …/></call>`).
+    CallRejected {
+        conn: u64,
+        call_id: String,
+    },
     Closed {
         conn: u64,
     },
@@ -194,6 +218,13 @@ pub struct Inner {
     media: media::MediaHost,
     /// People who wrote, by LID, with their Signal state.
     contacts: tokio::sync::Mutex<std::collections::HashMap<String, Contact>>,
+    /// Messages to send again, readable, when the device asks for them:
+    /// message id → what (see `Simulator::send_unreadable_then`).
+    resends: Mutex<std::collections::HashMap<String, Resend>>,
+    /// Ids of the calls the client declined, oldest first.
+    rejected_calls: Mutex<Vec<String>>,
+    /// Ids of the messages the client sent to people.
+    sent_by_client: Mutex<std::collections::HashSet<String>>,
     /// Round trips of answered server pings, oldest first.
     ping_times: Mutex<Vec<Duration>>,
     /// Connections between their TCP accept and the end of their Noise
@@ -205,6 +236,15 @@ pub struct Inner {
     /// The most live logins each device had at once, ever: above 1 means
     /// two clients were connected as one linked device at the same time.
     peak_logins: Mutex<std::collections::HashMap<u32, usize>>,
+}
+
+/// A message that went out unreadable, and what its sender sends again
+/// when the device asks for it.
+struct Resend {
+    device: u32,
+    from: Person,
+    addressing: Addressing,
+    message: waproto::whatsapp::Message,
 }
 
 /// A count and its peak.
@@ -285,6 +325,119 @@ impl Inner {
     fn next_id(&self) -> String {
         format!("sim-{}", self.next_id.fetch_add(1, Ordering::SeqCst))
     }
+
+    /// Sends `action` to the newest live connection `target` matches.
+    fn act_on(&self, target: Target, action: Action) -> bool {
+        let live = self.live.lock().unwrap();
+        live.iter()
+            .rev()
+            .find(|l| target.matches(l))
+            .is_some_and(|l| l.actions.send(action).is_ok())
+    }
+
+    /// Keeps `stanza` until the device receipts it (in place of an earlier
+    /// stanza with the same id, if one waits), and sends it now if the
+    /// device is online (else at its next login).
+    fn queue_and_deliver(&self, device: u32, id: &str, stanza: wacore_binary::Node) {
+        {
+            let mut queues = self.unreceipted.lock().unwrap();
+            let queue = queues.entry(device).or_default();
+            match queue.iter_mut().find(|(queued, _)| queued == id) {
+                Some(waiting) => waiting.1 = stanza.clone(),
+                None => queue.push((id.to_string(), stanza.clone())),
+            }
+        }
+        self.act_on(Target::Device(device), Action::Deliver(stanza));
+    }
+
+    /// A device's uploaded keys and the address a sender encrypts to.
+    fn device_keys(
+        &self,
+        device: u32,
+    ) -> anyhow::Result<(
+        Arc<Mutex<UploadedKeys>>,
+        wacore::libsignal::protocol::ProtocolAddress,
+    )> {
+        let keys = self
+            .keys
+            .lock()
+            .unwrap()
+            .get(&device)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("device {device} has not uploaded pre-keys"))?;
+        Ok((keys, self.device_address(device)))
+    }
+
+    /// The Signal address of linked `device`, as people encrypt to it.
+    fn device_address(&self, device: u32) -> wacore::libsignal::protocol::ProtocolAddress {
+        wacore::libsignal::protocol::ProtocolAddress::new(
+            &format!("{}:{device}", self.phone.lid),
+            device.into(),
+        )
+    }
+
+    /// `from` encrypts `message` for linked `device` and the server queues
+    /// and delivers it as message `id`.
+    async fn encrypt_and_deliver(
+        &self,
+        device: u32,
+        id: &str,
+        from: &Person,
+        addressing: Addressing,
+        message: &waproto::whatsapp::Message,
+    ) -> anyhow::Result<()> {
+        let (keys, address) = self.device_keys(device)?;
+        let (ciphertext, kind) = {
+            let mut contacts = self.contacts.lock().await;
+            let contact = contacts
+                .entry(from.lid.clone())
+                .or_insert_with(Contact::new);
+            contact.encrypt(&address, &keys, message).await?
+        };
+        let edit = edit_attribute(message);
+        let stanza = conn::message_stanza(id, from, addressing, kind, ciphertext, edit);
+        self.queue_and_deliver(device, id, stanza);
+        Ok(())
+    }
+
+    /// Linked `device` asked for message `id` again (a retry receipt): if
+    /// it went out unreadable on purpose, its sender sends the real message
+    /// now under the same id. True if it did.
+    async fn resend(&self, device: u32, id: &str) -> anyhow::Result<bool> {
+        let pending = {
+            let mut resends = self.resends.lock().unwrap();
+            match resends.get(id) {
+                Some(resend) if resend.device == device => resends.remove(id),
+                _ => None,
+            }
+        };
+        let Some(Resend {
+            from,
+            addressing,
+            message,
+            ..
+        }) = pending
+        else {
+            return Ok(false);
+        };
+        self.encrypt_and_deliver(device, id, &from, addressing, &message)
+            .await?;
+        Ok(true)
+    }
+}
+
+/// The `edit` attribute a phone puts on the stanza of an edit ("1") or of a
+/// delete of its own message for everyone ("7"), as whatsapp-rust's sender
+/// does too.
+fn edit_attribute(message: &waproto::whatsapp::Message) -> Option<&'static str> {
+    use waproto::whatsapp::message::protocol_message::Type;
+    let protocol = message.protocol_message.as_option()?;
+    let from_me = protocol.key.as_option().and_then(|k| k.from_me) == Some(true);
+    match protocol.r#type? {
+        Type::MESSAGE_EDIT => Some("1"),
+        Type::REVOKE if from_me => Some("7"),
+        _ => None,
+    }
 }
 
 /// A connection past its handshake, and how to reach its task.
@@ -360,6 +513,9 @@ impl Simulator {
             handshakes: Gauge::default(),
             cut_offline_sync: Mutex::default(),
             peak_logins: Mutex::default(),
+            resends: Mutex::default(),
+            rejected_calls: Mutex::default(),
+            sent_by_client: Mutex::default(),
         });
         let accept = inner.clone();
         tokio::spawn(async move {
@@ -395,11 +551,7 @@ impl Simulator {
 
     /// Acts on the newest live connection `target` picks; false if none.
     pub fn act_on(&self, target: Target, action: Action) -> bool {
-        let live = self.inner.live.lock().unwrap();
-        live.iter()
-            .rev()
-            .find(|l| target.matches(l))
-            .is_some_and(|l| l.actions.send(action).is_ok())
+        self.inner.act_on(target, action)
     }
 
     /// The phone scans a QR payload: like the real server, route it to the
@@ -469,7 +621,7 @@ impl Simulator {
         addressing: Addressing,
         text: &str,
     ) -> anyhow::Result<String> {
-        let message = text_message(text);
+        let message = kinds::text(text);
         self.send_message(device, from, addressing, &message).await
     }
 
@@ -533,49 +685,42 @@ impl Simulator {
         addressing: Addressing,
         text: &str,
     ) -> anyhow::Result<String> {
-        let message = text_message(text);
-        let (keys, address) = self.device_keys(device)?;
+        let message = kinds::text(text);
+        self.send_group_message(device, group, from, addressing, &message)
+            .await
+    }
+
+    /// Like `send_group_text`, for any message content (see `kinds`).
+    pub async fn send_group_message(
+        &self,
+        device: u32,
+        group: &str,
+        from: &Person,
+        addressing: Addressing,
+        message: &waproto::whatsapp::Message,
+    ) -> anyhow::Result<String> {
+        let (keys, address) = self.inner.device_keys(device)?;
         let (pairwise, group_ciphertext) = {
             let mut contacts = self.inner.contacts.lock().await;
             let contact = contacts
                 .entry(from.lid.clone())
                 .or_insert_with(Contact::new);
             contact
-                .encrypt_group(group, &address, &keys, &message)
+                .encrypt_group(group, &address, &keys, message)
                 .await?
         };
         let id = self.message_id("3EB0GRP");
-        let stanza =
-            conn::group_message_stanza(&id, group, from, addressing, pairwise, group_ciphertext);
-        self.queue_and_deliver(device, &id, stanza);
+        let stanza = conn::group_message_stanza(
+            &id,
+            group,
+            from,
+            addressing,
+            pairwise,
+            group_ciphertext,
+            edit_attribute(message),
+        );
+        self.inner.queue_and_deliver(device, &id, stanza);
         Ok(id)
-    }
-
-    /// A device's uploaded keys and the address a sender encrypts to.
-    fn device_keys(
-        &self,
-        device: u32,
-    ) -> anyhow::Result<(
-        Arc<Mutex<UploadedKeys>>,
-        wacore::libsignal::protocol::ProtocolAddress,
-    )> {
-        let keys = self
-            .inner
-            .keys
-            .lock()
-            .unwrap()
-            .get(&device)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("device {device} has not uploaded pre-keys"))?;
-        Ok((keys, self.device_address(device)))
-    }
-
-    /// The Signal address of linked `device`, as people encrypt to it.
-    fn device_address(&self, device: u32) -> wacore::libsignal::protocol::ProtocolAddress {
-        wacore::libsignal::protocol::ProtocolAddress::new(
-            &format!("{}:{device}", self.inner.phone.lid),
-            device.into(),
-        )
     }
 
     /// Everyone forgets their Signal session with linked `device`, and the
@@ -586,24 +731,11 @@ impl Simulator {
     /// continuing one the device never had. Its uploaded pre-keys stay:
     /// the copy still holds every one the server has not handed out.
     pub async fn forget_sessions(&self, device: u32) {
-        let address = self.device_address(device);
+        let address = self.inner.device_address(device);
         for contact in self.inner.contacts.lock().await.values_mut() {
             contact.forget(&address);
         }
         self.inner.unreceipted.lock().unwrap().remove(&device);
-    }
-
-    /// Keeps `stanza` until the device receipts it, and sends it now if the
-    /// device is online (else at its next login).
-    fn queue_and_deliver(&self, device: u32, id: &str, stanza: wacore_binary::Node) {
-        self.inner
-            .unreceipted
-            .lock()
-            .unwrap()
-            .entry(device)
-            .or_default()
-            .push((id.to_string(), stanza.clone()));
-        self.act_on(Target::Device(device), Action::Deliver(stanza));
     }
 
     /// Bytes of media downloads the client has read from the media host.
@@ -632,17 +764,31 @@ impl Simulator {
         device: u32,
         from: &Person,
         addressing: Addressing,
-        (mimetype, file_name, bytes): (&str, &str, &[u8]),
+        document: (&str, &str, &[u8]),
         caption: &str,
         declared_length: Option<u64>,
     ) -> anyhow::Result<String> {
+        let message = self.document_message(document, caption, declared_length)?;
+        self.send_message(device, from, addressing, &message).await
+    }
+
+    /// The message announcing a document `(mimetype, file name, bytes)`:
+    /// the file is encrypted with a fresh media key and uploaded to the
+    /// simulator's media host; the message declares `declared_length`
+    /// bytes if given, else the file's real size.
+    pub fn document_message(
+        &self,
+        (mimetype, file_name, bytes): (&str, &str, &[u8]),
+        caption: &str,
+        declared_length: Option<u64>,
+    ) -> anyhow::Result<waproto::whatsapp::Message> {
         let mut encryptor =
             wacore::upload::MediaEncryptor::new(wacore::download::MediaType::Document)?;
         let mut sealed = Vec::new();
         encryptor.update(bytes, &mut sealed);
         let info = encryptor.finalize(&mut sealed)?;
         let direct_path = self.inner.media.put(sealed);
-        let message = waproto::whatsapp::Message {
+        Ok(waproto::whatsapp::Message {
             document_message: waproto::buffa::MessageField::some(
                 waproto::whatsapp::message::DocumentMessage {
                     url: Some(format!("https://{}{direct_path}", media::HOST)),
@@ -658,11 +804,12 @@ impl Simulator {
                 },
             ),
             ..Default::default()
-        };
-        self.send_message(device, from, addressing, &message).await
+        })
     }
 
-    /// Like `send_text`, for any message content.
+    /// Like `send_text`, for any message content (see `kinds`). An edit or
+    /// a delete for everyone gets the stanza's `edit` attribute a phone
+    /// puts on it.
     pub async fn send_message(
         &self,
         device: u32,
@@ -670,17 +817,10 @@ impl Simulator {
         addressing: Addressing,
         message: &waproto::whatsapp::Message,
     ) -> anyhow::Result<String> {
-        let (keys, address) = self.device_keys(device)?;
-        let (ciphertext, kind) = {
-            let mut contacts = self.inner.contacts.lock().await;
-            let contact = contacts
-                .entry(from.lid.clone())
-                .or_insert_with(Contact::new);
-            contact.encrypt(&address, &keys, message).await?
-        };
         let id = self.message_id("3EB0SIM");
-        let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
-        self.queue_and_deliver(device, &id, stanza);
+        self.inner
+            .encrypt_and_deliver(device, &id, from, addressing, message)
+            .await?;
         Ok(id)
     }
 
@@ -695,19 +835,99 @@ impl Simulator {
         ciphertext: Vec<u8>,
     ) -> String {
         let id = self.message_id("3EB0OLD");
-        let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext);
-        self.queue_and_deliver(device, &id, stanza);
+        let stanza = conn::message_stanza(&id, from, addressing, kind, ciphertext, None);
+        self.inner.queue_and_deliver(device, &id, stanza);
         id
     }
 
     /// `from` sends `device` a message nobody can decrypt (corrupted on
-    /// the way, or from a session the device no longer has).
+    /// the way, or from a session the device no longer has). The bytes do
+    /// not even parse as a Signal message: the client refuses the stanza
+    /// (a nack) and asks nobody to send it again.
     pub fn send_garbage(&self, device: u32, from: &Person, addressing: Addressing) -> String {
         let id = self.message_id("3EB0BAD");
         let garbage: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
-        let stanza = conn::message_stanza(&id, from, addressing, "msg", garbage);
+        let stanza = conn::message_stanza(&id, from, addressing, "msg", garbage, None);
         self.act_on(Target::Device(device), Action::Deliver(stanza));
         id
+    }
+
+    /// `from` sends `device` a message it cannot read, then the real
+    /// `message` under the same id once the device asks for it again, as a
+    /// sender's phone answers a retry receipt. The first copy is a
+    /// well-formed Signal message whose MAC nobody can verify (as after a
+    /// lost session or a corrupted ciphertext), so the client fails to
+    /// decrypt it and sends `<receipt type="retry">`; the second is
+    /// encrypted like `send_message`'s. Both are queued until receipted.
+    /// `SimEvent::RetryReceipt` and then `SimEvent::Resent` say it
+    /// happened. Returns the message id.
+    pub fn send_unreadable_then(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
+        message: &waproto::whatsapp::Message,
+    ) -> anyhow::Result<String> {
+        let id = self.message_id("3EB0RTY");
+        let unreadable = contact::unreadable_signal_message()?;
+        self.inner.resends.lock().unwrap().insert(
+            id.clone(),
+            Resend {
+                device,
+                from: from.clone(),
+                addressing,
+                message: message.clone(),
+            },
+        );
+        let stanza = conn::message_stanza(&id, from, addressing, "msg", unreadable, None);
+        self.inner.queue_and_deliver(device, &id, stanza);
+        Ok(id)
+    }
+
+    /// `from` calls linked `device` (a voice call, or a video call): a
+    /// `<call>` with an `<offer>` as the server relays a ringing call, which
+    /// whatsapp-rust turns into `Event::IncomingCall`. The device must be
+    /// online: a call rings now or never. `SimEvent::CallRinging` says the
+    /// client saw it, `SimEvent::CallRejected` (and `rejected_calls`) that
+    /// it declined it. Returns the call id.
+    pub fn send_call(
+        &self,
+        device: u32,
+        from: &Person,
+        addressing: Addressing,
+        video: bool,
+    ) -> anyhow::Result<String> {
+        let call_id = format!("{:032X}", rand::random::<u128>());
+        let stanza_id = self.message_id("CALL");
+        let offer = conn::call_offer_stanza(&stanza_id, &call_id, from, addressing, video);
+        anyhow::ensure!(
+            self.act_on(Target::Device(device), Action::Deliver(offer)),
+            "device {device} is not online: a call rings only a connected device"
+        );
+        Ok(call_id)
+    }
+
+    /// Ids of the calls the client declined, oldest first.
+    pub fn rejected_calls(&self) -> Vec<String> {
+        self.inner.rejected_calls.lock().unwrap().clone()
+    }
+
+    /// The simulated account as a person's phone names the chat with it:
+    /// by number when the person writes by number, else by LID. What a
+    /// `kinds` key's `remote_jid` holds for a message in that chat.
+    pub fn account_jid(&self, addressing: Addressing) -> String {
+        match addressing {
+            Addressing::Pn => format!("{}@s.whatsapp.net", self.inner.phone.pn),
+            Addressing::LidWithPn | Addressing::LidHidden => {
+                format!("{}@lid", self.inner.phone.lid)
+            }
+        }
+    }
+
+    /// Whether the client sent message `id` to a person (then a reaction
+    /// to it is to someone else's message, `from_me: false`).
+    pub fn sent_by_client(&self, id: &str) -> bool {
+        self.inner.sent_by_client.lock().unwrap().contains(id)
     }
 
     /// Messages to `device` that it has not receipted yet.
@@ -827,11 +1047,4 @@ pub async fn linked_device(events: &mut broadcast::Receiver<SimEvent>, within: D
         unreachable!()
     };
     device
-}
-
-fn text_message(text: &str) -> waproto::whatsapp::Message {
-    waproto::whatsapp::Message {
-        conversation: Some(text.to_string()),
-        ..Default::default()
-    }
 }
