@@ -29,7 +29,12 @@
 //!   "lid" | "lid-hidden", "group": "1203…@g.us", "document": {"filename",
 //!   "mimetype", "content"}}`: a simulated person writes to the paired
 //!   session (the newest logged-in device, or `"device"`), Signal-encrypted
-//!   as a phone would (`wabridge_sim::control`).
+//!   as a phone would (`wabridge_sim::control`); or sends a `location`,
+//!   `contacts`, a `poll`, a reply (`quote`), a `forwarded` text, or a
+//!   message first unreadable then resent (`unreadable_first`).
+//! - `POST /edit` `{"id", "text"}`, `POST /revoke` `{"id"}`, `POST /reaction`
+//!   `{"id", "emoji"}`: the person edits, deletes for everyone, or reacts to
+//!   a message; `POST /call` `{"video": false}`: the person calls.
 //!
 //! The simulator speaks to whatsapp-rust only with its feature
 //! `danger-skip-cert-chain-verify`, which only the `wabridge-e2e` package
@@ -194,7 +199,7 @@ fn bad(error: impl std::fmt::Display) -> Reply {
 }
 
 async fn usage() -> &'static str {
-    "POST /scan/<session> | POST /scan {qr} | POST /act {action,reason,code,device} (also pair-code {code}, passkey) | POST /plan {plan,reason,code,refs} | GET /connections | POST /message {text,from,addressing,group,document,device}\n"
+    "POST /scan/<session> | POST /scan {qr} | POST /act {action,reason,code,device} (also pair-code {code}, passkey) | POST /plan {plan,reason,code,refs} | GET /connections | POST /message {text,from,addressing,group,document,location,contacts,poll,quote,forwarded,unreadable_first,device} | POST /edit {id,text} | POST /revoke {id} | POST /reaction {id,emoji} | POST /call {video}\n"
 }
 
 async fn connections(State(control): State<Control>) -> Json<Value> {
