@@ -257,6 +257,11 @@ pub fn run(cli: Cli) -> Result<(), String> {
                             .set_nats_subject(&id, declared.nats_subject.clone())
                             .map_err(|e| e.to_string())?;
                     }
+                    if let Some(reject) = declared.reject_calls {
+                        engine
+                            .set_call_policy(&id, reject, declared.call_reply.clone())
+                            .map_err(|e| e.to_string())?;
+                    }
                     engine
                         .add_session(
                             &id,

@@ -410,6 +410,13 @@ pub struct DeclaredSession {
     /// config's; "" sends none of its events to NATS.
     #[serde(default)]
     pub nats_subject: Option<String>,
+    /// Turn down calls to this number (unset: keep what the API or an
+    /// earlier config set; default off).
+    #[serde(default)]
+    pub reject_calls: Option<bool>,
+    /// With `reject_calls`: the text the caller gets.
+    #[serde(default)]
+    pub call_reply: Option<String>,
 }
 
 impl Default for BackoffConfig {
@@ -644,6 +651,22 @@ impl Config {
             if let Some(prefix) = session.nats_subject.as_deref().filter(|p| !p.is_empty()) {
                 crate::nats::subject::check_prefix(prefix)
                     .map_err(|e| ("sessions.nats_subject".to_string(), e))?;
+            }
+            if session.call_reply.is_some() && session.reject_calls != Some(true) {
+                return Err((
+                    "sessions.call_reply".into(),
+                    "is sent only after a rejected call: set reject_calls = true too".into(),
+                ));
+            }
+            if self.cluster.is_some()
+                && (session.reject_calls.is_some() || session.call_reply.is_some())
+            {
+                return Err((
+                    "sessions.reject_calls".into(),
+                    "call rejection with [cluster] is not supported yet: the cluster keeps \
+                     only a session's webhook"
+                        .into(),
+                ));
             }
         }
         Ok(())
@@ -1193,5 +1216,23 @@ mod tests {
         assert_eq!(config.sessions.len(), 1);
         assert!(config.data_dir.is_some());
         assert!(config.whatsapp.version.is_some());
+    }
+
+    #[test]
+    fn call_settings_are_checked_and_named_by_key() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let config = parse(
+            "[[sessions]]\nid = \"shop\"\nreject_calls = true\ncall_reply = \"Please write\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.sessions[0].reject_calls, Some(true));
+        let e = err("[[sessions]]\nid = \"shop\"\ncall_reply = \"Please write\"\n");
+        assert!(e.contains("key `sessions.call_reply`"), "{e}");
+        let e = err("[[sessions]]\nid = \"shop\"\nreject_calls = \"yes\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err(
+            "[cluster]\ndatabase_url = \"postgres://127.0.0.1/w\"\nnode = \"a\"\n[[sessions]]\nid = \"shop\"\nreject_calls = true\n",
+        );
+        assert!(e.contains("key `sessions.reject_calls`"), "{e}");
     }
 }

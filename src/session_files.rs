@@ -33,6 +33,14 @@ pub struct SessionSettings {
     /// its events go to NATS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_subject: Option<String>,
+    /// Calls to the session's number are turned down (a business number
+    /// nobody answers) instead of ringing on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reject_calls: bool,
+    /// With `reject_calls`: the text the caller gets after the rejection
+    /// ("This number does not take calls; please write").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_reply: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +176,8 @@ mod tests {
             webhook_token: Some("t".into()),
             logged_out: false,
             nats_subject: Some("erp.acme".into()),
+            reject_calls: true,
+            call_reply: Some("Please write".into()),
         };
         files.save_settings(&settings).unwrap();
         assert_eq!(files.load_settings().unwrap(), settings);

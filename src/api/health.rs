@@ -174,6 +174,18 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             );
         }
     }
+    if sessions.iter().any(|s| !s.unreadable.is_empty()) {
+        out.push_str("# HELP wabridge_unreadable_messages_total Messages that could not be decrypted, per session and peer (the peers with most).\n# TYPE wabridge_unreadable_messages_total counter\n");
+        for s in &sessions {
+            for peer in &s.unreadable {
+                let _ = writeln!(
+                    out,
+                    "wabridge_unreadable_messages_total{{session=\"{}\",peer=\"{}\"}} {}",
+                    s.id, peer.peer, peer.count
+                );
+            }
+        }
+    }
     if let Some(cluster) = &state.cluster {
         cluster_metrics(&mut out, &state, &cluster.node, &sessions, now);
     }

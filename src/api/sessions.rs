@@ -49,6 +49,10 @@ pub struct StartRequest {
     /// Ours, with `[nats]`: the session's subject prefix ("" turns NATS
     /// off for it).
     nats_subject: Option<String>,
+    /// Ours: turn down calls to the number (unset: unchanged)...
+    reject_calls: Option<bool>,
+    /// ... and write this to the caller.
+    call_reply: Option<String>,
 }
 
 /// `POST /sessions/start`: starts (or finds) the session and waits, like
@@ -75,6 +79,16 @@ pub async fn start(
         crate::nats::subject::check_prefix(prefix)
             .map_err(|e| ApiError::bad_request(format!("natsSubject {e}")))?;
     }
+    if request.call_reply.is_some() && request.reject_calls != Some(true) {
+        return Err(ApiError::bad_request(
+            "callReply is sent only after a rejected call: set rejectCalls to true too",
+        ));
+    }
+    if state.cluster.is_some() && request.reject_calls.is_some() {
+        return Err(ApiError::bad_request(
+            "rejectCalls with [cluster] is not supported yet",
+        ));
+    }
     let deadline = tokio::time::Instant::now() + state.start_wait;
     let (started, mut watch) = match &state.cluster {
         None => {
@@ -82,6 +96,11 @@ pub async fn start(
                 state
                     .engine
                     .set_nats_subject(&id, request.nats_subject.clone())?;
+            }
+            if let Some(reject) = request.reject_calls {
+                state
+                    .engine
+                    .set_call_policy(&id, reject, request.call_reply.clone())?;
             }
             let started =
                 state

@@ -347,6 +347,20 @@ pub trait InboundSink: Send + Sync + 'static {
     /// so that waiting for the disk never holds one of the runtime's few
     /// worker threads.
     fn persist<'a>(&'a self, batch: &'a [IncomingMessage]) -> PersistFuture<'a>;
+
+    /// What to do with a call, asked when one comes in (the operator may
+    /// have changed it since the session started).
+    fn call_policy(&self) -> CallPolicy {
+        CallPolicy::default()
+    }
+}
+
+/// A session's answer to calls: let them ring (default), or reject them
+/// and send the caller `reply` when there is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallPolicy {
+    pub reject: bool,
+    pub reply: Option<String>,
 }
 
 pub type PersistFuture<'a> =

@@ -4,16 +4,23 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use super::backend::{InboundEvent, InboundSink, IncomingMessage, PersistFuture};
+use super::backend::{CallPolicy, InboundEvent, InboundSink, IncomingMessage, PersistFuture};
 use super::outbound::Outbound;
 use super::phone::Source;
-use super::state::{EngineEvent, InboundMessage, LineAction, SenderNumber};
+use super::state::{EngineEvent, InboundMessage, LineAction, SenderNumber, SessionSnapshot};
+use super::unreadable::UnreadableLedger;
 use crate::paths::SessionId;
+use crate::session_files::SessionFiles;
 
 pub(crate) struct MessageForwarder {
     pub(crate) session: SessionId,
+    /// Where the session's settings (its call policy) are read.
+    pub(crate) files: SessionFiles,
+    pub(crate) unreadable: Arc<UnreadableLedger>,
+    /// The session's snapshot, for its count of unreadable messages.
+    pub(crate) snapshot: watch::Sender<SessionSnapshot>,
     pub(crate) outbound: Option<Arc<dyn Outbound>>,
     pub(crate) events: broadcast::Sender<EngineEvent>,
 }
@@ -22,11 +29,37 @@ impl InboundSink for MessageForwarder {
     fn persist<'a>(&'a self, batch: &'a [IncomingMessage]) -> PersistFuture<'a> {
         Box::pin(self.persist_batch(batch))
     }
+
+    fn call_policy(&self) -> CallPolicy {
+        match self.files.load_settings() {
+            Ok(settings) => CallPolicy {
+                reject: settings.reject_calls,
+                reply: settings.call_reply.filter(|r| !r.is_empty()),
+            },
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the call settings of session {}: {e}; the call rings on",
+                    self.session
+                );
+                CallPolicy::default()
+            }
+        }
+    }
 }
 
 impl MessageForwarder {
     async fn persist_batch(&self, batch: &[IncomingMessage]) -> Result<(), String> {
-        for message in batch {
+        let mut batch = batch.to_vec();
+        let failed = self
+            .unreadable
+            .note(&mut batch, chrono::Utc::now().timestamp_millis());
+        if failed {
+            let failures = self.unreadable.failures();
+            self.snapshot.send_modify(|s| s.unreadable = failures);
+            let current = self.snapshot.borrow().clone();
+            let _ = self.events.send(EngineEvent::SessionChanged(current));
+        }
+        for message in &batch {
             if message.from.source == Source::Participant
                 && let Some(lid) = &message.from.from_lid
             {
@@ -38,12 +71,12 @@ impl MessageForwarder {
         }
         if let Some(outbound) = &self.outbound {
             outbound
-                .persist_messages(&self.session, batch)
+                .persist_messages(&self.session, &batch)
                 .await
                 .map_err(|e| e.to_string())?;
         }
         // Only after everything is on disk do the views hear about it.
-        for message in batch {
+        for message in &batch {
             let _ = self
                 .events
                 .send(EngineEvent::Message(Arc::new(view(&self.session, message))));
@@ -71,7 +104,9 @@ fn view(session: &SessionId, m: &IncomingMessage) -> InboundMessage {
         edited: false,
         deleted: false,
         action: match &m.event {
-            InboundEvent::Message => None,
+            InboundEvent::Message => m.replaces.as_ref().map(|target| LineAction::Replaces {
+                target: target.clone(),
+            }),
             InboundEvent::Edited { target } => Some(LineAction::Edit {
                 target: target.clone(),
             }),

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod requests;
 pub mod state;
 pub mod supervisor;
+pub mod unreadable;
 pub mod whatsapp;
 
 use std::collections::BTreeMap;
@@ -31,8 +32,8 @@ use outbound::{DeadLetter, Outbound, OutboundError};
 pub use requests::RequestError;
 use requests::{Done, Op, Request};
 pub use state::{
-    BacklogInfo, EngineEvent, InboundMessage, LastClose, LineAction, QrOffer, SenderNumber,
-    SessionSnapshot, SessionState,
+    BacklogInfo, EngineEvent, InboundMessage, LastClose, LineAction, PeerFailures, QrOffer,
+    SenderNumber, SessionSnapshot, SessionState,
 };
 pub use supervisor::Command;
 use supervisor::{Pacing, Publisher, Supervisor};
@@ -299,6 +300,24 @@ impl Engine {
         if let Some(outbound) = &self.inner.outbound {
             outbound.configure(id, &settings);
         }
+        Ok(())
+    }
+
+    /// Sets what the session does with calls (`SessionSettings::
+    /// reject_calls`, `call_reply`); asked afresh at each call.
+    pub fn set_call_policy(
+        &self,
+        id: &SessionId,
+        reject: bool,
+        reply: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.may_change(id)?;
+        SessionFiles::new(&self.inner.data, id)
+            .update_settings(|settings| {
+                settings.reject_calls = reject;
+                settings.call_reply = reply.filter(|r| !r.is_empty());
+            })
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
         Ok(())
     }
 

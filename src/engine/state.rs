@@ -108,6 +108,17 @@ pub struct SessionSnapshot {
     /// catch-up is not over.
     #[serde(default)]
     pub interrupted_sync: Option<u32>,
+    /// Messages that could not be read, per peer (phone digits, or LID
+    /// digits when hidden), most first: many from one peer is a broken
+    /// session worth seeing.
+    #[serde(default)]
+    pub unreadable: Vec<PeerFailures>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerFailures {
+    pub peer: String,
+    pub count: u64,
 }
 
 impl SessionSnapshot {
@@ -124,6 +135,7 @@ impl SessionSnapshot {
             last_answer_at: None,
             backlog: None,
             interrupted_sync: None,
+            unreadable: Vec::new(),
         }
     }
 }
@@ -203,6 +215,11 @@ pub enum LineAction {
         video: bool,
         rejected: bool,
     },
+    /// The readable resend of an unreadable notice: it takes the
+    /// notice's line.
+    Replaces {
+        target: String,
+    },
 }
 
 /// Where `line` goes in a stream of `lines`: an edit or a delete of a
@@ -213,16 +230,30 @@ pub fn place_line<'a>(
     line: std::sync::Arc<InboundMessage>,
 ) -> Option<std::sync::Arc<InboundMessage>> {
     let target = match &line.action {
-        Some(LineAction::Edit { target } | LineAction::Delete { target })
+        Some(
+            LineAction::Edit { target }
+            | LineAction::Delete { target }
+            | LineAction::Replaces { target },
+        )
         | Some(LineAction::Reaction { target, .. }) => target,
         _ => return Some(line),
     };
     let shown = lines.find(|m| m.session == line.session && m.id == *target && m.action.is_none());
+    let as_message = || {
+        std::sync::Arc::new(InboundMessage {
+            action: None,
+            ..(*line).clone()
+        })
+    };
     let Some(shown) = shown else {
+        if let Some(LineAction::Replaces { .. }) = &line.action {
+            return Some(as_message());
+        }
         return Some(line);
     };
     let mut marked = (**shown).clone();
     match &line.action {
+        Some(LineAction::Replaces { .. }) => marked = (*as_message()).clone(),
         Some(LineAction::Edit { .. }) => {
             marked.text = line.text.clone();
             marked.edited = true;

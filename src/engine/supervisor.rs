@@ -18,6 +18,7 @@ use super::outbound::Outbound;
 use super::progress::MessageProgress;
 use super::requests::{Request, run_or_refuse};
 use super::state::{EngineEvent, LastClose, QrOffer, SessionSnapshot, SessionState};
+use super::unreadable::UnreadableLedger;
 use crate::paths::DataDir;
 use crate::session_files::{SessionFiles, SessionSettings};
 
@@ -169,6 +170,9 @@ pub(crate) struct Supervisor<B: WaBackend> {
     previous_was_restart: bool,
     pair_phone: Option<String>,
     qr_index: u8,
+    /// Messages that could not be read: which wait for a resend, and the
+    /// failures per peer.
+    unreadable: Arc<UnreadableLedger>,
 }
 
 impl<B: WaBackend> Supervisor<B> {
@@ -184,6 +188,7 @@ impl<B: WaBackend> Supervisor<B> {
         Supervisor {
             backend,
             data,
+            unreadable: Arc::new(UnreadableLedger::open(&files)),
             files,
             pacing,
             commands,
@@ -204,8 +209,11 @@ impl<B: WaBackend> Supervisor<B> {
                 if let Some(outbound) = &self.publisher.outbound {
                     outbound.configure(&self.files.id, &settings);
                 }
-                self.publisher
-                    .update(|s| s.has_webhook = settings.webhook_url.is_some());
+                let unreadable = self.unreadable.failures();
+                self.publisher.update(|s| {
+                    s.has_webhook = settings.webhook_url.is_some();
+                    s.unreadable = unreadable;
+                });
                 if settings.logged_out {
                     self.publisher.set_state(SessionState::LoggedOut);
                     Next::WaitForOperator
@@ -254,6 +262,9 @@ impl<B: WaBackend> Supervisor<B> {
             pair_phone: self.pair_phone.clone(),
             inbound: Some(Arc::new(MessageForwarder {
                 session: self.files.id.clone(),
+                files: self.files.clone(),
+                unreadable: self.unreadable.clone(),
+                snapshot: self.publisher.snapshot.clone(),
                 outbound: self.publisher.outbound.clone(),
                 events: self.publisher.events.clone(),
             })),

@@ -215,6 +215,7 @@ async fn install(data: &DataDir, id: &SessionId, prepared: &Prepared) -> Result<
             webhook_token: prepared.webhook.as_ref().and_then(|w| w.token.clone()),
             logged_out: false,
             nats_subject: None,
+            ..SessionSettings::default()
         };
         staged
             .save_settings(&settings)

@@ -151,6 +151,12 @@ fn describe(report: &mut SessionReport, source: &Source) {
             "its NATS subject ({prefix:?}) stays behind: NATS with [cluster] is not supported yet"
         ));
     }
+    if source.settings.reject_calls {
+        report.warnings.push(
+            "its call rejection stays behind: set reject_calls in [[sessions]] on each host"
+                .to_string(),
+        );
+    }
     report.webhook = source
         .settings
         .webhook_url
@@ -302,6 +308,8 @@ async fn verify(
         logged_out: row.get(2),
         // Not kept in the cluster (see `describe`).
         nats_subject: source.settings.nats_subject.clone(),
+        reject_calls: source.settings.reject_calls,
+        call_reply: source.settings.call_reply.clone(),
     };
     if settings != source.settings {
         differences.push("the settings differ".into());

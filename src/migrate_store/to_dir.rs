@@ -254,6 +254,7 @@ async fn read_source(run: &Run<'_>, id: &SessionId) -> Result<Source, Stop> {
         webhook_token: row.get(1),
         logged_out: row.get(2),
         nats_subject: None,
+        ..SessionSettings::default()
     };
     let store = db_store::read(&tx, id.as_str())
         .await

@@ -242,3 +242,42 @@ async fn edits_deletes_reactions_and_calls_are_events_of_their_own() {
         })
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_notice_is_replaced_by_its_resend_and_counted_per_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let (engine, backend) = connected_engine(&tmp, &receiver).await;
+    let notice = IncomingMessage {
+        unreadable: true,
+        kind: ContentKind::Unknown,
+        ..from_asha("M7", "[unreadable: could not be decrypted]")
+    };
+    backend.deliver("WA-1", &[notice]).await.unwrap();
+    backend
+        .deliver("WA-1", &[from_asha("M7", "the real order")])
+        .await
+        .unwrap();
+    let got: Vec<serde_json::Value> = bodies(&receiver, 2)
+        .await
+        .into_iter()
+        .map(|b| b["messages"][0].clone())
+        .collect();
+    assert_eq!(
+        (&got[0]["id"], &got[0]["type"], &got[0]["unreadable"]),
+        (&json!("M7"), &json!("unknown"), &json!(true))
+    );
+    assert_eq!(got[1]["text"], "the real order");
+    assert_eq!(got[1]["replaces"], "M7");
+    assert_eq!(got[1].get("unreadable"), None);
+    // Counted for the peer, on the session's snapshot (dashboard, /metrics).
+    let id = wabridge::paths::SessionId::parse("WA-1").unwrap();
+    let snapshot = engine.watch(&id).unwrap().borrow().clone();
+    assert_eq!(
+        snapshot.unreadable,
+        [wabridge::engine::PeerFailures {
+            peer: "919075167132".into(),
+            count: 1
+        }]
+    );
+}

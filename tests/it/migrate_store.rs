@@ -220,6 +220,7 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_token: Some("erp-s3cret".into()),
             logged_out: false,
             nats_subject: None,
+            ..SessionSettings::default()
         },
     );
     settings(
@@ -230,6 +231,7 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_token: None,
             logged_out: true,
             nats_subject: None,
+            ..SessionSettings::default()
         },
     );
     outbox_rows(&data, "back");
@@ -338,6 +340,7 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_token: Some("erp-s3cret".into()),
             logged_out: false,
             nats_subject: None,
+            ..SessionSettings::default()
         }
     );
     let gone = SessionFiles::new(&home, &id("gone"));

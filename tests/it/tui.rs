@@ -17,7 +17,8 @@ use wabridge::cluster::view::{ClusterSession, ClusterSnapshot};
 use wabridge::console::wire::{Backfill, LogLine, Request};
 use wabridge::engine::close::HaltReason;
 use wabridge::engine::{
-    InboundMessage, LastClose, LineAction, QrOffer, SenderNumber, SessionSnapshot, SessionState,
+    InboundMessage, LastClose, LineAction, PeerFailures, QrOffer, SenderNumber, SessionSnapshot,
+    SessionState,
 };
 use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
 use wabridge::tui::ui;
@@ -574,6 +575,41 @@ fn edits_and_deletes_mark_their_line_and_reactions_and_calls_say_what_happened()
     assert!(text.contains("is calling (voice call, rejected)"), "{text}");
     // An edit or a delete of a shown message adds no line of its own.
     assert_eq!(app.messages.items().len(), 6);
+}
+
+#[test]
+fn a_resend_takes_its_notices_line_and_the_detail_names_peers_with_unreadable_messages() {
+    let mut app = app();
+    let now = Instant::now();
+    app.update(Msg::Sessions(vec![SessionSnapshot {
+        unreadable: vec![PeerFailures {
+            peer: "919075167132".into(),
+            count: 4,
+        }],
+        ..connected("WA-Dexciss", "919075167132")
+    }]));
+    let phone = || SenderNumber::Phone("919075167132".into());
+    let notice = InboundMessage {
+        text: "[unreadable: could not be decrypted]".into(),
+        ..(*message(1, phone())).clone()
+    };
+    app.update(Msg::Message(Arc::new(notice)));
+    app.update(Msg::Message(message(2, phone())));
+    app.update(Msg::Message(Arc::new(InboundMessage {
+        text: "the real order".into(),
+        action: Some(LineAction::Replaces {
+            target: "3EB00001".into(),
+        }),
+        ..(*message(1, phone())).clone()
+    })));
+    let text = screen(&app, now, 150, 40);
+    assert!(text.contains("the real order"), "{text}");
+    assert!(!text.contains("[unreadable"), "{text}");
+    assert_eq!(app.messages.items().len(), 2, "no line of its own");
+    assert!(
+        text.contains("Unreadable messages: 4 (most from 919075167132 ×4)"),
+        "{text}"
+    );
 }
 
 fn backfill(instance: u64, sessions: Vec<SessionSnapshot>, messages: &[i64], logs: &[u64]) -> Msg {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use whatsapp_rust::prelude::{Client, InboundMessage, MessageInfo};
 use whatsapp_rust::types::message::MessageSource;
+use whatsapp_rust::wacore::types::call::{CallAction, IncomingCall};
+use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{InboundDurabilityHook, Jid};
 
 use super::content::{self, Extracted, MediaRef};
@@ -118,6 +120,64 @@ impl DurabilityHook {
                 "cannot queue the unreadable notice of message {}: {e}",
                 info.id
             );
+        }
+    }
+
+    /// A call: rejected (and the caller written to) when the session's
+    /// policy says so, then forwarded as `call.received`. Only a ringing
+    /// offer is rejected: one delivered late from the offline queue has
+    /// already ended.
+    pub async fn forward_call(&self, client: &Arc<Client>, call: &IncomingCall) {
+        let CallAction::Offer {
+            call_id,
+            caller_pn,
+            is_video,
+            ..
+        } = &call.action
+        else {
+            return;
+        };
+        let policy = self.sink.call_policy();
+        let mut rejected = false;
+        if policy.reject && !call.offline {
+            match client.voip().reject(call).await {
+                Ok(()) => rejected = true,
+                Err(e) => tracing::warn!("cannot reject call {call_id}: {e}"),
+            }
+        }
+        if rejected && let Some(reply) = policy.reply {
+            let to = call.from.to_non_ad();
+            let text = wa::Message {
+                conversation: Some(reply),
+                ..Default::default()
+            };
+            if let Err(e) = client.send_message(&to, text).await {
+                tracing::warn!("cannot write to the caller of call {call_id}: {e}");
+            }
+        }
+        let source = MessageSource {
+            chat: call.from.to_non_ad(),
+            sender: call.from.to_non_ad(),
+            sender_alt: caller_pn.clone(),
+            ..MessageSource::default()
+        };
+        let (from, _) = self.resolve_sender(client, &source).await;
+        let notice = IncomingMessage {
+            push_name: call.notify.clone().filter(|n| !n.is_empty()),
+            timestamp: call.timestamp.timestamp(),
+            event: InboundEvent::Call {
+                video: *is_video,
+                rejected,
+            },
+            ..IncomingMessage::new(
+                call_id.clone(),
+                source.sender.to_string(),
+                from,
+                String::new(),
+            )
+        };
+        if let Err(e) = self.sink.persist(std::slice::from_ref(&notice)).await {
+            tracing::error!("cannot queue call {call_id}: {e}");
         }
     }
 

@@ -148,7 +148,7 @@ impl WhatsAppBackend {
         let forwarder = Forwarder {
             sink: events.clone(),
             client: Arc::new(OnceLock::new()),
-            unreadable: hook.clone(),
+            hook: hook.clone(),
         };
         let client_slot = forwarder.client.clone();
         let mut builder = Bot::builder()
@@ -286,7 +286,7 @@ struct Forwarder {
     /// this handler.
     client: Arc<OnceLock<Weak<Client>>>,
     /// Forwards messages the library could not decrypt, as notices.
-    unreadable: Option<inbound::DurabilityHook>,
+    hook: Option<inbound::DurabilityHook>,
 }
 
 impl Forwarder {
@@ -308,13 +308,24 @@ impl Forwarder {
             info.id,
             info.source.sender
         );
-        let (Some(hook), Some(client)) = (
-            self.unreadable.clone(),
-            self.client.get().and_then(Weak::upgrade),
-        ) else {
+        let (Some(hook), Some(client)) =
+            (self.hook.clone(), self.client.get().and_then(Weak::upgrade))
+        else {
             return;
         };
         tokio::spawn(async move { hook.forward_unreadable(&client, &info, &reason).await });
+    }
+
+    /// A call: answered per the session's policy and forwarded, off the
+    /// event path (rejecting and replying go over the connection).
+    fn forward_call(&self, call: &whatsapp_rust::wacore::types::call::IncomingCall) {
+        let (Some(hook), Some(client)) =
+            (self.hook.clone(), self.client.get().and_then(Weak::upgrade))
+        else {
+            return;
+        };
+        let call = call.clone();
+        tokio::spawn(async move { hook.forward_call(&client, &call).await });
     }
 
     fn own_ids(&self) -> (Option<String>, Option<String>) {
@@ -330,9 +341,16 @@ impl Forwarder {
 
 impl EventHandler for Forwarder {
     fn handle_event(&self, event: Arc<Event>) {
-        if let Event::UndecryptableMessage(undecryptable) = &*event {
-            self.forward_unreadable(undecryptable);
-            return;
+        match &*event {
+            Event::UndecryptableMessage(undecryptable) => {
+                self.forward_unreadable(undecryptable);
+                return;
+            }
+            Event::IncomingCall(call) => {
+                self.forward_call(call);
+                return;
+            }
+            _ => {}
         }
         if let Some(event) = self.translate(&event) {
             // The supervisor gone means the session is stopping: nothing to do.

@@ -185,6 +185,22 @@ fn describe(session: &SessionSnapshot, now: Instant, theme: Theme) -> Vec<Line<'
             theme.error(),
         ));
     }
+    if !session.unreadable.is_empty() {
+        let total: u64 = session.unreadable.iter().map(|p| p.count).sum();
+        let worst: Vec<String> = session
+            .unreadable
+            .iter()
+            .take(3)
+            .map(|p| format!("{} ×{}", p.peer, p.count))
+            .collect();
+        lines.push(Line::styled(
+            format!(
+                "Unreadable messages: {total} (most from {})",
+                worst.join(", ")
+            ),
+            theme.error(),
+        ));
+    }
     if let Some(close) = &session.last_close {
         lines.push(Line::styled(
             format!(

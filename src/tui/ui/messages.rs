@@ -92,7 +92,8 @@ fn what_it_says(message: &InboundMessage, theme: Theme) -> Vec<Span<'_>> {
             ),
             Span::styled(" (deleted)", theme.error()),
         ],
-        None => {
+        // Placed on its notice's line when that is shown (`place_line`).
+        None | Some(LineAction::Replaces { .. }) => {
             let mut spans = vec![Span::raw(format!(": {}", message.text))];
             if message.edited {
                 spans.push(Span::styled(" (edited)", theme.dim()));

@@ -1,0 +1,222 @@
+//! A session's messages that could not be read, kept in its folder
+//! (`unreadable.json`): which notices still wait for their real content, so
+//! that the readable resend (same chat, sender and id) is forwarded with a
+//! `replaces` marker even across a restart; and how many failures each
+//! peer caused, for `/metrics` and the dashboard (a peer with many is a
+//! broken Signal session worth seeing).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{InboundEvent, IncomingMessage};
+use super::state::PeerFailures;
+use crate::paths;
+use crate::session_files::SessionFiles;
+
+const FILE: &str = "unreadable.json";
+/// Notices older than this no longer wait for a resend: the sender's phone
+/// gives up retrying long before.
+const WAIT_MS: i64 = 14 * 24 * 3600 * 1000;
+/// At most this many notices wait; the oldest go first.
+const MAX_WAITING: usize = 10_000;
+/// The peers with most failures that views show (all are counted).
+const SHOWN_PEERS: usize = 20;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Ledger {
+    waiting: Vec<Waiting>,
+    /// Failures per peer (phone digits, or LID digits when hidden).
+    failures: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Waiting {
+    chat: String,
+    sender: String,
+    id: String,
+    at_ms: i64,
+    /// Its real content came. Kept until it expires all the same: if that
+    /// batch fails to persist, WhatsApp delivers it again, and the copy
+    /// must still say what it replaces.
+    #[serde(default)]
+    resolved: bool,
+}
+
+impl Waiting {
+    fn of(m: &IncomingMessage, at_ms: i64) -> Waiting {
+        Waiting {
+            chat: m.chat.clone(),
+            sender: m.sender.clone(),
+            id: m.id.clone(),
+            at_ms,
+            resolved: false,
+        }
+    }
+
+    fn is(&self, m: &IncomingMessage) -> bool {
+        self.id == m.id && self.chat == m.chat && self.sender == m.sender
+    }
+}
+
+pub struct UnreadableLedger {
+    path: PathBuf,
+    ledger: Mutex<Ledger>,
+}
+
+impl UnreadableLedger {
+    /// The session's ledger; an unreadable file is moved aside (never
+    /// deleted) and a new one started.
+    pub fn open(files: &SessionFiles) -> UnreadableLedger {
+        let path = files.dir.join(FILE);
+        let ledger = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                let aside = path.with_extension("json.unreadable");
+                let kept = std::fs::rename(&path, &aside).map_or_else(
+                    |e| format!("could not be moved aside: {e}"),
+                    |()| format!("kept as {}", aside.display()),
+                );
+                tracing::warn!("{} is not valid ({e}); {kept}", path.display());
+                Ledger::default()
+            }),
+            Err(_) => Ledger::default(),
+        };
+        UnreadableLedger {
+            path,
+            ledger: Mutex::new(ledger),
+        }
+    }
+
+    /// Before `batch` is persisted: notices are recorded and counted, and a
+    /// message whose notice was forwarded gets `replaces`. Saved when
+    /// anything changed; a failed save is logged (the batch still goes: the
+    /// marker is a courtesy, the message itself must not wait on it). True
+    /// when a new failure was counted.
+    pub fn note(&self, batch: &mut [IncomingMessage], now_ms: i64) -> bool {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        let mut failed = false;
+        for m in batch
+            .iter_mut()
+            .filter(|m| m.event == InboundEvent::Message)
+        {
+            if m.unreadable {
+                if !ledger.waiting.iter().any(|w| w.is(m)) {
+                    ledger.waiting.push(Waiting::of(m, now_ms));
+                    *ledger.failures.entry(m.from.from.clone()).or_default() += 1;
+                    changed = true;
+                    failed = true;
+                }
+            } else if let Some(notice) = ledger.waiting.iter_mut().find(|w| w.is(m)) {
+                m.replaces = Some(m.id.clone());
+                changed |= !notice.resolved;
+                notice.resolved = true;
+            }
+        }
+        let before = ledger.waiting.len();
+        ledger.waiting.retain(|w| now_ms - w.at_ms < WAIT_MS);
+        let excess = ledger.waiting.len().saturating_sub(MAX_WAITING);
+        ledger.waiting.drain(..excess);
+        changed |= ledger.waiting.len() != before;
+        if changed && let Err(e) = self.save(&ledger) {
+            tracing::warn!("cannot save {}: {e}", self.path.display());
+        }
+        failed
+    }
+
+    /// Failures per peer, most first, at most `SHOWN_PEERS`.
+    pub fn failures(&self) -> Vec<PeerFailures> {
+        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers: Vec<PeerFailures> = ledger
+            .failures
+            .iter()
+            .map(|(peer, &count)| PeerFailures {
+                peer: peer.clone(),
+                count,
+            })
+            .collect();
+        peers.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.peer.cmp(&b.peer)));
+        peers.truncate(SHOWN_PEERS);
+        peers
+    }
+
+    /// Notices still waiting for their real content.
+    pub fn waiting(&self) -> usize {
+        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        ledger.waiting.iter().filter(|w| !w.resolved).count()
+    }
+
+    fn save(&self, ledger: &Ledger) -> std::io::Result<()> {
+        let json = serde_json::to_vec(ledger).map_err(std::io::Error::other)?;
+        paths::write_private_file(&self.path, &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::phone::{Lookups, resolve};
+    use crate::paths::{DataDir, SessionId};
+
+    fn message(id: &str, unreadable: bool) -> IncomingMessage {
+        let from = resolve(&Lookups {
+            sender: "447700900123@s.whatsapp.net",
+            ..Lookups::default()
+        });
+        IncomingMessage {
+            unreadable,
+            ..IncomingMessage::new(
+                id.into(),
+                "447700900123@s.whatsapp.net".into(),
+                from,
+                "x".into(),
+            )
+        }
+    }
+
+    #[test]
+    fn the_resend_replaces_its_notice_across_a_restart_and_failures_are_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = SessionFiles::new(&DataDir::new(tmp.path()), &SessionId::parse("s").unwrap());
+        std::fs::create_dir_all(&files.dir).unwrap();
+        let ledger = UnreadableLedger::open(&files);
+        let mut notices = [message("A", true), message("B", true), message("A", true)];
+        ledger.note(&mut notices, 1_000);
+        assert_eq!(
+            ledger.failures(),
+            [PeerFailures {
+                peer: "447700900123".into(),
+                count: 2
+            }]
+        );
+        assert_eq!(ledger.waiting(), 2);
+        let reopened = UnreadableLedger::open(&files);
+        let mut resent = [message("A", false), message("C", false)];
+        reopened.note(&mut resent, 2_000);
+        assert_eq!(resent[0].replaces.as_deref(), Some("A"));
+        assert_eq!(resent[1].replaces, None, "never unreadable");
+        assert_eq!(reopened.waiting(), 1);
+        // WhatsApp's second delivery of the resend (its first batch did not
+        // persist) still says what it replaces; the outbox drops a copy.
+        let mut again = [message("A", false)];
+        reopened.note(&mut again, 3_000);
+        assert_eq!(again[0].replaces.as_deref(), Some("A"));
+        // Notices stop waiting after two weeks.
+        reopened.note(&mut [], 2_000 + WAIT_MS);
+        assert_eq!(reopened.waiting(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_ledger_is_moved_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = SessionFiles::new(&DataDir::new(tmp.path()), &SessionId::parse("s").unwrap());
+        std::fs::create_dir_all(&files.dir).unwrap();
+        std::fs::write(files.dir.join(FILE), b"{not json").unwrap();
+        let ledger = UnreadableLedger::open(&files);
+        assert_eq!(ledger.waiting(), 0);
+        assert!(files.dir.join("unreadable.json.unreadable").exists());
+    }
+}
