@@ -13,6 +13,7 @@ mod cluster;
 mod cluster_ops;
 mod cluster_views;
 mod crash;
+mod customer_actions;
 mod headless;
 mod import;
 mod lifecycle;
