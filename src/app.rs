@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::engine::liveness::Liveness;
 use crate::engine::outbound::{Fanout, Outbound};
 use crate::engine::whatsapp::{PgBackend, WhatsAppBackend, pg_store};
+use crate::media_store::MediaStore;
 use crate::paths::{DataDir, DataDirError, SessionId};
 use crate::webhook::hub::WebhookHub;
 use crate::{api, headless, import, logging, migrate_store, tui};
@@ -219,10 +220,21 @@ pub fn run(cli: Cli) -> Result<(), String> {
 
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        // The files behind media URLs; the cluster's sessions send base64.
+        let media = match &config.cluster {
+            None => {
+                let dir = data.root().join("media");
+                let store = MediaStore::open(dir.clone(), config.media_limits())
+                    .map_err(|e| format!("cannot use the media folder {}: {e}", dir.display()))?;
+                Some(Arc::new(store))
+            }
+            Some(_) => None,
+        };
         let backend = WhatsAppBackend {
             ws_url: config.whatsapp.ws_url.clone(),
             version: config.whatsapp.version,
             media_cap: config.webhook.max_media_bytes,
+            media_store: media.clone(),
             http: None,
             liveness: Liveness::with_bound(config.whatsapp.dead_after),
         };
@@ -255,6 +267,11 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     if declared.nats_subject.is_some() {
                         engine
                             .set_nats_subject(&id, declared.nats_subject.clone())
+                            .map_err(|e| e.to_string())?;
+                    }
+                    if let Some(mode) = declared.media {
+                        engine
+                            .set_media_mode(&id, mode)
                             .map_err(|e| e.to_string())?;
                     }
                     if let Some(reject) = declared.reject_calls {
@@ -293,9 +310,13 @@ pub fn run(cli: Cli) -> Result<(), String> {
             control.clone(),
             cluster_view.clone(),
             nats,
+            media.clone(),
             api_stopped,
         )
         .await?;
+        if let Some(media) = media {
+            tokio::spawn(sweep_media(media));
+        }
         let console = Console::start(engine.clone(), tail_rx, config.tui.message_buffer);
         if let (Some(view), Some(control)) = (cluster_view, control) {
             console.show_cluster(view);
@@ -566,6 +587,7 @@ async fn start_api(
     cluster: Option<ClusterControl>,
     cluster_view: Option<tokio::sync::watch::Receiver<ClusterSnapshot>>,
     nats: Option<Arc<crate::nats::NatsHub>>,
+    media: Option<Arc<MediaStore>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listen = config.api.listen;
@@ -584,6 +606,12 @@ async fn start_api(
     state.cluster = cluster;
     state.cluster_view = cluster_view;
     state.nats = nats;
+    if let Some(media) = &media
+        && config.media.public_url.is_none()
+    {
+        media.set_public_url(format!("http://{bound}"));
+    }
+    state.media = media;
     let router = api::router(state);
     Ok(tokio::spawn(async move {
         let shutdown = async move {
@@ -593,6 +621,17 @@ async fn start_api(
             tracing::error!("HTTP API stopped: {e}");
         }
     }))
+}
+
+/// Expired media goes even when no new media comes to trigger the budget.
+async fn sweep_media(media: Arc<MediaStore>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        let media = media.clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let _ = tokio::task::spawn_blocking(move || media.sweep(now_ms, None)).await;
+    }
 }
 
 /// Ctrl-C or SIGTERM (systemd stop).

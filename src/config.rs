@@ -29,6 +29,51 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// Events to NATS JetStream too (`crate::nats`); `None`: webhooks only.
     pub nats: Option<NatsConfig>,
+    pub media: MediaConfig,
+}
+
+/// `[media]`: files kept for sessions whose webhook carries media as URLs
+/// (`media = "url"` in `[[sessions]]`), served at `GET /media/<id>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// All kept files together; past it the oldest go.
+    pub max_bytes: u64,
+    /// How long a file (and its URL) is kept.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// A single file above this is not kept (the webhook says why).
+    pub max_file_bytes: u64,
+    /// The API as the ERP reaches it, the start of each media URL; default
+    /// `http://<api.listen>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_bytes: 2 * 1024 * 1024 * 1024,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_file_bytes: 100 * 1024 * 1024,
+            public_url: None,
+        }
+    }
+}
+
+impl Config {
+    /// Where media URLs point and how much is kept.
+    pub fn media_limits(&self) -> crate::media_store::MediaLimits {
+        crate::media_store::MediaLimits {
+            max_bytes: self.media.max_bytes,
+            max_age: self.media.max_age,
+            max_file_bytes: self.media.max_file_bytes,
+            public_url: self
+                .media
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.api.listen)),
+        }
+    }
 }
 
 /// `[nats]`: every session's events also go to JetStream, on
@@ -417,6 +462,10 @@ pub struct DeclaredSession {
     /// With `reject_calls`: the text the caller gets.
     #[serde(default)]
     pub call_reply: Option<String>,
+    /// How its webhook carries media: `base64` (default) or `url` (unset:
+    /// keep what the API or an earlier config set).
+    #[serde(default)]
+    pub media: Option<crate::engine::backend::MediaMode>,
 }
 
 impl Default for BackoffConfig {
@@ -540,6 +589,17 @@ impl Config {
     /// Checks what serde cannot: relations between keys and value ranges.
     /// Returns the dotted key at fault and what is wrong with it.
     fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(url) = &self.media.public_url
+            && !crate::session_files::is_webhook_url(url)
+        {
+            return Err((
+                "media.public_url".into(),
+                format!("`{url}` is not an http:// or https:// URL"),
+            ));
+        }
+        if self.media.max_age.is_zero() {
+            return Err(("media.max_age".into(), "must be greater than 0s".into()));
+        }
         if self.backoff.base.is_zero() {
             return Err(("backoff.base".into(), "must be greater than 0s".into()));
         }
@@ -656,6 +716,14 @@ impl Config {
                 return Err((
                     "sessions.call_reply".into(),
                     "is sent only after a rejected call: set reject_calls = true too".into(),
+                ));
+            }
+            if self.cluster.is_some() && session.media.is_some() {
+                return Err((
+                    "sessions.media".into(),
+                    "media URLs with [cluster] are not supported yet: the cluster keeps only a \
+                     session's webhook"
+                        .into(),
                 ));
             }
             if self.cluster.is_some()
@@ -1234,5 +1302,25 @@ mod tests {
             "[cluster]\ndatabase_url = \"postgres://127.0.0.1/w\"\nnode = \"a\"\n[[sessions]]\nid = \"shop\"\nreject_calls = true\n",
         );
         assert!(e.contains("key `sessions.reject_calls`"), "{e}");
+    }
+
+    #[test]
+    fn media_settings_are_checked_and_urls_default_to_the_api() {
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        let config = parse(
+            "[api]\nlisten = \"127.0.0.1:3100\"\n[[sessions]]\nid = \"shop\"\nmedia = \"url\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.sessions[0].media,
+            Some(crate::engine::backend::MediaMode::Url)
+        );
+        assert_eq!(config.media_limits().public_url, "http://127.0.0.1:3100");
+        let e = err("[[sessions]]\nid = \"shop\"\nmedia = \"inline\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[media]\npublic_url = \"ftp://erp\"\n");
+        assert!(e.contains("key `media.public_url`"), "{e}");
+        let e = err("[media]\nmax_age = \"0s\"\n");
+        assert!(e.contains("key `media.max_age`"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod headless;
 pub mod import;
 pub mod logging;
+pub mod media_store;
 pub mod migrate_store;
 pub mod nats;
 pub mod paths;

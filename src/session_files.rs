@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::backend::MediaMode;
 use crate::paths::{self, DataDir, SessionId};
 
 /// Webhooks are posted over HTTP(S) only; every way a URL comes in (config,
@@ -41,6 +42,14 @@ pub struct SessionSettings {
     /// ("This number does not take calls; please write").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_reply: Option<String>,
+    /// How the webhook carries media: base64 inside the POST (default, the
+    /// old bridge's) or a URL on wabridge's API.
+    #[serde(skip_serializing_if = "is_default")]
+    pub media: MediaMode,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +187,7 @@ mod tests {
             nats_subject: Some("erp.acme".into()),
             reject_calls: true,
             call_reply: Some("Please write".into()),
+            media: MediaMode::Url,
         };
         files.save_settings(&settings).unwrap();
         assert_eq!(files.load_settings().unwrap(), settings);

@@ -25,6 +25,7 @@ pub fn backend(sim: &Simulator) -> WhatsAppBackend {
         ws_url: sim.ws_url(),
         version: Some(VERSION),
         media_cap: 1 << 20,
+        media_store: None,
         http: Some(sim.media_http()),
         liveness: Default::default(),
     }

@@ -5,6 +5,7 @@ mod access;
 mod cluster_views;
 mod health;
 mod lookups;
+mod media;
 mod nats_views;
 mod send;
 mod sessions;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub cluster_view: Option<tokio::sync::watch::Receiver<crate::cluster::view::ClusterSnapshot>>,
     /// With `[nats]`: the NATS target, for its health and backlog.
     pub nats: Option<Arc<crate::nats::NatsHub>>,
+    /// The files behind media URLs (`GET /media/<id>`).
+    pub media: Option<Arc<crate::media_store::MediaStore>>,
 }
 
 impl ApiState {
@@ -68,6 +71,7 @@ impl ApiState {
             cluster: None,
             cluster_view: None,
             nats: None,
+            media: None,
         }
     }
 }
@@ -78,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(health::root))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
+        .route("/media/{id}", get(media::get))
         .route("/sessions", get(sessions::list))
         .route("/sessions/start", post(sessions::start))
         .route("/sessions/check-number", post(lookups::check_number))

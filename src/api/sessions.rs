@@ -53,6 +53,9 @@ pub struct StartRequest {
     reject_calls: Option<bool>,
     /// ... and write this to the caller.
     call_reply: Option<String>,
+    /// Ours: how its webhook carries media, `base64` or `url` (unset:
+    /// unchanged).
+    media: Option<crate::engine::backend::MediaMode>,
 }
 
 /// `POST /sessions/start`: starts (or finds) the session and waits, like
@@ -89,6 +92,11 @@ pub async fn start(
             "rejectCalls with [cluster] is not supported yet",
         ));
     }
+    if state.cluster.is_some() && request.media.is_some() {
+        return Err(ApiError::bad_request(
+            "media with [cluster] is not supported yet",
+        ));
+    }
     let deadline = tokio::time::Instant::now() + state.start_wait;
     let (started, mut watch) = match &state.cluster {
         None => {
@@ -96,6 +104,9 @@ pub async fn start(
                 state
                     .engine
                     .set_nats_subject(&id, request.nats_subject.clone())?;
+            }
+            if let Some(mode) = request.media {
+                state.engine.set_media_mode(&id, mode)?;
             }
             if let Some(reject) = request.reject_calls {
                 state

@@ -225,8 +225,27 @@ pub struct Quoted {
 pub struct IncomingMedia {
     pub mimetype: String,
     pub filename: Option<String>,
-    /// The bytes, or why they are not included (over the size cap, failed).
-    pub content: Result<Vec<u8>, String>,
+    pub content: MediaContent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaContent {
+    /// The bytes, for the webhook's base64 (the old bridge's way).
+    Bytes(Vec<u8>),
+    /// Kept on disk for the webhook's URL mode.
+    Stored(crate::media_store::StoredMedia),
+    /// Why the bytes are not included (over the size cap, failed).
+    Omitted(String),
+}
+
+/// How a session's webhook carries media: the old bridge's base64 inside
+/// the POST (default), or a URL on wabridge's API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaMode {
+    #[default]
+    Base64,
+    Url,
 }
 
 /// A message to send.
@@ -352,6 +371,11 @@ pub trait InboundSink: Send + Sync + 'static {
     /// have changed it since the session started).
     fn call_policy(&self) -> CallPolicy {
         CallPolicy::default()
+    }
+
+    /// How the session's webhook carries media, asked per media message.
+    fn media_mode(&self) -> MediaMode {
+        MediaMode::default()
     }
 }
 

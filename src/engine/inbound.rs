@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
-use super::backend::{CallPolicy, InboundEvent, InboundSink, IncomingMessage, PersistFuture};
+use super::backend::{
+    CallPolicy, InboundEvent, InboundSink, IncomingMessage, MediaMode, PersistFuture,
+};
 use super::outbound::Outbound;
 use super::phone::Source;
 use super::state::{EngineEvent, InboundMessage, LineAction, SenderNumber, SessionSnapshot};
@@ -28,6 +30,14 @@ pub(crate) struct MessageForwarder {
 impl InboundSink for MessageForwarder {
     fn persist<'a>(&'a self, batch: &'a [IncomingMessage]) -> PersistFuture<'a> {
         Box::pin(self.persist_batch(batch))
+    }
+
+    fn media_mode(&self) -> MediaMode {
+        // Unreadable settings halt the session before any message comes.
+        self.files
+            .load_settings()
+            .map(|settings| settings.media)
+            .unwrap_or_default()
     }
 
     fn call_policy(&self) -> CallPolicy {

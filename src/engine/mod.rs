@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::paths::{DataDir, SessionId};
 use crate::session_files::SessionFiles;
-use backend::{Answer, Outgoing, Query, Sent, WaBackend};
+use backend::{Answer, MediaMode, Outgoing, Query, Sent, WaBackend};
 use backoff::BackoffPolicy;
 use outbound::{DeadLetter, Outbound, OutboundError};
 pub use requests::RequestError;
@@ -317,6 +317,16 @@ impl Engine {
                 settings.reject_calls = reject;
                 settings.call_reply = reply.filter(|r| !r.is_empty());
             })
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Sets how the session's webhook carries media; asked afresh at each
+    /// media message.
+    pub fn set_media_mode(&self, id: &SessionId, mode: MediaMode) -> Result<(), EngineError> {
+        self.may_change(id)?;
+        SessionFiles::new(&self.inner.data, id)
+            .update_settings(|settings| settings.media = mode)
             .map_err(|e| EngineError::Storage(e.to_string()))?;
         Ok(())
     }

@@ -153,7 +153,13 @@ fn describe(report: &mut SessionReport, source: &Source) {
     }
     if source.settings.reject_calls {
         report.warnings.push(
-            "its call rejection stays behind: set reject_calls in [[sessions]] on each host"
+            "its call rejection stays behind: call settings are not kept in the cluster yet"
+                .to_string(),
+        );
+    }
+    if source.settings.media != Default::default() {
+        report.warnings.push(
+            "its media URL mode stays behind: the cluster's sessions send media as base64"
                 .to_string(),
         );
     }
@@ -310,6 +316,7 @@ async fn verify(
         nats_subject: source.settings.nats_subject.clone(),
         reject_calls: source.settings.reject_calls,
         call_reply: source.settings.call_reply.clone(),
+        media: source.settings.media,
     };
     if settings != source.settings {
         differences.push("the settings differ".into());

@@ -13,7 +13,7 @@ use super::payload::{
     WebhookEvent, WireContact, WireLocation, WireMedia, WireMessage, WirePerson, WirePoll,
     WireQuoted, WireReply,
 };
-use crate::engine::backend::{InboundEvent, IncomingMessage};
+use crate::engine::backend::{InboundEvent, IncomingMedia, IncomingMessage, MediaContent};
 use crate::engine::outbound::{DeadLetter, Outbound, OutboundError, OutboundFuture};
 use crate::engine::{BacklogInfo, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
@@ -216,26 +216,42 @@ pub fn webhook_event(m: &IncomingMessage) -> WebhookEvent {
     }
 }
 
+/// Base64 bytes (the old bridge's), a URL on our API, or why neither.
+fn wire_media(media: &IncomingMedia) -> WireMedia {
+    use base64::Engine as _;
+    let mut wire = WireMedia {
+        data: None,
+        mimetype: media.mimetype.clone(),
+        filename: media.filename.clone(),
+        omitted: None,
+        url: None,
+        size: None,
+        expires_at: None,
+    };
+    match &media.content {
+        MediaContent::Bytes(bytes) => {
+            wire.data = Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+        MediaContent::Stored(stored) => {
+            wire.url = Some(stored.url.clone());
+            wire.size = Some(stored.size);
+            wire.expires_at = Some(stored.expires_at);
+        }
+        MediaContent::Omitted(why) => wire.omitted = Some(why.clone()),
+    }
+    wire
+}
+
 pub fn wire_message(m: &IncomingMessage) -> WireMessage {
     use crate::engine::backend::ContentKind;
     use crate::engine::phone;
-    use base64::Engine as _;
     WireMessage {
         id: m.id.clone(),
         from: m.from.from.clone(),
         text: m.text.clone(),
         timestamp: m.timestamp,
         push_name: m.push_name.clone(),
-        media: m.media.as_ref().map(|media| WireMedia {
-            data: media
-                .content
-                .as_ref()
-                .ok()
-                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
-            mimetype: media.mimetype.clone(),
-            filename: media.filename.clone(),
-            omitted: media.content.as_ref().err().cloned(),
-        }),
+        media: m.media.as_ref().map(wire_media),
         is_group: m.is_group,
         group_id: m.is_group.then(|| m.chat.clone()),
         group_name: m.group_name.clone(),

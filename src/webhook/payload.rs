@@ -116,6 +116,15 @@ pub struct WireMedia {
     pub filename: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub omitted: Option<String>,
+    /// Ours, in URL mode: where to GET the file (with the API's auth)...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// ... its size in bytes...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// ... and until when (unix seconds) the URL works.
+    #[serde(rename = "expiresAt", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -13,7 +13,7 @@ use support::fake_backend::FakeBackend;
 use support::incoming_message as message;
 use support::log_capture::LogCapture;
 use support::receiver::Receiver;
-use wabridge::engine::backend::{IncomingMedia, Quoted};
+use wabridge::engine::backend::{IncomingMedia, MediaContent, Quoted};
 use wabridge::engine::phone::Lookups;
 use wabridge::engine::{Engine, EngineEvent, SenderNumber, SessionState};
 use wabridge::paths::{DataDir, SessionId};
@@ -172,7 +172,7 @@ async fn groups_media_and_replies_fill_their_fields() {
     m.media = Some(IncomingMedia {
         mimetype: "application/pdf".into(),
         filename: Some("invoice.pdf".into()),
-        content: Ok(b"%PDF-1.4".to_vec()),
+        content: MediaContent::Bytes(b"%PDF-1.4".to_vec()),
     });
     m.quoted = Some(Quoted {
         id: "Q1".into(),

@@ -50,6 +50,7 @@ async fn a_store_the_machine_cannot_open_backs_off_and_is_never_moved_aside() {
         ws_url: format!("ws://127.0.0.1:{port}/ws/chat"),
         version: Some(VERSION),
         media_cap: 1 << 20,
+        media_store: None,
         http: None,
         liveness: Default::default(),
     };

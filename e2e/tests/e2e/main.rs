@@ -17,6 +17,7 @@ mod customer_actions;
 mod headless;
 mod import;
 mod lifecycle;
+mod media_urls;
 mod messages;
 mod migrate_store;
 mod nats;

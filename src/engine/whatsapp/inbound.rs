@@ -15,9 +15,10 @@ use whatsapp_rust::{InboundDurabilityHook, Jid};
 use super::content::{self, Extracted, MediaRef};
 use super::group_info::GroupCache;
 use crate::engine::backend::{
-    ContentKind, InboundEvent, InboundSink, IncomingMedia, IncomingMessage,
+    ContentKind, InboundEvent, InboundSink, IncomingMedia, IncomingMessage, MediaContent, MediaMode,
 };
 use crate::engine::phone::{self, Lookups};
+use crate::media_store::{MediaMeta, MediaStore, PartialMedia};
 
 /// A download slower than this is forwarded without its bytes.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,6 +29,8 @@ pub struct DurabilityHook {
     pub groups: Arc<GroupCache>,
     /// Media above this many bytes is forwarded as metadata only.
     pub media_cap: u64,
+    /// Where media goes for a session whose webhook carries URLs.
+    pub media_store: Option<Arc<MediaStore>>,
 }
 
 #[whatsapp_rust::async_trait]
@@ -238,41 +241,119 @@ impl DurabilityHook {
     }
 
     async fn download(&self, client: &Arc<Client>, media: &MediaRef) -> IncomingMedia {
-        let mut incoming = IncomingMedia {
+        let content = match (&self.media_store, self.sink.media_mode()) {
+            (Some(store), MediaMode::Url) => self.download_to_disk(client, media, store).await,
+            _ => self.download_to_memory(client, media).await,
+        };
+        IncomingMedia {
             mimetype: media.mimetype(),
             filename: media.filename(),
-            content: Err(String::new()),
-        };
-        if let Some(size) = media.size().filter(|&s| s > self.media_cap) {
-            incoming.content = Err(format!(
-                "not included: {size} bytes is over the {} byte cap",
-                self.media_cap
-            ));
-            return incoming;
+            content,
         }
-        let downloadable: &dyn whatsapp_rust::wacore::download::Downloadable = match media {
-            MediaRef::Image(m) => m.as_ref(),
-            MediaRef::Video(m) => m.as_ref(),
-            MediaRef::Audio(m) => m.as_ref(),
-            MediaRef::Document(m) => m.as_ref(),
-            MediaRef::Sticker(m) => m.as_ref(),
-        };
+    }
+
+    /// The bytes, for base64 in the webhook, under the (smaller) cap for
+    /// what rides inside a POST.
+    async fn download_to_memory(&self, client: &Arc<Client>, media: &MediaRef) -> MediaContent {
+        if let Some(refused) = over_cap(media, self.media_cap) {
+            return refused;
+        }
         // The declared size is the sender's word: the download itself stops
         // once it passes the cap, so a sender who lies cannot make us hold
         // more than the cap in memory.
         let writer = CappedBuffer::new(self.media_cap);
         let over_cap = writer.over_cap.clone();
-        let download = client.download_to_writer(downloadable, writer);
-        incoming.content = match tokio::time::timeout(MEDIA_TIMEOUT, download).await {
-            Ok(Ok(buffer)) => Ok(buffer.bytes.into_inner()),
-            Ok(Err(_)) if over_cap.load(std::sync::atomic::Ordering::SeqCst) => Err(format!(
-                "not included: more than the {} byte cap",
-                self.media_cap
-            )),
-            Ok(Err(e)) => Err(format!("download failed: {e}")),
-            Err(_) => Err("download timed out".to_string()),
+        let download = client.download_to_writer(downloadable(media), writer);
+        match tokio::time::timeout(MEDIA_TIMEOUT, download).await {
+            Ok(Ok(buffer)) => MediaContent::Bytes(buffer.bytes.into_inner()),
+            Ok(Err(_)) if over_cap.load(std::sync::atomic::Ordering::SeqCst) => {
+                MediaContent::Omitted(format!(
+                    "not included: more than the {} byte cap",
+                    self.media_cap
+                ))
+            }
+            Ok(Err(e)) => MediaContent::Omitted(format!("download failed: {e}")),
+            Err(_) => MediaContent::Omitted("download timed out".to_string()),
+        }
+    }
+
+    /// Streamed to a file in the media store, for a URL in the webhook.
+    async fn download_to_disk(
+        &self,
+        client: &Arc<Client>,
+        media: &MediaRef,
+        store: &Arc<MediaStore>,
+    ) -> MediaContent {
+        if let Some(refused) = over_cap(media, store.max_file_bytes()) {
+            return refused;
+        }
+        let partial = match store.create() {
+            Ok(partial) => DiskWriter(partial),
+            Err(e) => return MediaContent::Omitted(format!("cannot store media: {e}")),
         };
-        incoming
+        let download = client.download_to_writer(downloadable(media), partial);
+        let DiskWriter(partial) = match tokio::time::timeout(MEDIA_TIMEOUT, download).await {
+            Ok(Ok(written)) => written,
+            Ok(Err(e)) => return MediaContent::Omitted(format!("download failed: {e}")),
+            Err(_) => return MediaContent::Omitted("download timed out".to_string()),
+        };
+        let meta = MediaMeta {
+            mimetype: media.mimetype(),
+            filename: media.filename(),
+            size: 0,
+            created_ms: 0,
+        };
+        let store = store.clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        // Renames, an fsync and the budget's sweep: off the runtime's threads.
+        match tokio::task::spawn_blocking(move || store.keep(partial, meta, now_ms)).await {
+            Ok(Ok(stored)) => MediaContent::Stored(stored),
+            Ok(Err(e)) => MediaContent::Omitted(format!("cannot store media: {e}")),
+            Err(e) => MediaContent::Omitted(format!("cannot store media: {e}")),
+        }
+    }
+}
+
+/// Refused before downloading when the sender declares more than `cap`.
+fn over_cap(media: &MediaRef, cap: u64) -> Option<MediaContent> {
+    let size = media.size().filter(|&s| s > cap)?;
+    Some(MediaContent::Omitted(format!(
+        "not included: {size} bytes is over the {cap} byte cap"
+    )))
+}
+
+fn downloadable(media: &MediaRef) -> &dyn whatsapp_rust::wacore::download::Downloadable {
+    match media {
+        MediaRef::Image(m) => m.as_ref(),
+        MediaRef::Video(m) => m.as_ref(),
+        MediaRef::Audio(m) => m.as_ref(),
+        MediaRef::Document(m) => m.as_ref(),
+        MediaRef::Sticker(m) => m.as_ref(),
+    }
+}
+
+/// A media store file as the library's download sink.
+struct DiskWriter(PartialMedia);
+
+impl std::io::Write for DiskWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl std::io::Seek for DiskWriter {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(to)
+    }
+}
+
+impl whatsapp_rust::wacore::download::DownloadWriter for DiskWriter {
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.truncate(len)
     }
 }
 

@@ -36,6 +36,7 @@ use super::backend::{
 };
 use super::close::CloseSignal;
 use super::liveness::Liveness;
+use crate::media_store::MediaStore;
 use crate::session_files::SessionFiles;
 
 /// Connection settings shared by every session.
@@ -46,6 +47,9 @@ pub struct WhatsAppBackend {
     pub version: Option<(u32, u32, u32)>,
     /// Incoming media above this many bytes is forwarded as metadata only.
     pub media_cap: u64,
+    /// Where media goes for sessions whose webhook carries URLs; `None`:
+    /// those sessions get base64 like the others.
+    pub media_store: Option<Arc<MediaStore>>,
     /// The HTTP client for media up- and downloads (and the version fetch);
     /// `None` is the library's own. Tests put the simulator's media host
     /// here, as the WebSocket URL points at its server.
@@ -144,6 +148,7 @@ impl WhatsAppBackend {
             sink,
             groups: Arc::new(group_info::GroupCache::default()),
             media_cap: self.media_cap,
+            media_store: self.media_store.clone(),
         });
         let forwarder = Forwarder {
             sink: events.clone(),
