@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use support::pairing::pair_and_stop;
 use support::process::{BINARY, Running, free_port, headless};
 use support::receiver::Receiver;
-use support::sim::{Person, SimEvent, Simulator};
+use support::sim::{Addressing, Person, SimEvent, Simulator};
 use support::tmux::Tmux;
 use wabridge::paths::DataDir;
 
@@ -363,4 +363,119 @@ async fn a_call_is_turned_down_with_a_reply_and_an_unreadable_message_is_replace
         ),
         "{metrics}"
     );
+}
+
+/// Kinds a phone sends that the control API has no words for: media of
+/// each sort (the binary cannot fetch the simulator's media host, so their
+/// bytes are `omitted`, which messages.rs covers), replies to buttons and
+/// lists, and a kind nothing here knows, which still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_kinds_button_and_list_replies_and_unknown_kinds_keep_their_type() {
+    use whatsapp_rust::buffa::MessageField;
+    use whatsapp_rust::waproto::whatsapp as wa;
+
+    let world = World::start().await;
+    let (_, device) = *world.sim.live_logins().last().unwrap();
+    // Where a phone's upload would be; the fields the client needs to try.
+    let stored = |mimetype: &str| {
+        (
+            Some(mimetype.to_string()),
+            Some("https://mmg.whatsapp.net/v/t62/simulated".to_string()),
+            Some("/v/t62/simulated".to_string()),
+            Some(vec![7u8; 32]),
+        )
+    };
+    let (mimetype, url, direct_path, media_key) = stored("image/jpeg");
+    let image = wa::Message {
+        image_message: MessageField::some(wa::message::ImageMessage {
+            mimetype,
+            url,
+            direct_path,
+            media_key,
+            caption: Some("the crate, dented".into()),
+            file_length: Some(1000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (mimetype, url, direct_path, media_key) = stored("audio/ogg; codecs=opus");
+    let voice = wa::Message {
+        audio_message: MessageField::some(wa::message::AudioMessage {
+            mimetype,
+            url,
+            direct_path,
+            media_key,
+            ptt: Some(true),
+            file_length: Some(1000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (mimetype, url, direct_path, media_key) = stored("image/webp");
+    let sticker = wa::Message {
+        sticker_message: MessageField::some(wa::message::StickerMessage {
+            mimetype,
+            url,
+            direct_path,
+            media_key,
+            file_length: Some(1000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let button = wa::Message {
+        buttons_response_message: MessageField::some(wa::message::ButtonsResponseMessage {
+            selected_button_id: Some("confirm".into()),
+            response: Some(
+                wa::__buffa::oneof::message::buttons_response_message::Response::SelectedDisplayText(
+                    "Confirm order".into(),
+                ),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let list = wa::Message {
+        list_response_message: MessageField::some(wa::message::ListResponseMessage {
+            title: Some("Large box".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let unknown = wa::Message {
+        event_message: MessageField::some(wa::message::EventMessage {
+            name: Some("Store opening".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut sent = Vec::new();
+    for message in [image, voice, sticker, button, list, unknown] {
+        let id = world
+            .sim
+            .send_message(device, &Person::asha(), Addressing::LidWithPn, &message)
+            .await
+            .unwrap();
+        sent.push(id);
+    }
+    let expected = [
+        ("image", "the crate, dented"),
+        ("voice", "[voice note]"),
+        ("sticker", "[sticker]"),
+        ("buttons_reply", "Confirm order"),
+        ("list_reply", "Large box"),
+        ("unknown", "[unsupported: event_message]"),
+    ];
+    for (id, (kind, text)) in sent.iter().zip(expected) {
+        let m = world.upserted(id).await;
+        assert_eq!(
+            (m["type"].as_str(), m["text"].as_str()),
+            (Some(kind), Some(text)),
+            "{m}"
+        );
+    }
+    let image = world.upserted(&sent[0]).await;
+    assert_eq!(image["caption"], "the crate, dented");
+    assert_eq!(image["media"]["mimetype"], "image/jpeg");
+    assert!(image["media"]["omitted"].is_string(), "{image}");
 }

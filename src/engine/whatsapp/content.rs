@@ -163,10 +163,28 @@ fn content_of(base: &wa::Message, unknown_kind: &str) -> Option<Content> {
     {
         return None;
     }
-    Some(of(
-        ContentKind::Unknown,
-        format!("[unsupported: {unknown_kind}]"),
-    ))
+    let name = field_name(base)
+        .or_else(|| Some(unknown_kind.to_string()).filter(|k| !k.is_empty()))
+        .unwrap_or_else(|| "message".to_string());
+    Some(of(ContentKind::Unknown, format!("[unsupported: {name}]")))
+}
+
+/// The protobuf field a message nobody here understands is in (e.g.
+/// `eventMessage`): the stanza's own type is often just `text`.
+fn field_name(base: &wa::Message) -> Option<String> {
+    let serde_json::Value::Object(fields) = serde_json::to_value(base).ok()? else {
+        return None;
+    };
+    let set = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Array(items) => !items.is_empty(),
+        serde_json::Value::Object(fields) => !fields.is_empty(),
+        _ => true,
+    };
+    fields
+        .into_iter()
+        .find(|(name, value)| name != "messageContextInfo" && set(value))
+        .map(|(name, _)| name)
 }
 
 /// Image, video, audio, document, sticker: the text is the caption or a
