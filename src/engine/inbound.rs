@@ -59,17 +59,26 @@ impl InboundSink for MessageForwarder {
 
 impl MessageForwarder {
     async fn persist_batch(&self, batch: &[IncomingMessage]) -> Result<(), String> {
-        let mut batch = batch.to_vec();
-        let failed = self
+        let noted = self
             .unreadable
-            .note(&mut batch, chrono::Utc::now().timestamp_millis());
-        if failed {
+            .note(batch, chrono::Utc::now().timestamp_millis());
+        // Copied (media bytes and all) only when a resend needs its marker.
+        let batch: std::borrow::Cow<[IncomingMessage]> = if noted.resends.is_empty() {
+            batch.into()
+        } else {
+            let mut marked = batch.to_vec();
+            for at in noted.resends {
+                marked[at].replaces = Some(marked[at].id.clone());
+            }
+            marked.into()
+        };
+        if noted.failed {
             let failures = self.unreadable.failures();
             self.snapshot.send_modify(|s| s.unreadable = failures);
             let current = self.snapshot.borrow().clone();
             let _ = self.events.send(EngineEvent::SessionChanged(current));
         }
-        for message in &batch {
+        for message in batch.iter() {
             if message.from.source == Source::Participant
                 && let Some(lid) = &message.from.from_lid
             {
@@ -86,7 +95,7 @@ impl MessageForwarder {
                 .map_err(|e| e.to_string())?;
         }
         // Only after everything is on disk do the views hear about it.
-        for message in &batch {
+        for message in batch.iter() {
             let _ = self
                 .events
                 .send(EngineEvent::Message(Arc::new(view(&self.session, message))));

@@ -62,6 +62,15 @@ impl Waiting {
     }
 }
 
+/// What a batch held, for the ledger.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Noted {
+    /// Positions of the readable resends of forwarded notices.
+    pub resends: Vec<usize>,
+    /// A new failure was counted.
+    pub failed: bool,
+}
+
 pub struct UnreadableLedger {
     path: PathBuf,
     ledger: Mutex<Ledger>,
@@ -90,28 +99,28 @@ impl UnreadableLedger {
         }
     }
 
-    /// Before `batch` is persisted: notices are recorded and counted, and a
-    /// message whose notice was forwarded gets `replaces`. Saved when
-    /// anything changed; a failed save is logged (the batch still goes: the
-    /// marker is a courtesy, the message itself must not wait on it). True
-    /// when a new failure was counted.
-    pub fn note(&self, batch: &mut [IncomingMessage], now_ms: i64) -> bool {
+    /// Before `batch` is persisted: notices are recorded and counted, and
+    /// the messages whose notice was forwarded are found (they get
+    /// `replaces`). Saved when anything changed; a failed save is logged
+    /// (the batch still goes: the marker is a courtesy, the message itself
+    /// must not wait on it).
+    pub fn note(&self, batch: &[IncomingMessage], now_ms: i64) -> Noted {
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut noted = Noted::default();
         let mut changed = false;
-        let mut failed = false;
-        for m in batch
-            .iter_mut()
-            .filter(|m| m.event == InboundEvent::Message)
-        {
+        for (at, m) in batch.iter().enumerate() {
+            if m.event != InboundEvent::Message {
+                continue;
+            }
             if m.unreadable {
                 if !ledger.waiting.iter().any(|w| w.is(m)) {
                     ledger.waiting.push(Waiting::of(m, now_ms));
                     *ledger.failures.entry(m.from.from.clone()).or_default() += 1;
                     changed = true;
-                    failed = true;
+                    noted.failed = true;
                 }
             } else if let Some(notice) = ledger.waiting.iter_mut().find(|w| w.is(m)) {
-                m.replaces = Some(m.id.clone());
+                noted.resends.push(at);
                 changed |= !notice.resolved;
                 notice.resolved = true;
             }
@@ -124,7 +133,7 @@ impl UnreadableLedger {
         if changed && let Err(e) = self.save(&ledger) {
             tracing::warn!("cannot save {}: {e}", self.path.display());
         }
-        failed
+        noted
     }
 
     /// Failures per peer, most first, at most `SHOWN_PEERS`.
@@ -183,8 +192,8 @@ mod tests {
         let files = SessionFiles::new(&DataDir::new(tmp.path()), &SessionId::parse("s").unwrap());
         std::fs::create_dir_all(&files.dir).unwrap();
         let ledger = UnreadableLedger::open(&files);
-        let mut notices = [message("A", true), message("B", true), message("A", true)];
-        ledger.note(&mut notices, 1_000);
+        let notices = [message("A", true), message("B", true), message("A", true)];
+        assert!(ledger.note(&notices, 1_000).failed);
         assert_eq!(
             ledger.failures(),
             [PeerFailures {
@@ -194,18 +203,16 @@ mod tests {
         );
         assert_eq!(ledger.waiting(), 2);
         let reopened = UnreadableLedger::open(&files);
-        let mut resent = [message("A", false), message("C", false)];
-        reopened.note(&mut resent, 2_000);
-        assert_eq!(resent[0].replaces.as_deref(), Some("A"));
-        assert_eq!(resent[1].replaces, None, "never unreadable");
+        let resent = [message("A", false), message("C", false)];
+        let noted = reopened.note(&resent, 2_000);
+        assert_eq!(noted.resends, [0], "C was never unreadable");
+        assert!(!noted.failed);
         assert_eq!(reopened.waiting(), 1);
         // WhatsApp's second delivery of the resend (its first batch did not
         // persist) still says what it replaces; the outbox drops a copy.
-        let mut again = [message("A", false)];
-        reopened.note(&mut again, 3_000);
-        assert_eq!(again[0].replaces.as_deref(), Some("A"));
+        assert_eq!(reopened.note(&[message("A", false)], 3_000).resends, [0]);
         // Notices stop waiting after two weeks.
-        reopened.note(&mut [], 2_000 + WAIT_MS);
+        reopened.note(&[], 2_000 + WAIT_MS);
         assert_eq!(reopened.waiting(), 0);
     }
 
