@@ -28,7 +28,8 @@ use crate::engine::{BacklogInfo, InboundMessage, SessionSnapshot};
 use crate::paths::SessionId;
 
 /// The version of this format (2: the `cluster` frame; 3: the
-/// `set_nats_subject` request).
+/// `set_nats_subject` request; 4: message lines that mark edits, deletes,
+/// reactions, calls and resends, and the snapshot's unreadable peers).
 pub const PROTOCOL: u32 = 4;
 
 /// The longest line a dashboard may send: requests are small.

@@ -410,7 +410,13 @@ fn context_info(base: &wa::Message) -> Option<&wa::ContextInfo> {
         contact_message,
         contacts_array_message,
         poll_creation_message,
-        poll_creation_message_v3
+        poll_creation_message_v2,
+        poll_creation_message_v3,
+        poll_creation_message_v5,
+        poll_creation_message_v6,
+        buttons_response_message,
+        list_response_message,
+        template_button_reply_message
     );
     contexts.into_iter().flatten().next()
 }

@@ -297,3 +297,20 @@ fn protocol_only_messages_are_not_forwarded() {
     assert!(extract(&share, "x").is_none());
     assert!(extract(&wa::Message::default(), "x").is_none());
 }
+
+#[test]
+fn a_list_reply_names_the_list_it_answers() {
+    let reply = content(wa::Message {
+        list_response_message: MessageField::some(wa::message::ListResponseMessage {
+            title: Some("Large".into()),
+            context_info: MessageField::some(wa::ContextInfo {
+                stanza_id: Some("MENU-1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(reply.kind, ContentKind::ListReply);
+    assert_eq!(reply.quoted.map(|q| q.id).as_deref(), Some("MENU-1"));
+}
