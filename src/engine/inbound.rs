@@ -62,16 +62,23 @@ impl MessageForwarder {
         let noted = self
             .unreadable
             .note(batch, chrono::Utc::now().timestamp_millis());
-        // Copied (media bytes and all) only when a resend needs its marker.
-        let batch: std::borrow::Cow<[IncomingMessage]> = if noted.resends.is_empty() {
-            batch.into()
-        } else {
-            let mut marked = batch.to_vec();
-            for at in noted.resends {
-                marked[at].replaces = Some(marked[at].id.clone());
-            }
-            marked.into()
-        };
+        // Copied (media bytes and all) only when a resend needs its marker
+        // or a stale notice must go.
+        let batch: std::borrow::Cow<[IncomingMessage]> =
+            if noted.resends.is_empty() && noted.stale.is_empty() {
+                batch.into()
+            } else {
+                let mut marked = batch.to_vec();
+                for &at in &noted.resends {
+                    marked[at].replaces = Some(marked[at].id.clone());
+                }
+                let kept = marked
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(at, _)| !noted.stale.contains(at))
+                    .map(|(_, m)| m);
+                kept.collect::<Vec<_>>().into()
+            };
         if noted.failed {
             let failures = self.unreadable.failures();
             self.snapshot.send_modify(|s| s.unreadable = failures);

@@ -4,8 +4,15 @@
 //! `replaces` marker even across a restart; and how many failures each
 //! peer caused, for `/metrics` and the dashboard (a peer with many is a
 //! broken Signal session worth seeing).
+//!
+//! A notice is queued off the library's event path (its sender may need a
+//! store lookup), so in a race its readable resend can come first: the
+//! ledger remembers the last readable messages, and a notice for one of
+//! them is stale (counted as a failure, never forwarded after the real
+//! message).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -24,6 +31,8 @@ const WAIT_MS: i64 = 14 * 24 * 3600 * 1000;
 const MAX_WAITING: usize = 10_000;
 /// The peers with most failures that views show (all are counted).
 const SHOWN_PEERS: usize = 20;
+/// Readable messages remembered, to recognise a stale notice.
+const RECENT_READABLE: usize = 256;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -62,6 +71,13 @@ impl Waiting {
     }
 }
 
+/// A message's identity (chat, sender, id), small enough to remember many.
+fn fingerprint(m: &IncomingMessage) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (&m.chat, &m.sender, &m.id).hash(&mut hasher);
+    hasher.finish()
+}
+
 /// What a batch held, for the ledger.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Noted {
@@ -69,11 +85,17 @@ pub struct Noted {
     pub resends: Vec<usize>,
     /// A new failure was counted.
     pub failed: bool,
+    /// Positions of notices whose readable message already went: not to
+    /// be forwarded.
+    pub stale: Vec<usize>,
 }
 
 pub struct UnreadableLedger {
     path: PathBuf,
     ledger: Mutex<Ledger>,
+    /// Fingerprints of the last readable messages (in memory only: the
+    /// race it guards against lasts seconds).
+    recent: Mutex<VecDeque<u64>>,
 }
 
 impl UnreadableLedger {
@@ -96,6 +118,7 @@ impl UnreadableLedger {
         UnreadableLedger {
             path,
             ledger: Mutex::new(ledger),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_READABLE)),
         }
     }
 
@@ -106,6 +129,7 @@ impl UnreadableLedger {
     /// must not wait on it).
     pub fn note(&self, batch: &[IncomingMessage], now_ms: i64) -> Noted {
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut noted = Noted::default();
         let mut changed = false;
         for (at, m) in batch.iter().enumerate() {
@@ -113,13 +137,24 @@ impl UnreadableLedger {
                 continue;
             }
             if m.unreadable {
-                if !ledger.waiting.iter().any(|w| w.is(m)) {
-                    ledger.waiting.push(Waiting::of(m, now_ms));
-                    *ledger.failures.entry(m.from.from.clone()).or_default() += 1;
-                    changed = true;
-                    noted.failed = true;
+                if ledger.waiting.iter().any(|w| w.is(m)) {
+                    continue;
                 }
-            } else if let Some(notice) = ledger.waiting.iter_mut().find(|w| w.is(m)) {
+                *ledger.failures.entry(m.from.from.clone()).or_default() += 1;
+                changed = true;
+                noted.failed = true;
+                if recent.contains(&fingerprint(m)) {
+                    noted.stale.push(at);
+                } else {
+                    ledger.waiting.push(Waiting::of(m, now_ms));
+                }
+                continue;
+            }
+            if recent.len() == RECENT_READABLE {
+                recent.pop_front();
+            }
+            recent.push_back(fingerprint(m));
+            if let Some(notice) = ledger.waiting.iter_mut().find(|w| w.is(m)) {
                 noted.resends.push(at);
                 changed |= !notice.resolved;
                 notice.resolved = true;
@@ -214,6 +249,26 @@ mod tests {
         // Notices stop waiting after two weeks.
         reopened.note(&[], 2_000 + WAIT_MS);
         assert_eq!(reopened.waiting(), 0);
+    }
+
+    #[test]
+    fn a_notice_that_comes_after_its_readable_message_is_stale() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = SessionFiles::new(&DataDir::new(tmp.path()), &SessionId::parse("s").unwrap());
+        std::fs::create_dir_all(&files.dir).unwrap();
+        let ledger = UnreadableLedger::open(&files);
+        assert_eq!(
+            ledger.note(&[message("A", false)], 1_000).resends,
+            [] as [usize; 0]
+        );
+        let late = ledger.note(&[message("A", true)], 1_001);
+        assert_eq!(late.stale, [0]);
+        assert!(late.failed, "still a failure of that peer");
+        assert_eq!(ledger.waiting(), 0, "nothing to wait for");
+        assert_eq!(
+            ledger.note(&[message("B", true)], 1_002).stale,
+            [] as [usize; 0]
+        );
     }
 
     #[test]

@@ -281,3 +281,40 @@ async fn an_unreadable_notice_is_replaced_by_its_resend_and_counted_per_peer() {
         }]
     );
 }
+
+/// The notice is queued off the library's event path, so its resend can
+/// win the race: the late notice is counted, never forwarded after the
+/// real message (the ERP would overwrite its record with it).
+#[tokio::test]
+async fn a_notice_that_loses_the_race_to_its_resend_is_not_forwarded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let (engine, backend) = connected_engine(&tmp, &receiver).await;
+    backend
+        .deliver("WA-1", &[from_asha("M8", "the real order")])
+        .await
+        .unwrap();
+    let late = IncomingMessage {
+        unreadable: true,
+        kind: ContentKind::Unknown,
+        ..from_asha("M8", "[unreadable: could not be decrypted]")
+    };
+    backend.deliver("WA-1", &[late]).await.unwrap();
+    backend
+        .deliver("WA-1", &[from_asha("M9", "and one more thing")])
+        .await
+        .unwrap();
+    let got: Vec<serde_json::Value> = bodies(&receiver, 2)
+        .await
+        .into_iter()
+        .map(|b| b["messages"][0].clone())
+        .collect();
+    assert_eq!(
+        got.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(),
+        [json!("M8"), json!("M9")],
+        "{got:?}"
+    );
+    assert_eq!(got[0]["text"], "the real order");
+    let id = wabridge::paths::SessionId::parse("WA-1").unwrap();
+    assert_eq!(engine.watch(&id).unwrap().borrow().unreadable[0].count, 1);
+}
