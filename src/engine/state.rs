@@ -238,7 +238,15 @@ pub fn place_line<'a>(
         | Some(LineAction::Reaction { target, .. }) => target,
         _ => return Some(line),
     };
-    let shown = lines.find(|m| m.session == line.session && m.id == *target && m.action.is_none());
+    // Anyone may react to a message; only its sender edits, deletes or
+    // resends it (ids are unique per sender, not per session).
+    let anyones = matches!(line.action, Some(LineAction::Reaction { .. }));
+    let shown = lines.find(|m| {
+        m.session == line.session
+            && m.id == *target
+            && m.action.is_none()
+            && (anyones || m.sender == line.sender)
+    });
     let as_message = || {
         std::sync::Arc::new(InboundMessage {
             action: None,

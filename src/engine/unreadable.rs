@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{InboundEvent, IncomingMessage};
+use super::backend::IncomingMessage;
 use super::state::PeerFailures;
 use crate::paths;
 use crate::session_files::SessionFiles;
@@ -27,6 +27,9 @@ const FILE: &str = "unreadable.json";
 /// Notices older than this no longer wait for a resend: the sender's phone
 /// gives up retrying long before.
 const WAIT_MS: i64 = 14 * 24 * 3600 * 1000;
+/// A resolved notice is kept this long, for a redelivery of its resend
+/// (when the resend's batch failed to persist, WhatsApp sends it again).
+const RESOLVED_KEEP_MS: i64 = 3600 * 1000;
 /// At most this many notices wait; the oldest go first.
 const MAX_WAITING: usize = 10_000;
 /// The peers with most failures that views show (all are counted).
@@ -48,9 +51,9 @@ struct Waiting {
     sender: String,
     id: String,
     at_ms: i64,
-    /// Its real content came. Kept until it expires all the same: if that
-    /// batch fails to persist, WhatsApp delivers it again, and the copy
-    /// must still say what it replaces.
+    /// Its real content came. Kept a while all the same: if that batch
+    /// fails to persist, WhatsApp delivers it again, and the copy must
+    /// still say what it replaces.
     #[serde(default)]
     resolved: bool,
 }
@@ -132,10 +135,9 @@ impl UnreadableLedger {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let mut noted = Noted::default();
         let mut changed = false;
+        // Any kind of item can be a resend: a reaction or an edit that could
+        // not be read came as a notice too.
         for (at, m) in batch.iter().enumerate() {
-            if m.event != InboundEvent::Message {
-                continue;
-            }
             if m.unreadable {
                 if ledger.waiting.iter().any(|w| w.is(m)) {
                     continue;
@@ -161,7 +163,14 @@ impl UnreadableLedger {
             }
         }
         let before = ledger.waiting.len();
-        ledger.waiting.retain(|w| now_ms - w.at_ms < WAIT_MS);
+        ledger.waiting.retain(|w| {
+            let keep_ms = if w.resolved {
+                RESOLVED_KEEP_MS
+            } else {
+                WAIT_MS
+            };
+            now_ms - w.at_ms < keep_ms
+        });
         let excess = ledger.waiting.len().saturating_sub(MAX_WAITING);
         ledger.waiting.drain(..excess);
         changed |= ledger.waiting.len() != before;
@@ -269,6 +278,27 @@ mod tests {
             ledger.note(&[message("B", true)], 1_002).stale,
             [] as [usize; 0]
         );
+    }
+
+    #[test]
+    fn a_reaction_can_be_the_resend_of_a_notice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = SessionFiles::new(&DataDir::new(tmp.path()), &SessionId::parse("s").unwrap());
+        std::fs::create_dir_all(&files.dir).unwrap();
+        let ledger = UnreadableLedger::open(&files);
+        ledger.note(&[message("R", true)], 1_000);
+        let reaction = IncomingMessage {
+            event: crate::engine::backend::InboundEvent::Reaction {
+                target: "M".into(),
+                emoji: "👍".into(),
+            },
+            ..message("R", false)
+        };
+        assert_eq!(ledger.note(&[reaction], 2_000).resends, [0]);
+        assert_eq!(ledger.waiting(), 0);
+        // Resolved notices go after an hour, not two weeks.
+        ledger.note(&[], 2_000 + RESOLVED_KEEP_MS);
+        assert!(ledger.ledger.lock().unwrap().waiting.is_empty());
     }
 
     #[test]

@@ -185,6 +185,7 @@ pub fn webhook_event(m: &IncomingMessage) -> WebhookEvent {
         from_resolved: m.from.resolved,
         push_name: m.push_name.clone(),
         group_id: m.is_group.then(|| m.chat.clone()),
+        replaces: m.replaces.clone(),
     };
     match &m.event {
         InboundEvent::Message => WebhookEvent::MessagesUpsert(vec![wire_message(m)]),

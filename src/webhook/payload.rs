@@ -105,6 +105,10 @@ pub struct WirePerson {
     /// The group it happened in, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+    /// The id of the unreadable notice this is the readable resend of (a
+    /// reaction or an edit can be unreadable at first, like a message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -109,7 +109,15 @@ fn action_on_a_message(base: &wa::Message) -> Option<Option<Extracted>> {
         return Some(Some(Extracted::Reaction { target, emoji }));
     }
     let m = base.protocol_message.as_option()?;
-    let target = m.key.as_option().and_then(|k| k.id.clone());
+    // Only a sender's own message can be edited or deleted by them: the
+    // key says "mine" (WhatsApp's server does not check; phones do).
+    // Anything else (an admin's delete in a group, a forged key) is not
+    // passed on as if the sender had done it.
+    let target = m
+        .key
+        .as_option()
+        .filter(|k| k.from_me == Some(true))
+        .and_then(|k| k.id.clone());
     Some(match (m.r#type, target) {
         (Some(Type::MESSAGE_EDIT), Some(target)) => {
             let edited = m.edited_message.as_option();
@@ -183,7 +191,7 @@ fn field_name(base: &wa::Message) -> Option<String> {
     };
     fields
         .into_iter()
-        .find(|(name, value)| name != "messageContextInfo" && set(value))
+        .find(|(name, value)| name != "message_context_info" && set(value))
         .map(|(name, _)| name)
 }
 
@@ -207,6 +215,11 @@ fn media_content(base: &wa::Message) -> Option<Content> {
     if let Some(m) = base.video_message.as_option() {
         let media = MediaRef::Video(Box::new(m.clone()));
         return captioned(ContentKind::Video, &m.caption, "[video]".into(), media);
+    }
+    if let Some(m) = base.ptv_message.as_option() {
+        // A round video note.
+        let media = MediaRef::Video(Box::new(m.clone()));
+        return captioned(ContentKind::Video, &None, "[video note]".into(), media);
     }
     if let Some(m) = base.audio_message.as_option() {
         let (kind, marker) = if m.ptt == Some(true) {
@@ -402,6 +415,7 @@ fn context_info(base: &wa::Message) -> Option<&wa::ContextInfo> {
         extended_text_message,
         image_message,
         video_message,
+        ptv_message,
         audio_message,
         document_message,
         sticker_message,

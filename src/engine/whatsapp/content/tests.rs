@@ -97,6 +97,17 @@ fn media_gets_its_kind_and_caption_or_a_marker() {
         document.media.unwrap().filename().as_deref(),
         Some("invoice.pdf")
     );
+    let round = content(wa::Message {
+        ptv_message: MessageField::some(wa::message::VideoMessage {
+            mimetype: Some("video/mp4".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        (round.kind, round.text.as_str()),
+        (ContentKind::Video, "[video note]")
+    );
     let voice = content(wa::Message {
         audio_message: MessageField::some(wa::message::AudioMessage {
             ptt: Some(true),
@@ -229,6 +240,20 @@ fn polls_and_replies_to_buttons_and_lists_have_their_kinds() {
 
 #[test]
 fn an_unknown_kind_arrives_as_unknown_with_its_name() {
+    // Phones put context info beside nearly everything: it is not the kind.
+    let event = wa::Message {
+        message_context_info: MessageField::some(wa::MessageContextInfo {
+            message_secret: Some(vec![1; 32]),
+            ..Default::default()
+        }),
+        poll_update_message: MessageField::some(wa::message::PollUpdateMessage {
+            sender_timestamp_ms: Some(1_764_000_000_000),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let unknown = message_of(extract(&event, "text").expect("never dropped"));
+    assert_eq!(unknown.text, "[unsupported: poll_update_message]");
     let event = wa::Message {
         event_message: MessageField::some(wa::message::EventMessage {
             name: Some("Launch".into()),
@@ -260,6 +285,20 @@ fn edits_deletes_and_reactions_name_their_message() {
         }),
         ..Default::default()
     };
+    // Someone else's message (a forged key) is neither edited nor deleted.
+    let forged = wa::Message {
+        protocol_message: MessageField::some(wa::message::ProtocolMessage {
+            key: MessageField::some(wa::MessageKey {
+                id: Some("M1".into()),
+                from_me: Some(false),
+                ..Default::default()
+            }),
+            r#type: Some(Type::MESSAGE_EDIT),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(extract(&forged, "x").is_none());
     match extract(&protocol(Type::MESSAGE_EDIT, Some("2 boxes, not 3")), "x") {
         Some(Extracted::Edited { target, text }) => {
             assert_eq!((target.as_str(), text.as_str()), ("M1", "2 boxes, not 3"))
