@@ -609,6 +609,11 @@ async fn start_api(
     if let Some(media) = &media
         && config.media.public_url.is_none()
     {
+        if bound.ip().is_unspecified() {
+            tracing::warn!(
+                "media URLs will name http://{bound}, which no ERP can reach: set [media] public_url"
+            );
+        }
         media.set_public_url(format!("http://{bound}"));
     }
     state.media = media;

@@ -589,17 +589,7 @@ impl Config {
     /// Checks what serde cannot: relations between keys and value ranges.
     /// Returns the dotted key at fault and what is wrong with it.
     fn validate(&self) -> Result<(), (String, String)> {
-        if let Some(url) = &self.media.public_url
-            && !crate::session_files::is_webhook_url(url)
-        {
-            return Err((
-                "media.public_url".into(),
-                format!("`{url}` is not an http:// or https:// URL"),
-            ));
-        }
-        if self.media.max_age.is_zero() {
-            return Err(("media.max_age".into(), "must be greater than 0s".into()));
-        }
+        self.validate_media()?;
         if self.backoff.base.is_zero() {
             return Err(("backoff.base".into(), "must be greater than 0s".into()));
         }
@@ -736,6 +726,65 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_media(&self) -> Result<(), (String, String)> {
+        let media = &self.media;
+        let fail = |key: &str, why: String| Err((format!("media.{key}"), why));
+        if media.max_age.is_zero() {
+            return fail("max_age", "must be greater than 0s".into());
+        }
+        if media.max_bytes == 0 {
+            return fail("max_bytes", "must be greater than 0".into());
+        }
+        if media.max_file_bytes == 0 || media.max_file_bytes > media.max_bytes {
+            return fail(
+                "max_file_bytes",
+                format!(
+                    "must be greater than 0 and at most media.max_bytes ({})",
+                    media.max_bytes
+                ),
+            );
+        }
+        let Some(url) = &media.public_url else {
+            return Ok(());
+        };
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split('/').next().unwrap_or(""))
+            .filter(|authority| !authority.is_empty() && !url.contains(['?', '#']));
+        let Some(authority) = host else {
+            return fail(
+                "public_url",
+                format!("`{url}` is not an http:// or https:// URL with a host (and no query)"),
+            );
+        };
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host),
+        };
+        // The API refuses other names (DNS rebinding): the ERP would get 403.
+        let allowed = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip == self.api.listen.ip())
+            || self
+                .api
+                .allowed_hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(host));
+        if !allowed {
+            return fail(
+                "public_url",
+                format!("the API refuses requests for `{host}`: add it to api.allowed_hosts"),
+            );
         }
         Ok(())
     }
@@ -1322,5 +1371,13 @@ mod tests {
         assert!(e.contains("key `media.public_url`"), "{e}");
         let e = err("[media]\nmax_age = \"0s\"\n");
         assert!(e.contains("key `media.max_age`"), "{e}");
+        let e = err("[media]\nmax_bytes = 1000\nmax_file_bytes = 2000\n");
+        assert!(e.contains("key `media.max_file_bytes`"), "{e}");
+        let e = err("[media]\npublic_url = \"http://bridge.lan:3000\"\n");
+        assert!(e.contains("add it to api.allowed_hosts"), "{e}");
+        let e = err("[media]\npublic_url = \"http://\"\n");
+        assert!(e.contains("key `media.public_url`"), "{e}");
+        parse("[api]\nallowed_hosts = [\"bridge.lan\"]\n[media]\npublic_url = \"http://bridge.lan:3000\"\n")
+            .unwrap();
     }
 }

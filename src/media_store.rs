@@ -101,17 +101,28 @@ impl MediaStore {
         meta: MediaMeta,
         now_ms: i64,
     ) -> std::io::Result<StoredMedia> {
-        if let Some(file) = partial.file.take() {
+        // Until the rename, a failure leaves the partial file to its Drop.
+        if let Some(file) = &partial.file {
             file.sync_all()?;
         }
+        let path = self.dir.join(&partial.id);
+        fs::rename(&partial.path, &path)?;
+        partial.file = None;
+        // The description comes last: a file is served (and swept) only
+        // once it has one; one left without by a crash is an orphan
+        // `sweep` removes.
         let meta = MediaMeta {
             size: partial.written,
             created_ms: now_ms,
             ..meta
         };
-        let json = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-        paths::write_private_file(&self.meta_path(&partial.id), &json)?;
-        fs::rename(&partial.path, self.dir.join(&partial.id))?;
+        let described = serde_json::to_vec(&meta)
+            .map_err(std::io::Error::other)
+            .and_then(|json| paths::write_private_file(&self.meta_path(&partial.id), &json));
+        if let Err(e) = described {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         let stored = StoredMedia {
             url: format!(
                 "{}/media/{}",
@@ -122,7 +133,7 @@ impl MediaStore {
                 partial.id
             ),
             size: partial.written,
-            expires_at: (now_ms + self.limits.max_age.as_millis() as i64) / 1000,
+            expires_at: now_ms.saturating_add(self.max_age_ms()) / 1000,
         };
         self.sweep(now_ms, Some(&partial.id));
         Ok(stored)
@@ -151,6 +162,7 @@ impl MediaStore {
             return;
         };
         let mut kept = Vec::new();
+        let mut files = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(id) = name.strip_suffix(".json") {
@@ -161,7 +173,16 @@ impl MediaStore {
                     Some(meta) if !self.expired(&meta, now_ms) => kept.push((id.to_string(), meta)),
                     _ => self.remove(id),
                 }
-            } else if name.starts_with(".partial-") && left_behind(&entry) {
+            } else {
+                files.push((name, entry));
+            }
+        }
+        // What a crash left: partial downloads, a file without its
+        // description, a description's temporary copy. An hour old, so that
+        // nothing a running download or `keep` still works on is touched.
+        for (name, entry) in files {
+            let described = kept.iter().any(|(id, _)| *id == name);
+            if !described && left_behind(&entry) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -172,6 +193,14 @@ impl MediaStore {
                 break;
             }
             if Some(id.as_str()) != keep {
+                // Its webhook may not have been delivered yet (a receiver
+                // down for long): said, so that a 404 has an explanation.
+                tracing::warn!(
+                    "media {id} ({} bytes, {} min old) removed to stay within [media] max_bytes ({}); its URL now answers 404",
+                    meta.size,
+                    now_ms.saturating_sub(meta.created_ms) / 60_000,
+                    self.limits.max_bytes
+                );
                 self.remove(id);
                 total -= meta.size;
             }
@@ -179,7 +208,11 @@ impl MediaStore {
     }
 
     fn expired(&self, meta: &MediaMeta, now_ms: i64) -> bool {
-        now_ms - meta.created_ms >= self.limits.max_age.as_millis() as i64
+        now_ms.saturating_sub(meta.created_ms) >= self.max_age_ms()
+    }
+
+    fn max_age_ms(&self) -> i64 {
+        i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn remove(&self, id: &str) {
@@ -252,8 +285,8 @@ impl Drop for PartialMedia {
     }
 }
 
-/// A partial download untouched for an hour was left by a crash (a live
-/// one writes at least once a minute, or times out).
+/// A file untouched for an hour was left by a crash (a live download
+/// writes at least once a minute, or gives up).
 fn left_behind(entry: &fs::DirEntry) -> bool {
     entry
         .metadata()
@@ -315,13 +348,26 @@ mod tests {
         let stored = kept(&store, b"hello", 0);
         assert!(stored.url.starts_with("http://127.0.0.1:3000/media/"));
         assert_eq!((stored.size, stored.expires_at), (5, 24 * 3600));
-        let (mut file, meta) = store.open_file(id(&stored), HOUR_MS).unwrap();
+        let (mut file, described) = store.open_file(id(&stored), HOUR_MS).unwrap();
         let mut text = String::new();
         file.read_to_string(&mut text).unwrap();
-        assert_eq!((text.as_str(), meta.size), ("hello", 5));
+        assert_eq!((text.as_str(), described.size), ("hello", 5));
         assert!(store.open_file(id(&stored), 24 * HOUR_MS).is_none());
-        for hostile in ["../../etc/passwd", "", &"a".repeat(32).replace('a', "/")] {
-            assert!(store.open_file(hostile, 0).is_none());
+        // A described file beside the media folder: only the id check keeps
+        // `../secret` from reaching it.
+        fs::write(tmp.path().join("secret"), b"not yours").unwrap();
+        fs::write(
+            tmp.path().join("secret.json"),
+            serde_json::to_vec(&MediaMeta {
+                created_ms: HOUR_MS,
+                size: 9,
+                ..meta()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        for hostile in ["../secret", "..%2Fsecret", ""] {
+            assert!(store.open_file(hostile, HOUR_MS).is_none(), "{hostile}");
         }
         let mode = fs::metadata(tmp.path().join("media").join(id(&stored)))
             .unwrap()
@@ -347,5 +393,39 @@ mod tests {
         let partial = big.path().to_path_buf();
         drop(big);
         assert!(!partial.exists(), "a failed download leaves nothing");
+    }
+
+    #[test]
+    fn what_a_crash_left_goes_after_an_hour_and_nothing_younger() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path(), 1_000);
+        let media = tmp.path().join("media");
+        let left = |name: &str, age: Duration| {
+            let file = File::create(media.join(name)).unwrap();
+            file.set_modified(std::time::SystemTime::now() - age)
+                .unwrap();
+        };
+        left(
+            "0123456789abcdef0123456789abcdef",
+            Duration::from_secs(7200),
+        );
+        left(".partial-old", Duration::from_secs(7200));
+        left(".partial-live", Duration::from_secs(5));
+        let described = kept(&store, b"kept", 0);
+        store.sweep(HOUR_MS, None);
+        let mut names: Vec<String> = fs::read_dir(&media)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let id = id(&described).to_string();
+        assert_eq!(
+            names,
+            [
+                ".partial-live".to_string(),
+                id.clone(),
+                format!("{id}.json")
+            ]
+        );
     }
 }

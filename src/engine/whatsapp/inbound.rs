@@ -20,8 +20,11 @@ use crate::engine::backend::{
 use crate::engine::phone::{self, Lookups};
 use crate::media_store::{MediaMeta, MediaStore, PartialMedia};
 
-/// A download slower than this is forwarded without its bytes.
+/// A download slower than this is forwarded without its bytes...
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
+/// ... unless it is large (URL mode takes files up to 100 MiB): then it
+/// may take as long as this rate needs (100 MiB: about 13 minutes).
+const SLOWEST_MEDIA_BYTES_PER_SECOND: u64 = 128 * 1024;
 
 #[derive(Clone)]
 pub struct DurabilityHook {
@@ -135,6 +138,7 @@ impl DurabilityHook {
             call_id,
             caller_pn,
             is_video,
+            group_jid,
             ..
         } = &call.action
         else {
@@ -158,14 +162,19 @@ impl DurabilityHook {
                 tracing::warn!("cannot write to the caller of call {call_id}: {e}");
             }
         }
+        // A group call names its group, as a group message does.
         let source = MessageSource {
-            chat: call.from.to_non_ad(),
+            chat: group_jid.clone().unwrap_or_else(|| call.from.to_non_ad()),
             sender: call.from.to_non_ad(),
             sender_alt: caller_pn.clone(),
+            is_group: group_jid.is_some(),
             ..MessageSource::default()
         };
-        let (from, _) = self.resolve_sender(client, &source).await;
+        let (from, group_name) = self.resolve_sender(client, &source).await;
         let notice = IncomingMessage {
+            chat: source.chat.to_string(),
+            is_group: source.is_group,
+            group_name,
             push_name: call.notify.clone().filter(|n| !n.is_empty()),
             timestamp: call.timestamp.timestamp(),
             event: InboundEvent::Call {
@@ -292,7 +301,10 @@ impl DurabilityHook {
             Err(e) => return MediaContent::Omitted(format!("cannot store media: {e}")),
         };
         let download = client.download_to_writer(downloadable(media), partial);
-        let DiskWriter(partial) = match tokio::time::timeout(MEDIA_TIMEOUT, download).await {
+        let allowed = media.size().map_or(MEDIA_TIMEOUT, |size| {
+            MEDIA_TIMEOUT.max(Duration::from_secs(size / SLOWEST_MEDIA_BYTES_PER_SECOND))
+        });
+        let DiskWriter(partial) = match tokio::time::timeout(allowed, download).await {
             Ok(Ok(written)) => written,
             Ok(Err(e)) => return MediaContent::Omitted(format!("download failed: {e}")),
             Err(_) => return MediaContent::Omitted("download timed out".to_string()),
