@@ -418,7 +418,8 @@ impl App {
 
     /// Catches up with the service: its sessions replace ours; its messages
     /// and log lines are added unless already shown (a re-attach to the same
-    /// run), so the operator keeps their place, selection and filter.
+    /// run: those take only their marks), so the operator keeps their place,
+    /// selection and filter.
     fn backfill(&mut self, backfill: Backfill) {
         self.update(Msg::Sessions(backfill.sessions));
         let shown: HashSet<(SessionId, String)> = self
@@ -428,7 +429,9 @@ impl App {
             .map(|m| (m.session.clone(), m.id.clone()))
             .collect();
         for message in backfill.messages {
-            if !shown.contains(&(message.session.clone(), message.id.clone())) {
+            if shown.contains(&(message.session.clone(), message.id.clone())) {
+                self.catch_up_marks(&message);
+            } else {
                 self.update(Msg::Message(message));
             }
         }
@@ -439,6 +442,27 @@ impl App {
         self.log_source = Some((backfill.instance, seen));
         for line in backfill.logs.into_iter().filter(|l| l.seq > seen) {
             self.update(Msg::Log(line));
+        }
+    }
+
+    /// A line already shown takes what happened to it while this
+    /// dashboard was away (an edit, a delete, a resend), keeping the rest
+    /// (a number learned since, say).
+    fn catch_up_marks(&mut self, message: &InboundMessage) {
+        let shown = self.messages.items_mut().find(|m| {
+            m.session == message.session && m.id == message.id && m.action == message.action
+        });
+        if let Some(shown) = shown
+            && (shown.text != message.text
+                || shown.edited != message.edited
+                || shown.deleted != message.deleted)
+        {
+            *shown = Arc::new(InboundMessage {
+                text: message.text.clone(),
+                edited: message.edited,
+                deleted: message.deleted,
+                ..(**shown).clone()
+            });
         }
     }
 

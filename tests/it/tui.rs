@@ -631,6 +631,33 @@ fn backfill(instance: u64, sessions: Vec<SessionSnapshot>, messages: &[i64], log
 }
 
 #[test]
+fn a_reattached_dashboard_shows_what_happened_to_its_lines_meanwhile() {
+    let now = Instant::now();
+    let mut app = app();
+    let sessions = vec![connected("WA-Dexciss", "919075167132")];
+    app.update(backfill(1, sessions.clone(), &[1, 2], &[]));
+    // Away, message 1 was edited and message 2 deleted: the service's
+    // backfill has them marked.
+    let Msg::Backfill(mut later) = backfill(1, sessions, &[1, 2], &[]) else {
+        unreachable!()
+    };
+    later.messages[0] = Arc::new(InboundMessage {
+        text: "order #1, 2 boxes".into(),
+        edited: true,
+        ..(*later.messages[0]).clone()
+    });
+    later.messages[1] = Arc::new(InboundMessage {
+        deleted: true,
+        ..(*later.messages[1]).clone()
+    });
+    app.update(Msg::Backfill(later));
+    let text = screen(&app, now, 150, 30);
+    assert!(text.contains("order #1, 2 boxes (edited)"), "{text}");
+    assert!(text.contains("order #2 please (deleted)"), "{text}");
+    assert_eq!(app.messages.items().len(), 2);
+}
+
+#[test]
 fn reattaching_keeps_the_operators_place_and_shows_each_message_and_line_once() {
     let now = Instant::now();
     let mut app = app();
