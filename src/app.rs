@@ -318,6 +318,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
             tokio::spawn(sweep_media(media));
         }
         let console = Console::start(engine.clone(), tail_rx, config.tui.message_buffer);
+        if config.nats.is_some() {
+            console.publishes_to_nats();
+        }
         if let (Some(view), Some(control)) = (cluster_view, control) {
             console.show_cluster(view);
             console.act_through_cluster(control);

@@ -43,6 +43,10 @@ struct Inner {
     /// In a cluster: where the dashboard's new sessions and webhooks go,
     /// so that they reach the host serving each (`act_through_cluster`).
     cluster: std::sync::OnceLock<ClusterControl>,
+    /// Set when the service publishes to NATS (`[nats]`): without it a
+    /// subject set from the dashboard is kept but unused, which the
+    /// operator is told.
+    nats: std::sync::OnceLock<()>,
 }
 
 /// What a dashboard shows, kept up to date from the engine's events (not
@@ -116,6 +120,7 @@ impl Console {
                 }),
                 feed,
                 cluster: std::sync::OnceLock::new(),
+                nats: std::sync::OnceLock::new(),
             }),
         };
         // Subscribe before reading the sessions: every change after the read
@@ -156,6 +161,11 @@ impl Console {
     /// `control` (the database) instead of straight to the engine.
     pub fn act_through_cluster(&self, control: ClusterControl) {
         let _ = self.inner.cluster.set(control);
+    }
+
+    /// The service publishes to NATS (`[nats]` is configured).
+    pub fn publishes_to_nats(&self) {
+        let _ = self.inner.nats.set(());
     }
 
     /// Shows the whole cluster (`cluster::view`) on the dashboards: the
@@ -285,8 +295,12 @@ impl Console {
                 }
                 engine
                     .set_nats_subject(&session, Some(subject))
-                    .map(|_| None)
-                    .map_err(|e| format!("{session}: {e}"))
+                    .map_err(|e| format!("{session}: {e}"))?;
+                Ok(self.inner.nats.get().is_none().then(|| {
+                    format!(
+                        "{session}: NATS subject saved, but this service has no [nats] in its config: nothing goes to NATS until it does"
+                    )
+                }))
             }
         }
     }

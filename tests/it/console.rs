@@ -506,13 +506,16 @@ async fn an_attached_dashboard_sets_a_sessions_nats_subject_or_turns_nats_off() 
     service.engine.add_session(&id("shop"), None, None).unwrap();
     let (mut link, _, _) = attach(&data).await;
 
-    link.requests
-        .send(Request::SetNatsSubject {
+    // Saved; this service has no [nats], which the operator is told.
+    let text = notice_after(
+        &mut link,
+        Request::SetNatsSubject {
             session: id("shop"),
             subject: "erp.acme".into(),
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
+    assert!(text.contains("no [nats] in its config"), "{text}");
     let subject = saved_nats_subject(&data, "shop", Option::is_some).await;
     assert_eq!(subject.as_deref(), Some("erp.acme"));
 
@@ -548,7 +551,9 @@ async fn an_attached_dashboard_sets_a_sessions_nats_subject_or_turns_nats_off() 
     assert_eq!(text, "nobody: Session not found");
     assert!(!data.session_dir(&id("nobody")).exists(), "nothing saved");
 
-    // Empty: none of its events go to NATS.
+    // Empty: none of its events go to NATS. On a service that publishes to
+    // NATS, nothing more is said.
+    service.console.publishes_to_nats();
     link.requests
         .send(Request::SetNatsSubject {
             session: id("shop"),
@@ -558,6 +563,18 @@ async fn an_attached_dashboard_sets_a_sessions_nats_subject_or_turns_nats_off() 
         .unwrap();
     let subject = saved_nats_subject(&data, "shop", |s| s.as_deref() == Some("")).await;
     assert_eq!(subject.as_deref(), Some(""));
+    let text = notice_after(
+        &mut link,
+        Request::SetNatsSubject {
+            session: id("nobody"),
+            subject: String::new(),
+        },
+    )
+    .await;
+    assert_eq!(
+        text, "nobody: Session not found",
+        "no NATS-off notice came first"
+    );
     service.stop().await;
 }
 
