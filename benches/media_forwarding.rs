@@ -9,6 +9,9 @@
 //!
 //! Prints figures; asserts none. Run: `cargo bench --bench media_forwarding`
 
+#[path = "shared/peak_rss.rs"]
+mod peak_rss;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +29,8 @@ use wabridge::webhook::bridge::{dedupe_key, webhook_event};
 use wabridge::webhook::deliver::{DeliverySettings, Target};
 use wabridge::webhook::hub::WebhookHub;
 
+use peak_rss::peak_rss_mib;
+
 const VIDEOS: usize = 16;
 const VIDEO_BYTES: usize = 16 << 20;
 const MODE: &str = "WABRIDGE_MEDIA_BENCH_MODE";
@@ -42,17 +47,6 @@ async fn receive(State(received): State<Arc<Received>>, body: Bytes) -> &'static
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     received.posts.fetch_add(1, Ordering::Relaxed);
     "ok"
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn main() {

@@ -17,6 +17,8 @@
 
 #[path = "shared/live_traffic.rs"]
 mod live_traffic;
+#[path = "shared/peak_rss.rs"]
+mod peak_rss;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,7 @@ use wabridge::webhook::outbox::Outbox;
 use wabridge::webhook::payload::WebhookEvent;
 
 use live_traffic::{message, publish_all};
+use peak_rss::peak_rss_mib;
 
 const RATE_MESSAGES: usize = 5_000;
 const STEADY_RATE: u64 = 1_000;
@@ -64,17 +67,6 @@ async fn start_receiver() -> (String, Arrivals) {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (url, arrivals)
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Mean time of an 8 KiB append + fdatasync in `dir`: what one commit of

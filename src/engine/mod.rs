@@ -293,10 +293,7 @@ impl Engine {
         id: &SessionId,
         prefix: Option<String>,
     ) -> Result<(), EngineError> {
-        self.may_change(id)?;
-        let settings = SessionFiles::new(&self.inner.data, id)
-            .update_settings(|settings| settings.nats_subject = prefix)
-            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        let settings = self.change_settings(id, |settings| settings.nats_subject = prefix)?;
         if let Some(outbound) = &self.inner.outbound {
             outbound.configure(id, &settings);
         }
@@ -311,24 +308,31 @@ impl Engine {
         reject: bool,
         reply: Option<String>,
     ) -> Result<(), EngineError> {
-        self.may_change(id)?;
-        SessionFiles::new(&self.inner.data, id)
-            .update_settings(|settings| {
-                settings.reject_calls = reject;
-                settings.call_reply = reply.filter(|r| !r.is_empty());
-            })
-            .map_err(|e| EngineError::Storage(e.to_string()))?;
-        Ok(())
+        self.change_settings(id, |settings| {
+            settings.reject_calls = reject;
+            settings.call_reply = reply.filter(|r| !r.is_empty());
+        })
+        .map(drop)
     }
 
     /// Sets how the session's webhook carries media; asked afresh at each
     /// media message.
     pub fn set_media_mode(&self, id: &SessionId, mode: MediaMode) -> Result<(), EngineError> {
+        self.change_settings(id, |settings| settings.media = mode)
+            .map(drop)
+    }
+
+    /// Changes a session's saved settings, unless it may not be touched
+    /// now (`may_change`).
+    fn change_settings(
+        &self,
+        id: &SessionId,
+        change: impl FnOnce(&mut crate::session_files::SessionSettings),
+    ) -> Result<crate::session_files::SessionSettings, EngineError> {
         self.may_change(id)?;
         SessionFiles::new(&self.inner.data, id)
-            .update_settings(|settings| settings.media = mode)
-            .map_err(|e| EngineError::Storage(e.to_string()))?;
-        Ok(())
+            .update_settings(change)
+            .map_err(|e| EngineError::Storage(e.to_string()))
     }
 
     /// Refuses to touch a session whose DELETE is under way (a new

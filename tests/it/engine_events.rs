@@ -24,6 +24,24 @@ fn from_asha(id: &str, text: &str) -> IncomingMessage {
     incoming_message(id, lookups, text)
 }
 
+/// A notice for message `id`, which could not be decrypted.
+fn notice(id: &str) -> IncomingMessage {
+    IncomingMessage {
+        unreadable: true,
+        kind: ContentKind::Unknown,
+        ..from_asha(id, "[unreadable: could not be decrypted]")
+    }
+}
+
+/// The `messages.upsert` entries posted after "Connected", once `n` came.
+async fn entries(receiver: &Receiver, n: usize) -> Vec<serde_json::Value> {
+    let bodies = bodies(receiver, n).await;
+    bodies
+        .into_iter()
+        .map(|b| b["messages"][0].clone())
+        .collect()
+}
+
 /// Bodies of every post after the first (the "Connected" status).
 async fn bodies(receiver: &Receiver, n: usize) -> Vec<serde_json::Value> {
     receiver.wait_for(n + 1, WAIT).await;
@@ -92,11 +110,7 @@ async fn each_content_kind_arrives_with_its_type_and_fields() {
         .deliver("WA-1", &[location, contacts, poll, reply, image, unknown])
         .await
         .unwrap();
-    let got: Vec<serde_json::Value> = bodies(&receiver, 6)
-        .await
-        .into_iter()
-        .map(|b| b["messages"][0].clone())
-        .collect();
+    let got = entries(&receiver, 6).await;
     assert_eq!(got[0]["type"], "location");
     assert_eq!(
         got[0]["location"],
@@ -248,21 +262,12 @@ async fn an_unreadable_notice_is_replaced_by_its_resend_and_counted_per_peer() {
     let tmp = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let (engine, backend) = connected_engine(&tmp, &receiver).await;
-    let notice = IncomingMessage {
-        unreadable: true,
-        kind: ContentKind::Unknown,
-        ..from_asha("M7", "[unreadable: could not be decrypted]")
-    };
-    backend.deliver("WA-1", &[notice]).await.unwrap();
+    backend.deliver("WA-1", &[notice("M7")]).await.unwrap();
     backend
         .deliver("WA-1", &[from_asha("M7", "the real order")])
         .await
         .unwrap();
-    let got: Vec<serde_json::Value> = bodies(&receiver, 2)
-        .await
-        .into_iter()
-        .map(|b| b["messages"][0].clone())
-        .collect();
+    let got = entries(&receiver, 2).await;
     assert_eq!(
         (&got[0]["id"], &got[0]["type"], &got[0]["unreadable"]),
         (&json!("M7"), &json!("unknown"), &json!(true))
@@ -294,21 +299,12 @@ async fn a_notice_that_loses_the_race_to_its_resend_is_not_forwarded() {
         .deliver("WA-1", &[from_asha("M8", "the real order")])
         .await
         .unwrap();
-    let late = IncomingMessage {
-        unreadable: true,
-        kind: ContentKind::Unknown,
-        ..from_asha("M8", "[unreadable: could not be decrypted]")
-    };
-    backend.deliver("WA-1", &[late]).await.unwrap();
+    backend.deliver("WA-1", &[notice("M8")]).await.unwrap();
     backend
         .deliver("WA-1", &[from_asha("M9", "and one more thing")])
         .await
         .unwrap();
-    let got: Vec<serde_json::Value> = bodies(&receiver, 2)
-        .await
-        .into_iter()
-        .map(|b| b["messages"][0].clone())
-        .collect();
+    let got = entries(&receiver, 2).await;
     assert_eq!(
         got.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(),
         [json!("M8"), json!("M9")],
