@@ -427,7 +427,8 @@ async fn start_cluster(
     let shown = cluster.database_url_redacted();
     let database = cluster
         .database()
-        .map_err(|e| format!("cluster database {shown}: {e}"))?;
+        .map_err(|e| format!("cluster database {shown}: {e}"))?
+        .transactions_end_within(cluster.timings().ttl);
     tracing::info!("cluster database {shown}: {}", database.tls_summary());
     let pool = database
         .open()

@@ -333,6 +333,80 @@ async fn a_takeover_waits_for_the_write_in_flight() {
     assert_eq!(fence, Some(2));
 }
 
+/// A host frozen in the middle of a write (a paused VM, SIGSTOP, a network
+/// partition: its connection stays open, its transaction holds the lease
+/// row) does not hold its session forever: a take gives up waiting after a
+/// bound and says why, the server ends the frozen transaction after the
+/// lease TTL the host's pool was built with, and the next take succeeds.
+/// The frozen write never lands.
+#[tokio::test]
+async fn a_host_frozen_mid_write_does_not_hold_its_session() {
+    let (server, pool) = database().await;
+    let session = "WA-shop-001";
+    // Longer than a take's wait (2 s), so the first take sees it frozen.
+    let ttl = Duration::from_secs(5);
+    let frozen_host = pg_store::Database::parse(&server.url(), None)
+        .unwrap()
+        .transactions_end_within(ttl)
+        .pool()
+        .unwrap();
+    take_lease(&frozen_host, session, "host-a", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut writer = frozen_host.get().await.unwrap();
+    let tx = writer.transaction().await.unwrap();
+    tx.query_one(
+        "SELECT fence FROM session_leases WHERE session = $1 FOR SHARE",
+        &[&session],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO wa_sessions (session, address, record) VALUES ($1, 'peer', 'frozen')",
+        &[&session],
+    )
+    .await
+    .unwrap();
+    // Frozen from here: the transaction stays open and idle.
+
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        take_lease(&pool, session, "host-b", LEASE),
+    )
+    .await
+    .expect("a take does not wait for a frozen host without bound")
+    .unwrap_err();
+    assert!(
+        format!("{first:#}").contains("frozen or cut off mid-write"),
+        "{first:#}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let fence = loop {
+        match take_lease(&pool, session, "host-b", LEASE).await {
+            Ok(fence) => break fence,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the frozen write still holds the session: {e:#}"
+            ),
+        }
+    };
+    assert_eq!(fence, Some(2));
+    assert!(tx.commit().await.is_err(), "the server ended it");
+    let rows = pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT record FROM wa_sessions WHERE session = $1",
+            &[&session],
+        )
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "the frozen write never landed");
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut layer = error.source();

@@ -316,6 +316,32 @@ impl Database {
         Ok(())
     }
 
+    /// Has the server end any transaction of this pool's connections that
+    /// sits idle for longer than `limit`, releasing its row locks.
+    ///
+    /// Why: every fenced write holds its session's lease row `FOR SHARE`
+    /// until it commits, and a takeover waits for that. A host frozen or
+    /// cut off between a write's statements (a paused VM, a SIGSTOP, a
+    /// network partition: its connection stays open on the server) would
+    /// hold the row, and so its sessions, for as long as its TCP connection
+    /// lives; hours. With the lease TTL as the limit, no write outlives the
+    /// lease that fences it by more than one renewal period. An
+    /// `idle_in_transaction_session_timeout` the URL's `options` sets
+    /// itself wins.
+    pub fn transactions_end_within(mut self, limit: std::time::Duration) -> Database {
+        let ours = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            limit.as_millis().max(1)
+        );
+        // PostgreSQL applies `-c` settings in order: the URL's come after.
+        let options = match self.config.get_options() {
+            Some(theirs) if !theirs.is_empty() => format!("{ours} {theirs}"),
+            _ => ours,
+        };
+        self.config.options(&options);
+        self
+    }
+
     /// A connection pool, shared by every session of the process. Reads the
     /// certificates now (a missing file is an error here, not at the first
     /// query); connects only when a connection is first asked for.
