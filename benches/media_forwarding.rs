@@ -108,6 +108,7 @@ async fn run(as_url: bool) {
             let mut file = store.create().unwrap();
             file.write_all(&video).unwrap();
             let meta = MediaMeta {
+                session: Some("shop".into()),
                 mimetype: "video/mp4".into(),
                 filename: None,
                 size: 0,

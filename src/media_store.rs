@@ -41,6 +41,10 @@ pub struct StoredMedia {
 /// A kept file's description, beside it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MediaMeta {
+    /// The session it came to, so that its DELETE takes the file too.
+    /// Absent in files kept before sessions were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub mimetype: String,
     pub filename: Option<String>,
     pub size: u64,
@@ -207,6 +211,29 @@ impl MediaStore {
         }
     }
 
+    /// Removes every file kept for `session`: its DELETE. Returns how many.
+    pub fn forget_session(&self, session: &str) -> usize {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let theirs = fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<MediaMeta>(&b).ok())
+                .is_some_and(|meta| meta.session.as_deref() == Some(session));
+            if theirs {
+                self.remove(id);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     fn expired(&self, meta: &MediaMeta, now_ms: i64) -> bool {
         now_ms.saturating_sub(meta.created_ms) >= self.max_age_ms()
     }
@@ -324,6 +351,7 @@ mod tests {
 
     fn meta() -> MediaMeta {
         MediaMeta {
+            session: Some("shop".into()),
             mimetype: "video/mp4".into(),
             filename: None,
             size: 0,
@@ -393,6 +421,25 @@ mod tests {
         let partial = big.path().to_path_buf();
         drop(big);
         assert!(!partial.exists(), "a failed download leaves nothing");
+    }
+
+    #[test]
+    fn a_sessions_files_go_with_it_and_no_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = store(tmp.path(), 1_000);
+        let shop = kept(&store, b"shop's", 0);
+        let mut file = store.create().unwrap();
+        file.write_all(b"depot's").unwrap();
+        let other = MediaMeta {
+            session: Some("depot".into()),
+            ..meta()
+        };
+        let depot = store.keep(file, other, 0).unwrap();
+        assert_eq!(store.forget_session("shop"), 1);
+        assert!(store.open_file(id(&shop), 1).is_none());
+        assert!(!tmp.path().join("media").join(id(&shop)).exists());
+        assert!(store.open_file(id(&depot), 1).is_some());
+        assert_eq!(store.forget_session("shop"), 0);
     }
 
     #[test]

@@ -262,6 +262,14 @@ pub async fn delete(State(state): Shared, Path(raw): Path<String>) -> Result<Res
         _ => {}
     }
     state.engine.delete_session(&id).await?;
+    // The customers' files it received go with it, not weeks later by age.
+    if let Some(media) = state.media.clone() {
+        let session = id.to_string();
+        let forgotten = tokio::task::spawn_blocking(move || media.forget_session(&session)).await;
+        if let Ok(n @ 1..) = forgotten {
+            tracing::info!("session {id}: its {n} media file(s) removed");
+        }
+    }
     // In a cluster its credentials and its place in the list are in the
     // database: gone too, so no host takes it again.
     if let Some(cluster) = &state.cluster {

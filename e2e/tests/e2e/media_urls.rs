@@ -2,8 +2,8 @@
 //! 16 MiB video as a link on wabridge's API instead of base64 inside the
 //! POST. The real client downloads the encrypted file from the simulator's
 //! media host into the media folder; the ERP fetches it with the API's
-//! token; files go past the budget (oldest first) and unknown or hostile
-//! ids are 404s.
+//! token; files go past the budget (oldest first) and with their session's
+//! DELETE, and unknown or hostile ids are 404s.
 
 use crate::support;
 
@@ -168,8 +168,23 @@ async fn a_big_video_reaches_the_erp_as_a_url_it_can_fetch_with_the_token() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(get(second_url, Some(TOKEN)).await.status().as_u16(), 200);
+    assert_eq!(
+        get(second_url.clone(), Some(TOKEN)).await.status().as_u16(),
+        200
+    );
     assert_eq!(get(url, Some(TOKEN)).await.status().as_u16(), 404);
+
+    // Deleting the session takes its files with it.
+    let deleted = client
+        .delete(format!("{api}/sessions/shop"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    assert_eq!(get(second_url, Some(TOKEN)).await.status().as_u16(), 404);
+    let left: Vec<_> = std::fs::read_dir(&media_dir).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
     engine.shutdown().await;
 }
 

@@ -19,6 +19,7 @@ use crate::engine::backend::{
 };
 use crate::engine::phone::{self, Lookups};
 use crate::media_store::{MediaMeta, MediaStore, PartialMedia};
+use crate::paths::SessionId;
 
 /// A download slower than this is forwarded without its bytes...
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
@@ -28,6 +29,8 @@ const SLOWEST_MEDIA_BYTES_PER_SECOND: u64 = 128 * 1024;
 
 #[derive(Clone)]
 pub struct DurabilityHook {
+    /// The session whose messages these are.
+    pub session: SessionId,
     pub sink: Arc<dyn InboundSink>,
     pub groups: Arc<GroupCache>,
     /// Media above this many bytes is forwarded as metadata only.
@@ -310,6 +313,7 @@ impl DurabilityHook {
             Err(_) => return MediaContent::Omitted("download timed out".to_string()),
         };
         let meta = MediaMeta {
+            session: Some(self.session.to_string()),
             mimetype: media.mimetype(),
             filename: media.filename(),
             size: 0,

@@ -37,6 +37,7 @@ use super::backend::{
 use super::close::CloseSignal;
 use super::liveness::Liveness;
 use crate::media_store::MediaStore;
+use crate::paths::SessionId;
 use crate::session_files::SessionFiles;
 
 /// Connection settings shared by every session.
@@ -131,7 +132,8 @@ impl WaBackend for WhatsAppBackend {
         let store = SqliteStore::with_config(path, store_config::session_store_config())
             .await
             .map_err(|e| store_error(error_chain(&e)))?;
-        self.open_over(Arc::new(store), options, events).await
+        self.open_over(&files.id, Arc::new(store), options, events)
+            .await
     }
 }
 
@@ -140,11 +142,13 @@ impl WhatsAppBackend {
     /// SQLite file, or the shared PostgreSQL schema: `PgBackend`).
     async fn open_over(
         &self,
+        id: &SessionId,
         store: Arc<dyn Backend>,
         options: OpenOptions,
         events: EventSink,
     ) -> Result<WhatsAppClient, OpenError> {
         let hook = options.inbound.map(|sink| inbound::DurabilityHook {
+            session: id.clone(),
             sink,
             groups: Arc::new(group_info::GroupCache::default()),
             media_cap: self.media_cap,

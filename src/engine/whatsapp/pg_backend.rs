@@ -64,7 +64,7 @@ impl WaBackend for PgBackend {
         let store = PgStore::open(self.pool.clone(), files.id.as_str(), fence);
         let mut client = self
             .whatsapp
-            .open_over(Arc::new(store), options, events)
+            .open_over(&files.id, Arc::new(store), options, events)
             .await?;
         // Every later connection of this client too needs the lease still
         // held at this fence: a host that lost it (stalled past it, say)
