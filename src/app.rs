@@ -607,6 +607,9 @@ async fn start_api(
         listen: Some(bound),
     };
     let mut state = api::ApiState::with_access(engine, access);
+    if let Some(cluster) = &cluster {
+        publish_api_url(config, cluster, bound).await;
+    }
     state.cluster = cluster;
     state.cluster_view = cluster_view;
     state.nats = nats;
@@ -630,6 +633,27 @@ async fn start_api(
             tracing::error!("HTTP API stopped: {e}");
         }
     }))
+}
+
+/// Tells the cluster's other hosts where this host's API answers, so that
+/// they forward requests for its sessions here.
+async fn publish_api_url(config: &Config, cluster: &ClusterControl, bound: std::net::SocketAddr) {
+    let url = config.cluster_api_url(bound);
+    match &url {
+        Some(url) => {
+            tracing::info!("other hosts forward requests for this host's sessions to {url}")
+        }
+        None => tracing::warn!(
+            "the API listens on {bound}, an address other hosts cannot call: requests for this host's sessions made to them are refused until [cluster] api_url is set"
+        ),
+    }
+    if let Err(e) = cluster
+        .leases
+        .register_node(&cluster.node, url.as_deref())
+        .await
+    {
+        tracing::warn!("cannot publish this host's API address in the cluster's database: {e:#}");
+    }
 }
 
 /// Expired media goes even when no new media comes to trigger the budget.

@@ -61,6 +61,18 @@ impl Default for MediaConfig {
 }
 
 impl Config {
+    /// How the cluster's other hosts reach this host's API (see
+    /// [`ClusterConfig::api_url`]); `None` when they cannot.
+    /// `bound` is the API's address once bound (a `listen` on port 0
+    /// learns its port only then).
+    pub fn cluster_api_url(&self, bound: std::net::SocketAddr) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        if let Some(url) = &cluster.api_url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        (!bound.ip().is_unspecified()).then(|| format!("http://{bound}"))
+    }
+
     /// Where media URLs point and how much is kept.
     pub fn media_limits(&self) -> crate::media_store::MediaLimits {
         crate::media_store::MediaLimits {
@@ -167,6 +179,12 @@ pub struct ClusterConfig {
     pub takeover_every_secs: Option<u64>,
     #[serde(default)]
     pub takeover_batch: Option<usize>,
+    /// How the other hosts reach this host's API, e.g.
+    /// `http://10.0.0.5:3000`: a request for a session this host serves,
+    /// made to another host, is forwarded here. Default: `http://` and
+    /// `api.listen`, unless that is an unspecified address (0.0.0.0).
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -675,6 +693,10 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             validate_cluster(cluster)?;
+            if let Some(url) = &cluster.api_url {
+                self.check_api_url(url)
+                    .map_err(|why| ("cluster.api_url".to_string(), why))?;
+            }
         }
         if let Some(nats) = &self.nats {
             validate_nats(nats, self.cluster.is_some())?;
@@ -750,19 +772,27 @@ impl Config {
                 ),
             );
         }
-        let Some(url) = &media.public_url else {
-            return Ok(());
-        };
+        match &media.public_url {
+            Some(url) => self
+                .check_api_url(url)
+                .or_else(|why| fail("public_url", why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `url` can reach this host's API from elsewhere: http(s), a
+    /// host, no query, and a host name the API accepts (it refuses other
+    /// names against DNS rebinding, so a URL naming one would get 403).
+    fn check_api_url(&self, url: &str) -> Result<(), String> {
         let host = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"))
             .map(|rest| rest.split('/').next().unwrap_or(""))
             .filter(|authority| !authority.is_empty() && !url.contains(['?', '#']));
         let Some(authority) = host else {
-            return fail(
-                "public_url",
-                format!("`{url}` is not an http:// or https:// URL with a host (and no query)"),
-            );
+            return Err(format!(
+                "`{url}` is not an http:// or https:// URL with a host (and no query)"
+            ));
         };
         let host = match authority.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -770,7 +800,6 @@ impl Config {
                 .rsplit_once(':')
                 .map_or(authority, |(host, _)| host),
         };
-        // The API refuses other names (DNS rebinding): the ERP would get 403.
         let allowed = host.eq_ignore_ascii_case("localhost")
             || host
                 .parse::<std::net::IpAddr>()
@@ -781,10 +810,9 @@ impl Config {
                 .iter()
                 .any(|allowed| allowed.eq_ignore_ascii_case(host));
         if !allowed {
-            return fail(
-                "public_url",
-                format!("the API refuses requests for `{host}`: add it to api.allowed_hosts"),
-            );
+            return Err(format!(
+                "the API refuses requests for `{host}`: add it to api.allowed_hosts"
+            ));
         }
         Ok(())
     }
@@ -1219,6 +1247,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3, key `cluster.lease_ttl`"), "{err}");
+    }
+
+    #[test]
+    fn the_api_address_other_hosts_forward_to_must_be_one_the_api_accepts() {
+        let url = "database_url = \"postgres://db/wabridge\"\n";
+        let bound: std::net::SocketAddr = "127.0.0.1:3100".parse().unwrap();
+        let config = parse(&format!("[cluster]\n{url}")).unwrap();
+        assert_eq!(
+            config.cluster_api_url(bound).as_deref(),
+            Some("http://127.0.0.1:3100")
+        );
+        assert_eq!(
+            config.cluster_api_url("0.0.0.0:3100".parse().unwrap()),
+            None
+        );
+        let err = parse(&format!(
+            "[cluster]\n{url}api_url = \"http://bridge-2.lan:3000\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 3, key `cluster.api_url`"), "{err}");
+        assert!(err.contains("api.allowed_hosts"), "{err}");
+        let err = parse(&format!("[cluster]\n{url}api_url = \"bridge-2.lan\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key `cluster.api_url`"), "{err}");
+        let config = parse(&format!(
+            "[api]\nallowed_hosts = [\"bridge-2.lan\"]\n[cluster]\n{url}api_url = \"http://bridge-2.lan:3000/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.cluster_api_url(bound).as_deref(),
+            Some("http://bridge-2.lan:3000")
+        );
     }
 
     #[test]

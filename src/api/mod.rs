@@ -3,6 +3,7 @@
 
 mod access;
 mod cluster_views;
+mod forward;
 mod health;
 mod lookups;
 mod media;
@@ -78,6 +79,9 @@ impl ApiState {
 
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
+    // Routes about one session a cluster's other host may serve: asked
+    // here, answered there (`forward`).
+    let forwarded = || middleware::from_fn_with_state(state.clone(), forward::to_owner);
     Router::new()
         .route("/", get(health::root))
         .route("/health", get(health::health))
@@ -85,12 +89,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/media/{id}", get(media::get))
         .route("/sessions", get(sessions::list))
         .route("/sessions/start", post(sessions::start))
-        .route("/sessions/check-number", post(lookups::check_number))
-        .route("/sessions/contact-info", post(lookups::contact_info))
-        .route("/sessions/group-metadata", post(lookups::group_metadata))
+        .route(
+            "/sessions/check-number",
+            post(lookups::check_number).layer(forwarded()),
+        )
+        .route(
+            "/sessions/contact-info",
+            post(lookups::contact_info).layer(forwarded()),
+        )
+        .route(
+            "/sessions/group-metadata",
+            post(lookups::group_metadata).layer(forwarded()),
+        )
         .route(
             "/sessions/subscribe-presence",
-            post(lookups::subscribe_presence),
+            post(lookups::subscribe_presence).layer(forwarded()),
         )
         .route(
             "/sessions/send",
@@ -98,6 +111,7 @@ pub fn router(state: ApiState) -> Router {
             // its turn comes: a few at a time bound what sends can hold.
             post(send::send)
                 .layer(axum::extract::DefaultBodyLimit::max(send::SEND_BODY_LIMIT))
+                .layer(forwarded())
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     send::one_of_few,
@@ -108,12 +122,18 @@ pub fn router(state: ApiState) -> Router {
             get(sessions::info).delete(sessions::delete),
         )
         .route("/sessions/{id}/status", get(sessions::status))
-        .route("/sessions/{id}/reconnect", post(sessions::reconnect))
-        .route("/sessions/{id}/qr", get(sessions::qr))
-        .route("/sessions/{id}/dead-letters", get(sessions::dead_letters))
+        .route(
+            "/sessions/{id}/reconnect",
+            post(sessions::reconnect).layer(forwarded()),
+        )
+        .route("/sessions/{id}/qr", get(sessions::qr).layer(forwarded()))
+        .route(
+            "/sessions/{id}/dead-letters",
+            get(sessions::dead_letters).layer(forwarded()),
+        )
         .route(
             "/sessions/{id}/dead-letters/{delivery}/replay",
-            post(sessions::replay),
+            post(sessions::replay).layer(forwarded()),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not found") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))

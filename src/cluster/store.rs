@@ -194,6 +194,37 @@ impl PgLeases {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// Records how other hosts reach `node`'s API (`None`: they cannot),
+    /// replacing what an earlier start of the same node said.
+    pub async fn register_node(&self, node: &str, api_url: Option<&str>) -> anyhow::Result<()> {
+        let conn = self.pool.get().await?;
+        conn.execute(
+            "INSERT INTO cluster_nodes (node, api_url) VALUES ($1, $2)
+             ON CONFLICT (node) DO UPDATE SET api_url = excluded.api_url, started_at = now()",
+            &[&node, &api_url],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The node holding an unexpired lease on `id` and the API address it
+    /// published, if any.
+    pub async fn owner_api(
+        &self,
+        id: &SessionId,
+    ) -> anyhow::Result<Option<(String, Option<String>)>> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt(
+                "SELECT l.owner, n.api_url FROM session_leases l
+                   LEFT JOIN cluster_nodes n ON n.node = l.owner
+                  WHERE l.session = $1 AND l.expires_at > now()",
+                &[&id.as_str()],
+            )
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
     /// Every lease: (session, owner, unexpired), by session.
     pub async fn owners(&self) -> anyhow::Result<Vec<(String, String, bool)>> {
         let conn = self.pool.get().await?;

@@ -5,7 +5,8 @@
 //! session takes effect on the one that does; a DELETE through it logs the
 //! session out where it runs and out of the cluster; a logout's mark
 //! survives the death of its host, so the survivor waits for the operator
-//! instead of showing a QR nobody asked for.
+//! instead of showing a QR nobody asked for. Sends, reconnects, QR codes
+//! and dead letters asked of any host are answered by the serving one.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::cluster::{Erp, Host, WAIT, setup, until_all_served};
-use crate::support::sim::{Action, Addressing, Person, Target};
+use crate::support::sim::{self, Action, Addressing, Person, SimEvent, Target};
 
 /// `method` on `host`'s API: (status, body).
 async fn call(
@@ -22,6 +23,18 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
+    let (status, body, _) = call_noting_node(host, method, path, body).await;
+    (status, body)
+}
+
+/// [`call`], with the host that answered for the session when the request
+/// was forwarded (`X-Wabridge-Node`).
+async fn call_noting_node(
+    host: &Host,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, Option<String>) {
     let url = format!("http://127.0.0.1:{}{path}", host.port);
     let mut request = reqwest::Client::new().request(method, url);
     if let Some(body) = body {
@@ -29,7 +42,11 @@ async fn call(
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let node = response
+        .headers()
+        .get("x-wabridge-node")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, response.json().await.unwrap_or(Value::Null), node)
 }
 
 /// Polls `host`'s `/sessions` until `id`'s status is `want`.
@@ -178,4 +195,128 @@ async fn a_logout_on_a_host_that_dies_is_kept_by_the_survivor_until_the_operator
             .as_str()
             .is_some_and(|qr| qr.starts_with("data:image/png;base64,"))
     );
+}
+
+/// Any host answers for any session: a send, a reconnect, the QR and the
+/// dead letters asked of the host that does not serve the session are
+/// forwarded to the one that does (named in `X-Wabridge-Node`), and the
+/// customer gets the message. A serving host that cannot be reached, or
+/// that published no address, is named in the error; a session no host
+/// serves is a 404 as on one host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_for_a_session_made_to_any_host_are_answered_by_the_one_serving_it() {
+    let erp = Erp::start().await;
+    let setup = setup(2, &erp.url()).await;
+    let mut a = Host::start(&setup, "host-a");
+    let mut b = Host::start(&setup, "host-b");
+    let served = until_all_served(&mut [&mut a, &mut b], 2).await;
+    let (serving, other, session) = match served[0].keys().next() {
+        Some(id) => (&a, &b, id.clone()),
+        None => (&b, &a, served[1].keys().next().unwrap().clone()),
+    };
+    let ben = Person::ben();
+    setup.sim.add_person(&ben).await;
+    let mut sim_events = setup.sim.events();
+
+    let (status, sent, node) = call_noting_node(
+        other,
+        reqwest::Method::POST,
+        "/sessions/send",
+        Some(json!({
+            "sessionId": session,
+            "receiver": "+44 7700 900123",
+            "message": "Your order ships today"
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(node.as_deref(), Some(serving.node.as_str()));
+    let message_id = sent["messageId"].as_str().unwrap().to_string();
+    let received = sim::wait_for(
+        &mut sim_events,
+        WAIT,
+        |e| matches!(e, SimEvent::MessageToPerson { id, .. } if *id == message_id),
+    )
+    .await;
+    let SimEvent::MessageToPerson { to, text, .. } = received else {
+        unreachable!()
+    };
+    assert_eq!(
+        (to.as_str(), text.as_str()),
+        ("447700900123", "Your order ships today")
+    );
+
+    // The serving host's own answers, whatever they are.
+    let asked = [
+        (
+            reqwest::Method::GET,
+            format!("/sessions/{session}/dead-letters"),
+            200,
+            json!({ "deadLetters": [] }),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/sessions/{session}/qr"),
+            404,
+            json!({ "error": "No QR code: the session is not pairing" }),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/sessions/{session}/reconnect"),
+            200,
+            json!({ "status": "reconnecting" }),
+        ),
+    ];
+    for (method, path, want_status, want_body) in asked {
+        let (status, body, node) = call_noting_node(other, method, &path, None).await;
+        assert_eq!((status, &body), (want_status, &want_body), "{path}");
+        assert_eq!(node.as_deref(), Some(serving.node.as_str()), "{path}");
+    }
+    until_status(serving, &session, "Connected", WAIT).await;
+
+    // A host the others cannot reach, or one without an address: said.
+    let published = |url: Option<&str>| {
+        let pool = setup.leases.pool.clone();
+        let (node, url) = (serving.node.clone(), url.map(str::to_string));
+        async move {
+            pool.get()
+                .await
+                .unwrap()
+                .execute(
+                    "UPDATE cluster_nodes SET api_url = $2 WHERE node = $1",
+                    &[&node, &url],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let reconnect = format!("/sessions/{session}/reconnect");
+    published(Some("http://127.0.0.1:1")).await;
+    let (status, body) = call(other, reqwest::Method::POST, &reconnect, None).await;
+    assert_eq!(status, 502, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains(&serving.node) && error.contains("http://127.0.0.1:1"),
+        "{error}"
+    );
+    published(None).await;
+    let (status, body) = call(other, reqwest::Method::POST, &reconnect, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("[cluster] api_url"),
+        "{body}"
+    );
+
+    // Nobody serves it: as on one host.
+    let (status, body, node) = call_noting_node(
+        other,
+        reqwest::Method::POST,
+        "/sessions/nobody/reconnect",
+        None,
+    )
+    .await;
+    assert_eq!((status, node), (404, None), "{body}");
 }

@@ -10,7 +10,7 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 
 /// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
 /// only: an applied migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The tables that hold a session's WhatsApp state (credentials, Signal
 /// and app state, caches), each keyed by `session` first: what forgetting
@@ -261,6 +261,18 @@ ALTER TABLE cluster_sessions
     ADD COLUMN status jsonb,
     ADD COLUMN status_node text,
     ADD COLUMN status_at timestamptz;
+"#;
+
+/// The cluster's hosts and how another host reaches each one's API
+/// (`[cluster] api_url`): a request for a session made to a host that does
+/// not serve it is forwarded there (`src/api/forward.rs`). Written by each
+/// host as it starts; `api_url` is null for a host that publishes none.
+const V5: &str = r#"
+CREATE TABLE cluster_nodes (
+    node text PRIMARY KEY,
+    api_url text,
+    started_at timestamptz NOT NULL DEFAULT now()
+);
 "#;
 
 /// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from
