@@ -32,7 +32,9 @@
 //!
 //! `POST /edit` `{"id", "text"}`: `from` changes the text of their message
 //! `id`. `POST /revoke` `{"id"}`: `from` deletes their message `id` for
-//! everyone. `POST /reaction` `{"id", "emoji"}`: `from` reacts to message
+//! everyone; with `"author"` (a person) and `group`, `from` deletes the
+//! author's message as the group's admin (made one first, unless
+//! `"not_admin": true`: a member's forged delete). `POST /reaction` `{"id", "emoji"}`: `from` reacts to message
 //! `id` (theirs, or one the client sent); `""` takes the reaction back.
 //! `POST /call` `{"video"?}`: `from` calls (the device must be online).
 //!
@@ -156,6 +158,14 @@ pub struct EditRequest {
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     pub id: String,
+    /// Whose message, when not `from`'s: `from` deletes it as the group's
+    /// admin (and is made one).
+    #[serde(default)]
+    pub author: Option<String>,
+    /// With `author`: `from` is not made admin first (a member's forged
+    /// delete).
+    #[serde(default)]
+    pub not_admin: bool,
     #[serde(default)]
     pub from: Option<String>,
     #[serde(default)]
@@ -527,12 +537,39 @@ async fn revoke(
         Err(reply) => return reply,
     };
     let target = request.id.clone();
+    let author = match request.author.as_deref() {
+        None => None,
+        Some(_) if request.group.is_none() => {
+            return bad("author: only in a group (an admin deletes another member's message)");
+        }
+        Some(name) => match person(name) {
+            Some(author) => Some(author),
+            None => {
+                return bad(format!(
+                    "author: {name:?} is not one of asha, ben, carla, dev"
+                ));
+            }
+        },
+    };
+    if let (Some(group), Some(from), false) = (
+        request.group.as_deref(),
+        author
+            .as_ref()
+            .and(person(request.from.as_deref().unwrap_or("asha"))),
+        request.not_admin,
+    ) {
+        sim.make_admin(group, &from);
+    }
     act_on_message(
         &sim,
         (request.from, request.addressing, request.device),
         request.group.as_deref(),
         &target,
-        |chat| kinds::revoke(&target, &chat),
+        |chat| match &author {
+            // The simulated groups are LID-addressed.
+            Some(author) => kinds::admin_revoke(&target, &chat, &format!("{}@lid", author.lid)),
+            None => kinds::revoke(&target, &chat),
+        },
     )
     .await
 }

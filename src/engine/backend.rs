@@ -134,8 +134,12 @@ pub enum InboundEvent {
     Message,
     /// The sender edited message `target`; `text` is its new text.
     Edited { target: String },
-    /// The sender deleted message `target` for everyone.
-    Revoked { target: String },
+    /// The sender deleted message `target` for everyone: their own, or, as
+    /// a group's admin, `author`'s.
+    Revoked {
+        target: String,
+        author: Option<Author>,
+    },
     /// The sender reacted to message `target`; an empty emoji takes a
     /// reaction back.
     Reaction { target: String, emoji: String },
@@ -209,6 +213,15 @@ pub struct Poll {
     pub options: Vec<String>,
     /// How many options a voter may pick (0: any number).
     pub selectable: u32,
+}
+
+/// Who wrote a message someone else acted on (a group admin's delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// As the action names them: `<digits>@lid` or `<digits>@s.whatsapp.net`.
+    pub jid: String,
+    /// Their phone digits, when known (the group's member list).
+    pub number: Option<String>,
 }
 
 /// The message a reply quotes.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
 use super::backend::{
-    CallPolicy, InboundEvent, InboundSink, IncomingMessage, MediaMode, PersistFuture,
+    Author, CallPolicy, InboundEvent, InboundSink, IncomingMessage, MediaMode, PersistFuture,
 };
 use super::outbound::Outbound;
 use super::phone::Source;
@@ -111,6 +111,17 @@ impl MessageForwarder {
     }
 }
 
+/// An author as a stream line names a sender: the number, else the LID
+/// digits.
+fn shown_as(author: &Author) -> SenderNumber {
+    let user = super::phone::user_of(&author.jid).to_string();
+    match &author.number {
+        Some(number) => SenderNumber::Phone(number.clone()),
+        None if super::phone::is_lid(&author.jid) => SenderNumber::HiddenLid(user),
+        None => SenderNumber::Phone(user),
+    }
+}
+
 fn view(session: &SessionId, m: &IncomingMessage) -> InboundMessage {
     InboundMessage {
         session: session.clone(),
@@ -136,8 +147,9 @@ fn view(session: &SessionId, m: &IncomingMessage) -> InboundMessage {
             InboundEvent::Edited { target } => Some(LineAction::Edit {
                 target: target.clone(),
             }),
-            InboundEvent::Revoked { target } => Some(LineAction::Delete {
+            InboundEvent::Revoked { target, author } => Some(LineAction::Delete {
                 target: target.clone(),
+                author: author.as_ref().map(shown_as),
             }),
             InboundEvent::Reaction { target, .. } => Some(LineAction::Reaction {
                 target: target.clone(),

@@ -202,8 +202,12 @@ pub enum LineAction {
     Edit {
         target: String,
     },
+    /// `author`: whose message, when not the deleter's own (a group
+    /// admin's delete).
     Delete {
         target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<SenderNumber>,
     },
     /// An empty emoji takes a reaction back; `quote` is the start of the
     /// message reacted to, when the stream still shows it.
@@ -232,20 +236,28 @@ pub fn place_line<'a>(
     let target = match &line.action {
         Some(
             LineAction::Edit { target }
-            | LineAction::Delete { target }
+            | LineAction::Delete { target, .. }
             | LineAction::Replaces { target },
         )
         | Some(LineAction::Reaction { target, .. }) => target,
         _ => return Some(line),
     };
     // Anyone may react to a message; only its sender edits, deletes or
-    // resends it (ids are unique per sender, not per session).
+    // resends it (ids are unique per sender, not per session), or a group's
+    // admin deletes it, naming its author.
     let anyones = matches!(line.action, Some(LineAction::Reaction { .. }));
+    let author = match &line.action {
+        Some(LineAction::Delete {
+            author: Some(author),
+            ..
+        }) => author,
+        _ => &line.sender,
+    };
     let shown = lines.find(|m| {
         m.session == line.session
             && m.id == *target
             && m.action.is_none()
-            && (anyones || m.sender == line.sender)
+            && (anyones || m.sender == *author)
     });
     let as_message = || {
         std::sync::Arc::new(InboundMessage {

@@ -10,11 +10,12 @@ use super::deliver::Transport;
 use super::deliver::now_ms;
 use super::hub::Hub;
 use super::payload::{
-    WebhookEvent, WireContact, WireLocation, WireMedia, WireMessage, WirePerson, WirePoll,
-    WireQuoted, WireReply,
+    WebhookEvent, WireAuthor, WireContact, WireLocation, WireMedia, WireMessage, WirePerson,
+    WirePoll, WireQuoted, WireReply,
 };
 use crate::engine::backend::{InboundEvent, IncomingMedia, IncomingMessage, MediaContent};
 use crate::engine::outbound::{DeadLetter, Outbound, OutboundError, OutboundFuture};
+use crate::engine::phone;
 use crate::engine::{BacklogInfo, SessionSnapshot, SessionState};
 use crate::paths::SessionId;
 use crate::session_files::SessionSettings;
@@ -195,10 +196,14 @@ pub fn webhook_event(m: &IncomingMessage) -> WebhookEvent {
             edited_at: m.timestamp,
             by: by(),
         },
-        InboundEvent::Revoked { target } => WebhookEvent::MessageRevoked {
+        InboundEvent::Revoked { target, author } => WebhookEvent::MessageRevoked {
             message_id: target.clone(),
             revoked_at: m.timestamp,
             by: by(),
+            author: author.as_ref().map(|a| WireAuthor {
+                from: a.number.clone(),
+                from_lid: phone::is_lid(&a.jid).then(|| phone::user_of(&a.jid).to_string()),
+            }),
         },
         InboundEvent::Reaction { target, emoji } => WebhookEvent::MessageReaction {
             message_id: target.clone(),
@@ -245,7 +250,6 @@ fn wire_media(media: &IncomingMedia) -> WireMedia {
 
 pub fn wire_message(m: &IncomingMessage) -> WireMessage {
     use crate::engine::backend::ContentKind;
-    use crate::engine::phone;
     WireMessage {
         id: m.id.clone(),
         from: m.from.from.clone(),

@@ -94,6 +94,17 @@ pub struct WireQuoted {
     pub from_lid: Option<String>,
 }
 
+/// Whose message a group's admin deleted: their number when known, else
+/// their LID (never passed off as a number).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireAuthor {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_lid: Option<String>,
+}
+
 /// Who did something, as `messages.upsert` names a sender.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -160,12 +171,14 @@ pub enum WebhookEvent {
         edited_at: i64,
         by: WirePerson,
     },
-    /// Ours: a sender deleted a message for everyone.
+    /// Ours: a sender deleted a message for everyone: their own, or, as a
+    /// group's admin, `author`'s.
     MessageRevoked {
         message_id: String,
         /// Unix seconds.
         revoked_at: i64,
         by: WirePerson,
+        author: Option<WireAuthor>,
     },
     /// Ours: a reaction, or (`removed`) one taken back.
     MessageReaction {
@@ -237,10 +250,14 @@ impl WebhookEvent {
                 message_id,
                 revoked_at,
                 by,
-            } => with_person(
-                serde_json::json!({ "messageId": message_id, "revokedAt": revoked_at, "by": by.from }),
-                by,
-            ),
+                author,
+            } => {
+                let mut body = serde_json::json!({ "messageId": message_id, "revokedAt": revoked_at, "by": by.from });
+                if let Some(author) = author {
+                    body["author"] = serde_json::json!(author);
+                }
+                with_person(body, by)
+            }
             WebhookEvent::MessageReaction {
                 message_id,
                 emoji,

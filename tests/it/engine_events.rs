@@ -10,10 +10,10 @@ use crate::engine_messages::{WAIT, connected_engine};
 use crate::support::incoming_message;
 use crate::support::receiver::Receiver;
 use wabridge::engine::backend::{
-    ContactCard, ContentKind, InboundEvent, IncomingMessage, Location, Poll, Quoted,
+    Author, ContactCard, ContentKind, InboundEvent, IncomingMessage, Location, Poll, Quoted,
 };
 use wabridge::engine::phone::Lookups;
-use wabridge::engine::{EngineEvent, LineAction};
+use wabridge::engine::{EngineEvent, LineAction, SenderNumber};
 
 fn from_asha(id: &str, text: &str) -> IncomingMessage {
     let lookups = Lookups {
@@ -184,7 +184,14 @@ async fn edits_deletes_reactions_and_calls_are_events_of_their_own() {
                         emoji: String::new(),
                     },
                 ),
-                with("D1", "", InboundEvent::Revoked { target: target() }),
+                with(
+                    "D1",
+                    "",
+                    InboundEvent::Revoked {
+                        target: target(),
+                        author: None,
+                    },
+                ),
                 with(
                     "CALL-9",
                     "",
@@ -193,11 +200,35 @@ async fn edits_deletes_reactions_and_calls_are_events_of_their_own() {
                         rejected: true,
                     },
                 ),
+                // Asha, a group's admin, deletes Ben's message (his number
+                // known), then Chen's (only his LID).
+                with(
+                    "D2",
+                    "",
+                    InboundEvent::Revoked {
+                        target: "BEN-1".into(),
+                        author: Some(Author {
+                            jid: "100000000000002@lid".into(),
+                            number: Some("447700900123".into()),
+                        }),
+                    },
+                ),
+                with(
+                    "D3",
+                    "",
+                    InboundEvent::Revoked {
+                        target: "CHEN-1".into(),
+                        author: Some(Author {
+                            jid: "100000000000003@lid".into(),
+                            number: None,
+                        }),
+                    },
+                ),
             ],
         )
         .await
         .unwrap();
-    let got = bodies(&receiver, 6).await;
+    let got = bodies(&receiver, 8).await;
     let person = json!({
         "sessionId": "WA-1", "from": "919075167132", "fromLid": "260477250707536",
         "fromResolved": true, "pushName": "Asha",
@@ -238,21 +269,54 @@ async fn edits_deletes_reactions_and_calls_are_events_of_their_own() {
             json!({"event": "call.received", "callId": "CALL-9", "video": true, "rejected": true, "timestamp": 1_764_000_100})
         )
     );
+    assert_eq!(
+        got[6],
+        with_person(json!({
+            "event": "message.revoked", "messageId": "BEN-1", "by": "919075167132",
+            "revokedAt": 1_764_000_100,
+            "author": {"from": "447700900123", "fromLid": "100000000000002"}
+        }))
+    );
+    assert_eq!(
+        got[7]["author"],
+        json!({"fromLid": "100000000000003"}),
+        "a LID is never passed off as a number"
+    );
     // The dashboard's stream hears each, marked with what it is.
     let mut actions = Vec::new();
-    while actions.len() < 6 {
+    while actions.len() < 8 {
         if let EngineEvent::Message(m) = stream.recv().await.unwrap() {
             actions.push(m.action.clone());
         }
     }
     assert_eq!(actions[0], None);
     assert_eq!(actions[1], Some(LineAction::Edit { target: target() }));
-    assert_eq!(actions[4], Some(LineAction::Delete { target: target() }));
+    assert_eq!(
+        actions[4],
+        Some(LineAction::Delete {
+            target: target(),
+            author: None
+        })
+    );
     assert_eq!(
         actions[5],
         Some(LineAction::Call {
             video: true,
             rejected: true
+        })
+    );
+    assert_eq!(
+        actions[6],
+        Some(LineAction::Delete {
+            target: "BEN-1".into(),
+            author: Some(SenderNumber::Phone("447700900123".into()))
+        })
+    );
+    assert_eq!(
+        actions[7],
+        Some(LineAction::Delete {
+            target: "CHEN-1".into(),
+            author: Some(SenderNumber::HiddenLid("100000000000003".into()))
         })
     );
 }

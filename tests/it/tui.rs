@@ -535,7 +535,10 @@ fn edits_and_deletes_mark_their_line_and_reactions_and_calls_say_what_happened()
     app.update(Msg::Message(action(
         11,
         "",
-        LineAction::Delete { target: target(2) },
+        LineAction::Delete {
+            target: target(2),
+            author: None,
+        },
     )));
     app.update(Msg::Message(action(
         12,
@@ -550,6 +553,7 @@ fn edits_and_deletes_mark_their_line_and_reactions_and_calls_say_what_happened()
         "",
         LineAction::Delete {
             target: "GONE".into(),
+            author: None,
         },
     )));
     app.update(Msg::Message(action(
@@ -575,6 +579,50 @@ fn edits_and_deletes_mark_their_line_and_reactions_and_calls_say_what_happened()
     assert!(text.contains("is calling (voice call, rejected)"), "{text}");
     // An edit or a delete of a shown message adds no line of its own.
     assert_eq!(app.messages.items().len(), 6);
+}
+
+#[test]
+fn a_group_admins_delete_marks_the_authors_line_and_nobody_elses() {
+    let mut app = app();
+    let now = Instant::now();
+    app.update(Msg::Sessions(vec![connected("WA-Dexciss", "919075167132")]));
+    let asha = SenderNumber::Phone("919075167132".into());
+    let ben = SenderNumber::HiddenLid("100000000000002".into());
+    app.update(Msg::Message(message(1, asha.clone())));
+    let delete = |author: Option<SenderNumber>| {
+        Arc::new(InboundMessage {
+            text: String::new(),
+            push_name: Some("Ben".into()),
+            action: Some(LineAction::Delete {
+                target: "3EB00001".into(),
+                author,
+            }),
+            ..(*message(2, ben.clone())).clone()
+        })
+    };
+    // Ben deleting "his own" message 3EB00001 does not touch Asha's.
+    app.update(Msg::Message(delete(None)));
+    let text = screen(&app, now, 150, 30);
+    assert!(!text.contains("(deleted)"), "{text}");
+    assert!(text.contains("deleted message 3EB00001"), "{text}");
+    // As the group's admin, naming her, he does.
+    app.update(Msg::Message(delete(Some(asha))));
+    let text = screen(&app, now, 150, 30);
+    assert!(text.contains("order #1 please (deleted)"), "{text}");
+    assert_eq!(app.messages.items().len(), 2, "no line of its own");
+    // One whose line left the stream says whose it was.
+    app.update(Msg::Message(Arc::new(InboundMessage {
+        action: Some(LineAction::Delete {
+            target: "3EB09999".into(),
+            author: Some(SenderNumber::HiddenLid("100000000000003".into())),
+        }),
+        ..(*delete(None)).clone()
+    })));
+    let text = screen(&app, now, 150, 30);
+    assert!(
+        text.contains("deleted message 3EB09999 of lid:100000000000003 (as group admin)"),
+        "{text}"
+    );
 }
 
 #[test]

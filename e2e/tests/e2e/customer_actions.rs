@@ -295,6 +295,48 @@ async fn edits_deletes_and_reactions_are_events_and_the_dashboard_marks_their_li
     assert!(!screen.contains("3 boxes of tea"), "{screen}");
 }
 
+/// In a group, an admin's delete of a member's message reaches the ERP
+/// naming the message's author, and the dashboard strikes the author's
+/// line; a member's delete of someone else's message (a forged key: only
+/// admins may) is not passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_admins_delete_of_a_members_message_names_its_author() {
+    let world = World::start().await;
+    let group = "120363000000000077@g.us";
+    let in_group = |from: &str, text: &str| json!({ "text": text, "from": from, "group": group });
+    let spam = world.message(in_group("ben", "cheap watches here")).await;
+    let order = world
+        .message(in_group("carla", "order for the office"))
+        .await;
+    world.upserted(&order).await;
+    let forged =
+        json!({ "id": order, "from": "dev", "group": group, "author": "carla", "not_admin": true });
+    world.act("/revoke", forged).await;
+    let by_admin = json!({ "id": spam, "from": "asha", "group": group, "author": "ben" });
+    world.act("/revoke", by_admin).await;
+
+    let revoked = world.event("message.revoked", |_| true).await;
+    let (asha, ben) = (Person::asha(), Person::ben());
+    assert_eq!(revoked["messageId"], spam);
+    assert_eq!(revoked["by"], asha.pn);
+    assert_eq!(revoked["groupId"], group);
+    assert_eq!(
+        revoked["author"],
+        json!({ "from": ben.pn, "fromLid": ben.lid })
+    );
+    // A group's actions arrive in order: dev's came first and was dropped.
+    assert_eq!(world.events("message.revoked").len(), 1);
+
+    let dashboard = world.dashboard();
+    let screen = dashboard.until("the spam struck", |s| {
+        s.contains("cheap watches here (deleted)") && s.contains("order for the office")
+    });
+    assert!(
+        !screen.contains("order for the office (deleted)"),
+        "{screen}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_is_turned_down_with_a_reply_and_an_unreadable_message_is_replaced() {
     let world = World::start().await;

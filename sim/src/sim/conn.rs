@@ -295,7 +295,9 @@ impl Session<'_> {
             && let Some(group) = attr(&node, "to")
             && let Some(info) = self.inner.groups.lock().unwrap().get(&group).cloned()
         {
-            reply = reply.children([group_info(&group, &info.0, &info.1)]);
+            let admins = self.inner.admins.lock().unwrap().clone();
+            let is_admin = |m: &Person| admins.contains(&(group.clone(), m.lid.clone()));
+            reply = reply.children([group_info(&group, &info.0, &info.1, is_admin)]);
         }
         self.channel.send(&reply.build()).await?;
         if xmlns == "passive"
@@ -930,8 +932,13 @@ pub fn call_offer_stanza(
 }
 
 /// `<group>` as the server describes a LID-addressed group, each member's
-/// number included.
-fn group_info(group: &str, subject: &str, members: &[Person]) -> Node {
+/// number included, admins marked.
+fn group_info(
+    group: &str,
+    subject: &str,
+    members: &[Person],
+    is_admin: impl Fn(&Person) -> bool,
+) -> Node {
     NodeBuilder::new("group")
         .attr("id", group.trim_end_matches("@g.us").to_string())
         .attr("subject", subject.to_string())
@@ -939,10 +946,14 @@ fn group_info(group: &str, subject: &str, members: &[Person]) -> Node {
         .attr("creation", "1764000000")
         .attr("s_t", "1764000000")
         .children(members.iter().map(|m| {
-            NodeBuilder::new("participant")
+            let participant = NodeBuilder::new("participant")
                 .attr("jid", format!("{}@lid", m.lid))
-                .attr("phone_number", format!("{}@s.whatsapp.net", m.pn))
-                .build()
+                .attr("phone_number", format!("{}@s.whatsapp.net", m.pn));
+            if is_admin(m) {
+                participant.attr("type", "admin").build()
+            } else {
+                participant.build()
+            }
         }))
         .build()
 }

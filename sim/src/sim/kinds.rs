@@ -59,6 +59,23 @@ pub fn revoke(target_id: &str, chat_jid: &str) -> wa::Message {
     }
 }
 
+/// A group's admin deletes `author_jid`'s message `target_id` for everyone:
+/// a `REVOKE` whose key names the author, not the sender.
+pub fn admin_revoke(target_id: &str, group_jid: &str, author_jid: &str) -> wa::Message {
+    use wa::message::protocol_message::Type;
+    wa::Message {
+        protocol_message: MessageField::some(wa::message::ProtocolMessage {
+            key: MessageField::some(wa::MessageKey {
+                participant: Some(author_jid.to_string()),
+                ..key(group_jid, target_id, false)
+            }),
+            r#type: Some(Type::REVOKE),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The sender reacts to the message `target` names with `emoji`; an empty
 /// emoji takes their reaction back, as WhatsApp does.
 pub fn reaction(target: wa::MessageKey, emoji: &str) -> wa::Message {

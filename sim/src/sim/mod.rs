@@ -211,6 +211,8 @@ pub struct Inner {
     unreceipted: Mutex<std::collections::HashMap<u32, Vec<(String, wacore_binary::Node)>>>,
     /// Groups the server knows: JID → (subject, members).
     groups: Mutex<std::collections::HashMap<String, (String, Vec<Person>)>>,
+    /// (group, member LID) of each group admin.
+    admins: Mutex<std::collections::HashSet<(String, String)>>,
     /// Phone or LID digits → LID of people the server knows (who can be
     /// written to).
     people: Mutex<std::collections::HashMap<String, String>>,
@@ -506,6 +508,7 @@ impl Simulator {
             keys: Mutex::default(),
             unreceipted: Mutex::default(),
             groups: Mutex::default(),
+            admins: Mutex::default(),
             people: Mutex::default(),
             media: media::MediaHost::default(),
             contacts: tokio::sync::Mutex::default(),
@@ -673,6 +676,15 @@ impl Simulator {
         if !members.iter().any(|m| m.lid == person.lid) {
             members.push(person.clone());
         }
+    }
+
+    /// Makes `person` an admin of `group`, as the server then describes it.
+    pub fn make_admin(&self, group: &str, person: &Person) {
+        self.inner
+            .admins
+            .lock()
+            .unwrap()
+            .insert((group.to_string(), person.lid.clone()));
     }
 
     /// `from` writes `text` in `group` (`<id>@g.us`) to linked `device`:

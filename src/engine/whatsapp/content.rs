@@ -73,8 +73,11 @@ pub enum Extracted {
         target: String,
         text: String,
     },
+    /// `author` (a JID) when the key names someone else's message: a
+    /// group admin's delete, to be checked against the group's admins.
     Revoked {
         target: String,
+        author: Option<String>,
     },
     /// An empty emoji takes the reaction back.
     Reaction {
@@ -109,13 +112,23 @@ fn action_on_a_message(base: &wa::Message) -> Option<Option<Extracted>> {
         return Some(Some(Extracted::Reaction { target, emoji }));
     }
     let m = base.protocol_message.as_option()?;
-    // Only a sender's own message can be edited or deleted by them: the
-    // key says "mine" (WhatsApp's server does not check; phones do).
-    // Anything else (an admin's delete in a group, a forged key) is not
-    // passed on as if the sender had done it.
-    let target = m
-        .key
-        .as_option()
+    // Only a sender's own message can be edited by them, or deleted unless
+    // they are a group's admin: the key says "mine" (WhatsApp's server does
+    // not check; phones do). A delete naming another author (`participant`)
+    // is passed on only once the caller checked the sender is an admin.
+    let key = m.key.as_option();
+    if m.r#type == Some(Type::REVOKE)
+        && let Some(key) = key.filter(|k| k.from_me != Some(true))
+    {
+        return Some(match (key.id.clone(), key.participant.clone()) {
+            (Some(target), Some(author)) => Some(Extracted::Revoked {
+                target,
+                author: Some(author),
+            }),
+            _ => None,
+        });
+    }
+    let target = key
         .filter(|k| k.from_me == Some(true))
         .and_then(|k| k.id.clone());
     Some(match (m.r#type, target) {
@@ -127,7 +140,10 @@ fn action_on_a_message(base: &wa::Message) -> Option<Option<Extracted>> {
                 .to_string();
             Some(Extracted::Edited { target, text })
         }
-        (Some(Type::REVOKE), Some(target)) => Some(Extracted::Revoked { target }),
+        (Some(Type::REVOKE), Some(target)) => Some(Extracted::Revoked {
+            target,
+            author: None,
+        }),
         _ => None,
     })
 }

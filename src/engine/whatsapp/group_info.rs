@@ -21,7 +21,19 @@ const GROUP_FETCH_PAUSE: Duration = Duration::from_secs(300);
 pub struct GroupEntry {
     pub subject: String,
     pub numbers: MemberNumbers,
+    /// The admins' user parts, each under every name the list gives
+    /// (LID, phone number): a delete of another member's message is
+    /// passed on only when an admin made it.
+    admins: Vec<String>,
     fetched: Instant,
+}
+
+impl GroupEntry {
+    /// Whether the member with user part `user` (LID or phone digits) is
+    /// an admin.
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.iter().any(|admin| admin == user)
+    }
 }
 
 /// The phone numbers a group's participant list gives, by LID, as sorted
@@ -100,9 +112,18 @@ impl GroupCache {
                     let lid = p.lid.as_ref().or(Some(&p.jid).filter(|j| j.is_lid()))?;
                     Some((lid.user.as_str(), p.phone_number.as_ref()?.user.as_str()))
                 }));
+                let admins = metadata
+                    .participants
+                    .iter()
+                    .filter(|p| p.is_admin())
+                    .flat_map(|p| [Some(&p.jid), p.lid.as_ref(), p.phone_number.as_ref()])
+                    .flatten()
+                    .map(|jid| jid.user.to_string())
+                    .collect();
                 let entry = Arc::new(GroupEntry {
                     subject: metadata.subject.clone(),
                     numbers,
+                    admins,
                     fetched: Instant::now(),
                 });
                 lock(&self.entries).insert(key, entry.clone());
@@ -114,6 +135,16 @@ impl GroupCache {
                 cached
             }
         }
+    }
+}
+
+impl GroupCache {
+    /// Drops what is cached of `chat`, so its next lookup fetches it (a
+    /// member just made admin acts before the hourly refresh).
+    pub fn forget(&self, chat: &Jid) {
+        let key = chat.to_string();
+        lock(&self.entries).remove(&key);
+        lock(&self.failed).remove(&key);
     }
 }
 

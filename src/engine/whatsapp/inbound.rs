@@ -15,7 +15,8 @@ use whatsapp_rust::{InboundDurabilityHook, Jid};
 use super::content::{self, Extracted, MediaRef};
 use super::group_info::GroupCache;
 use crate::engine::backend::{
-    ContentKind, InboundEvent, InboundSink, IncomingMedia, IncomingMessage, MediaContent, MediaMode,
+    Author, ContentKind, InboundEvent, InboundSink, IncomingMedia, IncomingMessage, MediaContent,
+    MediaMode,
 };
 use crate::engine::phone::{self, Lookups};
 use crate::media_store::{MediaMeta, MediaStore, PartialMedia};
@@ -100,10 +101,16 @@ impl DurabilityHook {
                 event: InboundEvent::Edited { target },
                 ..about(text).await
             },
-            Extracted::Revoked { target } => IncomingMessage {
-                event: InboundEvent::Revoked { target },
-                ..about(String::new()).await
-            },
+            Extracted::Revoked { target, author } => {
+                let author = match author {
+                    None => None,
+                    Some(author) => Some(self.deleted_by_admin(client, source, author).await?),
+                };
+                IncomingMessage {
+                    event: InboundEvent::Revoked { target, author },
+                    ..about(String::new()).await
+                }
+            }
             Extracted::Reaction { target, emoji } => IncomingMessage {
                 event: InboundEvent::Reaction {
                     target,
@@ -111,6 +118,46 @@ impl DurabilityHook {
                 },
                 ..about(emoji).await
             },
+        })
+    }
+
+    /// The author of a message someone else deleted, when that someone is
+    /// an admin of the group it was in; `None` otherwise (a member cannot
+    /// delete another's message: such a key is forged, and dropped). The
+    /// group's admins are fetched again before a refusal, so one made
+    /// admin since the last fetch is not refused.
+    async fn deleted_by_admin(
+        &self,
+        client: &Arc<Client>,
+        source: &MessageSource,
+        author: String,
+    ) -> Option<Author> {
+        if !source.is_group {
+            return None;
+        }
+        let deleter = source.sender.user.as_str();
+        let mut group = self.groups.lookup(client, &source.chat).await?;
+        if !group.is_admin(deleter) {
+            self.groups.forget(&source.chat);
+            group = self.groups.lookup(client, &source.chat).await?;
+        }
+        if !group.is_admin(deleter) {
+            tracing::info!(
+                "a delete of {author}'s message in {} by {}, who is not an admin there, is ignored",
+                source.chat,
+                source.sender
+            );
+            return None;
+        }
+        let user = phone::user_of(&author);
+        let number = if phone::is_lid(&author) {
+            group.numbers.number_of(user)
+        } else {
+            Some(user.to_string())
+        };
+        Some(Author {
+            jid: author,
+            number,
         })
     }
 

@@ -81,6 +81,15 @@ fn message_line<'a>(
     Line::from(spans)
 }
 
+/// A member named in a line's text: `+<number>`, or the LID, never
+/// dressed up as a number.
+fn shown_number(who: &SenderNumber) -> String {
+    match who {
+        SenderNumber::Phone(phone) => format!("+{phone}"),
+        SenderNumber::HiddenLid(lid) => format!("lid:{lid}"),
+    }
+}
+
 /// The part after the sender: the text with its marks, or what was done.
 fn what_it_says(message: &InboundMessage, theme: Theme) -> Vec<Span<'_>> {
     let short = |id: &str| id.chars().take(12).collect::<String>();
@@ -106,8 +115,15 @@ fn what_it_says(message: &InboundMessage, theme: Theme) -> Vec<Span<'_>> {
             short(target),
             message.text
         ))],
-        Some(LineAction::Delete { target }) => vec![Span::styled(
-            format!(" deleted message {}", short(target)),
+        Some(LineAction::Delete { target, author }) => vec![Span::styled(
+            match author {
+                None => format!(" deleted message {}", short(target)),
+                Some(author) => format!(
+                    " deleted message {} of {} (as group admin)",
+                    short(target),
+                    shown_number(author)
+                ),
+            },
             theme.error(),
         )],
         Some(LineAction::Reaction { target, quote }) => {

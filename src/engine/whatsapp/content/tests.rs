@@ -307,8 +307,30 @@ fn edits_deletes_and_reactions_name_their_message() {
     }
     assert!(matches!(
         extract(&protocol(Type::REVOKE, None), "x"),
-        Some(Extracted::Revoked { target }) if target == "M1"
+        Some(Extracted::Revoked { target, author: None }) if target == "M1"
     ));
+    // Another's message deleted (a group admin's delete) names its author,
+    // for the caller to check the sender is an admin; without an author it
+    // is nobody's delete.
+    let others = |participant: Option<&str>| wa::Message {
+        protocol_message: MessageField::some(wa::message::ProtocolMessage {
+            key: MessageField::some(wa::MessageKey {
+                id: Some("M1".into()),
+                from_me: Some(false),
+                participant: participant.map(str::to_string),
+                ..Default::default()
+            }),
+            r#type: Some(Type::REVOKE),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(matches!(
+        extract(&others(Some("100000000000001@lid")), "x"),
+        Some(Extracted::Revoked { target, author: Some(author) })
+            if target == "M1" && author == "100000000000001@lid"
+    ));
+    assert!(extract(&others(None), "x").is_none());
     let reaction = |emoji: &str| wa::Message {
         reaction_message: MessageField::some(wa::message::ReactionMessage {
             key: key("M1"),
