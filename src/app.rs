@@ -20,8 +20,11 @@ use crate::engine::liveness::Liveness;
 use crate::engine::outbound::{Fanout, Outbound};
 use crate::engine::whatsapp::{PgBackend, WhatsAppBackend, pg_store};
 use crate::media_store::MediaStore;
+use crate::nats::NatsHub;
 use crate::paths::{DataDir, DataDirError, SessionId};
+use crate::webhook::deliver::DeliverySettings;
 use crate::webhook::hub::WebhookHub;
+use crate::webhook::pg_outbox::FenceSource;
 use crate::{api, headless, import, logging, migrate_store, tui};
 
 #[derive(Debug, Parser)]
@@ -239,26 +242,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
             liveness: Liveness::with_bound(config.whatsapp.dead_after),
         };
         // With `[nats]`: the NATS target, which the API reports on.
-        let mut nats = None;
-        let (engine, cluster) = match &config.cluster {
+        let (engine, cluster, nats) = match &config.cluster {
             None => {
                 let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
-                let outbound: Arc<dyn Outbound> = match &config.nats {
-                    None => hooks,
-                    Some(nats_config) => {
-                        let settings = nats_config.settings();
-                        tracing::info!(
-                            "events also go to NATS JetStream at {} under {}.<session>.<event>",
-                            crate::nats::transport::shown_url(&settings.url),
-                            settings.subject_prefix
-                        );
-                        let hub =
-                            crate::nats::open_hub(&data, &settings, config.webhook.delivery_settings())
-                                .await?;
-                        nats = Some(hub.clone());
-                        Arc::new(Fanout(vec![hooks, hub]))
-                    }
-                };
+                let (outbound, nats) = beside_nats(&config, hooks, |settings, delivery| {
+                    let data = data.clone();
+                    async move { crate::nats::open_hub(&data, &settings, delivery).await }
+                })
+                .await?;
                 let engine =
                     Engine::with_outbound(backend, data.clone(), config.backoff.into(), outbound);
                 engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
@@ -290,11 +281,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 engine
                     .start_saved()
                     .map_err(|e| format!("cannot list sessions: {e}"))?;
-                (engine, None)
+                (engine, None, nats)
             }
             Some(cluster) => {
-                let (engine, running) = start_cluster(&config, cluster, backend, &data).await?;
-                (engine, Some(running))
+                let (engine, running, nats) =
+                    start_cluster(&config, cluster, backend, &data).await?;
+                (engine, Some(running), nats)
             }
         };
         let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
@@ -420,7 +412,7 @@ async fn start_cluster(
     cluster: &ClusterConfig,
     backend: WhatsAppBackend,
     data: &DataDir,
-) -> Result<(Engine, ClusterHost), String> {
+) -> Result<(Engine, ClusterHost, Option<Arc<NatsHub>>), String> {
     let node = cluster
         .node_name()
         .ok_or("cluster.node is not set and the hostname cannot be read")?;
@@ -438,24 +430,29 @@ async fn start_cluster(
         .await
         .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
     let fences = Fences::default();
-    // The webhook outbox is the database's too: a session's undelivered
-    // messages follow its lease to whichever host serves it next.
-    let hooks = {
+    let fence_source = || -> FenceSource {
         let source = fences.clone();
-        WebhookHub::open_cluster(
-            pool.clone(),
-            std::sync::Arc::new(move |id: &SessionId| source.get(id)),
-            config.webhook.delivery_settings(),
-        )
-        .await?
+        std::sync::Arc::new(move |id: &SessionId| source.get(id))
     };
-    let source = fences.clone();
+    // The outboxes are the database's too: a session's undelivered
+    // messages follow its lease to whichever host serves it next.
+    let hooks = WebhookHub::open_cluster(
+        pool.clone(),
+        fence_source(),
+        config.webhook.delivery_settings(),
+    )
+    .await?;
+    let (outbound, nats) = beside_nats(config, hooks, |settings, delivery| {
+        let (pool, fences) = (pool.clone(), fence_source());
+        async move { crate::nats::open_cluster_hub(pool, fences, &settings, delivery).await }
+    })
+    .await?;
     let backend = PgBackend {
         whatsapp: backend,
         pool: pool.clone(),
-        fences: std::sync::Arc::new(move |id: &SessionId| source.get(id)),
+        fences: fence_source(),
     };
-    let engine = Engine::with_webhooks(backend, data.clone(), config.backoff.into(), Some(hooks));
+    let engine = Engine::with_outbound(backend, data.clone(), config.backoff.into(), outbound);
     engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
     let leases = PgLeases { pool };
     for declared in &config.sessions {
@@ -521,7 +518,33 @@ async fn start_cluster(
             _reporter: reporter,
             view,
         },
+        nats,
     ))
+}
+
+/// The outbound targets: `hooks`, and with `[nats]` the NATS target beside
+/// it, which `open` opens (its queue in the data dir, or in a cluster's
+/// database); the NATS hub is returned too, for the API's views.
+async fn beside_nats<F, Opened>(
+    config: &Config,
+    hooks: Arc<WebhookHub>,
+    open: F,
+) -> Result<(Arc<dyn Outbound>, Option<Arc<NatsHub>>), String>
+where
+    F: FnOnce(crate::nats::transport::NatsSettings, DeliverySettings) -> Opened,
+    Opened: std::future::Future<Output = Result<Arc<NatsHub>, String>>,
+{
+    let Some(nats_config) = &config.nats else {
+        return Ok((hooks, None));
+    };
+    let settings = nats_config.settings();
+    tracing::info!(
+        "events also go to NATS JetStream at {} under {}.<session>.<event>",
+        crate::nats::transport::shown_url(&settings.url),
+        settings.subject_prefix
+    );
+    let hub = open(settings, config.webhook.delivery_settings()).await?;
+    Ok((Arc::new(Fanout(vec![hooks, hub.clone()])), Some(hub)))
 }
 
 /// The dashboard of the service running on `data`, until the operator
@@ -590,7 +613,7 @@ async fn start_api(
     engine: Engine,
     cluster: Option<ClusterControl>,
     cluster_view: Option<tokio::sync::watch::Receiver<ClusterSnapshot>>,
-    nats: Option<Arc<crate::nats::NatsHub>>,
+    nats: Option<Arc<NatsHub>>,
     media: Option<Arc<MediaStore>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {

@@ -699,7 +699,7 @@ impl Config {
             }
         }
         if let Some(nats) = &self.nats {
-            validate_nats(nats, self.cluster.is_some())?;
+            validate_nats(nats)?;
         }
         let mut seen = std::collections::HashSet::new();
         for session in &self.sessions {
@@ -728,6 +728,15 @@ impl Config {
                 return Err((
                     "sessions.call_reply".into(),
                     "is sent only after a rejected call: set reject_calls = true too".into(),
+                ));
+            }
+            if self.cluster.is_some() && session.nats_subject.is_some() {
+                return Err((
+                    "sessions.nats_subject".into(),
+                    "a session's own NATS subject with [cluster] is not supported yet: the \
+                     cluster keeps only a session's webhook (its events go under \
+                     nats.subject_prefix)"
+                        .into(),
                 ));
             }
             if self.cluster.is_some() && session.media.is_some() {
@@ -818,15 +827,7 @@ impl Config {
     }
 }
 
-fn validate_nats(nats: &NatsConfig, clustered: bool) -> Result<(), (String, String)> {
-    if clustered {
-        return Err((
-            "nats.url".into(),
-            "NATS with [cluster] is not supported yet: the NATS outbox is kept in the data dir, \
-             which a cluster's sessions do not use"
-                .into(),
-        ));
-    }
+fn validate_nats(nats: &NatsConfig) -> Result<(), (String, String)> {
     let scheme_ok = nats.url.split(',').all(|server| {
         let server = server.trim();
         !server.is_empty()
@@ -1376,10 +1377,17 @@ mod tests {
         assert!(e.contains("line 3"), "{e}");
         let e = err("[[sessions]]\nid = \"shop\"\nnats_subject = \"a..b\"\n");
         assert!(e.contains("key `sessions.nats_subject`"), "{e}");
-        let e = err(
+        parse(
             "[cluster]\ndatabase_url = \"postgres://127.0.0.1/w\"\nnode = \"a\"\n[nats]\nurl = \"nats://127.0.0.1:4222\"\n",
+        )
+        .unwrap();
+        let e = err(
+            "[cluster]\ndatabase_url = \"postgres://127.0.0.1/w\"\n[[sessions]]\nid = \"shop\"\nnats_subject = \"erp\"\n",
         );
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(
+            e.contains("key `sessions.nats_subject`") && e.contains("not supported yet"),
+            "{e}"
+        );
         let ok = parse("[nats]\nurl = \"nats://u:p@127.0.0.1:4222\"\n").unwrap();
         let nats = ok.nats.unwrap();
         assert_eq!(nats.subject_prefix, "wabridge");

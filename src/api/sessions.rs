@@ -92,6 +92,12 @@ pub async fn start(
             "rejectCalls with [cluster] is not supported yet",
         ));
     }
+    if state.cluster.is_some() && request.nats_subject.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "natsSubject: {}",
+            crate::nats::subject::NO_OWN_PREFIX_IN_CLUSTER
+        )));
+    }
     if state.cluster.is_some() && request.media.is_some() {
         return Err(ApiError::bad_request(
             "media with [cluster] is not supported yet",

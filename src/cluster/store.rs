@@ -148,7 +148,7 @@ impl PgLeases {
     }
 
     /// Forgets a session the cluster served: its WhatsApp state (every
-    /// `pg_store` table), its webhook outbox rows, its lease and its entry,
+    /// `pg_store` table), its webhook and NATS outbox rows, its lease and its entry,
     /// in one transaction. For
     /// the DELETE route, once the session logged out.
     pub async fn forget(&self, id: &SessionId) -> anyhow::Result<()> {
@@ -163,11 +163,13 @@ impl PgLeases {
         }
         // Its webhook rows (the serving host's hub dropped them already,
         // fenced; this catches any a failed drop left).
-        tx.execute(
-            "DELETE FROM webhook_outbox WHERE session = $1",
-            &[&id.as_str()],
-        )
-        .await?;
+        for outbox in ["webhook_outbox", "nats_outbox"] {
+            tx.execute(
+                &format!("DELETE FROM {outbox} WHERE session = $1"),
+                &[&id.as_str()],
+            )
+            .await?;
+        }
         tx.execute(
             "DELETE FROM session_leases WHERE session = $1",
             &[&id.as_str()],

@@ -283,7 +283,8 @@ impl Console {
             Request::SetNatsSubject { session, subject } => {
                 if self.inner.cluster.get().is_some() {
                     return Err(format!(
-                        "{session}: NATS with [cluster] is not supported yet"
+                        "{session}: {}",
+                        crate::nats::subject::NO_OWN_PREFIX_IN_CLUSTER
                     ));
                 }
                 if !subject.is_empty() {

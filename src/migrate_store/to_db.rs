@@ -24,6 +24,8 @@ struct Source {
     settings: SessionSettings,
     store: Option<StoreImage>,
     outbox: Vec<OutboxRow>,
+    /// Its NATS target's queue (`outbox/nats.db`), which is not copied.
+    nats: outbox_rows::OutboxCounts,
 }
 
 pub async fn copy(run: &Run<'_>, id: &SessionId) -> SessionReport {
@@ -130,10 +132,18 @@ async fn read_source(run: &Run<'_>, files: &SessionFiles) -> Result<Source, Stop
         Err(e) => Err(e),
     }
     .map_err(|e| Stop::Failed(format!("{e:#}")))?;
+    let nats_path = run.data.root().join("outbox").join("nats.db");
+    let nats = match outbox_rows::open_sqlite(&nats_path, false) {
+        Ok(Some(conn)) => outbox_rows::read_sqlite(&conn, files.id.as_str()),
+        Ok(None) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| Stop::Failed(format!("{e:#}")))?;
     Ok(Source {
         settings,
         store,
         outbox,
+        nats: outbox_rows::counts(&nats),
     })
 }
 
@@ -148,7 +158,16 @@ fn describe(report: &mut SessionReport, source: &Source) {
     report.outbox = Some(outbox_rows::counts(&source.outbox));
     if let Some(prefix) = &source.settings.nats_subject {
         report.warnings.push(format!(
-            "its NATS subject ({prefix:?}) stays behind: NATS with [cluster] is not supported yet"
+            "its NATS subject ({prefix:?}) stays behind: {}",
+            crate::nats::subject::NO_OWN_PREFIX_IN_CLUSTER
+        ));
+    }
+    let nats = &source.nats;
+    if nats.waiting + nats.dead_letters > 0 {
+        report.warnings.push(format!(
+            "{} NATS event(s) not yet published and {} NATS dead letter(s) stay behind in \
+             outbox/nats.db (the cluster's NATS queue starts empty): publish them on this host first",
+            nats.waiting, nats.dead_letters
         ));
     }
     if source.settings.reject_calls {

@@ -7,6 +7,10 @@
 /// session's `nats_subject` says otherwise.
 pub const DEFAULT_PREFIX: &str = "wabridge";
 
+/// Why a session's own prefix cannot be set in a cluster: its database
+/// keeps only a session's webhook.
+pub const NO_OWN_PREFIX_IN_CLUSTER: &str = "a session's own NATS subject with [cluster] is not supported yet (its events go under [nats] subject_prefix)";
+
 /// The subject of `event` of `session` under `prefix`. A `.` in the
 /// session id would split it into two tokens (and a `*` subscription
 /// would miss it), so it is written `%2E`; ids never hold a `%`, so the

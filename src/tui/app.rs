@@ -780,12 +780,15 @@ impl App {
 /// does not run: another host serves it (its dashboard or the API can
 /// act), or none does yet. None for keys that act on no session, and for
 /// its webhook, which goes through the cluster's database to its host.
-/// Its NATS subject cannot be set anywhere: no host of a cluster sends to
-/// NATS yet.
+/// Its own NATS subject cannot be set anywhere: the cluster keeps only its
+/// webhook.
 fn remote_refusal(session: &ClusterSession, action: Action) -> Option<String> {
     let id = &session.id;
     if action == Action::SetNatsSubject {
-        return Some(format!("{id}: NATS with [cluster] is not supported yet"));
+        return Some(format!(
+            "{id}: {}",
+            crate::nats::subject::NO_OWN_PREFIX_IN_CLUSTER
+        ));
     }
     let Some(node) = &session.owner else {
         return matches!(

@@ -11,7 +11,7 @@ use super::deliver::{Deliverer, DeliverySettings, Http, Transport, now_ms};
 use super::outbox::{Backlog, DeadLetter, Enqueued, Outbox, OutboxError};
 use super::outbox_thread::{OutboxThread, OwnedItems};
 use super::payload::WebhookEvent;
-use super::pg_outbox::{FenceSource, PgOutbox};
+use super::pg_outbox::{FenceSource, OutboxTable, PgOutbox};
 use super::queue::Queue;
 use crate::paths::{DataDir, SessionId};
 
@@ -54,7 +54,7 @@ impl Hub<Http> {
         fences: FenceSource,
         settings: DeliverySettings,
     ) -> Result<Arc<WebhookHub>, String> {
-        let outbox = PgOutbox::start(pool, fences)
+        let outbox = PgOutbox::start(pool, fences, OutboxTable::Webhook)
             .await
             .map_err(|e| format!("cannot open the cluster's webhook outbox: {e}"))?;
         Self::over(outbox.into(), settings)

@@ -1,7 +1,8 @@
 //! The outbox of a cluster: the same queue as [`super::outbox`] (same
 //! rows, same guarantees: persisted before WhatsApp is acknowledged,
 //! removed only on 2xx, per-session order, one delivery id per message)
-//! in PostgreSQL's `webhook_outbox`, shared by every host. A host that dies
+//! in PostgreSQL's `webhook_outbox` (the NATS target's in `nats_outbox`,
+//! the same columns), shared by every host. A host that dies
 //! leaves its undelivered rows there; the session's new owner delivers
 //! them under the same delivery ids, so the ERP can de-duplicate.
 //!
@@ -98,6 +99,7 @@ struct Published {
 struct Core {
     pool: Pool,
     fences: FenceSource,
+    table: &'static str,
 }
 
 /// Cheap to clone; its task ends when the last clone is dropped.
@@ -105,6 +107,26 @@ struct Core {
 pub struct PgOutbox {
     jobs: mpsc::UnboundedSender<Job>,
     published: Arc<Published>,
+    table: &'static str,
+}
+
+/// Which target's queue: each has a table of its own (same columns), so
+/// each moves at its own pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxTable {
+    /// `webhook_outbox`.
+    Webhook,
+    /// `nats_outbox`: the NATS JetStream target's.
+    Nats,
+}
+
+impl OutboxTable {
+    fn name(self) -> &'static str {
+        match self {
+            OutboxTable::Webhook => "webhook_outbox",
+            OutboxTable::Nats => "nats_outbox",
+        }
+    }
 }
 
 fn db(e: impl std::fmt::Display) -> OutboxError {
@@ -118,8 +140,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl PgOutbox {
     /// Starts the outbox's task over a migrated database (`pg_store::migrate`);
     /// the backlog of every session with rows is published first.
-    pub async fn start(pool: Pool, fences: FenceSource) -> Result<PgOutbox, OutboxError> {
-        let core = Arc::new(Core { pool, fences });
+    pub async fn start(
+        pool: Pool,
+        fences: FenceSource,
+        table: OutboxTable,
+    ) -> Result<PgOutbox, OutboxError> {
+        let table = table.name();
+        let core = Arc::new(Core {
+            pool,
+            fences,
+            table,
+        });
         let published = Arc::new(Published::default());
         for session in core.sessions_with_rows().await? {
             if let Ok(session) = SessionId::parse(&session) {
@@ -128,7 +159,11 @@ impl PgOutbox {
         }
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(run(core, queue, published.clone()));
-        Ok(PgOutbox { jobs, published })
+        Ok(PgOutbox {
+            jobs,
+            published,
+            table,
+        })
     }
 
     pub async fn enqueue_batch(
@@ -172,7 +207,7 @@ impl PgOutbox {
         self.submit(false, None, move |core| async move {
             let mut conn = core.conn().await?;
             let tx = core.fenced(&mut conn, &owned).await?;
-            let next = next_deliveries(&tx, owned.as_str(), limits, now_ms).await?;
+            let next = next_deliveries(&tx, core.table, owned.as_str(), limits, now_ms).await?;
             tx.commit().await.map_err(db)?;
             Ok(next)
         })
@@ -190,8 +225,8 @@ impl PgOutbox {
         self.submit(false, Some(session.clone()), move |core| async move {
             let mut conn = core.conn().await?;
             let tx = core.fenced(&mut conn, &owned).await?;
-            ack(&tx, owned.as_str(), &seqs).await?;
-            let next = next_deliveries(&tx, owned.as_str(), limits, now_ms).await?;
+            ack(&tx, core.table, owned.as_str(), &seqs).await?;
+            let next = next_deliveries(&tx, core.table, owned.as_str(), limits, now_ms).await?;
             tx.commit().await.map_err(db)?;
             Ok(next)
         })
@@ -199,13 +234,14 @@ impl PgOutbox {
     }
 
     pub fn ack_detached(&self, session: &SessionId, seqs: Vec<i64>) {
+        let table = self.table;
         let session = session.clone();
         self.send(Job::Call {
             op: Box::new(move |core| {
                 Box::pin(async move {
                     let outcome = core
                         .write(&session, |tx, s| {
-                            Box::pin(async move { ack(tx, &s, &seqs).await })
+                            Box::pin(async move { ack(tx, table, &s, &seqs).await })
                         })
                         .await
                         .map_err(|e| {
@@ -228,11 +264,12 @@ impl PgOutbox {
         at_ms: i64,
         error: String,
     ) -> Result<(), OutboxError> {
+        let table = self.table;
         self.write(session, move |tx, s| {
             Box::pin(async move {
                 tx.execute(
-                    "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_ms = $3, last_error = $4
-                      WHERE session = $1 AND seq = ANY($2)",
+                    &format!("UPDATE {table} SET attempts = attempts + 1, next_attempt_ms = $3, last_error = $4
+                      WHERE session = $1 AND seq = ANY($2)"),
                     &[&s, &seqs, &at_ms, &error],
                 )
                 .await
@@ -249,12 +286,15 @@ impl PgOutbox {
         seqs: Vec<i64>,
         reason: String,
     ) -> Result<(), OutboxError> {
+        let table = self.table;
         self.write(session, move |tx, s| {
             Box::pin(async move {
                 tx.execute(
-                    "UPDATE webhook_outbox
+                    &format!(
+                        "UPDATE {table}
                         SET dead = 1, attempts = attempts + 1, last_error = $3, batch_id = NULL
-                      WHERE session = $1 AND seq = ANY($2) AND dead = 0",
+                      WHERE session = $1 AND seq = ANY($2) AND dead = 0"
+                    ),
                     &[&s, &seqs, &reason],
                 )
                 .await
@@ -270,6 +310,7 @@ impl PgOutbox {
         session: &SessionId,
         members: Vec<i64>,
     ) -> Result<bool, OutboxError> {
+        let table = self.table;
         self.write(session, move |tx, _| {
             Box::pin(async move {
                 if members.len() < 2 {
@@ -279,13 +320,13 @@ impl PgOutbox {
                 for half in [first, second] {
                     let head_id: String = tx
                         .query_one(
-                            "SELECT delivery_id FROM webhook_outbox WHERE seq = $1",
+                            &format!("SELECT delivery_id FROM {table} WHERE seq = $1"),
                             &[&half[0]],
                         )
                         .await
                         .map_err(db)?
                         .get(0);
-                    record_batch(tx, half, &format!("{head_id}+{}", half.len() - 1)).await?;
+                    record_batch(tx, table, half, &format!("{head_id}+{}", half.len() - 1)).await?;
                 }
                 Ok(true)
             })
@@ -299,14 +340,17 @@ impl PgOutbox {
         delivery_id: &str,
         now_ms: i64,
     ) -> Result<bool, OutboxError> {
+        let table = self.table;
         let id = delivery_id.to_string();
         self.write(session, move |tx, s| {
             Box::pin(async move {
                 let changed = tx
                     .execute(
-                        "UPDATE webhook_outbox
+                        &format!(
+                            "UPDATE {table}
                             SET dead = 0, next_attempt_ms = $3, created_ms = $3, batch_id = NULL
-                          WHERE delivery_id = $1 AND session = $2 AND dead = 1",
+                          WHERE delivery_id = $1 AND session = $2 AND dead = 1"
+                        ),
                         &[&id, &s, &now_ms],
                     )
                     .await
@@ -319,17 +363,18 @@ impl PgOutbox {
 
     /// Forgets a deleted session's rows (fenced: only its owner deletes it).
     pub async fn drop_session(&self, session: &SessionId) -> Result<u64, OutboxError> {
+        let table = self.table;
         self.write(session, move |tx, s| {
             Box::pin(async move {
                 let pending: i64 = tx
                     .query_one(
-                        "SELECT count(*) FROM webhook_outbox WHERE session = $1 AND dead = 0",
+                        &format!("SELECT count(*) FROM {table} WHERE session = $1 AND dead = 0"),
                         &[&s],
                     )
                     .await
                     .map_err(db)?
                     .get(0);
-                tx.execute("DELETE FROM webhook_outbox WHERE session = $1", &[&s])
+                tx.execute(&format!("DELETE FROM {table} WHERE session = $1"), &[&s])
                     .await
                     .map_err(db)?;
                 Ok(pending as u64)
@@ -343,13 +388,14 @@ impl PgOutbox {
         session: &SessionId,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, OutboxError> {
+        let table = self.table;
         let session = session.clone();
         self.submit(true, None, move |core| async move {
             let conn = core.conn().await?;
             let rows = conn
                 .query(
-                    "SELECT delivery_id, session, created_ms, attempts, coalesce(last_error, '')
-                       FROM webhook_outbox WHERE session = $1 AND dead = 1 ORDER BY seq LIMIT $2",
+                    &format!("SELECT delivery_id, session, created_ms, attempts, coalesce(last_error, '')
+                       FROM {table} WHERE session = $1 AND dead = 1 ORDER BY seq LIMIT $2"),
                     &[&session.as_str(), &i64::from(limit)],
                 )
                 .await
@@ -377,11 +423,12 @@ impl PgOutbox {
     /// Forgets the dedupe keys of messages delivered before `before_ms`
     /// (housekeeping of delivered rows, for every session: not fenced).
     pub async fn prune_delivered(&self, before_ms: i64) -> Result<usize, OutboxError> {
+        let table = self.table;
         self.submit(true, None, move |core| async move {
             let conn = core.conn().await?;
             let n = conn
                 .execute(
-                    "DELETE FROM webhook_outbox WHERE dead = 2 AND created_ms < $1",
+                    &format!("DELETE FROM {table} WHERE dead = 2 AND created_ms < $1"),
                     &[&before_ms],
                 )
                 .await
@@ -508,6 +555,7 @@ impl Core {
         &self,
         groups: &[(SessionId, OwnedItems, i64)],
     ) -> Result<Vec<Result<Vec<Enqueued>, OutboxError>>, OutboxError> {
+        let table = self.table;
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db)?;
         let check = tx
@@ -516,10 +564,10 @@ impl Core {
             .map_err(db)?;
         let insert = tx
             .prepare_cached(
-                "INSERT INTO webhook_outbox (delivery_id, session, dedupe_key, body, created_ms, next_attempt_ms)
+                &format!("INSERT INTO {table} (delivery_id, session, dedupe_key, body, created_ms, next_attempt_ms)
                  VALUES ('wab-' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 24), $1, $2, $3, $4, $4)
                  ON CONFLICT (session, dedupe_key) DO NOTHING
-                 RETURNING delivery_id",
+                 RETURNING delivery_id"),
             )
             .await
             .map_err(db)?;
@@ -563,12 +611,15 @@ impl Core {
     }
 
     async fn backlog(&self, session: &SessionId) -> Result<Backlog, OutboxError> {
+        let table = self.table;
         let conn = self.conn().await?;
         let row = conn
             .query_one(
-                "SELECT count(*) FILTER (WHERE dead = 0), count(*) FILTER (WHERE dead = 1),
+                &format!(
+                    "SELECT count(*) FILTER (WHERE dead = 0), count(*) FILTER (WHERE dead = 1),
                         min(created_ms) FILTER (WHERE dead = 0)
-                   FROM webhook_outbox WHERE session = $1 AND dead IN (0, 1)",
+                   FROM {table} WHERE session = $1 AND dead IN (0, 1)"
+                ),
                 &[&session.as_str()],
             )
             .await
@@ -582,10 +633,13 @@ impl Core {
     }
 
     async fn sessions_with_rows(&self) -> Result<Vec<String>, OutboxError> {
+        let table = self.table;
         let conn = self.conn().await?;
         let rows = conn
             .query(
-                "SELECT DISTINCT session FROM webhook_outbox WHERE dead IN (0, 1) ORDER BY session",
+                &format!(
+                    "SELECT DISTINCT session FROM {table} WHERE dead IN (0, 1) ORDER BY session"
+                ),
                 &[],
             )
             .await
@@ -611,17 +665,26 @@ fn fenced(session: &SessionId, ours: Option<u64>, theirs: Option<u64>) -> Outbox
 
 /// Acknowledges `seqs`: rows with a dedupe key become tombstones (no body,
 /// not live), so a redelivery of the same message is still recognised.
-async fn ack(tx: &Transaction<'_>, session: &str, seqs: &[i64]) -> Result<(), OutboxError> {
+async fn ack(
+    tx: &Transaction<'_>,
+    table: &str,
+    session: &str,
+    seqs: &[i64],
+) -> Result<(), OutboxError> {
     tx.execute(
-        "DELETE FROM webhook_outbox
-          WHERE session = $1 AND seq = ANY($2) AND dedupe_key IS NULL AND dead = 0",
+        &format!(
+            "DELETE FROM {table}
+          WHERE session = $1 AND seq = ANY($2) AND dedupe_key IS NULL AND dead = 0"
+        ),
         &[&session, &seqs],
     )
     .await
     .map_err(db)?;
     tx.execute(
-        "UPDATE webhook_outbox SET dead = 2, body = '\\x'::bytea
-          WHERE session = $1 AND seq = ANY($2) AND dead = 0",
+        &format!(
+            "UPDATE {table} SET dead = 2, body = '\\x'::bytea
+          WHERE session = $1 AND seq = ANY($2) AND dead = 0"
+        ),
         &[&session, &seqs],
     )
     .await
@@ -631,11 +694,12 @@ async fn ack(tx: &Transaction<'_>, session: &str, seqs: &[i64]) -> Result<(), Ou
 
 async fn record_batch(
     tx: &Transaction<'_>,
+    table: &str,
     seqs: &[i64],
     batch_id: &str,
 ) -> Result<(), OutboxError> {
     tx.execute(
-        "UPDATE webhook_outbox SET batch_id = $2 WHERE seq = ANY($1)",
+        &format!("UPDATE {table} SET batch_id = $2 WHERE seq = ANY($1)"),
         &[&seqs, &batch_id],
     )
     .await
@@ -647,15 +711,16 @@ async fn record_batch(
 /// with the batch it was sent in, if any.
 async fn live_rows(
     tx: &Transaction<'_>,
+    table: &str,
     session: &str,
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<(Delivery, Option<String>)>, OutboxError> {
     let rows = tx
         .query(
-            "SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms, batch_id
-               FROM webhook_outbox WHERE session = $1 AND dead = 0 AND seq > $2
-              ORDER BY seq LIMIT $3",
+            &format!("SELECT seq, delivery_id, session, body, created_ms, attempts, next_attempt_ms, batch_id
+               FROM {table} WHERE session = $1 AND dead = 0 AND seq > $2
+              ORDER BY seq LIMIT $3"),
             &[&session, &after_seq, &(limit as i64)],
         )
         .await
@@ -693,12 +758,20 @@ async fn seq_bodies(
 /// [`super::outbox::Outbox::next_deliveries`], in SQL of PostgreSQL.
 async fn next_deliveries(
     tx: &Transaction<'_>,
+    table: &str,
     session: &str,
     limits: DeliveryLimits,
     now_ms: i64,
 ) -> Result<Vec<Delivery>, OutboxError> {
-    let Some(head) =
-        next_delivery(tx, session, limits.max_messages, limits.max_bytes, now_ms).await?
+    let Some(head) = next_delivery(
+        tx,
+        table,
+        session,
+        limits.max_messages,
+        limits.max_bytes,
+        now_ms,
+    )
+    .await?
     else {
         return Ok(Vec::new());
     };
@@ -708,7 +781,9 @@ async fn next_deliveries(
     let mut bytes = head.body.len();
     let after = head.seq;
     let mut deliveries = vec![head];
-    for (row, batch) in live_rows(tx, session, after, limits.window.saturating_sub(1)).await? {
+    for (row, batch) in
+        live_rows(tx, table, session, after, limits.window.saturating_sub(1)).await?
+    {
         bytes += row.body.len();
         if batch.is_some() || row.next_attempt_ms > now_ms || bytes > limits.max_bytes {
             break;
@@ -723,20 +798,23 @@ async fn next_deliveries(
 /// before it is first sent).
 async fn next_delivery(
     tx: &Transaction<'_>,
+    table: &str,
     session: &str,
     max_messages: usize,
     max_bytes: usize,
     now_ms: i64,
 ) -> Result<Option<Delivery>, OutboxError> {
-    let Some((mut head, batch)) = live_rows(tx, session, i64::MIN, 1).await?.pop() else {
+    let Some((mut head, batch)) = live_rows(tx, table, session, i64::MIN, 1).await?.pop() else {
         return Ok(None);
     };
     let rows = match &batch {
         Some(batch_id) => {
             seq_bodies(
                 tx,
-                "SELECT seq, body FROM webhook_outbox
-                  WHERE session = $1 AND dead = 0 AND batch_id = $2 ORDER BY seq",
+                &format!(
+                    "SELECT seq, body FROM {table}
+                  WHERE session = $1 AND dead = 0 AND batch_id = $2 ORDER BY seq"
+                ),
                 &[&session, batch_id],
             )
             .await?
@@ -744,9 +822,11 @@ async fn next_delivery(
         None if max_messages > 1 && head.next_attempt_ms <= now_ms => within_bytes(
             seq_bodies(
                 tx,
-                "SELECT seq, body FROM webhook_outbox
+                &format!(
+                    "SELECT seq, body FROM {table}
                   WHERE session = $1 AND dead = 0 AND seq >= $2 AND batch_id IS NULL
-                  ORDER BY seq LIMIT $3",
+                  ORDER BY seq LIMIT $3"
+                ),
                 &[&session, &head.seq, &(max_messages as i64)],
             )
             .await?,
@@ -766,7 +846,7 @@ async fn next_delivery(
         Some(batch_id) => batch_id,
         None => {
             let batch_id = format!("{}+{}", head.delivery_id, count - 1);
-            record_batch(tx, &seqs, &batch_id).await?;
+            record_batch(tx, table, &seqs, &batch_id).await?;
             batch_id
         }
     };

@@ -22,6 +22,7 @@ use wabridge::cluster::store::PgLeases;
 use wabridge::cluster::view::{self, ClusterSnapshot, ClusterView};
 use wabridge::engine::whatsapp::pg_store::{self, Pool};
 use wabridge::engine::{Engine, SessionSnapshot};
+use wabridge::nats::subject::NO_OWN_PREFIX_IN_CLUSTER;
 use wabridge::paths::DataDir;
 use wabridge_sim::postgres::TestPostgres;
 
@@ -862,7 +863,7 @@ async fn the_dashboards_new_sessions_and_webhooks_go_through_the_cluster() {
     let answer = tokio::time::timeout(WAIT, notice.recv()).await.unwrap();
     assert_eq!(
         answer.as_deref(),
-        Some("here: NATS with [cluster] is not supported yet")
+        Some(format!("here: {}", NO_OWN_PREFIX_IN_CLUSTER).as_str())
     );
     assert_eq!(files.load_settings().unwrap().nats_subject, None);
     engine.shutdown().await;

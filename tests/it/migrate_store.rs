@@ -235,6 +235,11 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
         },
     );
     outbox_rows(&data, "back");
+    // Two events its NATS target has not published: not copied, said.
+    let nats = Outbox::open(&data.root().join("outbox/nats.db")).unwrap();
+    for n in 0..2 {
+        nats.enqueue("back", None, b"{}", 1_000 + n).unwrap();
+    }
     let rows_before = sqlite_rows(&outbox_path(&data), "back");
     assert_eq!(
         rows_before.iter().map(|r| r.1).collect::<Vec<_>>(),
@@ -257,6 +262,15 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
     );
     assert!(text.contains("migrated-to-db-"), "{text}");
     assert!(!text.contains("erp-s3cret"), "{text}");
+    assert!(
+        text.contains("2 NATS event(s) not yet published and 0 NATS dead letter(s) stay behind"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("NATS event(s)").count(),
+        1,
+        "only back has any: {text}"
+    );
     // The data dir serves none of them any more; nothing was deleted.
     assert!(data.saved_sessions().unwrap().is_empty());
     let aside: Vec<String> = std::fs::read_dir(data.sessions_dir())

@@ -24,7 +24,7 @@ use wabridge::webhook::deliver::{Deliverer, DeliverySettings, Target, now_ms};
 use wabridge::webhook::outbox::Enqueued;
 use wabridge::webhook::outbox_thread::{DeliveryLimits, OwnedItems};
 use wabridge::webhook::payload::{WebhookEvent, WireMessage};
-use wabridge::webhook::pg_outbox::{FenceSource, PgOutbox};
+use wabridge::webhook::pg_outbox::{FenceSource, OutboxTable, PgOutbox};
 use wabridge_sim::postgres::TestPostgres;
 
 const LEASE: Duration = Duration::from_secs(600);
@@ -151,7 +151,9 @@ async fn model_case(pool: &Pool, case: u32, ops: Vec<Op>) -> Result<(), TestCase
     for session in 0..3u8 {
         held.take(pool, name(session).as_str(), "one").await;
     }
-    let mut outbox = PgOutbox::start(pool.clone(), held.source()).await.unwrap();
+    let mut outbox = PgOutbox::start(pool.clone(), held.source(), OutboxTable::Webhook)
+        .await
+        .unwrap();
     let mut model = Model::default();
     let mut counter = 0u32;
     for op in ops {
@@ -238,7 +240,9 @@ async fn model_case(pool: &Pool, case: u32, ops: Vec<Op>) -> Result<(), TestCase
             }
             Op::Reopen => {
                 drop(outbox);
-                outbox = PgOutbox::start(pool.clone(), held.source()).await.unwrap();
+                outbox = PgOutbox::start(pool.clone(), held.source(), OutboxTable::Webhook)
+                    .await
+                    .unwrap();
             }
         }
         outbox.flush().await.unwrap();
@@ -273,7 +277,7 @@ async fn enqueues_and_acks_of_a_host_whose_lease_moved_are_refused_and_change_no
     let (_server, pool) = database().await;
     let (one_held, two_held) = (Held::default(), Held::default());
     one_held.take(&pool, "shop", "one").await;
-    let one = PgOutbox::start(pool.clone(), one_held.source())
+    let one = PgOutbox::start(pool.clone(), one_held.source(), OutboxTable::Webhook)
         .await
         .unwrap();
     let shop = id("shop");
@@ -335,7 +339,7 @@ async fn enqueues_and_acks_of_a_host_whose_lease_moved_are_refused_and_change_no
     assert_eq!(rows(&pool).await, before, "the fenced host changed nothing");
 
     // The new owner starts from the rows: same delivery ids, in order.
-    let two = PgOutbox::start(pool.clone(), two_held.source())
+    let two = PgOutbox::start(pool.clone(), two_held.source(), OutboxTable::Webhook)
         .await
         .unwrap();
     assert_eq!(two.backlog(&shop).pending, 3);
@@ -388,7 +392,9 @@ async fn rig(url: String, settings: DeliverySettings) -> Rig {
     let (server, pool) = database().await;
     let held = Held::default();
     held.take(&pool, "WA-1", "one").await;
-    let outbox = PgOutbox::start(pool.clone(), held.source()).await.unwrap();
+    let outbox = PgOutbox::start(pool.clone(), held.source(), OutboxTable::Webhook)
+        .await
+        .unwrap();
     let deliverer = Arc::new(Deliverer::new(outbox.clone(), settings).unwrap());
     let wake = Arc::new(Notify::new());
     let (target, target_rx) = watch::channel(Some(Target {
@@ -502,7 +508,9 @@ async fn a_backlog_goes_out_in_recorded_batches_that_keep_their_id() {
     let (server, pool) = database().await;
     let held = Held::default();
     held.take(&pool, "WA-1", "one").await;
-    let outbox = PgOutbox::start(pool.clone(), held.source()).await.unwrap();
+    let outbox = PgOutbox::start(pool.clone(), held.source(), OutboxTable::Webhook)
+        .await
+        .unwrap();
     for message in ["a", "b", "c"] {
         outbox
             .enqueue_batch(&id("WA-1"), upsert(message), now_ms())
@@ -523,7 +531,9 @@ async fn a_backlog_goes_out_in_recorded_batches_that_keep_their_id() {
     assert!(batch[0].delivery_id.ends_with("+1"));
     // Another host (here a restart) reads the same batch under the same id.
     drop(outbox);
-    let outbox = PgOutbox::start(pool.clone(), held.source()).await.unwrap();
+    let outbox = PgOutbox::start(pool.clone(), held.source(), OutboxTable::Webhook)
+        .await
+        .unwrap();
     let again = outbox
         .next_deliveries(&id("WA-1"), limits, now_ms())
         .await

@@ -20,6 +20,7 @@ use wabridge::engine::{
     InboundMessage, LastClose, LineAction, PeerFailures, QrOffer, SenderNumber, SessionSnapshot,
     SessionState,
 };
+use wabridge::nats::subject::NO_OWN_PREFIX_IN_CLUSTER;
 use wabridge::tui::app::{App, Effect, Focus, Msg, Overlay};
 use wabridge::tui::ui;
 
@@ -1081,7 +1082,7 @@ fn a_remote_sessions_detail_says_which_node_serves_it_and_keys_on_it_say_where_t
     assert_eq!(app.overlay, None);
     assert_eq!(
         app.notice.as_deref(),
-        Some("a-there: NATS with [cluster] is not supported yet")
+        Some(format!("a-there: {}", NO_OWN_PREFIX_IN_CLUSTER).as_str())
     );
     // w goes through the cluster's database to host-b.
     app.update(key(KeyCode::Char('w')));
@@ -1110,7 +1111,7 @@ fn a_remote_sessions_detail_says_which_node_serves_it_and_keys_on_it_say_where_t
     assert_eq!(app.update(key(KeyCode::Char('n'))), []);
     assert_eq!(
         app.notice.as_deref(),
-        Some("c-orphan: NATS with [cluster] is not supported yet")
+        Some(format!("c-orphan: {}", NO_OWN_PREFIX_IN_CLUSTER).as_str())
     );
     let text = screen(&app, now, 150, 24);
     assert!(text.contains("Served by: no host"), "{text}");

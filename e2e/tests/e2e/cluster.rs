@@ -80,6 +80,12 @@ pub(crate) struct Host {
 
 impl Host {
     pub(crate) fn start(setup: &Setup, node: &str) -> Host {
+        Self::start_with(setup, node, "")
+    }
+
+    /// [`Host::start`] with `more` appended to its config (a `[nats]`
+    /// section, say).
+    pub(crate) fn start_with(setup: &Setup, node: &str, more: &str) -> Host {
         let dir = setup.tmp.path().join(node);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -91,7 +97,7 @@ impl Host {
                  [webhook]\nretry_base = \"200ms\"\nretry_max = \"1s\"\n\n\
                  [whatsapp]\nws_url = \"{}\"\nversion = \"2.3000.1015901307\"\n\n\
                  [cluster]\ndatabase_url = \"{}\"\nnode = \"{node}\"\nlease_ttl_secs = {}\n\
-                 renew_every_secs = 2\nmargin_secs = 2\ntakeover_every_secs = 1\ntakeover_batch = 2\n",
+                 renew_every_secs = 2\nmargin_secs = 2\ntakeover_every_secs = 1\ntakeover_batch = 2\n{more}",
                 setup.sim.ws_url(),
                 setup.url,
                 TTL.as_secs()
@@ -133,7 +139,7 @@ impl Host {
             .collect()
     }
 
-    fn connected(sessions: &BTreeMap<String, (String, String)>) -> usize {
+    pub(crate) fn connected(sessions: &BTreeMap<String, (String, String)>) -> usize {
         sessions.values().filter(|(s, _)| s == "Connected").count()
     }
 
@@ -149,6 +155,21 @@ impl Host {
             .status()
             .unwrap();
         assert!(sent.success());
+    }
+}
+
+/// Waits until both hosts together serve all `count` sessions; the host
+/// serving more (or `a` on a tie), then the other.
+pub(crate) async fn busier_first<'h>(
+    a: &'h mut Host,
+    b: &'h mut Host,
+    count: usize,
+) -> (&'h mut Host, &'h mut Host) {
+    let served = until_all_served(&mut [&mut *a, &mut *b], count).await;
+    if served[0].len() >= served[1].len() {
+        (a, b)
+    } else {
+        (b, a)
     }
 }
 
@@ -292,12 +313,7 @@ async fn a_killed_host_s_sessions_connect_on_the_survivor_within_the_lease() {
     let setup = setup(COUNT, &receiver.url()).await;
     let mut a = Host::start(&setup, "host-a");
     let mut b = Host::start(&setup, "host-b");
-    let served = until_all_served(&mut [&mut a, &mut b], COUNT).await;
-    let (dead, survivor) = if served[0].len() >= served[1].len() {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
+    let (dead, survivor) = busier_first(&mut a, &mut b, COUNT).await;
     let moved: Vec<String> = dead.sessions().await.into_keys().collect();
     println!(
         "before: {} serves {}, {} serves {}",
@@ -438,12 +454,7 @@ async fn a_host_paused_past_its_leases_drops_its_sessions_on_waking() {
     let setup = setup(COUNT, &receiver.url()).await;
     let mut a = Host::start(&setup, "host-a");
     let mut b = Host::start(&setup, "host-b");
-    let served = until_all_served(&mut [&mut a, &mut b], COUNT).await;
-    let (paused, other) = if served[0].len() >= served[1].len() {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
+    let (paused, other) = busier_first(&mut a, &mut b, COUNT).await;
     let held = paused.sessions().await.len();
     assert!(held > 0);
 

@@ -10,6 +10,7 @@ mod attach;
 mod cert_guard;
 mod clock;
 mod cluster;
+mod cluster_nats;
 mod cluster_ops;
 mod cluster_views;
 mod crash;

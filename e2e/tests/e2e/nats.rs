@@ -136,7 +136,7 @@ fn start(config: &Path, data: &DataDir) -> Running {
     running
 }
 
-async fn create_stream(js: &jetstream::Context) {
+pub(crate) async fn create_stream(js: &jetstream::Context) {
     js.create_stream(jetstream::stream::Config {
         name: STREAM.into(),
         subjects: vec!["wabridge.>".into()],
@@ -149,14 +149,14 @@ async fn create_stream(js: &jetstream::Context) {
 
 /// One message of the stream as a consumer reads it.
 #[derive(Debug, Clone)]
-struct Stored {
-    subject: String,
-    headers: BTreeMap<String, String>,
-    body: Value,
+pub(crate) struct Stored {
+    pub(crate) subject: String,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Value,
 }
 
 impl Stored {
-    fn message_id(&self) -> Option<String> {
+    pub(crate) fn message_id(&self) -> Option<String> {
         (self.body["event"] == "messages.upsert")
             .then(|| self.body["messages"][0]["id"].as_str().map(str::to_string))
             .flatten()
@@ -195,7 +195,7 @@ async fn stored(js: &jetstream::Context) -> Vec<Stored> {
 
 /// Polls the stream until every message of `ids` is in it; returns what it
 /// holds then.
-async fn until_stored(js: &jetstream::Context, ids: &BTreeSet<String>) -> Vec<Stored> {
+pub(crate) async fn until_stored(js: &jetstream::Context, ids: &BTreeSet<String>) -> Vec<Stored> {
     let deadline = Instant::now() + WAIT;
     loop {
         let all = stored(js).await;
@@ -275,12 +275,16 @@ async fn until_some_stored(js: &jetstream::Context, count: usize) {
 }
 
 /// Every message of `ids` is in the stream exactly once.
-async fn assert_each_stored_once(js: &jetstream::Context, ids: &BTreeSet<String>) {
+pub(crate) async fn assert_each_stored_once(
+    js: &jetstream::Context,
+    ids: &BTreeSet<String>,
+) -> Vec<Stored> {
     let all = until_stored(js, ids).await;
     let counts = copies(&all);
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored twice: {twice:?}");
     assert_eq!(counts.len(), ids.len(), "only the messages sent");
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 
 /// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
 /// only: an applied migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The tables that hold a session's WhatsApp state (credentials, Signal
 /// and app state, caches), each keyed by `session` first: what forgetting
@@ -273,6 +273,28 @@ CREATE TABLE cluster_nodes (
     api_url text,
     started_at timestamptz NOT NULL DEFAULT now()
 );
+"#;
+
+/// The NATS target's outbox in a cluster (`src/nats/`): `webhook_outbox`'s
+/// columns and indexes, a queue of its own so each target moves at its own
+/// pace, as on one host (`outbox/nats.db` beside `outbox.db`).
+const V6: &str = r#"
+CREATE TABLE nats_outbox (
+    seq bigserial PRIMARY KEY,
+    delivery_id text NOT NULL UNIQUE,
+    session text NOT NULL,
+    dedupe_key text,
+    body bytea NOT NULL,
+    created_ms bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_ms bigint NOT NULL,
+    last_error text,
+    dead smallint NOT NULL DEFAULT 0,
+    batch_id text,
+    UNIQUE (session, dedupe_key)
+);
+CREATE INDEX nats_outbox_by_session ON nats_outbox (session, dead, seq);
+CREATE INDEX nats_outbox_by_age ON nats_outbox (session, dead, created_ms);
 "#;
 
 /// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from
