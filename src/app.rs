@@ -465,6 +465,12 @@ async fn start_cluster(
             )
             .await
             .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
+        if let Some(reject) = declared.reject_calls {
+            leases
+                .set_call_policy(&id, reject, declared.call_reply.as_deref())
+                .await
+                .map_err(|e| format!("cluster database {shown}: {e:#}"))?;
+        }
     }
     let timings = cluster.timings();
     tracing::info!(

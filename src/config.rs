@@ -747,16 +747,6 @@ impl Config {
                         .into(),
                 ));
             }
-            if self.cluster.is_some()
-                && (session.reject_calls.is_some() || session.call_reply.is_some())
-            {
-                return Err((
-                    "sessions.reject_calls".into(),
-                    "call rejection with [cluster] is not supported yet: the cluster keeps \
-                     only a session's webhook"
-                        .into(),
-                ));
-            }
         }
         Ok(())
     }
@@ -1417,10 +1407,11 @@ mod tests {
         assert!(e.contains("key `sessions.call_reply`"), "{e}");
         let e = err("[[sessions]]\nid = \"shop\"\nreject_calls = \"yes\"\n");
         assert!(e.contains("line 3"), "{e}");
-        let e = err(
+        // A cluster keeps them in its database.
+        parse(
             "[cluster]\ndatabase_url = \"postgres://127.0.0.1/w\"\nnode = \"a\"\n[[sessions]]\nid = \"shop\"\nreject_calls = true\n",
-        );
-        assert!(e.contains("key `sessions.reject_calls`"), "{e}");
+        )
+        .unwrap();
     }
 
     #[test]

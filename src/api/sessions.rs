@@ -87,11 +87,6 @@ pub async fn start(
             "callReply is sent only after a rejected call: set rejectCalls to true too",
         ));
     }
-    if state.cluster.is_some() && request.reject_calls.is_some() {
-        return Err(ApiError::bad_request(
-            "rejectCalls with [cluster] is not supported yet",
-        ));
-    }
     if state.cluster.is_some() && request.nats_subject.is_some() {
         return Err(ApiError::bad_request(format!(
             "natsSubject: {}",
@@ -187,15 +182,34 @@ async fn cluster_start(
                 format!("cannot save the session in the cluster: {e:#}"),
             ),
         })?;
+    if let Some(reject) = request.reject_calls {
+        cluster
+            .leases
+            .set_call_policy(id, reject, request.call_reply.as_deref())
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot save the call settings in the cluster: {e:#}"),
+                )
+            })?;
+    }
     if state.engine.watch(id).is_none() {
         (cluster.take_now)();
-    } else if request.webhook_url.is_some() || request.webhook_token.is_some() {
+    } else {
         // Served here: the running session at once.
-        state.engine.add_session(
-            id,
-            request.webhook_url.clone(),
-            request.webhook_token.clone(),
-        )?;
+        if request.webhook_url.is_some() || request.webhook_token.is_some() {
+            state.engine.add_session(
+                id,
+                request.webhook_url.clone(),
+                request.webhook_token.clone(),
+            )?;
+        }
+        if let Some(reject) = request.reject_calls {
+            state
+                .engine
+                .set_call_policy(id, reject, request.call_reply.clone())?;
+        }
     }
     loop {
         if let Some(watch) = state.engine.watch(id) {

@@ -42,6 +42,10 @@ pub struct ClusterSession {
     /// A DELETE was asked through some host; the serving host carries it
     /// out (logout, then the session leaves the cluster).
     pub delete_requested: bool,
+    /// The serving host turns calls down, writing `call_reply` to the
+    /// caller when set.
+    pub reject_calls: bool,
+    pub call_reply: Option<String>,
 }
 
 impl ClusterSession {
@@ -54,6 +58,8 @@ impl ClusterSession {
             logged_out: false,
             settings_version: 0,
             delete_requested: false,
+            reject_calls: false,
+            call_reply: None,
         }
     }
 }
@@ -106,6 +112,8 @@ impl Sessions for crate::engine::Engine {
             webhook_url: session.webhook_url.clone(),
             webhook_token: session.webhook_token.clone(),
             logged_out: session.logged_out,
+            reject_calls: session.reject_calls,
+            call_reply: session.call_reply.clone(),
         };
         self.serve_with(&session.id, &settings)
             .map(drop)

@@ -103,6 +103,28 @@ impl PgLeases {
         row.map(|r| r.get(0)).ok_or(AddError::BeingDeleted)
     }
 
+    /// Sets whether the host serving `id` turns calls down, and the line
+    /// it then writes to the caller; the serving host applies it at its
+    /// next renewal. `false` when the cluster has no such session.
+    pub async fn set_call_policy(
+        &self,
+        id: &SessionId,
+        reject: bool,
+        reply: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let conn = self.pool.get().await?;
+        let changed = conn
+            .execute(
+                "UPDATE cluster_sessions
+                    SET reject_calls = $2, call_reply = $3,
+                        settings_version = settings_version + 1
+                  WHERE id = $1",
+                &[&id.as_str(), &reject, &reply],
+            )
+            .await?;
+        Ok(changed > 0)
+    }
+
     /// Asks the cluster to delete `id`: the host serving it (or the next
     /// one to take it) logs it out and forgets it. `false` when the cluster
     /// has no such session.
@@ -245,7 +267,7 @@ impl PgLeases {
 
 /// The columns `cluster_session` reads, of `cluster_sessions c`.
 const SESSION_COLUMNS: &str = "c.id, c.webhook_url, c.webhook_token, c.logged_out, \
-     c.settings_version, c.delete_requested_at IS NOT NULL";
+     c.settings_version, c.delete_requested_at IS NOT NULL, c.reject_calls, c.call_reply";
 
 /// A row of [`SESSION_COLUMNS`]; `None` for an id that is not a valid
 /// session id (never written by wabridge: skipped, not served).
@@ -257,6 +279,8 @@ fn cluster_session(row: &tokio_postgres::Row) -> Option<ClusterSession> {
         logged_out: row.get(3),
         settings_version: row.get::<_, i64>(4) as u64,
         delete_requested: row.get(5),
+        reject_calls: row.get(6),
+        call_reply: row.get(7),
     })
 }
 

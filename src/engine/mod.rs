@@ -113,6 +113,8 @@ pub struct ServedSettings {
     pub webhook_url: Option<String>,
     pub webhook_token: Option<String>,
     pub logged_out: bool,
+    pub reject_calls: bool,
+    pub call_reply: Option<String>,
 }
 
 #[derive(Clone)]
@@ -362,6 +364,8 @@ impl Engine {
                 settings.webhook_url = served.webhook_url.clone();
                 settings.webhook_token = served.webhook_token.clone();
                 settings.logged_out = served.logged_out;
+                settings.reject_calls = served.reject_calls;
+                settings.call_reply = served.call_reply.clone();
             })
             .map_err(|e| EngineError::Storage(e.to_string()))?;
         if let Some(outbound) = &self.inner.outbound {

@@ -170,12 +170,6 @@ fn describe(report: &mut SessionReport, source: &Source) {
             nats.waiting, nats.dead_letters
         ));
     }
-    if source.settings.reject_calls {
-        report.warnings.push(
-            "its call rejection stays behind: call settings are not kept in the cluster yet"
-                .to_string(),
-        );
-    }
     if source.settings.media != Default::default() {
         report.warnings.push(
             "its media URL mode stays behind: the cluster's sessions send media as base64"
@@ -284,13 +278,16 @@ async fn write(
 ) -> anyhow::Result<()> {
     let settings = &source.settings;
     tx.execute(
-        "INSERT INTO cluster_sessions (id, webhook_url, webhook_token, logged_out)
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO cluster_sessions
+                (id, webhook_url, webhook_token, logged_out, reject_calls, call_reply)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &id.as_str(),
             &settings.webhook_url,
             &settings.webhook_token,
             &settings.logged_out,
+            &settings.reject_calls,
+            &settings.call_reply,
         ],
     )
     .await
@@ -322,7 +319,8 @@ async fn verify(
     }
     let row = tx
         .query_one(
-            "SELECT webhook_url, webhook_token, logged_out FROM cluster_sessions WHERE id = $1",
+            "SELECT webhook_url, webhook_token, logged_out, reject_calls, call_reply
+               FROM cluster_sessions WHERE id = $1",
             &[&id.as_str()],
         )
         .await
@@ -331,10 +329,10 @@ async fn verify(
         webhook_url: row.get(0),
         webhook_token: row.get(1),
         logged_out: row.get(2),
+        reject_calls: row.get(3),
+        call_reply: row.get(4),
         // Not kept in the cluster (see `describe`).
         nats_subject: source.settings.nats_subject.clone(),
-        reject_calls: source.settings.reject_calls,
-        call_reply: source.settings.call_reply.clone(),
         media: source.settings.media,
     };
     if settings != source.settings {

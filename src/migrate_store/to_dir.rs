@@ -226,7 +226,8 @@ async fn read_source(run: &Run<'_>, id: &SessionId) -> Result<Source, Stop> {
         .map_err(database)?;
     let row = tx
         .query_opt(
-            "SELECT webhook_url, webhook_token, logged_out, delete_requested_at IS NOT NULL
+            "SELECT webhook_url, webhook_token, logged_out, delete_requested_at IS NOT NULL,
+                    reject_calls, call_reply
                FROM cluster_sessions WHERE id = $1",
             &[&id.as_str()],
         )
@@ -254,6 +255,8 @@ async fn read_source(run: &Run<'_>, id: &SessionId) -> Result<Source, Stop> {
         webhook_token: row.get(1),
         logged_out: row.get(2),
         nats_subject: None,
+        reject_calls: row.get(4),
+        call_reply: row.get(5),
         ..SessionSettings::default()
     };
     let store = db_store::read(&tx, id.as_str())

@@ -162,6 +162,26 @@ async fn operator_changes_are_recorded_in_the_sessions_row() {
     assert!(started.settings_version > logged_out.settings_version);
     assert_eq!(started.webhook_url.as_deref(), Some("http://erp/new"));
 
+    // Calls turned down, with a reply, through any host: the row carries
+    // them to the serving host at a new version.
+    assert!(
+        leases
+            .set_call_policy(&id("a"), true, Some("please write"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !leases
+            .set_call_policy(&id("nobody"), true, None)
+            .await
+            .unwrap()
+    );
+    let rejecting = row(&leases).await;
+    assert!(rejecting.reject_calls);
+    assert_eq!(rejecting.call_reply.as_deref(), Some("please write"));
+    assert!(rejecting.settings_version > started.settings_version);
+    let started = rejecting;
+
     // A DELETE through another host.
     assert!(leases.request_delete(&id("a")).await.unwrap());
     assert!(!leases.request_delete(&id("nobody")).await.unwrap());

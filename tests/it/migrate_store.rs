@@ -220,6 +220,8 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_token: Some("erp-s3cret".into()),
             logged_out: false,
             nats_subject: None,
+            reject_calls: true,
+            call_reply: Some("please write".into()),
             ..SessionSettings::default()
         },
     );
@@ -354,8 +356,11 @@ async fn sessions_go_to_the_database_and_back_with_everything_they_are() {
             webhook_token: Some("erp-s3cret".into()),
             logged_out: false,
             nats_subject: None,
+            reject_calls: true,
+            call_reply: Some("please write".into()),
             ..SessionSettings::default()
-        }
+        },
+        "its call settings went to the cluster and came back"
     );
     let gone = SessionFiles::new(&home, &id("gone"));
     assert!(gone.load_settings().unwrap().logged_out);

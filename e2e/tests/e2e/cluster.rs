@@ -263,6 +263,13 @@ impl Erp {
             .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The bodies of `event` received so far.
+    pub(crate) fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        let seen = self.seen.lock().unwrap();
+        let bodies = seen.iter().map(|(_, body, _)| body);
+        bodies.filter(|b| b["event"] == event).cloned().collect()
+    }
+
     /// Each message id seen in a `messages.upsert`: the delivery ids and
     /// answers of the requests that carried it, in order.
     pub(crate) fn by_message(&self) -> BTreeMap<String, Vec<(String, u16)>> {

@@ -320,3 +320,65 @@ async fn requests_for_a_session_made_to_any_host_are_answered_by_the_one_serving
     .await;
     assert_eq!((status, node), (404, None), "{body}");
 }
+
+/// Calls turned down in a cluster: asked through the host that does not
+/// serve the session, kept in the cluster's row, applied by the serving
+/// host, which rejects the next call and writes the reply to the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_turned_down_through_any_host_are_turned_down_where_the_session_runs() {
+    const REPLY: &str = "This number does not take calls; please write";
+    let erp = Erp::start().await;
+    let setup = setup(2, &erp.url()).await;
+    let mut a = Host::start(&setup, "host-a");
+    let mut b = Host::start(&setup, "host-b");
+    let served = until_all_served(&mut [&mut a, &mut b], 2).await;
+    // A session and the host that does not serve it.
+    let (other, session) = match served[0].keys().next() {
+        Some(id) => (&b, id.clone()),
+        None => (&a, served[1].keys().next().unwrap().clone()),
+    };
+    let device = setup.devices[&session];
+    let asha = Person::asha();
+    setup.sim.add_person(&asha).await;
+
+    let (status, answer) = call(
+        other,
+        reqwest::Method::POST,
+        "/sessions/start",
+        Some(json!({ "sessionId": session, "rejectCalls": true, "callReply": REPLY })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    // Within a renewal (2 s here) the serving host applies it; until then
+    // a call may still ring, so ring until one is turned down.
+    let mut sim_events = setup.sim.events();
+    let deadline = Instant::now() + WAIT;
+    let rejected = loop {
+        let call_id = setup
+            .sim
+            .send_call(device, &asha, Addressing::LidWithPn, false)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if setup.sim.rejected_calls().contains(&call_id) {
+            break call_id;
+        }
+        assert!(Instant::now() < deadline, "no call was turned down");
+    };
+    sim::wait_for(
+        &mut sim_events,
+        WAIT,
+        |e| matches!(e, SimEvent::MessageToPerson { text, .. } if text == REPLY),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    let heard = loop {
+        let calls = erp.events("call.received");
+        if let Some(body) = calls.into_iter().find(|b| b["callId"] == rejected.as_str()) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the ERP never heard of it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(heard["rejected"], true);
+    assert_eq!(heard["sessionId"], session.as_str());
+}

@@ -10,7 +10,7 @@ const MIGRATION_LOCK: i64 = 0x7761_6272_6964_6765;
 
 /// The migrations, in order; migration `n` is `MIGRATIONS[n - 1]`. Append
 /// only: an applied migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The tables that hold a session's WhatsApp state (credentials, Signal
 /// and app state, caches), each keyed by `session` first: what forgetting
@@ -295,6 +295,15 @@ CREATE TABLE nats_outbox (
 );
 CREATE INDEX nats_outbox_by_session ON nats_outbox (session, dead, seq);
 CREATE INDEX nats_outbox_by_age ON nats_outbox (session, dead, created_ms);
+"#;
+
+/// A session's call policy, as the API and `[[sessions]]` set it: the
+/// serving host turns calls down (and writes `call_reply` to the caller)
+/// when `reject_calls`. A change bumps `settings_version` like a webhook's.
+const V7: &str = r#"
+ALTER TABLE cluster_sessions
+    ADD COLUMN reject_calls boolean NOT NULL DEFAULT false,
+    ADD COLUMN call_reply text;
 "#;
 
 /// Brings the database's schema to [`SCHEMA_VERSION`]. Safe to call from
