@@ -34,7 +34,11 @@
 //!    the SQLite file, or the database), then the receiver comes back;
 //!    messages/s from its return to the last message. Webhook retries run
 //!    every 200 ms to 1 s here, so the drain starts within a second.
-//! 3. **Memory per session**: VmRSS of the wabridge process, idle 5 s,
+//! 3. **The API hop** (`cluster/api_hop.rs`, in the default-timings
+//!    failover, before the kill): `/sessions/send` asked of the host
+//!    serving the session and of the other host, which forwards it;
+//!    latency one at a time and sends/s 4 at a time.
+//! 4. **Memory per session**: VmRSS of the wabridge process, idle 5 s,
 //!    with 0 sessions and with the 20 Connected, for both backends, and
 //!    the KiB each extra session costs. The PostgreSQL server's memory is
 //!    not in the host's: it is printed apart, as the PSS of all its
@@ -50,9 +54,12 @@
 //! - `CLUSTER_BENCH_BACKEND_SESSIONS=20`: sessions per backend for the
 //!   forwarding and memory parts;
 //! - `CLUSTER_BENCH_MESSAGES=2000`: messages per forwarding run;
-//! - `CLUSTER_BENCH_PARTS=failover,failover-short,memory,forwarding,drain`:
+//! - `CLUSTER_BENCH_API_SENDS=200`: sends each way in the API hop;
+//! - `CLUSTER_BENCH_PARTS=failover,failover-short,api-hop,memory,forwarding,drain`:
 //!   the parts to run (default: all); e.g. `failover` alone.
 
+#[path = "cluster/api_hop.rs"]
+mod api_hop;
 #[path = "cluster/backends.rs"]
 mod backends;
 #[path = "cluster/failover.rs"]
@@ -79,6 +86,7 @@ use wabridge_sim::sim::Simulator;
 /// The parts of the run `CLUSTER_BENCH_PARTS` picks.
 pub struct Parts {
     pub failover: bool,
+    pub api_hop: bool,
     pub failover_short: bool,
     pub memory: bool,
     pub forwarding: bool,
@@ -88,11 +96,12 @@ pub struct Parts {
 impl Parts {
     fn from_env() -> Parts {
         let list = std::env::var("CLUSTER_BENCH_PARTS")
-            .unwrap_or_else(|_| "failover,failover-short,memory,forwarding,drain".into());
+            .unwrap_or_else(|_| "failover,failover-short,api-hop,memory,forwarding,drain".into());
         let parts: Vec<&str> = list.split(',').map(str::trim).collect();
         let known = [
             "failover",
             "failover-short",
+            "api-hop",
             "memory",
             "forwarding",
             "drain",
@@ -102,6 +111,7 @@ impl Parts {
         }
         Parts {
             failover: parts.contains(&"failover"),
+            api_hop: parts.contains(&"api-hop"),
             failover_short: parts.contains(&"failover-short"),
             memory: parts.contains(&"memory"),
             forwarding: parts.contains(&"forwarding"),
@@ -138,6 +148,7 @@ const SHORT: LeaseTimings = LeaseTimings {
 async fn main() {
     let run = Instant::now();
     let failover_sessions = knob("CLUSTER_BENCH_SESSIONS", 100, 999);
+    let api_sends = knob("CLUSTER_BENCH_API_SENDS", 200, 100_000);
     let parts = Parts::from_env();
     let work = backends::Workload {
         sessions: knob("CLUSTER_BENCH_BACKEND_SESSIONS", 20, 999),
@@ -171,7 +182,7 @@ async fn main() {
         backends::print(&work, &sqlite, &postgres);
     }
 
-    if parts.failover || parts.failover_short {
+    if parts.failover || parts.failover_short || parts.api_hop {
         // The sessions paired above stay; the failover adds the rest.
         let have = cluster.paired.len();
         if failover_sessions > have {
@@ -199,18 +210,20 @@ async fn main() {
             port: server.port(),
             devices: &cluster.paired,
         };
-        if parts.failover {
+        if parts.failover || parts.api_hop {
             failover::measure(
                 &sim,
                 &db,
                 tmp.path(),
                 LeaseTimings::default(),
                 "default timings",
+                parts.api_hop.then_some(api_sends),
             )
             .await;
         }
         if parts.failover_short {
-            failover::measure(&sim, &db, tmp.path(), SHORT, "the e2e test's timings").await;
+            let label = "the e2e test's timings";
+            failover::measure(&sim, &db, tmp.path(), SHORT, label, None).await;
         }
     }
     println!();

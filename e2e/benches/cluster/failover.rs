@@ -28,13 +28,15 @@ pub struct Database<'a> {
 }
 
 /// Runs one failover with `timings` on both hosts and prints its figures
-/// under `label`.
+/// under `label`; first, with `api_sends`, that many sends each way for
+/// the API hop's figures (`api_hop`).
 pub async fn measure(
     sim: &Simulator,
     db: &Database<'_>,
     scratch: &Path,
     timings: LeaseTimings,
     label: &str,
+    api_sends: Option<usize>,
 ) {
     let count = db.devices.len();
     println!();
@@ -92,6 +94,9 @@ pub async fn measure(
     } else {
         (second, first)
     };
+    if let Some(count) = api_sends {
+        super::api_hop::measure(sim, &dead, &survivor, &moved, count).await;
+    }
     let dead_node = dead.node.clone();
     survivor.lines.skip_past();
     let killed = Instant::now();
