@@ -60,7 +60,8 @@ pub struct ReportedStatus {
     pub last_close: Option<LastClose>,
     #[serde(default)]
     pub has_webhook: bool,
-    /// The webhook backlog (counts, the oldest's age, an outbox error).
+    /// The webhook backlog (counts, the oldest's age, an outbox error),
+    /// with the other targets' (NATS) beside it.
     #[serde(default)]
     pub backlog: Option<BacklogInfo>,
     #[serde(default)]
@@ -95,6 +96,9 @@ impl ReportedStatus {
         self.next_retry_at = self.next_retry_at.map(back);
         if let Some(backlog) = &mut self.backlog {
             backlog.oldest_at = backlog.oldest_at.map(back);
+            for other in &mut backlog.beside {
+                other.backlog.oldest_at = other.backlog.oldest_at.map(back);
+            }
         }
         self
     }
@@ -290,5 +294,36 @@ async fn wait_for_change(
                 Err(RecvError::Closed) => return false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{BacklogInfo, TargetBacklog};
+
+    #[test]
+    fn a_report_read_later_dates_every_queue_back_by_then() {
+        let written = Instant::now() + Duration::from_secs(600);
+        let queue = |pending| BacklogInfo {
+            pending,
+            oldest_at: Some(written),
+            ..BacklogInfo::default()
+        };
+        let session = SessionSnapshot {
+            backlog: Some(BacklogInfo {
+                beside: vec![TargetBacklog {
+                    target: "NATS".into(),
+                    backlog: queue(2),
+                }],
+                ..queue(1)
+            }),
+            ..SessionSnapshot::new(SessionId::parse("shop").unwrap())
+        };
+        let read = ReportedStatus::of(&session, written).aged(Duration::from_secs(30));
+        let backlog = read.backlog.unwrap();
+        let then = Some(written - Duration::from_secs(30));
+        assert_eq!(backlog.oldest_at, then);
+        assert_eq!(backlog.beside[0].backlog.oldest_at, then, "NATS's too");
     }
 }

@@ -33,7 +33,7 @@ pub use requests::RequestError;
 use requests::{Done, Op, Request};
 pub use state::{
     BacklogInfo, EngineEvent, InboundMessage, LastClose, LineAction, PeerFailures, QrOffer,
-    SenderNumber, SessionSnapshot, SessionState,
+    SenderNumber, SessionSnapshot, SessionState, TargetBacklog,
 };
 pub use supervisor::Command;
 use supervisor::{Pacing, Publisher, Supervisor};

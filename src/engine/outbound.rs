@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::backend::IncomingMessage;
-use super::state::{BacklogInfo, SessionSnapshot};
+use super::state::{BacklogInfo, SessionSnapshot, TargetBacklog};
 use crate::paths::SessionId;
 use crate::session_files::SessionSettings;
 
@@ -73,6 +73,11 @@ pub trait Outbound: Send + Sync + 'static {
 
     /// What has not got through yet, as last known (no waiting).
     fn backlog(&self, session: &SessionId) -> BacklogInfo;
+
+    /// What views call this target: "webhook", "NATS".
+    fn target_name(&self) -> &'static str {
+        "outbound"
+    }
 
     /// Waits until some backlog changed; returns whose did.
     fn backlog_changes(&self) -> Pin<Box<dyn Future<Output = Vec<SessionId>> + Send + '_>>;
@@ -142,14 +147,28 @@ impl Outbound for Fanout {
         })
     }
 
-    /// The first target's (the webhook's): a session's backlog is what
-    /// its views call the webhook backlog; the other targets show theirs
-    /// in views of their own (`/health`'s and `/metrics`' `nats`).
+    /// The first target's (the webhook's), with the others' `beside` it:
+    /// the API's `/sessions` shows the first as the webhook backlog (the
+    /// others have views of their own there: `/health`'s and `/metrics`'
+    /// `nats`); the dashboard shows them all.
     fn backlog(&self, session: &SessionId) -> BacklogInfo {
-        self.0
-            .first()
-            .map(|o| o.backlog(session))
-            .unwrap_or_default()
+        let Some((first, others)) = self.0.split_first() else {
+            return BacklogInfo::default();
+        };
+        BacklogInfo {
+            beside: others
+                .iter()
+                .map(|o| TargetBacklog {
+                    target: o.target_name().to_string(),
+                    backlog: o.backlog(session),
+                })
+                .collect(),
+            ..first.backlog(session)
+        }
+    }
+
+    fn target_name(&self) -> &'static str {
+        self.0.first().map_or("outbound", |o| o.target_name())
     }
 
     fn backlog_changes(&self) -> Pin<Box<dyn Future<Output = Vec<SessionId>> + Send + '_>> {

@@ -152,6 +152,17 @@ pub struct BacklogInfo {
     /// The outbox cannot be written (disk full, say): incoming messages
     /// stay unacknowledged at WhatsApp, deliveries wait.
     pub write_error: Option<String>,
+    /// The session's other targets' queues (NATS beside the webhook).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beside: Vec<TargetBacklog>,
+}
+
+/// Another target's backlog for the same session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetBacklog {
+    /// As logs name it: "NATS".
+    pub target: String,
+    pub backlog: BacklogInfo,
 }
 
 impl BacklogInfo {

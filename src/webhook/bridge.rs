@@ -138,7 +138,12 @@ impl<T: Transport> Outbound for Hub<T> {
                 now.checked_sub(age).unwrap_or(now)
             }),
             write_error: backlog.write_error,
+            beside: Vec::new(),
         }
+    }
+
+    fn target_name(&self) -> &'static str {
+        T::NAME
     }
 
     fn backlog_changes(

@@ -171,6 +171,13 @@ async fn every_frame_round_trips_and_countdowns_keep_their_time_left() {
                 dead: 1,
                 oldest_at: Some(now - Duration::from_secs(90)),
                 write_error: Some("disk full".into()),
+                beside: vec![wabridge::engine::TargetBacklog {
+                    target: "NATS".into(),
+                    backlog: BacklogInfo {
+                        pending: 3,
+                        ..BacklogInfo::default()
+                    },
+                }],
             }),
             interrupted_sync: Some(6),
             ..SessionSnapshot::new(id("retrying"))

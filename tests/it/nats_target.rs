@@ -13,6 +13,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
+use wabridge::engine::outbound::{Fanout, Outbound};
 use wabridge::nats::transport::{JetStream, NatsSettings};
 use wabridge::session_files::SessionSettings;
 use wabridge::webhook::deliver::{DeliveryVerdict, Transport};
@@ -280,6 +281,32 @@ async fn events_waiting_for_the_server_go_out_as_soon_as_it_is_back() {
         hub.publish_batch(&session, &[(&event, Some(&id))])
             .await
             .unwrap();
+    }
+    // The dashboard's view of the session: the webhook's queue (empty:
+    // this session has no webhook) with NATS's beside it.
+    let webhook = wabridge::webhook::hub::WebhookHub::open(
+        &wabridge::paths::DataDir::new(tmp.path()),
+        Default::default(),
+    )
+    .unwrap();
+    let targets: Vec<std::sync::Arc<dyn Outbound>> = vec![webhook, hub.clone()];
+    let fanout = Fanout(targets);
+    let nats_waiting = |seen: &wabridge::engine::BacklogInfo| {
+        let beside: Vec<_> = seen
+            .beside
+            .iter()
+            .map(|b| (b.target.as_str(), b.backlog.pending))
+            .collect();
+        beside == [("NATS", 5)]
+    };
+    loop {
+        let seen = Outbound::backlog(&fanout, &session);
+        assert_eq!(seen.pending, 0);
+        if nats_waiting(&seen) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Long enough for backoffs to have grown past the wait below.
     tokio::time::sleep(Duration::from_secs(7)).await;

@@ -465,6 +465,7 @@ fn the_webhook_backlog_shows_beside_its_session() {
             dead: 1,
             oldest_at: Some(now - Duration::from_secs(180)),
             write_error: None,
+            beside: Vec::new(),
         },
     ));
     let text = screen(&app, now, 200, 20);
@@ -477,6 +478,29 @@ fn the_webhook_backlog_shows_beside_its_session() {
         2,
         "in the sessions row and the detail pane: {text}"
     );
+
+    // The webhook caught up; NATS, beside it, has not.
+    app.update(Msg::Backlog(
+        id("WA-Dexciss"),
+        wabridge::engine::BacklogInfo {
+            beside: vec![wabridge::engine::TargetBacklog {
+                target: "NATS".into(),
+                backlog: wabridge::engine::BacklogInfo {
+                    pending: 5,
+                    oldest_at: Some(now - Duration::from_secs(120)),
+                    ..Default::default()
+                },
+            }],
+            ..Default::default()
+        },
+    ));
+    let text = screen(&app, now, 200, 20);
+    assert!(!text.contains("webhook:"), "{text}");
+    let rows = text
+        .lines()
+        .filter(|l| l.contains("NATS: 5 waiting, oldest 2m"))
+        .count();
+    assert_eq!(rows, 2, "in the sessions row and the detail pane: {text}");
 }
 
 #[test]

@@ -220,8 +220,23 @@ fn row<'a>(
     Line::from(spans)
 }
 
-/// "webhook: 12 waiting, oldest 3m · 1 dead"; nothing when all is delivered.
+/// "webhook: 12 waiting, oldest 3m · 1 dead", then each other target's
+/// ("NATS: 5 waiting, oldest 2m"); nothing when all is delivered.
 pub(super) fn backlog_words(backlog: &BacklogInfo, now: Instant) -> Option<String> {
+    let targets = std::iter::once(("webhook", backlog)).chain(
+        backlog
+            .beside
+            .iter()
+            .map(|b| (b.target.as_str(), &b.backlog)),
+    );
+    let words: Vec<String> = targets
+        .filter_map(|(target, queue)| Some(format!("{target}: {}", queue_words(queue, now)?)))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" · "))
+}
+
+/// "12 waiting, oldest 3m · 1 dead" of one target's queue.
+fn queue_words(backlog: &BacklogInfo, now: Instant) -> Option<String> {
     let mut parts = Vec::new();
     if backlog.pending > 0 {
         let age = backlog
@@ -236,7 +251,7 @@ pub(super) fn backlog_words(backlog: &BacklogInfo, now: Instant) -> Option<Strin
     if let Some(error) = &backlog.write_error {
         parts.push(format!("outbox cannot write: {error}"));
     }
-    (!parts.is_empty()).then(|| format!("webhook: {}", parts.join(" · ")))
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// "attempt 3 · retry in 17s · network error", "code 2 of 6 · 42s", ...
