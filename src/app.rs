@@ -22,7 +22,6 @@ use crate::engine::whatsapp::{PgBackend, WhatsAppBackend, pg_store};
 use crate::media_store::MediaStore;
 use crate::nats::NatsHub;
 use crate::paths::{DataDir, DataDirError, SessionId};
-use crate::webhook::deliver::DeliverySettings;
 use crate::webhook::hub::WebhookHub;
 use crate::webhook::pg_outbox::FenceSource;
 use crate::{api, headless, import, logging, migrate_store, tui};
@@ -245,11 +244,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
         let (engine, cluster, nats) = match &config.cluster {
             None => {
                 let hooks = WebhookHub::open(&data, config.webhook.delivery_settings())?;
-                let (outbound, nats) = beside_nats(&config, hooks, |settings, delivery| {
-                    let data = data.clone();
-                    async move { crate::nats::open_hub(&data, &settings, delivery).await }
-                })
-                .await?;
+                let delivery = config.webhook.delivery_settings();
+                let nats = match nats_settings(&config) {
+                    Some(settings) => Some(crate::nats::open_hub(&data, &settings, delivery).await?),
+                    None => None,
+                };
+                let outbound = fan_out(hooks, nats.as_ref());
                 let engine =
                     Engine::with_outbound(backend, data.clone(), config.backoff.into(), outbound);
                 engine.limit_handshakes(config.whatsapp.max_concurrent_handshakes);
@@ -442,11 +442,15 @@ async fn start_cluster(
         config.webhook.delivery_settings(),
     )
     .await?;
-    let (outbound, nats) = beside_nats(config, hooks, |settings, delivery| {
-        let (pool, fences) = (pool.clone(), fence_source());
-        async move { crate::nats::open_cluster_hub(pool, fences, &settings, delivery).await }
-    })
-    .await?;
+    let delivery = config.webhook.delivery_settings();
+    let nats = match nats_settings(config) {
+        Some(settings) => Some(
+            crate::nats::open_cluster_hub(pool.clone(), fence_source(), &settings, delivery)
+                .await?,
+        ),
+        None => None,
+    };
+    let outbound = fan_out(hooks, nats.as_ref());
     let backend = PgBackend {
         whatsapp: backend,
         pool: pool.clone(),
@@ -528,29 +532,23 @@ async fn start_cluster(
     ))
 }
 
-/// The outbound targets: `hooks`, and with `[nats]` the NATS target beside
-/// it, which `open` opens (its queue in the data dir, or in a cluster's
-/// database); the NATS hub is returned too, for the API's views.
-async fn beside_nats<F, Opened>(
-    config: &Config,
-    hooks: Arc<WebhookHub>,
-    open: F,
-) -> Result<(Arc<dyn Outbound>, Option<Arc<NatsHub>>), String>
-where
-    F: FnOnce(crate::nats::transport::NatsSettings, DeliverySettings) -> Opened,
-    Opened: std::future::Future<Output = Result<Arc<NatsHub>, String>>,
-{
-    let Some(nats_config) = &config.nats else {
-        return Ok((hooks, None));
-    };
-    let settings = nats_config.settings();
+/// With `[nats]`: its settings, and the log says where events go.
+fn nats_settings(config: &Config) -> Option<crate::nats::transport::NatsSettings> {
+    let settings = config.nats.as_ref()?.settings();
     tracing::info!(
         "events also go to NATS JetStream at {} under {}.<session>.<event>",
         crate::nats::transport::shown_url(&settings.url),
         settings.subject_prefix
     );
-    let hub = open(settings, config.webhook.delivery_settings()).await?;
-    Ok((Arc::new(Fanout(vec![hooks, hub.clone()])), Some(hub)))
+    Some(settings)
+}
+
+/// The outbound targets: `hooks`, and the NATS target beside it if any.
+fn fan_out(hooks: Arc<WebhookHub>, nats: Option<&Arc<NatsHub>>) -> Arc<dyn Outbound> {
+    match nats {
+        Some(nats) => Arc::new(Fanout(vec![hooks, nats.clone()])),
+        None => hooks,
+    }
 }
 
 /// The dashboard of the service running on `data`, until the operator
@@ -637,7 +635,7 @@ async fn start_api(
     };
     let mut state = api::ApiState::with_access(engine, access);
     if let Some(cluster) = &cluster {
-        publish_api_url(config, cluster, bound).await;
+        publish_api_url(config, cluster, bound);
     }
     state.cluster = cluster;
     state.cluster_view = cluster_view;
@@ -665,10 +663,20 @@ async fn start_api(
 }
 
 /// Tells the cluster's other hosts where this host's API answers, so that
-/// they forward requests for its sessions here.
-async fn publish_api_url(config: &Config, cluster: &ClusterControl, bound: std::net::SocketAddr) {
+/// they forward requests for its sessions here; tried again every few
+/// seconds until the database takes it (meanwhile they answer 503 naming
+/// this host).
+fn publish_api_url(config: &Config, cluster: &ClusterControl, bound: std::net::SocketAddr) {
     let url = config.cluster_api_url(bound);
     match &url {
+        Some(url)
+            if bound.ip().is_loopback()
+                && config.cluster.as_ref().is_some_and(|c| c.api_url.is_none()) =>
+        {
+            tracing::warn!(
+                "other hosts forward requests for this host's sessions to {url}, a loopback address: only hosts on this machine can; set [cluster] api_url"
+            )
+        }
         Some(url) => {
             tracing::info!("other hosts forward requests for this host's sessions to {url}")
         }
@@ -676,13 +684,22 @@ async fn publish_api_url(config: &Config, cluster: &ClusterControl, bound: std::
             "the API listens on {bound}, an address other hosts cannot call: requests for this host's sessions made to them are refused until [cluster] api_url is set"
         ),
     }
-    if let Err(e) = cluster
-        .leases
-        .register_node(&cluster.node, url.as_deref())
-        .await
-    {
-        tracing::warn!("cannot publish this host's API address in the cluster's database: {e:#}");
-    }
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        loop {
+            match cluster
+                .leases
+                .register_node(&cluster.node, url.as_deref())
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(
+                    "cannot publish this host's API address in the cluster's database (trying again in 5 s): {e:#}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
 }
 
 /// Expired media goes even when no new media comes to trigger the budget.

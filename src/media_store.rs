@@ -162,23 +162,14 @@ impl MediaStore {
     /// Files are dated by their description's clock (`now_ms`), partial ones
     /// by the file system's.
     pub fn sweep(&self, now_ms: i64, keep: Option<&str>) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(Listing { described, files }) = self.listing() else {
             return;
         };
         let mut kept = Vec::new();
-        let mut files = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json") {
-                match fs::read(entry.path())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<MediaMeta>(&b).ok())
-                {
-                    Some(meta) if !self.expired(&meta, now_ms) => kept.push((id.to_string(), meta)),
-                    _ => self.remove(id),
-                }
-            } else {
-                files.push((name, entry));
+        for (id, meta) in described {
+            match meta {
+                Some(meta) if !self.expired(&meta, now_ms) => kept.push((id, meta)),
+                _ => self.remove(&id),
             }
         }
         // What a crash left: partial downloads, a file without its
@@ -213,25 +204,36 @@ impl MediaStore {
 
     /// Removes every file kept for `session`: its DELETE. Returns how many.
     pub fn forget_session(&self, session: &str) -> usize {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(Listing { described, .. }) = self.listing() else {
             return 0;
         };
         let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            let theirs = fs::read(entry.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<MediaMeta>(&b).ok())
-                .is_some_and(|meta| meta.session.as_deref() == Some(session));
-            if theirs {
-                self.remove(id);
+        for (id, meta) in described {
+            if meta.is_some_and(|meta| meta.session.as_deref() == Some(session)) {
+                self.remove(&id);
                 removed += 1;
             }
         }
         removed
+    }
+
+    /// What the folder holds.
+    fn listing(&self) -> std::io::Result<Listing> {
+        let mut described = Vec::new();
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match name.strip_suffix(".json") {
+                Some(id) => {
+                    let meta = fs::read(entry.path())
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<MediaMeta>(&b).ok());
+                    described.push((id.to_string(), meta));
+                }
+                None => files.push((name, entry)),
+            }
+        }
+        Ok(Listing { described, files })
     }
 
     fn expired(&self, meta: &MediaMeta, now_ms: i64) -> bool {
@@ -250,6 +252,13 @@ impl MediaStore {
     fn meta_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
+}
+
+/// The media folder's entries: each description (its id, and what it
+/// says unless it cannot be read), and every other entry by name.
+struct Listing {
+    described: Vec<(String, Option<MediaMeta>)>,
+    files: Vec<(String, fs::DirEntry)>,
 }
 
 /// A download under way: refuses to grow past the cap; removed unless

@@ -35,7 +35,7 @@
 //!    messages/s from its return to the last message. Webhook retries run
 //!    every 200 ms to 1 s here, so the drain starts within a second.
 //! 3. **The API hop** (`cluster/api_hop.rs`, in the default-timings
-//!    failover, before the kill): `/sessions/send` asked of the host
+//!    failover, before the kill; `api-hop` alone runs that failover too): `/sessions/send` asked of the host
 //!    serving the session and of the other host, which forwards it;
 //!    latency one at a time and sends/s 4 at a time.
 //! 4. **Memory per session**: VmRSS of the wabridge process, idle 5 s,

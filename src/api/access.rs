@@ -101,13 +101,18 @@ impl AccessPolicy {
         if host == "localhost" || host.ends_with(".localhost") {
             return true;
         }
+        let listed = || {
+            self.allowed_hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(&host))
+        };
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            return ip.is_loopback() || self.listen.is_some_and(|l| l.ip() == ip);
+            // An address the operator listed too: a cluster host's
+            // `api_url` (`http://10.0.0.5:3000`) while it listens on 0.0.0.0.
+            return ip.is_loopback() || self.listen.is_some_and(|l| l.ip() == ip) || listed();
         }
-        self.allowed_hosts
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(&host))
+        listed()
     }
 
     /// The caller is allowed everything: by address, or by token.

@@ -3,7 +3,10 @@
 //! `cluster_nodes` as it starts), so the ERP, or a load balancer in front
 //! of the hosts, may call any host: sends, lookups, reconnects, QR codes
 //! and dead letters answer wherever they are asked, as the serving host
-//! answers them, with `X-Wabridge-Node` naming that host.
+//! answers them; a forwarded answer has `X-Wabridge-Node` naming that host.
+//! While no host serves a session the cluster has (a takeover under way),
+//! the answer is 503 with `Retry-After`, not a 404 the ERP could take for
+//! good.
 //!
 //! A forwarded request carries `X-Wabridge-Forwarded-By`, and a host
 //! answers such a request itself, whatever it serves: two hosts whose
@@ -53,12 +56,13 @@ pub async fn to_owner(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, body_limit(parts.uri.path())).await {
+    let limit = body_limit(parts.uri.path());
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(_) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is too large",
+                format!("cannot read the request body: over {limit} bytes, or cut off"),
             )
             .into_response();
         }
@@ -75,7 +79,7 @@ pub async fn to_owner(
         Ok(Some((node, _))) if node == cluster.node => return here(parts, body).await,
         Ok(Some(owner)) => owner,
         // No host serves it: the handler says so as on one host.
-        Ok(None) => return here(parts, body).await,
+        Ok(None) => return unserved(cluster, &id, here(parts, body)).await,
         Err(e) => {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -96,6 +100,29 @@ pub async fn to_owner(
         .into_response();
     };
     forward(&cluster.node, &node, &api_url, &parts, body).await
+}
+
+/// A session no host serves right now: 503 with `Retry-After` when the
+/// cluster has it (a takeover is under way: the ERP should send again in a
+/// moment, not give up); otherwise the handler's own answer (a 404 for an
+/// id nobody knows, as on one host).
+async fn unserved(
+    cluster: &crate::cluster::control::ClusterControl,
+    id: &SessionId,
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
+    if !matches!(cluster.leases.has_session(id).await, Ok(true)) {
+        return handler.await;
+    }
+    let mut answer = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("no host serves {id} at this moment (it is being taken over); try again in a few seconds"),
+    )
+    .into_response();
+    answer
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    answer
 }
 
 /// Sends the request on to `node` at `api_url` and hands back its answer.
@@ -121,28 +148,25 @@ async fn forward(
     }
     let answer = match request.send().await {
         Ok(answer) => answer,
-        Err(e) => {
+        // Not reached: nothing was done there.
+        Err(e) if e.is_connect() => {
             return ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!(
-                    "the session is served by {node}, which did not answer at {api_url}: {}",
-                    without_url(&e)
+                    "the session is served by {node}, which cannot be reached at {api_url}: {}",
+                    with_causes(e)
                 ),
             )
             .into_response();
         }
+        // Reached, and then silent: a send may have gone out there.
+        Err(e) => return no_answer(node, e),
     };
     let status = answer.status();
     let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
     let body = match answer.bytes().await {
         Ok(body) => body,
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("{node} broke off its answer: {}", without_url(&e)),
-            )
-            .into_response();
-        }
+        Err(e) => return no_answer(node, e),
     };
     let mut headers = HeaderMap::new();
     if let Some(content_type) = content_type {
@@ -168,10 +192,27 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
-/// reqwest's error says what failed; its URL is in our sentence already.
-fn without_url(error: &reqwest::Error) -> String {
+/// The serving host took the request and gave no (whole) answer: 504, and
+/// the caller is told the request may have been carried out (a send
+/// retried blindly could reach the customer twice).
+fn no_answer(node: &str, error: reqwest::Error) -> Response {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "{node}, which serves the session, took the request but gave no answer ({}); \
+             it may have been carried out: check before sending again",
+            with_causes(error)
+        ),
+    )
+    .into_response()
+}
+
+/// reqwest's error and what is under it, without its URL (our sentence
+/// names the host already).
+fn with_causes(error: reqwest::Error) -> String {
+    let error = error.without_url();
     let mut text = error.to_string();
-    let mut layer = std::error::Error::source(error);
+    let mut layer = std::error::Error::source(&error);
     while let Some(inner) = layer {
         text.push_str(": ");
         text.push_str(&inner.to_string());

@@ -105,7 +105,9 @@ impl PgLeases {
 
     /// Sets whether the host serving `id` turns calls down, and the line
     /// it then writes to the caller; the serving host applies it at its
-    /// next renewal. `false` when the cluster has no such session.
+    /// next renewal. `false` when nothing changed (the same policy, or no
+    /// such session): a host's start re-declaring its config then moves no
+    /// version.
     pub async fn set_call_policy(
         &self,
         id: &SessionId,
@@ -118,7 +120,7 @@ impl PgLeases {
                 "UPDATE cluster_sessions
                     SET reject_calls = $2, call_reply = $3,
                         settings_version = settings_version + 1
-                  WHERE id = $1",
+                  WHERE id = $1 AND (reject_calls, call_reply) IS DISTINCT FROM ($2, $3)",
                 &[&id.as_str(), &reject, &reply],
             )
             .await?;

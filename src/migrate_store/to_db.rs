@@ -89,7 +89,7 @@ async fn refuse_if_present(
     let mut present = Vec::new();
     let checks = std::iter::once(("cluster_sessions", "id"))
         .chain(SESSION_TABLES.iter().map(|t| (*t, "session")))
-        .chain(std::iter::once(("webhook_outbox", "session")));
+        .chain([("webhook_outbox", "session"), ("nats_outbox", "session")]);
     for (table, column) in checks {
         let n: i64 = tx
             .query_one(

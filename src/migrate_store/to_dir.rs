@@ -471,8 +471,26 @@ async fn swap(
                 .into(),
         ));
     }
+    // The NATS queue does not move (a single host's is outbox/nats.db):
+    // what it still holds must be published first, never dropped.
+    let unpublished: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM nats_outbox WHERE session = $1 AND dead IN (0, 1)",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(|e| failed(&e))?
+        .get(0);
+    if unpublished > 0 {
+        return Err(Stop::Failed(format!(
+            "{unpublished} NATS event(s) of the session wait in the cluster's NATS queue (or are \
+             dead letters there): publish or replay them from a host with [nats] first; the data \
+             dir's copy was undone, the cluster keeps serving it"
+        )));
+    }
     for table in SESSION_TABLES.iter().map(|t| (*t, "session")).chain([
         ("webhook_outbox", "session"),
+        ("nats_outbox", "session"),
         ("cluster_sessions", "id"),
         ("session_leases", "session"),
     ]) {

@@ -761,3 +761,98 @@ async fn in_a_cluster_the_views_name_the_node_and_alone_they_do_not() {
         "{metrics}"
     );
 }
+
+/// What a host answers for a session it does not serve when it cannot
+/// forward the request (`api/forward.rs`), against a real PostgreSQL: no
+/// host serves it at this moment (503, `Retry-After`), its host publishes
+/// no address (503 naming it), its host took the request and hung up (504:
+/// it may have been carried out); an id the cluster does not know is 404.
+#[tokio::test]
+async fn in_a_cluster_a_request_that_cannot_be_forwarded_says_why() {
+    support::install_tls();
+    let server = tokio::task::spawn_blocking(wabridge_sim::postgres::TestPostgres::start)
+        .await
+        .unwrap();
+    let pool = wabridge::engine::whatsapp::pg_store::pool_from_url(&server.url()).unwrap();
+    wabridge::engine::whatsapp::pg_store::migrate(&pool)
+        .await
+        .unwrap();
+    let leases = wabridge::cluster::store::PgLeases { pool: pool.clone() };
+    let away = SessionId::parse("away").unwrap();
+    leases.add_session(&away, None, None).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        FakeBackend::default(),
+        DataDir::new(tmp.path().join("data")),
+        support::fast_policy(),
+    );
+    let mut state = ApiState::new(engine, String::new());
+    state.cluster = Some(wabridge::cluster::control::ClusterControl {
+        node: "host-a".into(),
+        leases: leases.clone(),
+        take_now: std::sync::Arc::new(|| {}),
+    });
+    let app = router(state);
+    let reconnect = |id: &str| {
+        let app = app.clone();
+        let request = Request::post(format!("/sessions/{id}/reconnect"))
+            .body(Body::empty())
+            .unwrap();
+        async move {
+            let answer = app.oneshot(request).await.unwrap();
+            let (status, headers) = (answer.status(), answer.headers().clone());
+            let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            (
+                status,
+                headers,
+                body["error"].as_str().unwrap_or("").to_string(),
+            )
+        }
+    };
+
+    let (status, headers, error) = reconnect("away").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert_eq!(headers["retry-after"], "5");
+    assert!(error.contains("being taken over"), "{error}");
+    let (status, _, _) = reconnect("nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // host-b takes it and has published no address (yet).
+    wabridge::engine::whatsapp::pg_store::take_lease(
+        &pool,
+        "away",
+        "host-b",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (status, _, error) = reconnect("away").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert!(
+        error.contains("host-b") && error.contains("api_url"),
+        "{error}"
+    );
+
+    // Its address takes the request and hangs up without an answer.
+    let hangs_up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = hangs_up.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = hangs_up.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut head).await;
+            drop(socket);
+        }
+    });
+    leases
+        .register_node("host-b", Some(&format!("http://{address}")))
+        .await
+        .unwrap();
+    let (status, _, error) = reconnect("away").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{error}");
+    assert!(error.contains("may have been carried out"), "{error}");
+}

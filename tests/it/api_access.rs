@@ -103,21 +103,23 @@ async fn a_foreign_host_is_refused_as_dns_rebinding_and_loopback_names_pass() {
 }
 
 #[tokio::test]
-async fn a_name_in_allowed_hosts_passes() {
+async fn a_name_or_an_address_in_allowed_hosts_passes() {
     let api = serve_with(|addr| AccessPolicy {
-        allowed_hosts: vec!["bridge.erp.internal".to_string()],
+        // The address: how a cluster's other hosts name this one
+        // (`[cluster] api_url`) while it listens on 0.0.0.0.
+        allowed_hosts: vec!["bridge.erp.internal".to_string(), "10.0.0.5".to_string()],
         listen: Some(addr),
         ..AccessPolicy::default()
     })
     .await;
-    let (status, _) = raw(
-        api.addr,
-        "GET /sessions",
-        &["Host: bridge.erp.internal:3000"],
-        "",
-    )
-    .await;
-    assert_eq!(status, 200);
+    for (host, want) in [
+        ("bridge.erp.internal:3000", 200),
+        ("10.0.0.5:3000", 200),
+        ("10.0.0.6:3000", 403),
+    ] {
+        let (status, body) = raw(api.addr, "GET /sessions", &[&format!("Host: {host}")], "").await;
+        assert_eq!(status, want, "{host}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -177,6 +177,17 @@ async fn operator_changes_are_recorded_in_the_sessions_row() {
             .unwrap()
     );
     let rejecting = row(&leases).await;
+    assert!(
+        !leases
+            .set_call_policy(&id("a"), true, Some("please write"))
+            .await
+            .unwrap(),
+        "the same policy again changes nothing"
+    );
+    assert_eq!(
+        row(&leases).await.settings_version,
+        rejecting.settings_version
+    );
     assert!(rejecting.reject_calls);
     assert_eq!(rejecting.call_reply.as_deref(), Some("please write"));
     assert!(rejecting.settings_version > started.settings_version);

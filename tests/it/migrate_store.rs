@@ -761,3 +761,61 @@ async fn an_interrupted_move_into_the_data_dir_is_never_loaded_and_the_next_run_
         [id("done"), id("early"), id("shop")]
     );
 }
+
+/// The NATS queue does not move into a data dir: a session whose events
+/// still wait there (or are dead letters) stays in the cluster, its copy
+/// undone, until they are published; then it moves.
+#[tokio::test]
+async fn a_session_with_unpublished_nats_events_stays_in_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = imported(tmp.path(), &["back"]).await;
+    let (server, pool) = database().await;
+    let report = run(&data, &server.url(), Direction::ToDb, &[], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "back"), Outcome::Copied, "{report}");
+    let conn = pool.get().await.unwrap();
+    conn.execute(
+        "INSERT INTO nats_outbox (delivery_id, session, body, created_ms, next_attempt_ms)
+         VALUES ('wab-nats-1', 'back', '\\x7b7d', 1, 1)",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let home = DataDir::new(tmp.path().join("home"));
+    let report = run(&home, &server.url(), Direction::ToDir, &["back"], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "back"), Outcome::Failed, "{report}");
+    assert!(
+        reason(&report, "back").contains("1 NATS event(s) of the session wait"),
+        "{report}"
+    );
+    assert!(home.saved_sessions().unwrap().is_empty());
+    assert!(
+        !everything_of(&pool, "back").await.is_empty(),
+        "the cluster keeps it"
+    );
+
+    // Published (a tombstone now): it moves, the tombstone with it.
+    conn.execute(
+        "UPDATE nats_outbox SET dead = 2 WHERE delivery_id = 'wab-nats-1'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let report = run(&home, &server.url(), Direction::ToDir, &["back"], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&report, "back"), Outcome::Copied, "{report}");
+    let left: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM nats_outbox WHERE session = 'back'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}

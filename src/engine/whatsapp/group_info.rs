@@ -14,6 +14,8 @@ use whatsapp_rust::prelude::Client;
 const GROUP_INFO_TTL: Duration = Duration::from_secs(3600);
 /// How long a message waits for its group's first metadata fetch.
 const GROUP_FETCH_WAIT: Duration = Duration::from_secs(5);
+/// A group is fetched out of turn (`GroupCache::refetch`) at most this often.
+const REFETCH_PAUSE: Duration = Duration::from_secs(60);
 /// After a failed fetch, messages of that group stop waiting for this long.
 const GROUP_FETCH_PAUSE: Duration = Duration::from_secs(300);
 
@@ -83,6 +85,8 @@ pub struct GroupCache {
     entries: Mutex<HashMap<String, Arc<GroupEntry>>>,
     /// When a group's fetch last failed.
     failed: Mutex<HashMap<String, Instant>>,
+    /// When a group was last fetched out of turn (`refetch`).
+    refetched: Mutex<HashMap<String, Instant>>,
 }
 
 impl GroupCache {
@@ -139,12 +143,25 @@ impl GroupCache {
 }
 
 impl GroupCache {
-    /// Drops what is cached of `chat`, so its next lookup fetches it (a
-    /// member just made admin acts before the hourly refresh).
-    pub fn forget(&self, chat: &Jid) {
+    /// The group fetched now, out of turn (a member just made admin acts
+    /// before the hourly refresh), at most once a `REFETCH_PAUSE` per group
+    /// so that a member forging admin actions cannot make us fetch on each
+    /// one; `None` when paused or the fetch fails.
+    pub async fn refetch(&self, client: &Arc<Client>, chat: &Jid) -> Option<Arc<GroupEntry>> {
         let key = chat.to_string();
+        {
+            let mut refetched = lock(&self.refetched);
+            if refetched
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < REFETCH_PAUSE)
+            {
+                return None;
+            }
+            refetched.insert(key.clone(), Instant::now());
+        }
         lock(&self.entries).remove(&key);
         lock(&self.failed).remove(&key);
+        self.lookup(client, chat).await
     }
 }
 

@@ -124,8 +124,8 @@ impl DurabilityHook {
     /// The author of a message someone else deleted, when that someone is
     /// an admin of the group it was in; `None` otherwise (a member cannot
     /// delete another's message: such a key is forged, and dropped). The
-    /// group's admins are fetched again before a refusal, so one made
-    /// admin since the last fetch is not refused.
+    /// group's admins are fetched again before a refusal (at most once a
+    /// minute per group), so one just made admin is not refused.
     async fn deleted_by_admin(
         &self,
         client: &Arc<Client>,
@@ -136,10 +136,21 @@ impl DurabilityHook {
             return None;
         }
         let deleter = source.sender.user.as_str();
-        let mut group = self.groups.lookup(client, &source.chat).await?;
-        if !group.is_admin(deleter) {
-            self.groups.forget(&source.chat);
-            group = self.groups.lookup(client, &source.chat).await?;
+        let unknown_group = || {
+            tracing::warn!(
+                "a delete in {} by {} is dropped: the group's admins cannot be fetched",
+                source.chat,
+                source.sender
+            );
+        };
+        let Some(mut group) = self.groups.lookup(client, &source.chat).await else {
+            unknown_group();
+            return None;
+        };
+        if !group.is_admin(deleter)
+            && let Some(fresh) = self.groups.refetch(client, &source.chat).await
+        {
+            group = fresh;
         }
         if !group.is_admin(deleter) {
             tracing::info!(
