@@ -78,7 +78,7 @@ pub async fn to_owner(
     let owner = match cluster.leases.owner_api(&id).await {
         Ok(Some((node, _))) if node == cluster.node => return here(parts, body).await,
         Ok(Some(owner)) => owner,
-        // No host serves it: the handler says so as on one host.
+        // No host serves it now: `unserved` says whether to wait.
         Ok(None) => return unserved(cluster, &id, here(parts, body)).await,
         Err(e) => {
             return ApiError::new(
