@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{ApiError, ApiState};
+use crate::cluster::store::Published;
 use crate::paths::SessionId;
 
 /// Set on a request one host forwards to another.
@@ -88,18 +89,22 @@ pub async fn to_owner(
             .into_response();
         }
     };
-    let (node, Some(api_url)) = owner else {
-        return ApiError::new(
+    match owner {
+        (node, Published::At(api_url)) => {
+            forward(&cluster.node, &node, &api_url, &parts, body).await
+        }
+        (node, Published::NotYet) => retry_soon(format!(
+            "session {id} is served by {node}, which has not published its API address yet (it is starting)"
+        )),
+        (node, Published::Nothing) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "session {id} is served by {}, which publishes no API address to forward to \
-                 (set [cluster] api_url in its config); call that host",
-                owner.0
+                "session {id} is served by {node}, which publishes no API address to forward to \
+                 (set [cluster] api_url in its config); call that host"
             ),
         )
-        .into_response();
-    };
-    forward(&cluster.node, &node, &api_url, &parts, body).await
+        .into_response(),
+    }
 }
 
 /// A session no host serves right now: 503 with `Retry-After` when the
@@ -114,9 +119,16 @@ async fn unserved(
     if !matches!(cluster.leases.has_session(id).await, Ok(true)) {
         return handler.await;
     }
+    retry_soon(format!(
+        "no host serves {id} at this moment (it is being taken over)"
+    ))
+}
+
+/// 503 with `Retry-After`: `why`, and that it passes by itself.
+fn retry_soon(why: String) -> Response {
     let mut answer = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        format!("no host serves {id} at this moment (it is being taken over); try again in a few seconds"),
+        format!("{why}; try again in a few seconds"),
     )
     .into_response();
     answer

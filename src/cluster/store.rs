@@ -13,6 +13,17 @@ use super::manager::{ClusterSession, LeaseStore};
 use crate::engine::whatsapp::pg_store;
 use crate::paths::SessionId;
 
+/// What a host published of its API (`cluster_nodes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Nothing yet: it is starting (or cannot reach the database).
+    NotYet,
+    /// That others cannot call it (no `[cluster] api_url`, an API on
+    /// 0.0.0.0).
+    Nothing,
+    At(String),
+}
+
 /// Why a session could not be added to the cluster's list.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
@@ -233,22 +244,26 @@ impl PgLeases {
         Ok(())
     }
 
-    /// The node holding an unexpired lease on `id` and the API address it
-    /// published, if any.
-    pub async fn owner_api(
-        &self,
-        id: &SessionId,
-    ) -> anyhow::Result<Option<(String, Option<String>)>> {
+    /// The node holding an unexpired lease on `id`, and what it published
+    /// of its API, if any.
+    pub async fn owner_api(&self, id: &SessionId) -> anyhow::Result<Option<(String, Published)>> {
         let conn = self.pool.get().await?;
         let row = conn
             .query_opt(
-                "SELECT l.owner, n.api_url FROM session_leases l
+                "SELECT l.owner, n.node IS NOT NULL, n.api_url FROM session_leases l
                    LEFT JOIN cluster_nodes n ON n.node = l.owner
                   WHERE l.session = $1 AND l.expires_at > now()",
                 &[&id.as_str()],
             )
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row.map(|r| {
+            let published = match (r.get::<_, bool>(1), r.get::<_, Option<String>>(2)) {
+                (false, _) => Published::NotYet,
+                (true, None) => Published::Nothing,
+                (true, Some(url)) => Published::At(url),
+            };
+            (r.get(0), published)
+        }))
     }
 
     /// Every lease: (session, owner, unexpired), by session.

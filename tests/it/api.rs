@@ -820,7 +820,8 @@ async fn in_a_cluster_a_request_that_cannot_be_forwarded_says_why() {
     let (status, _, _) = reconnect("nobody").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // host-b takes it and has published no address (yet).
+    // host-b takes it: starting, it has published nothing yet; then, that
+    // it cannot be called.
     wabridge::engine::whatsapp::pg_store::take_lease(
         &pool,
         "away",
@@ -830,8 +831,17 @@ async fn in_a_cluster_a_request_that_cannot_be_forwarded_says_why() {
     .await
     .unwrap()
     .unwrap();
-    let (status, _, error) = reconnect("away").await;
+    let (status, headers, error) = reconnect("away").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert_eq!(headers["retry-after"], "5");
+    assert!(
+        error.contains("host-b") && error.contains("not published"),
+        "{error}"
+    );
+    leases.register_node("host-b", None).await.unwrap();
+    let (status, headers, error) = reconnect("away").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert!(headers.get("retry-after").is_none());
     assert!(
         error.contains("host-b") && error.contains("api_url"),
         "{error}"
