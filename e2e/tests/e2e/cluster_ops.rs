@@ -13,8 +13,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cluster::{Erp, Host, WAIT, setup, until_all_served};
+use super::cluster::{Erp, Host, Setup, WAIT, setup, until_all_served};
 use crate::support::sim::{self, Action, Addressing, Person, SimEvent, Target};
+
+/// Two hosts sharing the setup's two sessions, both served; returns the
+/// host serving the first session of `host-a`'s (or `host-b`'s), the
+/// other host, and that session.
+async fn serving_other_and_session(setup: &Setup) -> (Host, Host, String) {
+    let mut a = Host::start(setup, "host-a");
+    let mut b = Host::start(setup, "host-b");
+    let served = until_all_served(&mut [&mut a, &mut b], 2).await;
+    match served[0].keys().next() {
+        Some(id) => (a, b, id.clone()),
+        None => (b, a, served[1].keys().next().unwrap().clone()),
+    }
+}
 
 /// `method` on `host`'s API: (status, body).
 async fn call(
@@ -74,13 +87,8 @@ async fn a_webhook_change_and_a_delete_through_the_other_host_reach_the_serving_
     let first = Erp::start().await;
     let second = Erp::start().await;
     let setup = setup(2, &first.url()).await;
-    let mut a = Host::start(&setup, "host-a");
-    let mut b = Host::start(&setup, "host-b");
-    let served = until_all_served(&mut [&mut a, &mut b], 2).await;
-    let (serving, other, session) = match served[0].keys().next() {
-        Some(id) => (&a, &b, id.clone()),
-        None => (&b, &a, served[1].keys().next().unwrap().clone()),
-    };
+    let (serving, other, session) = serving_other_and_session(&setup).await;
+    let (serving, other) = (&serving, &other);
     let device = setup.devices[&session];
 
     // The new webhook, through the host that does not serve the session:
@@ -133,8 +141,8 @@ async fn a_webhook_change_and_a_delete_through_the_other_host_reach_the_serving_
     assert!(!serving.sessions().await.contains_key(&session));
     // No host takes it again, and its folder is gone where it ran.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!a.sessions().await.contains_key(&session));
-    assert!(!b.sessions().await.contains_key(&session));
+    assert!(!serving.sessions().await.contains_key(&session));
+    assert!(!other.sessions().await.contains_key(&session));
     let folder = setup
         .tmp
         .path()
@@ -207,13 +215,8 @@ async fn a_logout_on_a_host_that_dies_is_kept_by_the_survivor_until_the_operator
 async fn requests_for_a_session_made_to_any_host_are_answered_by_the_one_serving_it() {
     let erp = Erp::start().await;
     let setup = setup(2, &erp.url()).await;
-    let mut a = Host::start(&setup, "host-a");
-    let mut b = Host::start(&setup, "host-b");
-    let served = until_all_served(&mut [&mut a, &mut b], 2).await;
-    let (serving, other, session) = match served[0].keys().next() {
-        Some(id) => (&a, &b, id.clone()),
-        None => (&b, &a, served[1].keys().next().unwrap().clone()),
-    };
+    let (serving, other, session) = serving_other_and_session(&setup).await;
+    let (serving, other) = (&serving, &other);
     let ben = Person::ben();
     setup.sim.add_person(&ben).await;
     let mut sim_events = setup.sim.events();
@@ -329,14 +332,10 @@ async fn calls_turned_down_through_any_host_are_turned_down_where_the_session_ru
     const REPLY: &str = "This number does not take calls; please write";
     let erp = Erp::start().await;
     let setup = setup(2, &erp.url()).await;
-    let mut a = Host::start(&setup, "host-a");
-    let mut b = Host::start(&setup, "host-b");
-    let served = until_all_served(&mut [&mut a, &mut b], 2).await;
-    // A session and the host that does not serve it.
-    let (other, session) = match served[0].keys().next() {
-        Some(id) => (&b, id.clone()),
-        None => (&a, served[1].keys().next().unwrap().clone()),
-    };
+    // A session and the host that does not serve it (the serving one
+    // kept running).
+    let (_serving, other, session) = serving_other_and_session(&setup).await;
+    let other = &other;
     let device = setup.devices[&session];
     let asha = Person::asha();
     setup.sim.add_person(&asha).await;
